@@ -1,0 +1,224 @@
+"""One ``multi_asset`` per tenant job; its body runs the shared engine per selected object."""
+
+# No `from __future__ import annotations`: Dagster inspects the asset function's annotations at runtime.
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import dagster as dg
+from pydantic import Field
+
+from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
+from dativo_dagster.config.plan import JobPlan, ObjectPlan
+from dativo_dagster.engine import DagsterState, ObjectResult, ingest_object
+from dativo_dagster.errors import DativoError, ErrorClass, StateError
+from dativo_dagster.resources import DativoResource
+from dativo_dagster.specs import CHECK_CONTRACT, build_asset_specs, build_check_specs
+from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
+from dativo_dagster.translator import DativoTranslator
+from dativo_dagster.types import column_schema_metadata
+
+
+class IngestConfig(dg.Config):
+    """Run config of a tenant job (launchpad, ``dativo run`` flags)."""
+
+    limit: int | None = Field(default=None, ge=1, description="stop each object after this many rows")
+
+
+def retry_policy(config: RetryConfig) -> dg.RetryPolicy:
+    """Dagster RetryPolicy from runner.yaml (permanent errors bypass it)."""
+    return dg.RetryPolicy(
+        max_retries=config.max_retries,
+        delay=config.delay_s,
+        backoff=dg.Backoff.EXPONENTIAL if config.backoff is Backoff.EXPONENTIAL else dg.Backoff.LINEAR,
+        jitter={
+            Jitter.NONE: None,
+            Jitter.FULL: dg.Jitter.FULL,
+            Jitter.PLUS_MINUS: dg.Jitter.PLUS_MINUS,
+        }[config.jitter],
+    )
+
+
+def dagster_state(instance: dg.DagsterInstance, key: dg.AssetKey) -> DagsterState:
+    """Cursor and snapshot Dagster recorded at the asset's latest materialization."""
+    event = instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None:
+        return DagsterState()
+    metadata = materialization.metadata
+    cursor = None
+    raw = metadata.get(META_CURSOR)
+    if raw is not None and raw.value not in (None, "null"):
+        try:
+            cursor = CursorState.from_json(str(raw.value), where=f"Dagster metadata of {key.to_user_string()}")
+        except StateError:
+            cursor = None  # the table's own record decides; an unreadable copy must not block a run
+    snapshot = metadata.get(META_SNAPSHOT_ID)
+    snapshot_id = int(snapshot.value) if snapshot is not None and snapshot.value is not None else None  # type: ignore[arg-type]
+    return DagsterState(cursor=cursor, snapshot_id=snapshot_id)
+
+
+def materialize_result(result: ObjectResult, key: dg.AssetKey, catalog_name: str) -> dg.MaterializeResult:
+    """Metadata for one committed (or unchanged) object."""
+    write = result.write
+    assert write is not None
+    obj = result.obj
+    metadata: dict[str, object] = {
+        "dagster/table_name": f"{catalog_name}.{write.table}",
+        "dativo/rows_written": write.rows_written,
+        "dativo/rows_new": max(write.rows_written - write.rows_replaced, 0),
+        "dativo/rows_rejected": write.rows_rejected,
+        "dativo/rows_read": write.rows_read,
+        "dativo/committed": write.committed,
+        "dativo/bytes_written": write.bytes_written,
+        "dativo/data_files": write.data_files,
+        "dativo/files_rewritten": write.files_rewritten,
+        "dativo/duration_s": round(result.duration_s, 3),
+        META_CURSOR: write.cursor.to_json() if write.cursor else "null",
+        "dativo/cursor_origin": f"{result.reconciled.origin}: {result.reconciled.note}",
+        **{f"dativo/{name}": value for name, value in result.source_stats.items()},
+    }
+    if write.snapshot_id is not None:
+        metadata[META_SNAPSHOT_ID] = write.snapshot_id
+    if result.total_rows is not None:
+        metadata["dagster/row_count"] = result.total_rows
+    if write.schema is not None:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name=c["name"], type=c["type"], constraints=dg.TableColumnConstraints(nullable=not c["required"])
+                )
+                for c in column_schema_metadata(write.schema)
+            ]
+        )
+    if write.schema_changes:
+        metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
+    if write.quarantine_table:
+        metadata["dativo/quarantine_table"] = write.quarantine_table
+    del obj
+    return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
+
+
+def contract_check(result: ObjectResult, key: dg.AssetKey) -> dg.AssetCheckResult:
+    """Result of the in-run contract check for one object."""
+    write = result.write
+    obj = result.obj
+    if write is None:
+        error = result.error
+        rejected_msg = str(error) if error else "not evaluated"
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=CHECK_CONTRACT,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"error": rejected_msg},
+        )
+    rate = write.rows_rejected / write.rows_read if write.rows_read else 0.0
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=CHECK_CONTRACT,
+        passed=rate <= obj.max_rejected_rate,
+        severity=dg.AssetCheckSeverity.WARN if write.rows_rejected else dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rows_rejected": write.rows_rejected,
+            "rows_read": write.rows_read,
+            "rejected_rate": round(rate, 6),
+            "threshold": obj.max_rejected_rate,
+        },
+    )
+
+
+def failure_for(job: JobPlan, failures: list[ObjectResult], succeeded: int) -> dg.Failure:
+    """One Failure for the step; retries allowed only if every failure is transient."""
+    errors = [f.error for f in failures if f.error is not None]
+    transient = all(e.error_class is ErrorClass.TRANSIENT for e in errors)
+    lines = [f"{f.obj.name}: {f.error}" for f in failures]
+    first = errors[0]
+    summary = f"{job.label}: {len(failures)} object(s) failed, {succeeded} succeeded — {lines[0]}"
+    return dg.Failure(
+        description=summary,
+        metadata={
+            "dativo/error_code": first.code,
+            "dativo/error_class": "transient" if transient else "permanent",
+            "dativo/failed_objects": ", ".join(f.obj.name for f in failures),
+            "dativo/errors": "\n".join(lines),
+        },
+        allow_retries=transient,
+    )
+
+
+def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDefinition:
+    """The multi_asset of one tenant job."""
+    keys = {translator.asset_key(obj): obj for obj in job.objects}
+
+    @dg.multi_asset(
+        name=translator.op_name(job),
+        specs=build_asset_specs(job, translator),
+        check_specs=build_check_specs(job, translator),
+        can_subset=True,
+        retry_policy=retry_policy(job.retry),
+        pool=translator.pool(job),
+        op_tags=translator.run_tags(job),
+    )
+    def _ingest(
+        context: dg.AssetExecutionContext, config: IngestConfig, dativo: DativoResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        selected = [obj for key, obj in keys.items() if key in context.selected_asset_keys]
+        checks = context.selected_asset_check_keys
+        yield from run_job(context, job, selected, dativo, translator, config, checks)
+
+    return _ingest
+
+
+def run_job(
+    context: dg.AssetExecutionContext,
+    job: JobPlan,
+    objects: list[ObjectPlan],
+    dativo: DativoResource,
+    translator: DativoTranslator,
+    config: IngestConfig,
+    checks: set[dg.AssetCheckKey] | frozenset[dg.AssetCheckKey],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end."""
+    try:
+        source = dativo.source_for(job)
+        writer = dativo.writer_for(job.target)
+    except DativoError as exc:
+        raise dg.Failure(
+            description=f"{job.label}: {exc}",
+            metadata=dict(exc.as_metadata()),
+            allow_retries=exc.transient,
+        ) from None
+    failures: list[ObjectResult] = []
+    succeeded = 0
+    states = {obj.name: dagster_state(context.instance, translator.asset_key(obj)) for obj in objects}
+    with source, ThreadPoolExecutor(max_workers=min(job.job.max_workers, max(len(objects), 1))) as pool:
+        futures = {
+            pool.submit(
+                ingest_object,
+                obj,
+                source=source,
+                writer=writer,
+                run_id=context.run_id,
+                dagster=states[obj.name],
+                limit=config.limit,
+            ): obj
+            for obj in objects
+        }
+        for future in as_completed(futures):
+            result = future.result()
+            key = translator.asset_key(result.obj)
+            check_key = dg.AssetCheckKey(key, CHECK_CONTRACT)
+            if result.error is not None:
+                failures.append(result)
+                context.log.error(f"{result.obj.label}: {result.error}")
+                if check_key in checks:
+                    yield contract_check(result, key)
+                continue
+            succeeded += 1
+            yield materialize_result(result, key, job.target.catalog_name)
+            if check_key in checks:
+                yield contract_check(result, key)
+    if failures:
+        raise failure_for(job, failures, succeeded)

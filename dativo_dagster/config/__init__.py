@@ -1,0 +1,1 @@
+"""Configuration: pydantic models, the loader that builds a Plan, ``${VAR}`` secrets."""

@@ -1,0 +1,455 @@
+"""Pydantic models for every config file dativo reads.
+
+All models forbid unknown keys: a typo in YAML is a CFG001 naming the field, never a silently
+ignored setting. Modes are Literals/enums. Nothing here resolves ``${VAR}`` references; strings
+that hold them stay verbatim until run time.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dativo_dagster.config.secrets import malformed_reference
+
+# Tenant ids, job names and object names become asset-key parts, Iceberg namespaces and table
+# names, run-tag values and file names: keep them to a safe identifier alphabet.
+SAFE_ID = r"^[a-z][a-z0-9_]{0,62}$"
+_SAFE_ID_RE = re.compile(SAFE_ID)
+
+
+def is_safe_identifier(value: str) -> bool:
+    """True if ``value`` can be used as a tenant, job or object id."""
+    return bool(_SAFE_ID_RE.match(value))
+
+
+SafeId = Annotated[str, Field(pattern=SAFE_ID, description="lowercase identifier: [a-z][a-z0-9_]*")]
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- schema contracts
+
+
+class ColumnType(str, enum.Enum):
+    """Logical column types of a schema contract (mapped to Arrow and Iceberg in one place)."""
+
+    INT32 = "int32"
+    INT64 = "int64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    DECIMAL = "decimal"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    TIME = "time"
+    TIMESTAMP = "timestamp"
+    TIMESTAMPTZ = "timestamptz"
+    BINARY = "binary"
+    UUID = "uuid"
+    JSON = "json"
+    LIST = "list"
+
+
+class ColumnContract(StrictModel):
+    """One column of a schema contract."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    type: ColumnType
+    required: bool = False
+    precision: int | None = Field(default=None, ge=1, le=38)
+    scale: int | None = Field(default=None, ge=0, le=38)
+    item_type: ColumnType | None = None
+    description: str | None = None
+    source_name: str | None = Field(
+        default=None, description="column name at the source when it differs from the table column"
+    )
+
+    @model_validator(mode="after")
+    def _check_type_parameters(self) -> ColumnContract:
+        if self.type is ColumnType.DECIMAL:
+            if self.precision is None:
+                raise ValueError("decimal columns need 'precision' (and optionally 'scale')")
+            if (self.scale or 0) > self.precision:
+                raise ValueError("decimal 'scale' cannot exceed 'precision'")
+        elif self.precision is not None or self.scale is not None:
+            raise ValueError("'precision'/'scale' are only valid for decimal columns")
+        if self.type is ColumnType.LIST:
+            if self.item_type is None or self.item_type in (ColumnType.LIST, ColumnType.DECIMAL):
+                raise ValueError("list columns need a scalar, non-decimal 'item_type'")
+        elif self.item_type is not None:
+            raise ValueError("'item_type' is only valid for list columns")
+        return self
+
+
+class SchemaContract(StrictModel):
+    """A versioned schema contract for one source object."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_/]*$")
+    version: int = Field(ge=1)
+    description: str | None = None
+    columns: list[ColumnContract] = Field(min_length=1)
+    primary_key: list[str] = Field(default_factory=list)
+    cursor_field: str | None = None
+
+    @model_validator(mode="after")
+    def _check_references(self) -> SchemaContract:
+        names = [c.name for c in self.columns]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate column names: {', '.join(duplicates)}")
+        by_name = {c.name: c for c in self.columns}
+        for key in self.primary_key:
+            if key not in by_name:
+                raise ValueError(f"primary_key column '{key}' is not declared in columns")
+            if not by_name[key].required:
+                raise ValueError(f"primary_key column '{key}' must be required: true")
+        if self.cursor_field is not None and self.cursor_field not in by_name:
+            raise ValueError(f"cursor_field '{self.cursor_field}' is not declared in columns")
+        return self
+
+    def column(self, name: str) -> ColumnContract:
+        """Return the column called ``name``."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+class Engine(str, enum.Enum):
+    """How a source is executed. Only ``native`` ships today; taps plug in here later."""
+
+    NATIVE = "native"
+    SINGER = "singer"
+    AIRBYTE = "airbyte"
+
+
+class SourceRecipe(StrictModel):
+    """connectors/sources/<name>.yaml: how to reach one kind of source."""
+
+    name: SafeId
+    type: Literal["csv", "postgres", "mysql", "stripe", "hubspot", "gdrive_csv", "google_sheets"]
+    engine: Engine = Engine.NATIVE
+    description: str | None = None
+    credentials: dict[str, str] = Field(
+        default_factory=dict, description="credential template; values are usually ${VAR} references"
+    )
+    defaults: dict[str, Any] = Field(default_factory=dict, description="connection defaults")
+    objects: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="well-known objects with their default per-object config"
+    )
+
+    @model_validator(mode="after")
+    def _native_only(self) -> SourceRecipe:
+        if self.engine is not Engine.NATIVE:
+            raise ValueError(f"engine '{self.engine.value}' is not available yet; use 'native'")
+        return self
+
+
+class CatalogConfig(StrictModel):
+    """Iceberg catalog settings (one class for every catalog kind, as dagster-iceberg does)."""
+
+    type: Literal["sql", "rest", "glue"] = "sql"
+    uri: str | None = Field(default=None, description="SQLAlchemy URI (sql) or REST endpoint (rest)")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="extra pyiceberg catalog properties (s3.*, credential, ...)"
+    )
+
+    @model_validator(mode="after")
+    def _uri_required(self) -> CatalogConfig:
+        if self.type in ("sql", "rest") and not self.uri:
+            raise ValueError(f"catalog type '{self.type}' needs 'uri'")
+        return self
+
+
+class TargetRecipe(StrictModel):
+    """connectors/targets/<name>.yaml: an Iceberg catalog plus warehouse."""
+
+    name: SafeId
+    type: Literal["iceberg"] = "iceberg"
+    description: str | None = None
+    catalog_name: SafeId = "dativo"
+    catalog: CatalogConfig
+    warehouse: str = Field(description="file path, file:// or s3:// URI; may use ${VAR}")
+    table_properties: dict[str, str] = Field(default_factory=dict)
+    target_file_rows: int = Field(default=1_000_000, ge=1_000, description="rows per data file (bounds memory)")
+
+
+# --------------------------------------------------------------------------- tenant jobs
+
+
+class Strategy(str, enum.Enum):
+    """Incremental strategies."""
+
+    FULL_REFRESH = "full_refresh"
+    APPEND = "append"  # monotonically increasing id: read id > cursor
+    UPDATED = "updated"  # updated-at timestamp with lookback, merged on the primary key
+    CREATED = "created"  # created-at timestamp with lookback, merged on the primary key
+    FILE_MTIME = "file_mtime"  # whole files newer than the cursor (file sources only)
+
+
+class WriteMode(str, enum.Enum):
+    """How a run's rows land in the Iceberg table."""
+
+    APPEND = "append"
+    MERGE = "merge"
+    OVERWRITE = "overwrite"
+
+
+DEFAULT_WRITE_MODE: dict[Strategy, WriteMode] = {
+    Strategy.FULL_REFRESH: WriteMode.OVERWRITE,
+    Strategy.APPEND: WriteMode.APPEND,
+    Strategy.UPDATED: WriteMode.MERGE,
+    Strategy.CREATED: WriteMode.MERGE,
+    Strategy.FILE_MTIME: WriteMode.APPEND,
+}
+
+
+class Incremental(StrictModel):
+    """How an object is read incrementally."""
+
+    strategy: Strategy = Strategy.FULL_REFRESH
+    cursor_field: str | None = None
+    lookback_days: float = Field(default=0, ge=0, le=3650)
+    initial_value: str | int | None = Field(default=None, description="cursor to start from on first run")
+
+    @model_validator(mode="after")
+    def _cursor_field_needed(self) -> Incremental:
+        needs_field = self.strategy in (Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED)
+        if needs_field and not self.cursor_field:
+            raise ValueError(f"strategy '{self.strategy.value}' needs 'cursor_field'")
+        if not needs_field and self.cursor_field:
+            raise ValueError(f"strategy '{self.strategy.value}' takes no 'cursor_field'")
+        if self.lookback_days and self.strategy not in (Strategy.UPDATED, Strategy.CREATED):
+            raise ValueError("'lookback_days' only applies to the 'updated' and 'created' strategies")
+        return self
+
+
+class Quality(StrictModel):
+    """Data-quality thresholds for one object."""
+
+    max_rejected_rate: float = Field(default=0.05, ge=0, le=1)
+
+
+class ContractRef(StrictModel):
+    """Reference to connectors/schemas/<name>.v<version>.yaml."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
+    version: int = Field(ge=1)
+
+
+class ObjectConfig(StrictModel):
+    """One object (table, file set, API resource) of a tenant job."""
+
+    name: SafeId
+    description: str | None = None
+    contract: ContractRef | None = Field(
+        default=None, description="schema contract; optional for sources that discover their schema"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="source-specific object settings")
+    incremental: Incremental = Field(default_factory=Incremental)
+    write_mode: WriteMode | None = None
+    primary_key: list[str] | None = None
+    quality: Quality | None = None
+    table: SafeId | None = Field(default=None, description="Iceberg table name (default: object name)")
+
+    @property
+    def effective_write_mode(self) -> WriteMode:
+        """Explicit write mode, else the default for the strategy."""
+        return self.write_mode or DEFAULT_WRITE_MODE[self.incremental.strategy]
+
+    @model_validator(mode="after")
+    def _mode_fits_strategy(self) -> ObjectConfig:
+        mode = self.effective_write_mode
+        strategy = self.incremental.strategy
+        if mode is WriteMode.OVERWRITE and strategy is not Strategy.FULL_REFRESH:
+            raise ValueError("write_mode 'overwrite' only fits strategy 'full_refresh'")
+        if strategy is Strategy.FULL_REFRESH and mode is WriteMode.APPEND:
+            raise ValueError("strategy 'full_refresh' with write_mode 'append' would duplicate every row")
+        return self
+
+
+class SourceRef(StrictModel):
+    """The source section of a tenant job."""
+
+    recipe: SafeId
+    connection: dict[str, Any] = Field(default_factory=dict, description="overrides of the recipe defaults")
+    credentials: dict[str, str] = Field(default_factory=dict, description="overrides of the recipe template")
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials_are_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if "${" not in text:
+                raise ValueError(f"credential '{key}' must be a ${{VAR}} reference, not a literal secret")
+        return value
+
+
+class TargetRef(StrictModel):
+    """The target section of a tenant job."""
+
+    recipe: SafeId
+    namespace: SafeId | None = Field(default=None, description="Iceberg namespace (default: tenant id)")
+
+
+class TenantJob(StrictModel):
+    """tenants/<tenant>/jobs/<job>.yaml."""
+
+    tenant: SafeId
+    name: SafeId
+    description: str | None = None
+    owners: list[str] = Field(default_factory=list)
+    source: SourceRef
+    target: TargetRef
+    max_workers: int = Field(default=4, ge=1, le=64, description="objects extracted in parallel")
+    quality: Quality = Field(default_factory=Quality)
+    objects: list[ObjectConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_objects(self) -> TenantJob:
+        names = [o.name for o in self.objects]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate object names: {', '.join(duplicates)}")
+        tables = [o.table or o.name for o in self.objects]
+        clashes = sorted({t for t in tables if tables.count(t) > 1})
+        if clashes:
+            raise ValueError(f"two objects write the same table: {', '.join(clashes)}")
+        return self
+
+
+# --------------------------------------------------------------------------- runner.yaml
+
+
+class Backoff(str, enum.Enum):
+    """Retry delay growth."""
+
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+
+
+class Jitter(str, enum.Enum):
+    """Retry delay randomisation."""
+
+    NONE = "none"
+    FULL = "full"
+    PLUS_MINUS = "plus_minus"
+
+
+class RetryConfig(StrictModel):
+    """Dagster RetryPolicy for transient failures (permanent ones never retry)."""
+
+    max_retries: int = Field(default=3, ge=0, le=20)
+    delay_s: float = Field(default=10, ge=0, le=3600)
+    backoff: Backoff = Backoff.EXPONENTIAL
+    jitter: Jitter = Jitter.PLUS_MINUS
+
+
+class Schedule(StrictModel):
+    """A cron or interval schedule; exactly one of the two."""
+
+    cron: str | None = None
+    interval_minutes: int | None = Field(default=None, ge=1, le=1440)
+    timezone: str = "UTC"
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Schedule:
+        if (self.cron is None) == (self.interval_minutes is None):
+            raise ValueError("give exactly one of 'cron' or 'interval_minutes'")
+        if self.cron is not None:
+            from dagster._utils.schedules import is_valid_cron_string
+
+            if not is_valid_cron_string(self.cron):
+                raise ValueError(f"'{self.cron}' is not a valid cron expression")
+        if self.interval_minutes is not None:
+            minutes = self.interval_minutes
+            if not (minutes < 60 and 60 % minutes == 0) and not (minutes % 60 == 0 and 1440 % minutes == 0):
+                raise ValueError(
+                    "interval_minutes must divide an hour (1..30) or be whole hours dividing a day (60..1440)"
+                )
+        return self
+
+    @property
+    def cron_expression(self) -> str:
+        """The schedule as a cron string."""
+        if self.cron is not None:
+            return self.cron
+        minutes = self.interval_minutes or 60
+        if minutes < 60:
+            return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+        hours = minutes // 60
+        return "0 0 * * *" if hours == 24 else ("0 * * * *" if hours == 1 else f"0 */{hours} * * *")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone '{value}'") from exc
+        return value
+
+
+class JobEntry(StrictModel):
+    """One tenant job that the runner runs."""
+
+    tenant: SafeId
+    job: SafeId
+    enabled: bool = True
+    schedule: Schedule | None = None
+    retry: RetryConfig | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RunnerDefaults(StrictModel):
+    """Defaults applied to every job entry."""
+
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    tenant_concurrency: int = Field(default=2, ge=1, le=1000, description="concurrent runs per tenant")
+
+
+class RunnerConfig(StrictModel):
+    """runner.yaml."""
+
+    version: Literal[1] = 1
+    tenants_dir: str = "tenants"
+    connectors_dir: str = "connectors"
+    defaults: RunnerDefaults = Field(default_factory=RunnerDefaults)
+    jobs: list[JobEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_entries(self) -> RunnerConfig:
+        seen: set[tuple[str, str]] = set()
+        for entry in self.jobs:
+            key = (entry.tenant, entry.job)
+            if key in seen:
+                raise ValueError(f"job {entry.tenant}/{entry.job} is listed twice")
+            seen.add(key)
+        return self
+
+
+def check_references(value: Any) -> None:
+    """Raise ValueError if any string in ``value`` holds a malformed ``${...}`` reference."""
+    if isinstance(value, str):
+        bad = malformed_reference(value)
+        if bad:
+            raise ValueError(f"malformed variable reference near '{bad}' (use ${{NAME}} or ${{NAME:-default}})")
+    elif isinstance(value, dict):
+        for item in value.values():
+            check_references(item)
+    elif isinstance(value, list):
+        for item in value:
+            check_references(item)

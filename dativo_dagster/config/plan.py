@@ -1,0 +1,126 @@
+"""The validated, fully cross-referenced plan that definitions and the CLI are built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dativo_dagster.config.models import (
+    ObjectConfig,
+    RetryConfig,
+    RunnerConfig,
+    SchemaContract,
+    Schedule,
+    SourceRecipe,
+    Strategy,
+    TargetRecipe,
+    TenantJob,
+    WriteMode,
+)
+
+
+@dataclass(frozen=True)
+class ObjectPlan:
+    """Everything needed to extract and write one object."""
+
+    tenant: str
+    job: str
+    source_name: str
+    config: ObjectConfig
+    contract: SchemaContract | None
+    options: dict[str, Any]
+    primary_key: tuple[str, ...]
+    namespace: str
+    table: str
+    max_rejected_rate: float
+
+    @property
+    def name(self) -> str:
+        """Object name."""
+        return self.config.name
+
+    @property
+    def strategy(self) -> Strategy:
+        """Incremental strategy."""
+        return self.config.incremental.strategy
+
+    @property
+    def cursor_field(self) -> str | None:
+        """Cursor column, if the strategy uses one."""
+        return self.config.incremental.cursor_field
+
+    @property
+    def write_mode(self) -> WriteMode:
+        """Effective write mode."""
+        return self.config.effective_write_mode
+
+    @property
+    def table_identifier(self) -> tuple[str, str]:
+        """Iceberg (namespace, table)."""
+        return (self.namespace, self.table)
+
+    @property
+    def quarantine_table(self) -> str:
+        """Name of the table that receives rejected rows."""
+        return f"{self.table}__quarantine"
+
+    @property
+    def label(self) -> str:
+        """tenant/job/object, for messages."""
+        return f"{self.tenant}/{self.job}/{self.name}"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """One tenant job, resolved against its recipes and contracts."""
+
+    job: TenantJob
+    source: SourceRecipe
+    target: TargetRecipe
+    objects: tuple[ObjectPlan, ...]
+    retry: RetryConfig
+    schedule: Schedule | None
+    tags: dict[str, str]
+    job_file: Path
+    project_dir: Path
+    connection: dict[str, Any] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant(self) -> str:
+        """Tenant id."""
+        return self.job.tenant
+
+    @property
+    def name(self) -> str:
+        """Job name."""
+        return self.job.name
+
+    @property
+    def label(self) -> str:
+        """tenant/job."""
+        return f"{self.job.tenant}/{self.job.name}"
+
+    def object(self, name: str) -> ObjectPlan:
+        """Return the object called ``name``."""
+        for obj in self.objects:
+            if obj.name == name:
+                return obj
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """All enabled jobs of a project."""
+
+    project_dir: Path
+    runner: RunnerConfig
+    jobs: tuple[JobPlan, ...]
+
+    def job(self, label: str) -> JobPlan:
+        """Find a job by ``tenant/job``."""
+        for job in self.jobs:
+            if job.label == label:
+                return job
+        raise KeyError(label)

@@ -1,0 +1,6 @@
+"""The Dagster code location: ``dagster dev -m dativo_dagster.definitions``."""
+
+from dativo_dagster.build import build_definitions
+from dativo_dagster.config.loader import load_plan
+
+defs = build_definitions(load_plan())

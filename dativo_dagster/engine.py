@@ -1,0 +1,180 @@
+"""One run of one object: reconcile the cursor, stream from the source, commit to Iceberg.
+
+This is the code path shared by the Dagster assets and the ``dativo`` CLI. It knows nothing
+about Dagster: the caller passes the cursor Dagster last recorded (if any) and turns the
+:class:`ObjectResult` into events.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import structlog
+
+from dativo_dagster.config.plan import ObjectPlan
+from dativo_dagster.errors import DativoError
+from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult, read_table_cursor
+from dativo_dagster.logs import log_context
+from dativo_dagster.sources.base import ReadRequest, Source
+from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
+from dativo_dagster.types import ContractEnforcer
+
+log = structlog.get_logger("dativo.engine")
+
+
+@dataclass(frozen=True)
+class DagsterState:
+    """What Dagster last recorded for an asset (from its latest materialization)."""
+
+    cursor: CursorState | None = None
+    snapshot_id: int | None = None
+
+
+@dataclass
+class ObjectResult:
+    """Outcome of one object in one run."""
+
+    obj: ObjectPlan
+    write: WriteResult | None
+    reconciled: ReconciledCursor
+    source_stats: dict[str, float] = field(default_factory=dict)
+    total_rows: int | None = None
+    error: DativoError | None = None
+    dry_run: bool = False
+    duration_s: float = 0.0
+
+
+def enforcer_for(obj: ObjectPlan, source: Source) -> ContractEnforcer:
+    """The contract enforcer for ``obj``: its schema contract, else the discovered schema."""
+    if obj.contract is not None:
+        return ContractEnforcer.for_contract(obj.contract)
+    discovered = source.discover_schema(obj)
+    required = set(obj.primary_key)
+    fields = [f.with_nullable(f.nullable and f.name not in required) for f in discovered]
+    return ContractEnforcer(pa.schema(fields, metadata=discovered.metadata))
+
+
+def start_cursor(obj: ObjectPlan, writer: IcebergWriter, dagster: DagsterState) -> ReconciledCursor:
+    """Reconcile Dagster's record with the table's snapshot history (the table wins)."""
+    table = writer.load_table(*obj.table_identifier)
+    table_cursor = read_table_cursor(table) if table is not None else None
+    if table_cursor is not None and table_cursor.cursor is not None:
+        stored = table_cursor.cursor
+        if stored.strategy is not obj.strategy or stored.field != obj.cursor_field:
+            log.warning(
+                "cursor_strategy_changed",
+                stored=f"{stored.strategy.value}:{stored.field}",
+                configured=f"{obj.strategy.value}:{obj.cursor_field}",
+            )
+            table_cursor = None
+    initial = None
+    initial_value = obj.config.incremental.initial_value
+    if initial_value is not None:
+        initial = CursorState(strategy=obj.strategy, field=obj.cursor_field, value=initial_value)
+    return reconcile_cursor(
+        dagster_cursor=dagster.cursor,
+        dagster_snapshot_id=dagster.snapshot_id,
+        table=table_cursor,
+        table_exists=table is not None,
+        initial=initial,
+    )
+
+
+def ingest_object(
+    obj: ObjectPlan,
+    *,
+    source: Source,
+    writer: IcebergWriter,
+    run_id: str,
+    dagster: DagsterState | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+) -> ObjectResult:
+    """Extract ``obj`` from its committed cursor and commit it (rows + cursor) in one snapshot.
+
+    Errors are returned in ``ObjectResult.error`` when they are :class:`DativoError`; anything
+    else propagates (an unclassified bug must not look like a handled failure).
+    """
+    started = time.monotonic()
+    with log_context(tenant=obj.tenant, job=obj.job, object=obj.name, run_id=run_id):
+        reconciled = ReconciledCursor(None, "none", "not started")
+        try:
+            reconciled = start_cursor(obj, writer, dagster or DagsterState())
+            log.info("object_started", cursor=reconciled.cursor.display() if reconciled.cursor else None,
+                     origin=reconciled.origin, note=reconciled.note)
+            enforcer = enforcer_for(obj, source)
+            extraction = source.read(ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit))
+            if dry_run:
+                return _dry_run(obj, extraction, enforcer, reconciled, run_id, started)
+            result = writer.write(
+                obj,
+                iter(extraction),
+                enforcer=enforcer,
+                run_id=run_id,
+                previous_cursor=reconciled.cursor,
+                new_cursor=extraction.new_cursor,
+            )
+            total = _total_rows(writer, obj)
+            log.info(
+                "object_finished",
+                rows=result.rows_written,
+                rejected=result.rows_rejected,
+                snapshot_id=result.snapshot_id,
+                committed=result.committed,
+                cursor=result.cursor.display() if result.cursor else None,
+            )
+            return ObjectResult(
+                obj=obj,
+                write=result,
+                reconciled=reconciled,
+                source_stats=extraction.stats.as_metadata(),
+                total_rows=total,
+                duration_s=time.monotonic() - started,
+            )
+        except DativoError as exc:
+            log.error("object_failed", code=exc.code, error=str(exc), error_class=exc.error_class.value)
+            return ObjectResult(
+                obj=obj, write=None, reconciled=reconciled, error=exc, duration_s=time.monotonic() - started
+            )
+
+
+def _dry_run(
+    obj: ObjectPlan, extraction: Any, enforcer: ContractEnforcer, reconciled: ReconciledCursor, run_id: str,
+    started: float,
+) -> ObjectResult:
+    read = rejected = 0
+    for batch in extraction:
+        enforced = enforcer.enforce(batch, run_id)
+        read += batch.num_rows
+        rejected += enforced.rejected_rows
+    cursor = extraction.new_cursor()
+    preview = WriteResult(
+        table=".".join(obj.table_identifier),
+        rows_written=read - rejected,
+        rows_rejected=rejected,
+        rows_read=read,
+        snapshot_id=None,
+        committed=False,
+        cursor=cursor,
+        schema=enforcer.schema,
+    )
+    return ObjectResult(
+        obj=obj,
+        write=preview,
+        reconciled=reconciled,
+        source_stats=extraction.stats.as_metadata(),
+        dry_run=True,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _total_rows(writer: IcebergWriter, obj: ObjectPlan) -> int | None:
+    table = writer.load_table(*obj.table_identifier)
+    snapshot = table.current_snapshot() if table is not None else None
+    if snapshot is None or snapshot.summary is None:
+        return 0 if table is not None else None
+    total = snapshot.summary.additional_properties.get("total-records")
+    return int(total) if total is not None else None

@@ -1,0 +1,1 @@
+"""Iceberg side of dativo: catalogs, schema evolution, the streaming exactly-once writer."""

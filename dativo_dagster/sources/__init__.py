@@ -1,0 +1,1 @@
+"""Connectors. One module per source type, each a small class on :class:`~.base.Source`."""

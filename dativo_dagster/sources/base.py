@@ -1,0 +1,212 @@
+"""The Source interface every connector implements.
+
+It is deliberately small (list objects, schema, read, check connection) so that another engine
+(a Singer tap, an Airbyte source) can sit behind it. A source never decides what is committed:
+it yields bounded Arrow batches for the cursor it is *given*, and reports the cursor those batches
+reach; the writer commits rows and cursor together.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from dativo_dagster.config.models import Strategy
+from dativo_dagster.config.plan import JobPlan, ObjectPlan
+from dativo_dagster.state import CursorState, cursor_value_from_arrow, later_cursor
+
+
+class SourceOptions(BaseModel):
+    """Base for a source's per-object options model (unknown keys are CFG001)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectionConfig(BaseModel):
+    """Base for a source's connection model (validated after ``${VAR}`` resolution)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class SourceStats:
+    """Counters a source updates while reading; surfaced as materialization metadata."""
+
+    pages: int = 0
+    api_calls: int = 0
+    retries: int = 0
+    throttled_s: float = 0.0
+    bytes_read: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: float) -> None:
+        """Thread-safe increment of several counters."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def as_metadata(self) -> dict[str, float]:
+        """Plain dict of the counters."""
+        with self._lock:
+            return {
+                "pages": self.pages,
+                "api_calls": self.api_calls,
+                "retries": self.retries,
+                "throttled_s": round(self.throttled_s, 3),
+                "bytes_read": self.bytes_read,
+            }
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What to read: the object, the committed cursor, an optional window and row limit."""
+
+    obj: ObjectPlan
+    cursor: CursorState | None = None
+    window: tuple[datetime, datetime] | None = None
+    limit: int | None = None
+
+
+class Extraction:
+    """A stream of Arrow batches plus the cursor it reaches once drained.
+
+    Args:
+        schema: Arrow schema of every batch.
+        batches: Lazily produced batches (bounded in size).
+        request: The read request (carries strategy, cursor field and previous cursor).
+        stats: Counters the source updates while reading.
+        cursor_override: For sources whose cursor is not a column (file modification times),
+            a callable returning the new cursor value after the stream is drained.
+        on_close: Called once when the stream is drained or abandoned (close connections).
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        batches: Iterator[pa.RecordBatch],
+        request: ReadRequest,
+        stats: SourceStats,
+        *,
+        cursor_override: Callable[[], Any] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.schema = schema
+        self._batches = batches
+        self.request = request
+        self.stats = stats
+        self._cursor_override = cursor_override
+        self._on_close = on_close
+        self._max_seen: Any = None
+        self._rows = 0
+        self._drained = False
+        self._closed = False
+
+    @property
+    def rows_read(self) -> int:
+        """Rows yielded so far."""
+        return self._rows
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        field_name = self.request.obj.cursor_field
+        try:
+            for batch in self._batches:
+                if batch.num_rows == 0:
+                    continue
+                if self.request.limit is not None and self._rows + batch.num_rows > self.request.limit:
+                    batch = batch.slice(0, self.request.limit - self._rows)
+                if field_name is not None:
+                    batch_max = pc.max(batch.column(field_name)).as_py()
+                    if batch_max is not None:
+                        self._max_seen = later_cursor(self._max_seen, cursor_value_from_arrow(batch_max))
+                self._rows += batch.num_rows
+                yield batch
+                if self.request.limit is not None and self._rows >= self.request.limit:
+                    break
+            self._drained = True
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the source's resources (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            close = getattr(self._batches, "close", None)
+            if close is not None:
+                close()
+            if self._on_close is not None:
+                self._on_close()
+
+    def new_cursor(self) -> CursorState | None:
+        """The cursor the drained stream reached (None for full refresh)."""
+        obj = self.request.obj
+        if obj.strategy is Strategy.FULL_REFRESH:
+            return None
+        previous = self.request.cursor.value if self.request.cursor else None
+        if self._cursor_override is not None:
+            value = self._cursor_override()
+        else:
+            value = later_cursor(previous, self._max_seen)
+        if value is None:
+            return self.request.cursor
+        return CursorState(strategy=obj.strategy, field=obj.cursor_field, value=value)
+
+
+class Source(abc.ABC):
+    """A connector. One instance per credential per run; never shares clients globally.
+
+    Subclasses declare a few class attributes (singer-sdk style) and implement four methods.
+    """
+
+    type: ClassVar[str]
+    connection_model: ClassVar[type[ConnectionConfig]]
+    options_model: ClassVar[type[SourceOptions]]
+    supported_strategies: ClassVar[frozenset[Strategy]]
+    needs_contract: ClassVar[bool] = False
+
+    def __init__(self, connection: ConnectionConfig, credentials: dict[str, str], *, project_dir: Path) -> None:
+        self.connection = connection
+        self.credentials = credentials
+        self.project_dir = project_dir
+
+    @classmethod
+    def from_plan(cls, connection: ConnectionConfig, credentials: dict[str, str], job: JobPlan) -> Source:
+        """Build an instance for one run of ``job`` (override to pick job-level settings)."""
+        return cls(connection, credentials, project_dir=job.project_dir)
+
+    @abc.abstractmethod
+    def check_connection(self) -> None:
+        """Raise AuthError / ExtractError if the source cannot be reached with these credentials."""
+
+    @abc.abstractmethod
+    def list_objects(self) -> list[str]:
+        """Names of the objects this source can read (tables, files, resources)."""
+
+    @abc.abstractmethod
+    def discover_schema(self, obj: ObjectPlan) -> pa.Schema:
+        """Arrow schema of ``obj`` as the source exposes it (before contract coercion)."""
+
+    @abc.abstractmethod
+    def read(self, request: ReadRequest) -> Extraction:
+        """Stream ``request.obj`` from ``request.cursor`` on, in bounded batches."""
+
+    def check_object(self, obj: ObjectPlan) -> None:
+        """Raise ConfigError if ``obj`` does not exist at the source (default: discover its schema)."""
+        self.discover_schema(obj)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients held by this instance."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,185 @@
+"""Cursor state: how it is serialised, compared and reconciled.
+
+The cursor lives in the summary of the Iceberg snapshot that holds the rows it covers; Dagster's
+materialization metadata carries a copy for people. At run start both are read and reconciled
+by :func:`reconcile_cursor`, a pure function: the table is the source of truth, because a run
+may die after the Iceberg commit and before Dagster records the event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dativo_dagster.config.models import Strategy
+from dativo_dagster.errors import StateError
+
+# Snapshot-summary property names (Iceberg summary values are strings).
+PROP_CURSOR = "dativo.cursor"
+PROP_STRATEGY = "dativo.strategy"
+PROP_CURSOR_FIELD = "dativo.cursor-field"
+PROP_RUN_ID = "dativo.run-id"
+PROP_OBJECT = "dativo.object"
+PROP_ROWS = "dativo.rows"
+
+# Dagster materialization metadata keys.
+META_CURSOR = "dativo/cursor"
+META_SNAPSHOT_ID = "dativo/snapshot_id"
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """A committed position in a source object."""
+
+    strategy: Strategy
+    field: str | None
+    value: Any
+
+    def to_json(self) -> str:
+        """Serialise for a snapshot property or metadata value."""
+        return json.dumps(
+            {"strategy": self.strategy.value, "field": self.field, "value": self.value},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str) -> CursorState:
+        """Parse a serialised cursor; STATE001 if it is unreadable."""
+        try:
+            data = json.loads(text)
+            return cls(strategy=Strategy(data["strategy"]), field=data.get("field"), value=data["value"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"unreadable cursor state in {where}: {text[:80]!r}") from exc
+
+    def display(self) -> str:
+        """Short human form for logs and the CLI."""
+        value = self.value
+        if isinstance(value, dict) and "mtime_ns" in value:
+            stamp = dt.datetime.fromtimestamp(value["mtime_ns"] / 1e9, tz=dt.timezone.utc)
+            return f"files modified up to {stamp.isoformat(timespec='seconds')}"
+        return f"{self.field}={value}"
+
+
+def cursor_value_from_arrow(value: Any) -> Any:
+    """Normalise a scalar read from an Arrow column into a JSON-able, totally ordered value.
+
+    Timestamps become ISO-8601 strings with microseconds (UTC when zone-aware) so that string
+    order equals time order; decimals become strings only when not integral.
+    """
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, (int, float, str)):
+        return value
+    raise StateError(f"cursor values of type {type(value).__name__} are not supported")
+
+
+def _order_key(value: Any) -> Any:
+    if isinstance(value, dict) and "mtime_ns" in value:
+        return value["mtime_ns"]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    return str(value)
+
+
+def later_cursor(a: Any, b: Any) -> Any:
+    """The later of two cursor values (``None`` is earliest)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    try:
+        return b if _order_key(b) > _order_key(a) else a
+    except TypeError as exc:
+        raise StateError(f"cursor values {a!r} and {b!r} cannot be compared") from exc
+
+
+def check_forward(previous: CursorState | None, new: CursorState | None, *, label: str) -> None:
+    """STATE001 if ``new`` moves behind ``previous`` (a source or config went backwards)."""
+    if previous is None or new is None:
+        return
+    if previous.field != new.field or previous.strategy != new.strategy:
+        return  # a strategy change restarts the cursor on purpose; the writer logs it
+    try:
+        moved_back = _order_key(new.value) < _order_key(previous.value)
+    except TypeError as exc:
+        raise StateError(f"{label}: cursor {new.value!r} cannot be compared with {previous.value!r}") from exc
+    if moved_back:
+        raise StateError(
+            f"{label}: cursor would move backwards from {previous.value!r} to {new.value!r}",
+            hint="the source was restored from an older copy, or its cursor column changed; reset the cursor",
+        )
+
+
+@dataclass(frozen=True)
+class TableCursor:
+    """The cursor found in the table's snapshot history."""
+
+    cursor: CursorState | None
+    snapshot_id: int
+    sequence_number: int
+    run_id: str | None
+    ancestor_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class ReconciledCursor:
+    """Result of :func:`reconcile_cursor`."""
+
+    cursor: CursorState | None
+    origin: str  # "table", "dagster", "initial" or "none"
+    note: str
+
+
+def reconcile_cursor(
+    *,
+    dagster_cursor: CursorState | None,
+    dagster_snapshot_id: int | None,
+    table: TableCursor | None,
+    table_exists: bool,
+    initial: CursorState | None,
+) -> ReconciledCursor:
+    """Decide which cursor a run starts from.
+
+    Rules, in order:
+
+    1. The table has a dativo snapshot: it wins. If Dagster recorded a snapshot the table does not
+       contain in its history, the table was rolled back or recreated; the note says so.
+    2. The table exists without dativo state (created by hand, or emptied): start from ``initial``.
+    3. The table does not exist: start from ``initial`` even if Dagster remembers a cursor, since
+       the rows that cursor covered are gone; reloading is the only way to avoid a gap.
+    """
+    if table is not None:
+        if dagster_snapshot_id is None:
+            note = "cursor taken from the table (Dagster has no record of it yet)"
+        elif dagster_snapshot_id == table.snapshot_id:
+            note = "Dagster and the table agree"
+        elif dagster_snapshot_id in table.ancestor_ids:
+            note = (
+                "the table is ahead of Dagster: a previous run committed but did not report; "
+                "continuing from the table's cursor"
+            )
+        else:
+            note = "Dagster's snapshot is not in the table history (rolled back or recreated); using the table"
+        return ReconciledCursor(table.cursor, "table", note)
+    if dagster_cursor is not None:
+        where = "exists but holds no dativo snapshot" if table_exists else "does not exist"
+        return ReconciledCursor(
+            initial,
+            "initial" if initial else "none",
+            f"Dagster remembers cursor {dagster_cursor.value!r} but the table {where}; reloading",
+        )
+    if initial is not None:
+        return ReconciledCursor(initial, "initial", "first run: starting from the configured initial value")
+    return ReconciledCursor(None, "none", "first run: reading everything")

@@ -1,0 +1,53 @@
+"""The one place that decides asset keys, groups, tags, kinds and descriptions."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dativo_dagster.config.plan import JobPlan, ObjectPlan
+
+TAG_TENANT = "dativo/tenant"
+TAG_JOB = "dativo/job"
+TAG_SOURCE = "dativo/source"
+
+
+class DativoTranslator:
+    """Maps plan objects to Dagster identities. Subclass to change naming for a deployment."""
+
+    def asset_key(self, obj: ObjectPlan) -> dg.AssetKey:
+        """``[tenant, source, object]``."""
+        return dg.AssetKey([obj.tenant, obj.source_name, obj.name])
+
+    def group_name(self, obj: ObjectPlan) -> str:
+        """One group per tenant."""
+        return obj.tenant
+
+    def op_name(self, job: JobPlan) -> str:
+        """Name of the multi_asset op for a tenant job (unique per code location)."""
+        return f"{job.tenant}__{job.name}"
+
+    def job_name(self, job: JobPlan) -> str:
+        """Name of the asset job a schedule launches."""
+        return f"{job.tenant}__{job.name}__job"
+
+    def pool(self, job: JobPlan) -> str:
+        """Concurrency pool per tenant: one tenant's load never starves another's."""
+        return f"dativo-tenant-{job.tenant}"
+
+    def tags(self, obj: ObjectPlan) -> dict[str, str]:
+        """Asset tags (tag values must be short safe strings: ids are)."""
+        return {TAG_TENANT: obj.tenant, TAG_JOB: obj.job, TAG_SOURCE: obj.source_name}
+
+    def run_tags(self, job: JobPlan) -> dict[str, str]:
+        """Tags every run of the job carries."""
+        return {TAG_TENANT: job.tenant, TAG_JOB: job.name, **job.tags}
+
+    def kinds(self, job: JobPlan) -> set[str]:
+        """Kinds shown in the UI."""
+        return {job.source.type, "iceberg"}
+
+    def description(self, obj: ObjectPlan) -> str:
+        """Human description of the asset."""
+        text = obj.config.description or (obj.contract.description if obj.contract else None) or ""
+        how = obj.strategy.value + (f" on {obj.cursor_field}" if obj.cursor_field else "")
+        return f"{text}\n\n{obj.label} → Iceberg {obj.namespace}.{obj.table} ({how}, {obj.write_mode.value})".strip()
