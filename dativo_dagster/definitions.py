@@ -2,5 +2,7 @@
 
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import load_plan
+from dativo_dagster.logs import configure_logging
 
+configure_logging()
 defs = build_definitions(load_plan())

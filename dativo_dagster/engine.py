@@ -103,8 +103,12 @@ def ingest_object(
         reconciled = ReconciledCursor(None, "none", "not started")
         try:
             reconciled = start_cursor(obj, writer, dagster or DagsterState())
-            log.info("object_started", cursor=reconciled.cursor.display() if reconciled.cursor else None,
-                     origin=reconciled.origin, note=reconciled.note)
+            log.info(
+                "object_started",
+                cursor=reconciled.cursor.display() if reconciled.cursor else None,
+                origin=reconciled.origin,
+                note=reconciled.note,
+            )
             enforcer = enforcer_for(obj, source)
             extraction = source.read(ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit))
             if dry_run:
@@ -142,7 +146,11 @@ def ingest_object(
 
 
 def _dry_run(
-    obj: ObjectPlan, extraction: Any, enforcer: ContractEnforcer, reconciled: ReconciledCursor, run_id: str,
+    obj: ObjectPlan,
+    extraction: Any,
+    enforcer: ContractEnforcer,
+    reconciled: ReconciledCursor,
+    run_id: str,
     started: float,
 ) -> ObjectResult:
     read = rejected = 0

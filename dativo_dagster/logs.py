@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,18 @@ import structlog
 from dativo_dagster.config.secrets import REDACTED, is_sensitive_key, redact_text
 
 _configured = False
+_listeners: list[Callable[[MutableMapping[str, Any]], None]] = []
+
+
+def add_event_listener(listener: Callable[[MutableMapping[str, Any]], None]) -> None:
+    """Receive every (redacted) log event; the CLI uses this to drive its progress display."""
+    _listeners.append(listener)
+
+
+def _notify(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for listener in list(_listeners):
+        listener(dict(event_dict))
+    return event_dict
 
 
 def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -32,13 +44,33 @@ def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
-def configure_logging(level: int = logging.INFO, *, json: bool = False) -> None:
-    """Configure structlog once per process (idempotent)."""
+def configure_logging(
+    level: int = logging.INFO, *, json: bool = False, force: bool = False, display_level: int | None = None
+) -> None:
+    """Configure structlog once per process (idempotent unless ``force``).
+
+    Args:
+        level: Events below this level are not produced at all.
+        json: Render JSON lines instead of key=value.
+        force: Reconfigure even if already configured.
+        display_level: Events below this level still reach listeners but are not printed.
+    """
     global _configured
-    if _configured:
+    if _configured and not force:
         return
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.processors.KeyValueRenderer(
-        key_order=["event", "tenant", "job", "object", "run_id", "code"], drop_missing=True
+    shown = display_level if display_level is not None else level
+
+    def drop_hidden(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if logging.getLevelName(str(event_dict.get("level", "info")).upper()) < shown:
+            raise structlog.DropEvent
+        return event_dict
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.processors.KeyValueRenderer(
+            key_order=["event", "tenant", "job", "object", "run_id", "code"], drop_missing=True
+        )
     )
     structlog.configure(
         processors=[
@@ -46,13 +78,25 @@ def configure_logging(level: int = logging.INFO, *, json: bool = False) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_event,
+            _notify,
+            drop_hidden,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now (Dagster and pytest swap it during a run)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 @contextmanager

@@ -58,7 +58,9 @@ class DativoResource(dg.ConfigurableResource):
         if writer is None:
             catalog = build_catalog(target, self.resolver, self.root)
             writer = IcebergWriter(
-                catalog, table_properties=dict(target.table_properties), target_file_rows=target.target_file_rows
+                catalog,
+                table_properties=dict(target.table_properties),
+                target_file_rows=target.target_file_rows,
             )
             self._writers[target.name] = writer
         return writer

@@ -114,7 +114,7 @@ def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
 
         def to_decimal(v: Any) -> Any:
             d = decimal.Decimal(str(v).strip())
-            if d.as_tuple().exponent < -scale:  # type: ignore[operator]
+            if d.as_tuple().exponent < -scale:
                 raise ValueError(f"has more than {scale} decimal places")
             return d
 
@@ -281,7 +281,7 @@ class ContractEnforcer:
             arrays.append(casted)
             originals.append(original)
 
-        if reasons is None:
+        if reasons is None or not any(reasons):
             return EnforcedBatch(pa.RecordBatch.from_arrays(arrays, schema=self.schema), None)
 
         bad_mask = pa.array([bool(r) for r in reasons], type=pa.bool_())

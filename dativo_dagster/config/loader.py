@@ -89,6 +89,7 @@ class _Loader:
         self.project_dir = project_dir
         self.problems: list[str] = []
         self._cache: dict[Path, Any] = {}
+        self._parsed: dict[tuple[type[BaseModel], Path], Any] = {}
 
     def label(self, path: Path) -> str:
         try:
@@ -109,7 +110,7 @@ class _Loader:
             self.problems.append(f"{label}: cannot be read ({exc.__class__.__name__})")
             return None
         try:
-            data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - safe loader
+            data = yaml.load(text, Loader=_YamlLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -129,8 +130,9 @@ class _Loader:
 
     def parse(self, model: type[ModelT], path: Path) -> ModelT | None:
         key = (model, path)
-        if key in self._cache:
-            return self._cache[key]  # type: ignore[no-any-return]
+        if key in self._parsed:
+            cached: ModelT | None = self._parsed[key]
+            return cached
         data = self.read_yaml(path)
         if data is None:
             return None
@@ -139,7 +141,7 @@ class _Loader:
         except ValidationError as exc:
             self.problems.extend(_pydantic_problems(self.label(path), exc))
             parsed = None
-        self._cache[key] = parsed  # type: ignore[index]
+        self._parsed[key] = parsed
         return parsed
 
 
@@ -227,7 +229,9 @@ def _load_job(loader: _Loader, runner: RunnerConfig, entry: JobEntry, index: int
                 f"source type '{source.type}' (use one of: {allowed})"
             )
             continue
-        primary_key = tuple(obj.primary_key if obj.primary_key is not None else (contract.primary_key if contract else []))
+        primary_key = tuple(
+            obj.primary_key if obj.primary_key is not None else (contract.primary_key if contract else [])
+        )
         if contract is not None:
             declared = {c.name for c in contract.columns}
             missing = [c for c in primary_key if c not in declared]

@@ -15,7 +15,13 @@ _SQLITE_PREFIX = "sqlite:///"
 
 
 def resolve_local_uri(uri: str, project_dir: Path) -> str:
-    """Anchor a relative ``sqlite:///`` path at the project directory and create its folder."""
+    """Anchor a relative ``sqlite:///`` path at the project directory and create its folder.
+
+    A bare ``postgresql://`` URI is pinned to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3,
+    which dativo does not ship).
+    """
+    if uri.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + uri.split("://", 1)[1]
     if not uri.startswith(_SQLITE_PREFIX) or uri.startswith(_SQLITE_PREFIX + "/"):
         if uri.startswith(_SQLITE_PREFIX + "/"):
             Path(uri[len(_SQLITE_PREFIX) :]).parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import cast
 
 import pyarrow as pa
 from pyiceberg.table.update.schema import UpdateSchema
+from pyiceberg.types import IcebergType
 
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.types import type_label
@@ -35,7 +37,7 @@ class SchemaChange:
     detail: str = ""
 
 
-_WIDENINGS = {("int32", "int64"), ("float32", "float64")}
+_WIDENINGS = {("int32", "int64"), ("float", "double")}  # type_label uses Arrow names
 
 
 def _is_widening(current: pa.DataType, desired: pa.DataType) -> bool:
@@ -78,9 +80,7 @@ def plan_schema_changes(current: pa.Schema, desired: pa.Schema, *, table: str) -
                     "which is not a safe widening",
                     hint="write to a new table or contract version, or migrate the column by hand",
                 )
-            changes.append(
-                SchemaChange(ChangeKind.WIDEN, field.name, field, f"{current_label} -> {desired_label}")
-            )
+            changes.append(SchemaChange(ChangeKind.WIDEN, field.name, field, f"{current_label} -> {desired_label}"))
         if field.nullable and not existing.nullable:
             changes.append(SchemaChange(ChangeKind.MAKE_OPTIONAL, field.name, detail="required -> optional"))
     for name, existing in current_fields.items():
@@ -97,11 +97,11 @@ def apply_schema_changes(update: UpdateSchema, changes: list[SchemaChange]) -> N
     for change in changes:
         if change.kind is ChangeKind.ADD_COLUMN:
             assert change.field is not None
-            iceberg_type = visit_pyarrow(change.field.type, _ConvertToIcebergWithoutIDs())
+            iceberg_type = cast(IcebergType, visit_pyarrow(change.field.type, _ConvertToIcebergWithoutIDs()))
             update.add_column(change.column, iceberg_type, required=False)
         elif change.kind is ChangeKind.WIDEN:
             assert change.field is not None
-            iceberg_type = visit_pyarrow(change.field.type, _ConvertToIcebergWithoutIDs())
+            iceberg_type = cast(IcebergType, visit_pyarrow(change.field.type, _ConvertToIcebergWithoutIDs()))
             update.update_column(change.column, field_type=iceberg_type)
         else:
             update.make_column_optional(change.column)

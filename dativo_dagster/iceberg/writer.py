@@ -17,23 +17,26 @@ Write modes:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, DataFileContent
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
+from pyiceberg.types import PrimitiveType
 
 from dativo_dagster.config.models import WriteMode
 from dativo_dagster.config.plan import ObjectPlan
@@ -158,6 +161,7 @@ class IcebergWriter:
         self.catalog = catalog
         self.table_properties = {**DEFAULT_TABLE_PROPERTIES, **(table_properties or {})}
         self.target_file_rows = target_file_rows
+        self._create_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tables
 
@@ -175,16 +179,17 @@ class IcebergWriter:
         table = self.load_table(namespace, name)
         if table is not None:
             return table
-        try:
+        # Objects of one job run in threads; creating the shared namespace must not race.
+        with self._create_lock:
             try:
-                self.catalog.create_namespace(namespace)
-            except NamespaceAlreadyExistsError:
-                pass
-            return self.catalog.create_table_if_not_exists(
-                (namespace, name), schema=schema, properties=self.table_properties
-            )
-        except Exception as exc:
-            raise StorageError(f"cannot create table {namespace}.{name}: {type(exc).__name__}: {exc}") from None
+                self.catalog.create_namespace_if_not_exists(namespace)
+                return self.catalog.create_table_if_not_exists(
+                    (namespace, name), schema=schema, properties=self.table_properties
+                )
+            except Exception as exc:
+                raise StorageError(
+                    f"cannot create table {namespace}.{name}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                ) from None
 
     # ------------------------------------------------------------------ write
 
@@ -332,11 +337,11 @@ class IcebergWriter:
         counter = itertools.count(0)
         write_uuid = uuid.uuid4()
         for chunk in _chunk_rows(batches, self.target_file_rows):
-            table = pa.Table.from_batches(chunk, schema=schema)
+            chunk_table = pa.Table.from_batches(chunk, schema=schema)
             try:
                 files.extend(
                     _dataframe_to_data_files(
-                        txn.table_metadata, table, io, write_uuid=write_uuid, counter=counter
+                        txn.table_metadata, chunk_table, io, write_uuid=write_uuid, counter=counter
                     )
                 )
             except DativoError:
@@ -344,7 +349,8 @@ class IcebergWriter:
             except Exception as exc:
                 self._delete_uncommitted(table, files)
                 raise StorageError(f"writing data files failed: {type(exc).__name__}: {exc}") from None
-            del table, chunk
+            log.info("rows_staged", rows=chunk_table.num_rows, files=len(files))
+            del chunk_table, chunk
         return files
 
     def _dedupe_new_files(
@@ -420,7 +426,9 @@ class IcebergWriter:
         rows_replaced = 0
         for task in table.scan().plan_files():
             data_file = task.file
-            if single_key_field_id is not None and not _may_contain(data_file, single_key_field_id, lower, upper, table):
+            if single_key_field_id is not None and not _may_contain(
+                data_file, single_key_field_id, lower, upper, table
+            ):
                 continue
             hits = pc.is_in(_key_array(key_scan.to_table([task]), key_columns), value_set=incoming)
             hit_count = pc.sum(hits).as_py() or 0
@@ -493,10 +501,9 @@ class IcebergWriter:
     @staticmethod
     def _delete_uncommitted(table: Table, files: list[DataFile]) -> None:
         for data_file in files:
-            try:
+            # Best effort: a file we fail to delete is an unreferenced orphan, never visible data.
+            with contextlib.suppress(Exception):
                 table.io.delete(data_file.file_path)
-            except Exception:  # noqa: S110 - best effort; orphan cleanup handles leftovers
-                pass
 
 
 @dataclass
@@ -530,7 +537,7 @@ def _may_contain(data_file: DataFile, field_id: int, lower: Any, upper: Any, tab
     uppers = data_file.upper_bounds or {}
     if field_id not in lowers or field_id not in uppers:
         return True
-    iceberg_type = table.schema().find_field(field_id).field_type
+    iceberg_type = cast(PrimitiveType, table.schema().find_field(field_id).field_type)
     try:
         file_lower = from_bytes(iceberg_type, lowers[field_id])
         file_upper = from_bytes(iceberg_type, uppers[field_id])

@@ -9,6 +9,7 @@ reach; the writer commits rows and cursor together.
 from __future__ import annotations
 
 import abc
+import builtins
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -151,10 +152,8 @@ class Extraction:
         if obj.strategy is Strategy.FULL_REFRESH:
             return None
         previous = self.request.cursor.value if self.request.cursor else None
-        if self._cursor_override is not None:
-            value = self._cursor_override()
-        else:
-            value = later_cursor(previous, self._max_seen)
+        override = self._cursor_override
+        value = override() if override is not None else later_cursor(previous, self._max_seen)
         if value is None:
             return self.request.cursor
         return CursorState(strategy=obj.strategy, field=obj.cursor_field, value=value)
@@ -167,8 +166,9 @@ class Source(abc.ABC):
     """
 
     type: ClassVar[str]
-    connection_model: ClassVar[type[ConnectionConfig]]
-    options_model: ClassVar[type[SourceOptions]]
+    # ``builtins.type`` because the ``type`` class attribute above shadows the builtin here.
+    connection_model: ClassVar[builtins.type[ConnectionConfig]]
+    options_model: ClassVar[builtins.type[SourceOptions]]
     supported_strategies: ClassVar[frozenset[Strategy]]
     needs_contract: ClassVar[bool] = False
 

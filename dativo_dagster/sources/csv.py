@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import structlog
 from pydantic import Field
@@ -156,10 +155,14 @@ class CsvSource(Source):
             raise ConfigError(f"{obj.label}: {path.name}: not a readable CSV file ({exc})") from None
         assert obj.contract is not None
         missing = [
-            c.source_name or c.name for c in obj.contract.columns if c.required and (c.source_name or c.name) not in names
+            c.source_name or c.name
+            for c in obj.contract.columns
+            if c.required and (c.source_name or c.name) not in names
         ]
         if missing:
-            raise ConfigError(f"{obj.label}: {path.name}: required column(s) missing from the header: {', '.join(missing)}")
+            raise ConfigError(
+                f"{obj.label}: {path.name}: required column(s) missing from the header: {', '.join(missing)}"
+            )
         return names
 
     def read(self, request: ReadRequest) -> Extraction:
@@ -169,6 +172,11 @@ class CsvSource(Source):
         options = self._options(obj)
         stats = SourceStats()
         files = self.matching_files(obj)
+        is_glob = any(ch in options.path for ch in "*?[")
+        if not files and (obj.strategy is not Strategy.FILE_MTIME or not is_glob):
+            # An empty read here would look like a successful load (or, for a full refresh, empty
+            # the table): a missing file is a configuration problem, not "no new rows".
+            raise ConfigError(f"{obj.label}: no file matches options.path {options.path!r} under base_path")
         previous_files = request.cursor.value if request.cursor and obj.strategy is Strategy.FILE_MTIME else None
         if obj.strategy is Strategy.FILE_MTIME:
             files = files_after(files, previous_files)
@@ -223,7 +231,9 @@ class CsvSource(Source):
                             if obj.cursor_field != cursor_source:
                                 batch = batch.append_column(obj.cursor_field, typed)
                             else:
-                                batch = batch.set_column(batch.schema.get_field_index(cursor_source), cursor_source, typed)
+                                batch = batch.set_column(
+                                    batch.schema.get_field_index(cursor_source), cursor_source, typed
+                                )
                         yield batch
 
         def on_close() -> None:

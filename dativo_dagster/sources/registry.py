@@ -48,8 +48,7 @@ def build_source(job: JobPlan, resolver: SecretResolver) -> Source:
     cls = source_class(job.source.type)
     where = f"{job.job_file.relative_to(job.project_dir)}: source"
     credentials = {
-        key: str(value)
-        for key, value in resolver.resolve(dict(job.credentials), where=f"{where}.credentials").items()
+        key: str(value) for key, value in resolver.resolve(dict(job.credentials), where=f"{where}.credentials").items()
     }
     register_secrets(credentials.values())
     connection = resolver.resolve(dict(job.connection), where=f"{where}.connection")

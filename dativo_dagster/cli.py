@@ -1,0 +1,362 @@
+"""The ``dativo`` command line.
+
+``dativo run`` executes a tenant job through Dagster in-process (``dg.materialize``) — the same
+assets, resources and engine the code location runs — so a run from a laptop and a scheduled
+run behave the same. With ``DAGSTER_HOME`` set, its materializations land in that instance.
+
+Exit codes: 0 success, 1 partial success (some objects or rows failed), 2 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections.abc import MutableMapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from rich.console import Console
+from rich.table import Table
+
+from dativo_dagster.config.loader import ConfigProblems, load_plan
+from dativo_dagster.config.plan import JobPlan, Plan
+from dativo_dagster.config.secrets import SecretResolver, required_references
+from dativo_dagster.errors import ConfigError, DativoError
+from dativo_dagster.logs import add_event_listener, configure_logging
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
+
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> int:
+    errors.print(f"[bold red]✗[/] {message}", markup=True, soft_wrap=True)
+    return EXIT_FAILED
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    return load_plan(args.project)
+
+
+def _find_job(plan: Plan, label: str) -> JobPlan:
+    try:
+        return plan.job(label)
+    except KeyError:
+        known = ", ".join(j.label for j in plan.jobs) or "none"
+        raise ConfigError(f"job '{label}' is not in runner.yaml (known jobs: {known})") from None
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Config, referenced environment variables, catalog reachability."""
+    plan = _plan(args)
+    console.print(
+        f"[green]✓[/] config valid: {len(plan.jobs)} job(s), {sum(len(j.objects) for j in plan.jobs)} object(s)"
+    )
+    problems = 0
+    env = os.environ
+    for job in plan.jobs:
+        names = required_references(job.credentials) | required_references(job.connection)
+        names |= required_references(job.target.model_dump())
+        missing = sorted(n for n in names if not env.get(n))
+        if missing:
+            problems += 1
+            errors.print(f"[red]✗[/] CFG001 {job.label}: environment variable(s) not set: {', '.join(missing)}")
+    if problems:
+        return EXIT_FAILED
+    console.print("[green]✓[/] every referenced environment variable is set")
+    if args.offline:
+        return EXIT_OK
+    from dativo_dagster.iceberg.catalog import build_catalog, check_catalog
+
+    resolver = SecretResolver()
+    seen: set[str] = set()
+    for job in plan.jobs:
+        if job.target.name in seen:
+            continue
+        seen.add(job.target.name)
+        try:
+            check_catalog(build_catalog(job.target, resolver, plan.project_dir), job.target)
+            console.print(f"[green]✓[/] catalog '{job.target.name}' reachable")
+        except DativoError as exc:
+            problems += 1
+            errors.print(f"[red]✗[/] {exc}")
+    if args.connections:
+        for job in plan.jobs:
+            problems += _test_job_connection(job, resolver)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _test_job_connection(job: JobPlan, resolver: SecretResolver) -> int:
+    from dativo_dagster.sources.registry import build_source
+
+    failures = 0
+    try:
+        source = build_source(job, resolver)
+        source.check_connection()
+    except DativoError as exc:
+        errors.print(f"[red]✗[/] {job.label}: {exc}")
+        return 1
+    console.print(f"[green]✓[/] {job.label}: source reachable and authenticated")
+    with source:
+        for obj in job.objects:
+            try:
+                source.check_object(obj)
+                console.print(f"  [green]✓[/] {obj.name}")
+            except DativoError as exc:
+                failures += 1
+                errors.print(f"  [red]✗[/] {obj.name}: {exc}")
+    return failures
+
+
+def cmd_test_connection(args: argparse.Namespace) -> int:
+    """Reachability, auth and object existence for one job."""
+    plan = _plan(args)
+    job = _find_job(plan, args.job)
+    return EXIT_FAILED if _test_job_connection(job, SecretResolver()) else EXIT_OK
+
+
+# --------------------------------------------------------------------------- list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Jobs, objects, strategies and schedules."""
+    plan = _plan(args)
+    table = Table("job", "object", "strategy", "write", "table", "schedule")
+    for job in plan.jobs:
+        schedule = job.schedule.cron_expression if job.schedule else "-"
+        for obj in job.objects:
+            how = obj.strategy.value + (f"({obj.cursor_field})" if obj.cursor_field else "")
+            table.add_row(job.label, obj.name, how, obj.write_mode.value, ".".join(obj.table_identifier), schedule)
+    console.print(table)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- run
+
+
+class _Progress:
+    """Turns engine log events into a live per-object display."""
+
+    def __init__(self, objects: list[str]) -> None:
+        from rich.live import Live
+
+        self._lock = threading.Lock()
+        self.state: dict[str, str] = dict.fromkeys(objects, "waiting")
+        self.rows: dict[str, int] = dict.fromkeys(objects, 0)
+        self.live = Live(self._render(), console=errors, refresh_per_second=8, transient=True)
+
+    def _render(self) -> Table:
+        table = Table("object", "state", "rows staged", box=None)
+        for name, state in self.state.items():
+            table.add_row(name, state, f"{self.rows[name]:,}")
+        return table
+
+    def __call__(self, event: MutableMapping[str, Any]) -> None:
+        name = event.get("object")
+        if name not in self.state:
+            return
+        with self._lock:
+            kind = event.get("event")
+            if kind == "object_started":
+                self.state[name] = "reading"
+            elif kind == "rows_staged":
+                self.rows[name] += int(event.get("rows", 0))
+            elif kind == "object_finished":
+                self.state[name] = "committed" if event.get("committed") else "up to date"
+            elif kind == "object_failed":
+                self.state[name] = f"failed {event.get('code', '')}"
+            self.live.update(self._render())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one tenant job (or some of its objects)."""
+    plan = _plan(args)
+    job = _find_job(plan, args.job)
+    objects = list(job.objects)
+    if args.object:
+        unknown = [o for o in args.object if o not in {obj.name for obj in objects}]
+        if unknown:
+            raise ConfigError(
+                f"object(s) {', '.join(unknown)} not in {job.label} (objects: {', '.join(o.name for o in objects)})"
+            )
+        objects = [o for o in objects if o.name in args.object]
+    if args.dry_run:
+        return _dry_run(plan, job, objects, args.limit)
+    return _materialize(plan, job, [o.name for o in objects], args.limit)
+
+
+def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
+    from dativo_dagster.engine import ingest_object
+    from dativo_dagster.resources import DativoResource
+
+    runtime = DativoResource(project_dir=str(plan.project_dir))
+    source = runtime.source_for(job)
+    writer = runtime.writer_for(job.target)
+    table = Table("object", "starts from", "rows to load", "rejected", "cursor after")
+    failed = 0
+    with source:
+        for obj in objects:
+            result = ingest_object(obj, source=source, writer=writer, run_id="dry-run", limit=limit, dry_run=True)
+            if result.error is not None:
+                failed += 1
+                errors.print(f"[red]✗[/] {obj.name}: {result.error}")
+                continue
+            assert result.write is not None
+            start = result.reconciled.cursor.display() if result.reconciled.cursor else "beginning"
+            after = result.write.cursor.display() if result.write.cursor else "-"
+            table.add_row(obj.name, start, f"{result.write.rows_written:,}", str(result.write.rows_rejected), after)
+    console.print(table)
+    console.print("[dim]dry run: nothing was written[/]")
+    return EXIT_OK if not failed else (EXIT_FAILED if failed == len(objects) else EXIT_PARTIAL)
+
+
+def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int | None) -> int:
+    import dagster as dg
+
+    from dativo_dagster.build import build_definitions
+    from dativo_dagster.translator import DativoTranslator
+
+    translator = DativoTranslator()
+    single = Plan(project_dir=plan.project_dir, runner=plan.runner, jobs=(job,))
+    defs = build_definitions(single, translator)
+    keys = [translator.asset_key(job.object(name)) for name in object_names]
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    if limit is not None:
+        run_config["ops"] = {translator.op_name(job): {"config": {"limit": limit}}}
+    progress = _Progress(object_names)
+    add_event_listener(progress)
+    with progress.live:
+        result = dg.materialize(
+            assets=cast(list[Any], list(defs.assets or [])),
+            selection=keys,
+            instance=instance,
+            resources=defs.resources,
+            run_config=run_config,
+            raise_on_error=False,
+            tags=translator.run_tags(job),
+        )
+    return _report(job, object_names, result, translator)
+
+
+def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any) -> int:
+    done: set[str] = set()
+    rejected_any = False
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        name = materialization.asset_key.path[-1]
+        md = {k: v.value for k, v in materialization.metadata.items()}
+        done.add(name)
+        rejected = int(md.get("dativo/rows_rejected", 0) or 0)
+        rejected_any = rejected_any or rejected > 0
+        written = int(md.get("dativo/rows_written", 0))
+        new = int(md.get("dativo/rows_new", 0))
+        verb = "committed" if md.get("dativo/committed") else "up to date"
+        console.print(
+            f"[green]✓[/] {job.label}/{name} → {md.get('dagster/table_name', '')}: {verb}, "
+            f"{written:,} row(s) written ({new:,} new, {rejected:,} rejected), "
+            f"{int(md.get('dagster/row_count', 0)):,} in table, cursor {_short_cursor(str(md.get('dativo/cursor')))}, "
+            f"snapshot {md.get('dativo/snapshot_id', '-')}",
+            soft_wrap=True,
+        )
+    failed = [n for n in object_names if n not in done]
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.event_specific_data
+            error = getattr(data, "user_failure_data", None)
+            description = getattr(error, "description", None) if error else None
+            if description is None and getattr(data, "error", None) is not None:
+                description = data.error.message.strip().splitlines()[-1]
+            errors.print(f"[red]✗[/] {description}")
+    if failed:
+        errors.print(f"[red]✗[/] failed: {', '.join(failed)}")
+        return EXIT_FAILED if not done else EXIT_PARTIAL
+    if rejected_any:
+        errors.print("[yellow]![/] some rows were quarantined (see the *__quarantine tables)")
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _short_cursor(raw: str) -> str:
+    import json
+
+    if raw in ("null", ""):
+        return "-"
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw
+    value = data.get("value")
+    if isinstance(value, dict) and "mtime_ns" in value:
+        return f"files@{value['mtime_ns']}"
+    return f"{data.get('field')}={value}"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="dativo", description="Multi-tenant ingestion into Apache Iceberg")
+    parser.add_argument("--project", type=Path, default=None, help="directory holding runner.yaml")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show engine log lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check config, env vars and catalog reachability")
+    validate.add_argument("--offline", action="store_true", help="skip the catalog check")
+    validate.add_argument("--connections", action="store_true", help="also connect to every source")
+    validate.set_defaults(func=cmd_validate)
+
+    run = sub.add_parser("run", help="run a tenant job: dativo run TENANT/JOB")
+    run.add_argument("job", help="TENANT/JOB as listed in runner.yaml")
+    run.add_argument("--object", action="append", help="only this object (repeatable)")
+    run.add_argument("--limit", type=int, default=None, help="stop each object after N rows")
+    run.add_argument("--dry-run", action="store_true", help="read and validate, write nothing")
+    run.set_defaults(func=cmd_run)
+
+    test = sub.add_parser("test-connection", help="reachability, auth and object existence for a job")
+    test.add_argument("job", help="TENANT/JOB")
+    test.set_defaults(func=cmd_test_connection)
+
+    listing = sub.add_parser("list", help="list jobs and objects")
+    listing.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dativo`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(logging.INFO, display_level=logging.INFO if args.verbose else logging.WARNING, force=True)
+    if args.command == "run" and args.limit is not None and args.limit < 1:
+        return _fail("CFG001 --limit: must be at least 1")
+    try:
+        code: int = args.func(args)
+    except ConfigProblems as exc:
+        for line in exc.problems:
+            errors.print(f"[red]✗[/] CFG001 {line}", soft_wrap=True)
+        return EXIT_FAILED
+    except DativoError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing past the last commit was written")
+    except Exception as exc:
+        if args.verbose:
+            raise
+        from dativo_dagster.config.secrets import redact_text
+
+        return _fail(
+            f"unexpected error {type(exc).__name__}: {redact_text(str(exc))[:300]} (rerun with -v for details)"
+        )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

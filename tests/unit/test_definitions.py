@@ -1,0 +1,69 @@
+"""The code location loads: keys, groups, kinds, schedules, retry policy — with no secrets set."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dativo_dagster.build import build_definitions
+from dativo_dagster.config.loader import load_plan
+from dativo_dagster.config.models import Schedule
+
+
+def test_definitions_module_loads(project: Path) -> None:
+    import dativo_dagster.definitions as module
+
+    defs = importlib.reload(module).defs
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"demo/csv/orders", "demo/csv/customers"}
+
+
+def test_specs_keys_groups_tags_kinds_metadata(project: Path) -> None:
+    defs = build_definitions(load_plan(project))
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    orders = specs["demo/csv/orders"]
+    assert orders.group_name == "demo"
+    assert orders.tags["dativo/tenant"] == "demo"
+    assert orders.kinds == {"csv", "iceberg"}
+    assert orders.metadata["dagster/table_name"] == "dativo.demo.orders"
+    columns = orders.metadata["dagster/column_schema"].columns
+    assert [c.name for c in columns][:2] == ["order_id", "customer_id"]
+    assert not columns[0].constraints.nullable
+
+
+def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path) -> None:
+    defs = build_definitions(load_plan(project))
+    (assets,) = list(defs.assets or [])
+    assert isinstance(assets, dg.AssetsDefinition)
+    assert assets.can_subset
+    assert len(assets.check_specs_by_output_name) == 2
+    policy = assets.op.retry_policy
+    assert policy is not None and policy.max_retries == 3 and policy.backoff == dg.Backoff.EXPONENTIAL
+
+
+def test_schedule_from_runner_yaml(project: Path) -> None:
+    defs = build_definitions(load_plan(project))
+    schedule = defs.resolve_schedule_def("demo__shop__job__schedule")
+    assert schedule.cron_schedule == "0 * * * *"
+    assert schedule.execution_timezone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("minutes", "cron"),
+    [(1, "* * * * *"), (15, "*/15 * * * *"), (60, "0 * * * *"), (360, "0 */6 * * *"), (1440, "0 0 * * *")],
+)
+def test_interval_schedules_become_cron(minutes: int, cron: str) -> None:
+    assert Schedule(interval_minutes=minutes).cron_expression == cron
+
+
+def test_loads_without_secrets_in_the_environment(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("base_path: tenants/demo/data", "base_path: ${DEMO_DATA_DIR}"))
+    monkeypatch.delenv("DEMO_DATA_DIR", raising=False)
+    defs = build_definitions(load_plan(project))
+    assert len(list(defs.resolve_all_asset_specs())) == 2
