@@ -49,6 +49,10 @@ class ConfigProblems(ConfigError):
         more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
         super().__init__(first + more, problems=problems)
 
+    def __str__(self) -> str:
+        # Definitions load shows this text: every problem on its own actionable line.
+        return "\n".join(f"{self.code}: {line}" for line in self.problems)
+
 
 def default_project_dir() -> Path:
     """Where runner.yaml lives: ``$DATIVO_PROJECT_DIR``, else the current directory, else the repo."""

@@ -418,7 +418,6 @@ class RunnerDefaults(StrictModel):
     """Defaults applied to every job entry."""
 
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    tenant_concurrency: int = Field(default=2, ge=1, le=1000, description="concurrent runs per tenant")
 
 
 class RunnerConfig(StrictModel):

@@ -27,9 +27,7 @@ from dativo_dagster.types import type_label
 from tests.conftest import require_server
 
 RUNNER = "version: 1\njobs:\n  - {tenant: acme, job: contract}\n"
-TARGET = (
-    "name: local\ncatalog: {type: sql, uri: 'sqlite:///.dativo/catalog.db'}\nwarehouse: .dativo/warehouse\n"
-)
+TARGET = "name: local\ncatalog: {type: sql, uri: 'sqlite:///.dativo/catalog.db'}\nwarehouse: .dativo/warehouse\n"
 CONTRACT = """name: contract/items
 version: 1
 primary_key: [id]
