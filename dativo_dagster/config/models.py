@@ -316,6 +316,16 @@ class TenantJob(StrictModel):
     objects: list[ObjectConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
+    def _namespace_belongs_to_tenant(self) -> TenantJob:
+        namespace = self.target.namespace
+        if namespace is not None and namespace != self.tenant and not namespace.startswith(f"{self.tenant}_"):
+            raise ValueError(
+                f"target.namespace '{namespace}' must be the tenant id or start with '{self.tenant}_' "
+                "(tenants never write into each other's namespaces)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_objects(self) -> TenantJob:
         names = [o.name for o in self.objects]
         duplicates = sorted({n for n in names if names.count(n) > 1})
