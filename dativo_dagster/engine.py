@@ -14,8 +14,9 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
+from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import DativoError
+from dativo_dagster.errors import ConfigError, DativoError
 from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult, read_table_cursor
 from dativo_dagster.logs import log_context
 from dativo_dagster.sources.base import ReadRequest, Source
@@ -55,6 +56,25 @@ def enforcer_for(obj: ObjectPlan, source: Source) -> ContractEnforcer:
     required = set(obj.primary_key)
     fields = [f.with_nullable(f.nullable and f.name not in required) for f in discovered]
     return ContractEnforcer(pa.schema(fields, metadata=discovered.metadata))
+
+
+def check_limit_allowed(obj: ObjectPlan, source: Source, limit: int) -> None:
+    """A row limit must never lose rows: refuse it where stopping early would.
+
+    Raises:
+        ConfigError: for a full refresh (the table would be replaced by ``limit`` rows) and for
+            sources that do not read in cursor order (rows before the new cursor could be skipped).
+    """
+    if obj.strategy is Strategy.FULL_REFRESH:
+        raise ConfigError(
+            f"{obj.label}: a row limit with full_refresh would replace the table with {limit} rows",
+            hint="use --dry-run to preview",
+        )
+    if not source.ordered_by_cursor:
+        raise ConfigError(
+            f"{obj.label}: source type '{source.type}' does not read in cursor order, so a row limit could skip rows",
+            hint="use --dry-run to preview",
+        )
 
 
 def start_cursor(obj: ObjectPlan, writer: IcebergWriter, dagster: DagsterState) -> ReconciledCursor:
@@ -102,6 +122,8 @@ def ingest_object(
     with log_context(tenant=obj.tenant, job=obj.job, object=obj.name, run_id=run_id):
         reconciled = ReconciledCursor(None, "none", "not started")
         try:
+            if limit is not None and not dry_run:
+                check_limit_allowed(obj, source, limit)
             reconciled = start_cursor(obj, writer, dagster or DagsterState())
             log.info(
                 "object_started",

@@ -171,6 +171,9 @@ class Source(abc.ABC):
     options_model: ClassVar[builtins.type[SourceOptions]]
     supported_strategies: ClassVar[frozenset[Strategy]]
     needs_contract: ClassVar[bool] = False
+    # True when read() yields rows in cursor order; only then can a row limit stop early without
+    # skipping rows that sort before the last one read.
+    ordered_by_cursor: ClassVar[bool] = False
 
     def __init__(self, connection: ConnectionConfig, credentials: dict[str, str], *, project_dir: Path) -> None:
         self.connection = connection
