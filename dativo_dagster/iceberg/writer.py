@@ -249,6 +249,7 @@ class IcebergWriter:
                     yield good
 
         new_files: list[DataFile] = []
+        replacement_files: list[DataFile] = []
         try:
             new_files = self._write_files(table, txn, target_schema, conforming())
             cursor = new_cursor()
@@ -284,7 +285,6 @@ class IcebergWriter:
                     schema=target_schema,
                 )
             replaced_files: list[DataFile] = []
-            replacement_files: list[DataFile] = []
             rows_replaced = 0
             if is_merge and merge_keys:
                 new_files, dropped = self._dedupe_new_files(
@@ -293,9 +293,32 @@ class IcebergWriter:
                 stats.written -= dropped
                 incoming = pa.chunked_array(merge_keys).combine_chunks()
                 incoming = pc.unique(incoming)
-                replaced_files, replacement_files, rows_replaced = self._rewrite_matching(
-                    txn, table, incoming, obj.primary_key
+                replaced_files, replacement_files, rows_replaced, removed = self._rewrite_matching(
+                    txn, table, incoming, obj.primary_key, collect_limit=UNCHANGED_CHECK_MAX_ROWS
                 )
+                if (
+                    removed is not None
+                    and rows_replaced == stats.written
+                    and cursor == previous_cursor
+                    and not changes
+                    and _same_rows(_read_files(table, new_files), removed, obj.primary_key)
+                ):
+                    # A lookback window re-read rows that are already there, unchanged: committing
+                    # would only add a snapshot that rewrites files to identical content.
+                    self._delete_uncommitted(table, new_files + replacement_files)
+                    current = table.current_snapshot()
+                    return WriteResult(
+                        table=label,
+                        rows_written=0,
+                        rows_rejected=stats.rejected,
+                        rows_read=stats.read,
+                        snapshot_id=current.snapshot_id if current else None,
+                        committed=False,
+                        cursor=cursor,
+                        quarantine_table=quarantine_name,
+                        duration_s=time.monotonic() - started,
+                        schema=target_schema,
+                    )
             props = {
                 PROP_RUN_ID: run_id,
                 PROP_OBJECT: obj.label,
@@ -308,7 +331,7 @@ class IcebergWriter:
                 txn, table, obj.write_mode, new_files + replacement_files, replaced_files, props, label
             )
         except BaseException:
-            self._delete_uncommitted(table, new_files)
+            self._delete_uncommitted(table, new_files + replacement_files)
             raise
         return WriteResult(
             table=label,
@@ -405,15 +428,26 @@ class IcebergWriter:
         return keep, dropped
 
     def _rewrite_matching(
-        self, txn: Transaction, table: Table, incoming: pa.Array, key_columns: tuple[str, ...]
-    ) -> tuple[list[DataFile], list[DataFile], int]:
-        """Copy-on-write: rewrite live files that hold any incoming key, without those rows."""
+        self,
+        txn: Transaction,
+        table: Table,
+        incoming: pa.Array,
+        key_columns: tuple[str, ...],
+        *,
+        collect_limit: int = 0,
+    ) -> tuple[list[DataFile], list[DataFile], int, pa.Table | None]:
+        """Copy-on-write: rewrite live files that hold any incoming key, without those rows.
+
+        Returns the files replaced, their replacements, the number of rows removed and, when at
+        most ``collect_limit`` rows were removed, those rows (else None).
+        """
         from pyiceberg.expressions import AlwaysTrue
         from pyiceberg.io.pyarrow import ArrowScan
 
         if table.current_snapshot() is None:
-            return [], [], 0
+            return [], [], 0, None
         io = table.io
+        removed: list[pa.Table] | None = []
         lower = upper = None
         single_key_field_id = None
         if len(key_columns) == 1 and len(incoming):
@@ -434,12 +468,17 @@ class IcebergWriter:
             hit_count = pc.sum(hits).as_py() or 0
             if not hit_count:
                 continue
-            kept = full_scan.to_table([task]).filter(pc.invert(hits))
+            data = full_scan.to_table([task])
+            kept = data.filter(pc.invert(hits))
             rows_replaced += hit_count
+            if removed is not None:
+                removed = [*removed, data.filter(hits)] if rows_replaced <= collect_limit else None
+            del data
             replaced.append(data_file)
             if kept.num_rows:
                 replacements.extend(_dataframe_to_data_files(txn.table_metadata, kept, io))
-        return replaced, replacements, rows_replaced
+        removed_rows = pa.concat_tables(removed) if removed else None
+        return replaced, replacements, rows_replaced, removed_rows
 
     def _commit(
         self,
@@ -511,6 +550,30 @@ class _StreamStats:
     read: int = 0
     written: int = 0
     rejected: int = 0
+
+
+UNCHANGED_CHECK_MAX_ROWS = 200_000
+"""Largest merge for which re-read rows are compared with the table to skip a no-op commit."""
+
+
+def _read_files(table: Table, files: list[DataFile]) -> pa.Table:
+    parts = []
+    for data_file in files:
+        with table.io.new_input(data_file.file_path).open() as stream:
+            parts.append(pq.read_table(stream))
+    return pa.concat_tables(parts) if parts else pa.table({})
+
+
+def _same_rows(incoming: pa.Table, existing: pa.Table, key_columns: tuple[str, ...]) -> bool:
+    """True if both tables hold exactly the same rows (compared in key order)."""
+    if incoming.num_rows != existing.num_rows or set(incoming.column_names) != set(existing.column_names):
+        return False
+    try:
+        incoming = incoming.select(existing.column_names).cast(existing.schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError):
+        return False
+    order = [(name, "ascending") for name in key_columns]
+    return bool(incoming.sort_by(order).equals(existing.sort_by(order)))
 
 
 def _chunk_rows(batches: Iterator[pa.RecordBatch], rows_per_chunk: int) -> Iterator[list[pa.RecordBatch]]:
