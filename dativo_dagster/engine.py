@@ -202,9 +202,16 @@ def _dry_run(
 
 
 def _total_rows(writer: IcebergWriter, obj: ObjectPlan) -> int | None:
+    """Live rows in the table: from the snapshot summary, or counted when position deletes exist."""
     table = writer.load_table(*obj.table_identifier)
     snapshot = table.current_snapshot() if table is not None else None
-    if snapshot is None or snapshot.summary is None:
+    if table is None or snapshot is None or snapshot.summary is None:
         return 0 if table is not None else None
-    total = snapshot.summary.additional_properties.get("total-records")
-    return int(total) if total is not None else None
+    summary = snapshot.summary.additional_properties
+    if int(summary.get("total-position-deletes", "0")) == 0:
+        total = summary.get("total-records")
+        return int(total) if total is not None else None
+    # total-records counts deleted rows too; count live rows on one (key) column instead.
+    column = obj.primary_key[0] if obj.primary_key else table.schema().fields[0].name
+    reader = table.scan(selected_fields=(column,)).to_arrow_batch_reader()
+    return sum(batch.num_rows for batch in reader)

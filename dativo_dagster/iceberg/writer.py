@@ -10,9 +10,11 @@ Write modes:
 * ``append``    fast-append the new files.
 * ``overwrite`` one OVERWRITE snapshot that removes every live file and adds the new ones, so a
   reader sees the old table or the new one, never an empty or half table.
-* ``merge``     copy-on-write upsert on the primary key: rows of this run replace rows with the
-  same key. Files whose key range cannot contain an incoming key are skipped using manifest
-  bounds; candidate files are probed on the key columns only and rewritten only on a hit.
+* ``merge``     upsert on the primary key: rows of this run replace rows with the same key. Files
+  whose key range cannot contain an incoming key are skipped using manifest bounds; candidate
+  files are probed on the key columns only. Replaced rows are dropped with Iceberg v2
+  position-delete files (merge-on-read, cost follows the delta), or by rewriting the file when
+  most of its rows are replaced (copy-on-write).
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ import structlog
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table, Transaction
+from pyiceberg.manifest import DataFile, DataFileContent
+from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.snapshots import Operation
 from pyiceberg.types import PrimitiveType
 
 from dativo_dagster.config.models import WriteMode
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import DativoError, QualityError, StorageError
+from dativo_dagster.iceberg.deletes import MergeOnReadOverwrite, write_position_delete_file
 from dativo_dagster.iceberg.schema import apply_schema_changes, plan_schema_changes
 from dativo_dagster.state import (
     PROP_CURSOR,
@@ -88,6 +92,7 @@ class WriteResult:
     bytes_written: int = 0
     rows_replaced: int = 0
     files_rewritten: int = 0
+    delete_files: int = 0
     schema_changes: list[str] = field(default_factory=list)
     quarantine_table: str | None = None
     duration_s: float = 0.0
@@ -250,6 +255,7 @@ class IcebergWriter:
 
         new_files: list[DataFile] = []
         replacement_files: list[DataFile] = []
+        delete_files: list[DataFile] = []
         try:
             new_files = self._write_files(table, txn, target_schema, conforming())
             cursor = new_cursor()
@@ -284,28 +290,24 @@ class IcebergWriter:
                     duration_s=time.monotonic() - started,
                     schema=target_schema,
                 )
-            replaced_files: list[DataFile] = []
-            rows_replaced = 0
+            merge = _MergePlan()
             if is_merge and merge_keys:
                 new_files, dropped = self._dedupe_new_files(
                     table, txn, new_files, merge_keys, obj.primary_key, obj.cursor_field
                 )
                 stats.written -= dropped
-                incoming = pa.chunked_array(merge_keys).combine_chunks()
-                incoming = pc.unique(incoming)
-                replaced_files, replacement_files, rows_replaced, removed = self._rewrite_matching(
-                    txn, table, incoming, obj.primary_key, collect_limit=UNCHANGED_CHECK_MAX_ROWS
-                )
+                incoming = pc.unique(pa.chunked_array(merge_keys).combine_chunks())
+                merge = self._plan_merge(txn, table, incoming, obj.primary_key)
                 if (
-                    removed is not None
-                    and rows_replaced == stats.written
+                    merge.rows_replaced == stats.written
+                    and stats.written <= UNCHANGED_CHECK_MAX_ROWS
                     and cursor == previous_cursor
                     and not changes
-                    and _same_rows(_read_files(table, new_files), removed, obj.primary_key)
+                    and _same_rows(_read_files(table, new_files), self._removed_rows(table, merge), obj.primary_key)
                 ):
                     # A lookback window re-read rows that are already there, unchanged: committing
-                    # would only add a snapshot that rewrites files to identical content.
-                    self._delete_uncommitted(table, new_files + replacement_files)
+                    # would only add a snapshot that replaces rows with identical copies.
+                    self._delete_uncommitted(table, new_files)
                     current = table.current_snapshot()
                     return WriteResult(
                         table=label,
@@ -319,6 +321,9 @@ class IcebergWriter:
                         duration_s=time.monotonic() - started,
                         schema=target_schema,
                     )
+                self._apply_merge(txn, table, merge)
+                replacement_files = merge.replacement_files
+                delete_files = merge.delete_files
             props = {
                 PROP_RUN_ID: run_id,
                 PROP_OBJECT: obj.label,
@@ -328,10 +333,17 @@ class IcebergWriter:
                 PROP_ROWS: str(stats.written),
             }
             snapshot_id = self._commit(
-                txn, table, obj.write_mode, new_files + replacement_files, replaced_files, props, label
+                txn,
+                table,
+                obj.write_mode,
+                new_files + replacement_files,
+                merge.replaced_files,
+                delete_files,
+                props,
+                label,
             )
         except BaseException:
-            self._delete_uncommitted(table, new_files + replacement_files)
+            self._delete_uncommitted(table, new_files + replacement_files + delete_files)
             raise
         return WriteResult(
             table=label,
@@ -342,9 +354,10 @@ class IcebergWriter:
             committed=True,
             cursor=cursor,
             data_files=len(new_files),
-            bytes_written=sum(f.file_size_in_bytes for f in new_files + replacement_files),
-            rows_replaced=rows_replaced,
-            files_rewritten=len(replaced_files),
+            bytes_written=sum(f.file_size_in_bytes for f in new_files + replacement_files + delete_files),
+            rows_replaced=merge.rows_replaced,
+            files_rewritten=len(merge.replaced_files),
+            delete_files=len(delete_files),
             schema_changes=[f"{c.kind.value} {c.column} {c.detail}".strip() for c in changes],
             quarantine_table=quarantine_name,
             duration_s=time.monotonic() - started,
@@ -427,58 +440,77 @@ class IcebergWriter:
         keep.extend(_dataframe_to_data_files(txn.table_metadata, winners, io))
         return keep, dropped
 
-    def _rewrite_matching(
+    def _plan_merge(
         self,
         txn: Transaction,
         table: Table,
         incoming: pa.Array,
         key_columns: tuple[str, ...],
-        *,
-        collect_limit: int = 0,
-    ) -> tuple[list[DataFile], list[DataFile], int, pa.Table | None]:
-        """Copy-on-write: rewrite live files that hold any incoming key, without those rows.
+    ) -> _MergePlan:
+        """Find the live rows an upsert replaces, file by file, reading only the key columns.
 
-        Returns the files replaced, their replacements, the number of rows removed and, when at
-        most ``collect_limit`` rows were removed, those rows (else None).
+        Files whose key bounds cannot hold an incoming key are skipped. A file where most rows
+        are replaced (and that has no delete files yet) is rewritten without them; elsewhere the
+        replaced positions go to a position-delete file, so cost follows the delta.
         """
-        from pyiceberg.expressions import AlwaysTrue
-        from pyiceberg.io.pyarrow import ArrowScan
-
-        if table.current_snapshot() is None:
-            return [], [], 0, None
+        plan = _MergePlan()
+        if table.current_snapshot() is None or not len(incoming):
+            return plan
         io = table.io
-        removed: list[pa.Table] | None = []
         lower = upper = None
         single_key_field_id = None
-        if len(key_columns) == 1 and len(incoming):
+        if len(key_columns) == 1:
             lower, upper = pc.min_max(incoming).values()
             single_key_field_id = table.schema().find_field(key_columns[0]).field_id
-        key_scan = ArrowScan(table.metadata, io, table.schema().select(*key_columns), AlwaysTrue())
-        full_scan = ArrowScan(table.metadata, io, table.schema(), AlwaysTrue())
-        replaced: list[DataFile] = []
-        replacements: list[DataFile] = []
-        rows_replaced = 0
         for task in table.scan().plan_files():
             data_file = task.file
             if single_key_field_id is not None and not _may_contain(
                 data_file, single_key_field_id, lower, upper, table
             ):
                 continue
-            hits = pc.is_in(_key_array(key_scan.to_table([task]), key_columns), value_set=incoming)
-            hit_count = pc.sum(hits).as_py() or 0
-            if not hit_count:
+            with io.new_input(data_file.file_path).open() as stream:
+                keys = pq.read_table(stream, columns=list(key_columns))
+            hits = pc.is_in(_key_array(keys, key_columns), value_set=incoming)
+            if not pc.any(hits).as_py():
                 continue
-            data = full_scan.to_table([task])
-            kept = data.filter(pc.invert(hits))
-            rows_replaced += hit_count
-            if removed is not None:
-                removed = [*removed, data.filter(hits)] if rows_replaced <= collect_limit else None
-            del data
-            replaced.append(data_file)
-            if kept.num_rows:
-                replacements.extend(_dataframe_to_data_files(txn.table_metadata, kept, io))
-        removed_rows = pa.concat_tables(removed) if removed else None
-        return replaced, replacements, rows_replaced, removed_rows
+            positions = pc.indices_nonzero(hits)
+            deleted = _deleted_positions(io, task.delete_files, data_file.file_path)
+            if deleted is not None:
+                # a key seen at a position deleted by an earlier merge is an old version
+                positions = pc.filter(positions, pc.invert(pc.is_in(positions, value_set=deleted)))
+            if not len(positions):
+                continue
+            plan.touched.append(_TouchedFile(task, positions, has_deletes=deleted is not None))
+            plan.rows_replaced += len(positions)
+        return plan
+
+    def _removed_rows(self, table: Table, plan: _MergePlan) -> pa.Table:
+        """The live rows a merge would replace (raw file columns, for the no-op check)."""
+        parts = []
+        for touched in plan.touched:
+            with table.io.new_input(touched.task.file.file_path).open() as stream:
+                parts.append(pq.read_table(stream).take(touched.positions))
+        return pa.concat_tables(parts, promote_options="default")
+
+    def _apply_merge(self, txn: Transaction, table: Table, plan: _MergePlan) -> None:
+        """Turn the plan into rewritten files (dense hits) and position-delete files (sparse hits)."""
+        from pyiceberg.expressions import AlwaysTrue
+        from pyiceberg.io.pyarrow import ArrowScan
+
+        full_scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+        for touched in plan.touched:
+            data_file = touched.task.file
+            dense = len(touched.positions) >= REWRITE_FRACTION * data_file.record_count
+            if dense and not touched.has_deletes:
+                data = full_scan.to_table([touched.task])
+                keep = pc.invert(pc.is_in(pa.array(range(data.num_rows), pa.int64()), value_set=touched.positions))
+                kept = data.filter(keep)
+                del data
+                plan.replaced_files.append(data_file)
+                if kept.num_rows:
+                    plan.replacement_files.extend(_dataframe_to_data_files(txn.table_metadata, kept, table.io))
+            else:
+                plan.delete_files.append(write_position_delete_file(table, data_file, touched.positions))
 
     def _commit(
         self,
@@ -487,13 +519,25 @@ class IcebergWriter:
         mode: WriteMode,
         add: list[DataFile],
         remove: list[DataFile],
+        deletes: list[DataFile],
         props: dict[str, str],
         label: str,
     ) -> int | None:
         try:
             if mode is WriteMode.OVERWRITE:
                 remove = [task.file for task in table.scan().plan_files()] if table.current_snapshot() else []
-            if remove:
+            if deletes:
+                producer = MergeOnReadOverwrite(
+                    operation=Operation.OVERWRITE, transaction=txn, io=table.io, snapshot_properties=props
+                )
+                with producer:
+                    for data_file in remove:
+                        producer.delete_data_file(data_file)
+                    for data_file in add:
+                        producer.append_data_file(data_file)
+                    for delete_file in deletes:
+                        producer.add_delete_file(delete_file)
+            elif remove:
                 with txn.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
                     for data_file in remove:
                         overwrite.delete_data_file(data_file)
@@ -546,11 +590,46 @@ class IcebergWriter:
 
 
 @dataclass
+class _TouchedFile:
+    task: FileScanTask
+    positions: pa.Array  # live row positions (in the data file) that the merge replaces
+    has_deletes: bool
+
+
+@dataclass
+class _MergePlan:
+    touched: list[_TouchedFile] = field(default_factory=list)
+    rows_replaced: int = 0
+    replaced_files: list[DataFile] = field(default_factory=list)
+    replacement_files: list[DataFile] = field(default_factory=list)
+    delete_files: list[DataFile] = field(default_factory=list)
+
+
+def _deleted_positions(io: Any, delete_files: set[DataFile], file_path: str) -> pa.Array | None:
+    """Positions of ``file_path`` already deleted by position-delete files (None if none)."""
+    from pyiceberg.io.pyarrow import _read_deletes
+
+    found = []
+    for delete_file in delete_files:
+        if delete_file.content == DataFileContent.POSITION_DELETES:
+            positions = _read_deletes(io, delete_file).get(file_path)
+            if positions is not None:
+                found.append(positions)
+    if not found:
+        return None
+    return pa.chunked_array([c for p in found for c in p.chunks], pa.int64()).combine_chunks()
+
+
+@dataclass
 class _StreamStats:
     read: int = 0
     written: int = 0
     rejected: int = 0
 
+
+REWRITE_FRACTION = 0.5
+"""A merge rewrites a data file (instead of adding a position-delete file) when it replaces at
+least this share of the file's rows and the file has no delete files yet."""
 
 UNCHANGED_CHECK_MAX_ROWS = 200_000
 """Largest merge for which re-read rows are compared with the table to skip a no-op commit."""
