@@ -66,7 +66,7 @@ def type_label(data_type: pa.DataType) -> str:
         return f"decimal({data_type.precision},{data_type.scale})"
     if pa.types.is_timestamp(data_type):
         return "timestamptz" if data_type.tz else "timestamp"
-    if isinstance(data_type, pa.ExtensionType) and data_type.extension_name == "arrow.uuid":
+    if isinstance(data_type, pa.BaseExtensionType) and data_type.extension_name == "arrow.uuid":
         return "uuid"
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
         return f"list<{type_label(data_type.value_type)}>"
@@ -114,6 +114,8 @@ def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
 
         def to_decimal(v: Any) -> Any:
             d = decimal.Decimal(str(v).strip())
+            if not d.is_finite():
+                raise ValueError("is not a finite number")
             if d.as_tuple().exponent < -scale:
                 raise ValueError(f"has more than {scale} decimal places")
             return d
@@ -134,7 +136,7 @@ def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
             return bool(v)
 
         return to_bool
-    if isinstance(target, pa.ExtensionType) and target.extension_name == "arrow.uuid":
+    if isinstance(target, pa.BaseExtensionType) and target.extension_name == "arrow.uuid":
         return lambda v: v if isinstance(v, bytes) else uuid.UUID(str(v)).bytes
     if pa.types.is_integer(target):
 
@@ -154,6 +156,17 @@ def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
     return lambda v: v
 
 
+def is_uuid(data_type: pa.DataType) -> bool:
+    """True for Arrow's canonical UUID extension type."""
+    return isinstance(data_type, pa.BaseExtensionType) and data_type.extension_name == "arrow.uuid"
+
+
+def _array(values: list[Any], target: pa.DataType) -> pa.Array:
+    if is_uuid(target):
+        return pa.ExtensionArray.from_storage(target, pa.array(values, pa.binary(16)))
+    return pa.array(values, type=target)
+
+
 def _cast_per_value(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[str | None]]:
     """Convert value by value; returns the array (failures as null) and an error per row."""
     convert = _python_converter(target)
@@ -166,7 +179,7 @@ def _cast_per_value(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, li
             continue
         try:
             converted = convert(value)
-            pa.array([converted], type=target)  # validates range/precision exactly as Arrow will
+            _array([converted], target)  # validates range/precision exactly as Arrow will
             out.append(converted)
             errors.append(None)
         except (ValueError, TypeError, OverflowError, decimal.InvalidOperation, pa.ArrowException) as exc:
@@ -175,7 +188,7 @@ def _cast_per_value(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, li
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
             detail = str(exc).split("\n")[0][:80]
             errors.append(f"cannot convert {shown!r} to {type_label(target)} ({detail})")
-    return pa.array(out, type=target), errors
+    return _array(out, target), errors
 
 
 def cast_column(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[str | None] | None]:

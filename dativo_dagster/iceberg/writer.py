@@ -133,7 +133,7 @@ def _key_array(table_or_batch: pa.Table | pa.RecordBatch, key_columns: tuple[str
         column = table_or_batch.column(key_columns[0])
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
-        if isinstance(column.type, pa.ExtensionType):
+        if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
         return column
     parts = []
@@ -141,7 +141,7 @@ def _key_array(table_or_batch: pa.Table | pa.RecordBatch, key_columns: tuple[str
         column = table_or_batch.column(name)
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
-        if isinstance(column.type, pa.ExtensionType):
+        if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
         parts.append(pc.cast(column, pa.string()))
     return pc.binary_join_element_wise(*parts, "\x1f")

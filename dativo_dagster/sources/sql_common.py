@@ -1,0 +1,149 @@
+"""Pure helpers shared by the SQL sources: options, identifiers, incremental predicates.
+
+Nothing here opens a connection. Identifiers from config are validated and quoted here, and
+cursor values are always bound as parameters, so no config value is ever spliced into SQL text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from dativo_dagster.config.models import Strategy
+from dativo_dagster.config.plan import ObjectPlan
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.sources.base import SourceOptions
+from dativo_dagster.sources.incremental import lower_bound
+from dativo_dagster.state import CursorState
+
+# Names may hold anything a database allows except control characters; quoting makes them
+# inert. The check rejects what no sane table name contains and what quoting would not fix.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SqlObjectOptions(SourceOptions):
+    """Per-object settings of a SQL source: a table/view, or a named query."""
+
+    table: str | None = Field(default=None, description="'schema.table' or 'table'")
+    query: str | None = Field(default=None, description="a SELECT whose rows are the object")
+    columns: list[str] | None = Field(default=None, description="subset of columns to read (default: all)")
+    batch_rows: int = Field(default=100_000, ge=1_000, le=5_000_000, description="rows per Arrow batch")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SqlObjectOptions:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if self.table is not None:
+            parse_table_name(self.table)
+        if self.query is not None:
+            text = self.query.strip().rstrip(";").strip()
+            if ";" in text:
+                raise ValueError("'query' must be a single SELECT statement")
+            if not re.match(r"(?is)^\s*(select|with)\b", text):
+                raise ValueError("'query' must start with SELECT or WITH")
+        for column in self.columns or []:
+            check_identifier(column)
+        return self
+
+
+def check_identifier(name: str) -> str:
+    """Validate one identifier from config (it will be quoted, never interpolated raw)."""
+    if not name or len(name) > 128 or _CONTROL.search(name):
+        raise ValueError(f"invalid identifier {name!r}")
+    return name
+
+
+def parse_table_name(text: str) -> tuple[str | None, str]:
+    """Split ``schema.table`` (either part may be double-quoted to contain dots)."""
+    parts: list[str] = []
+    current = ""
+    quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            if quoted and i + 1 < len(text) and text[i + 1] == '"':
+                current += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+        i += 1
+    if quoted:
+        raise ValueError(f"unbalanced quotes in table name {text!r}")
+    parts.append(current)
+    if len(parts) > 2:
+        raise ValueError(f"table name {text!r} has more than two parts (use schema.table)")
+    for part in parts:
+        check_identifier(part)
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+@dataclass(frozen=True)
+class IncrementalPredicate:
+    """``WHERE <column> >= / > %s`` with its bound parameter (or no predicate)."""
+
+    column: str | None
+    operator: str
+    value: Any
+
+    @property
+    def active(self) -> bool:
+        """True when rows must be filtered."""
+        return self.column is not None and self.value is not None
+
+
+def incremental_predicate(obj: ObjectPlan, cursor: CursorState | None) -> IncrementalPredicate:
+    """The row filter for an incremental read (the lookback is applied here)."""
+    if obj.strategy in (Strategy.FULL_REFRESH, Strategy.FILE_MTIME) or obj.cursor_field is None:
+        return IncrementalPredicate(None, "", None)
+    value, inclusive = lower_bound(obj.strategy, cursor, obj.config.incremental.lookback_days)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc)
+    return IncrementalPredicate(obj.cursor_field, ">=" if inclusive else ">", value)
+
+
+def options_for(obj: ObjectPlan) -> SqlObjectOptions:
+    """Validated options of a SQL object."""
+    return SqlObjectOptions.model_validate(obj.options)
+
+
+def missing_columns(wanted: list[str], available: list[str], obj: ObjectPlan) -> None:
+    """CFG001 naming the first configured column the source does not have."""
+    have = set(available)
+    for name in wanted:
+        if name not in have:
+            raise ConfigError(
+                f"{obj.label}: column '{name}' does not exist in the source (available: {', '.join(available)})"
+            )
+
+
+def best_effort_cast(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """Vectorised cast of text from the server to ``target``; on any odd value, keep the text.
+
+    Keeping the text hands the column to the contract enforcer, which converts value by value and
+    quarantines just the rows that do not convert (a zero date, ``infinity``, ``NaN`` numeric).
+    """
+    if column.type == target:
+        return column
+    try:
+        return pc.cast(column, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    if pa.types.is_timestamp(target) and target.tz is not None:
+        try:
+            # Servers that print UTC without an offset (MySQL with time_zone '+00:00').
+            return pc.assume_timezone(pc.cast(column, pa.timestamp(target.unit)), "UTC")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    return column
