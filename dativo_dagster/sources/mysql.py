@@ -1,0 +1,405 @@
+"""MySQL and MariaDB: an unbuffered (server-side) cursor streamed into Arrow batches.
+
+pymysql's per-value Python converters are the slow part of reading MySQL from Python, so the
+connection is opened without them: the server's text arrives as ``str`` and Arrow casts whole
+columns at C speed. Each read runs in one ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ
+ONLY``, so a concurrent writer cannot tear the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pymysql
+import pymysql.converters
+import pymysql.cursors
+import structlog
+from pydantic import Field
+
+from dativo_dagster.config.models import Strategy
+from dativo_dagster.config.plan import ObjectPlan
+from dativo_dagster.config.secrets import redact_text
+from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError
+from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceStats
+from dativo_dagster.sources.sql_common import (
+    SqlObjectOptions,
+    best_effort_cast,
+    incremental_predicate,
+    missing_columns,
+    options_for,
+    parse_table_name,
+)
+
+log = structlog.get_logger("dativo.sources.mysql")
+
+
+class MySQLConnection(ConnectionConfig):
+    """How to reach the server; the password comes from ``credentials.password``."""
+
+    host: str = "localhost"
+    port: int = Field(default=3306, ge=1, le=65535)
+    database: str
+    user: str
+    ssl_ca: str | None = Field(default=None, description="CA bundle; enables TLS")
+    ssl_verify_identity: bool = False
+    connect_timeout_s: int = Field(default=10, ge=1, le=600)
+    statement_timeout_s: int = Field(default=0, ge=0, description="0 = no limit")
+    read_timeout_s: int = Field(default=600, ge=1, description="socket read timeout while streaming")
+    charset: str = "utf8mb4"
+
+
+@dataclass(frozen=True)
+class MyColumn:
+    """One column as discovered from information_schema."""
+
+    name: str
+    data_type: str  # e.g. 'bigint'
+    column_type: str  # e.g. 'bigint(20) unsigned', 'tinyint(1)'
+    precision: int | None = None
+    scale: int | None = None
+    not_null: bool = False
+
+
+_SIGNED_INTS = {"tinyint": pa.int32(), "smallint": pa.int32(), "mediumint": pa.int32(), "int": pa.int32()}
+_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json"}
+_BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+_TEXT_FALLBACK = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
+                  "multipolygon", "geometrycollection", "inet4", "inet6", "uuid"}  # fmt: skip
+
+
+def column_arrow_type(column: MyColumn, label: str) -> pa.DataType:
+    """Arrow type of a MySQL/MariaDB column; CFG001 naming the column when it cannot be mapped."""
+    data_type = column.data_type.lower()
+    column_type = column.column_type.lower()
+    unsigned = "unsigned" in column_type
+    if data_type == "tinyint" and column_type.startswith("tinyint(1)"):
+        return pa.bool_()
+    if data_type == "bit":
+        return pa.bool_() if column_type in ("bit(1)", "bit") else pa.int64()
+    if data_type in _SIGNED_INTS:
+        return pa.int64() if unsigned and data_type == "int" else _SIGNED_INTS[data_type]
+    if data_type == "bigint":
+        return pa.decimal128(20, 0) if unsigned else pa.int64()
+    if data_type == "year":
+        return pa.int32()
+    if data_type == "decimal":
+        return pa.decimal128(column.precision or 10, column.scale or 0)
+    if data_type == "float":
+        return pa.float32()
+    if data_type == "double":
+        return pa.float64()
+    if data_type in _TEXT or data_type in _TEXT_FALLBACK:
+        return pa.string()
+    if data_type in _BINARY:
+        return pa.binary()
+    if data_type == "date":
+        return pa.date32()
+    if data_type == "time":
+        return pa.time64("us")
+    if data_type == "datetime":
+        return pa.timestamp("us")
+    if data_type == "timestamp":
+        return pa.timestamp("us", tz="UTC")  # the session runs in UTC
+    raise ConfigError(
+        f"{label}: column '{column.name}' has MySQL type '{column.column_type}', which dativo cannot map",
+        hint="cast it in a 'query' object or leave it out with 'columns'",
+    )
+
+
+_FIELD_TYPES = {
+    0: "decimal", 246: "decimal", 1: "tinyint", 2: "smallint", 3: "int", 9: "mediumint", 8: "bigint",
+    4: "float", 5: "double", 7: "timestamp", 10: "date", 14: "date", 11: "time", 12: "datetime",
+    13: "year", 16: "bit", 245: "json", 247: "enum", 248: "set", 15: "varchar", 253: "varchar",
+    254: "char", 249: "blob", 250: "blob", 251: "blob", 252: "blob", 255: "geometry", 6: "varchar",
+}  # fmt: skip
+_BINARY_CHARSET = 63
+# pymysql's conversion table maps Python types to encoders (for parameters) and field types to
+# decoders; keeping only the encoders leaves every value as the server's text.
+_ENCODERS_ONLY = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
+_UNSIGNED_FLAG = 32
+
+
+def column_from_field(field: Any) -> MyColumn:
+    """Describe a result column (pymysql field metadata) the way information_schema would."""
+    data_type = _FIELD_TYPES.get(field.type_code, "varchar")
+    unsigned = bool(field.flags & _UNSIGNED_FLAG)
+    if data_type in ("varchar", "char", "blob") and field.charsetnr == _BINARY_CHARSET:
+        data_type = "varbinary" if data_type != "blob" else "blob"
+    elif data_type == "blob":
+        data_type = "text"
+    column_type = data_type
+    precision = scale = None
+    if data_type == "tinyint" and field.length == 1:
+        column_type = "tinyint(1)"
+    elif data_type == "bit":
+        column_type = f"bit({field.length})"
+    elif data_type == "decimal":
+        scale = field.scale
+        precision = field.length - (1 if scale else 0) - (0 if unsigned else 1)
+    if unsigned:
+        column_type += " unsigned"
+    return MyColumn(field.name, data_type, column_type, precision, scale)
+
+
+def quote_identifier(name: str) -> str:
+    """Backtick-quote an identifier (embedded backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def select_expression(column: MyColumn) -> str:
+    """SQL for one selected column; BIT travels as an integer, not as raw bytes."""
+    ident = quote_identifier(column.name)
+    if column.data_type.lower() == "bit":
+        return f"CAST({ident} AS UNSIGNED) AS {ident}"
+    return ident
+
+
+_AUTH_CODES = {1044, 1045, 1142, 1143, 1227, 1698}  # access denied variants
+_CONFIG_CODES = {1046, 1049, 1054, 1064, 1146, 1109}  # no db, unknown db/column, syntax, no table
+
+
+def classify(exc: BaseException, label: str) -> DativoError:
+    """Map a pymysql error to dativo's taxonomy (message redacted)."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    text = exc.args[1] if len(exc.args) > 1 else str(exc)
+    message = redact_text(str(text))
+    if code in _AUTH_CODES:
+        return AuthError(f"{label}: access denied: {message}")
+    if code in _CONFIG_CODES:
+        return ConfigError(f"{label}: {message}")
+    if code in (1969, 3024):  # statement timeout (MariaDB, MySQL)
+        return ExtractError(f"{label}: statement timed out: {message}")
+    if isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError)):
+        return ExtractError(f"{label}: connection failed: {message}")
+    if isinstance(exc, pymysql.err.ProgrammingError):
+        return ConfigError(f"{label}: {message}")
+    return ExtractError(f"{label}: {type(exc).__name__}: {message}")
+
+
+class MySQLSource(Source):
+    """Tables, views and named queries of one MySQL or MariaDB database."""
+
+    type = "mysql"
+    connection_model = MySQLConnection
+    options_model = SqlObjectOptions
+    supported_strategies = frozenset({Strategy.FULL_REFRESH, Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED})
+    ordered_by_cursor = True  # a limited read orders by the cursor column
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._columns: dict[str, list[MyColumn]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def _settings(self) -> MySQLConnection:
+        assert isinstance(self.connection, MySQLConnection)
+        return self.connection
+
+    def _label(self) -> str:
+        s = self._settings
+        return f"mysql {s.host}:{s.port}/{s.database}"
+
+    def connect(self) -> pymysql.connections.Connection:
+        """A new connection without value converters (text in, Arrow casts)."""
+        s = self._settings
+        ssl: dict[str, Any] | None = None
+        if s.ssl_ca:
+            ssl = {"ca": s.ssl_ca, "check_hostname": s.ssl_verify_identity}
+        try:
+            return pymysql.connect(
+                host=s.host,
+                port=s.port,
+                user=s.user,
+                password=self.credentials.get("password") or "",
+                database=s.database,
+                charset=s.charset,
+                connect_timeout=s.connect_timeout_s,
+                read_timeout=s.read_timeout_s,
+                ssl=ssl,
+                conv=_ENCODERS_ONLY,
+                autocommit=False,
+                init_command="SET time_zone = '+00:00'",
+            )
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, self._label()) from None
+
+    def check_connection(self) -> None:
+        """Connect and run ``SELECT 1``."""
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, self._label()) from None
+        finally:
+            connection.close()
+
+    def list_objects(self) -> list[str]:
+        """``database.table`` of every table and view in the connection's database."""
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() ORDER BY 1, 2"
+                )
+                return [f"{schema}.{name}" for schema, name in cursor.fetchall()]
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, self._label()) from None
+        finally:
+            connection.close()
+
+    def _source_sql(self, options: SqlObjectOptions) -> str:
+        if options.table is not None:
+            schema, table = parse_table_name(options.table)
+            return f"{quote_identifier(schema)}.{quote_identifier(table)}" if schema else quote_identifier(table)
+        assert options.query is not None
+        return f"({options.query.strip().rstrip(';')}) AS dativo_q"
+
+    def _discover(self, connection: Any, obj: ObjectPlan) -> list[MyColumn]:
+        with self._lock:
+            cached = self._columns.get(obj.name)
+        if cached is not None:
+            return cached
+        options = options_for(obj)
+        with connection.cursor() as cursor:
+            if options.table is not None:
+                schema, table = parse_table_name(options.table)
+                cursor.execute(
+                    "SELECT column_name, data_type, column_type, numeric_precision, numeric_scale, is_nullable "
+                    "FROM information_schema.columns WHERE table_schema = COALESCE(%s, DATABASE()) "
+                    "AND table_name = %s ORDER BY ordinal_position",
+                    (schema, table),
+                )
+                rows = cursor.fetchall()
+                if not rows:
+                    raise ConfigError(f"{obj.label}: table or view {options.table!r} does not exist in {self._label()}")
+                columns = [
+                    MyColumn(
+                        str(name),
+                        str(data_type),
+                        str(column_type),
+                        int(precision) if precision is not None else None,
+                        int(scale) if scale is not None else None,
+                        str(nullable) == "NO",
+                    )
+                    for name, data_type, column_type, precision, scale, nullable in rows
+                ]
+            else:
+                columns = self._query_columns(cursor, options)
+        if options.columns:
+            missing_columns(options.columns, [c.name for c in columns], obj)
+            columns = [c for c in columns if c.name in set(options.columns)]
+        with self._lock:
+            self._columns[obj.name] = columns
+        return columns
+
+    def _query_columns(self, cursor: Any, options: SqlObjectOptions) -> list[MyColumn]:
+        """Column types of a query, from the result metadata of ``LIMIT 0`` (no privileges needed)."""
+        cursor.execute(f"SELECT * FROM {self._source_sql(options)} LIMIT 0")  # noqa: S608 - validated, quoted
+        return [column_from_field(field) for field in cursor._result.fields]
+
+    def discover_schema(self, obj: ObjectPlan) -> pa.Schema:
+        """Arrow schema from information_schema (NOT NULL columns are non-nullable)."""
+        connection = self.connect()
+        try:
+            columns = self._discover(connection, obj)
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, obj.label) from None
+        finally:
+            connection.close()
+        return pa.schema([pa.field(c.name, column_arrow_type(c, obj.label), nullable=not c.not_null) for c in columns])
+
+    def _selected(self, obj: ObjectPlan, columns: list[MyColumn]) -> list[MyColumn]:
+        if obj.contract is None:
+            return columns
+        by_name = {c.name: c for c in columns}
+        required = [c.source_name or c.name for c in obj.contract.columns if c.required]
+        missing_columns(required, list(by_name), obj)
+        return [by_name[c.source_name or c.name] for c in obj.contract.columns if (c.source_name or c.name) in by_name]
+
+    def build_select(
+        self, obj: ObjectPlan, columns: list[MyColumn], request: ReadRequest
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The SELECT for one read: identifiers quoted, the cursor bound as a parameter."""
+        options = options_for(obj)
+        text = f"SELECT {', '.join(select_expression(c) for c in columns)} FROM {self._source_sql(options)}"  # noqa: S608
+        params: tuple[Any, ...] = ()
+        predicate = incremental_predicate(obj, request.cursor)
+        if predicate.active:
+            assert predicate.column is not None
+            value = predicate.value
+            if hasattr(value, "tzinfo") and value.tzinfo is not None:
+                value = value.replace(tzinfo=None)  # the session time zone is UTC
+            text += f" WHERE {quote_identifier(predicate.column)} {predicate.operator} %s"
+            params = (value,)
+        if request.limit is not None and obj.cursor_field:
+            text += f" ORDER BY {quote_identifier(obj.cursor_field)} LIMIT {int(request.limit)}"
+        return text, params
+
+    def read(self, request: ReadRequest) -> Extraction:
+        """Stream the object past the cursor from one consistent snapshot."""
+        obj = request.obj
+        options = options_for(obj)
+        stats = SourceStats()
+        connection = self.connect()
+        cursor: Any = None
+        try:
+            columns = self._selected(obj, self._discover(connection, obj))
+            select, params = self.build_select(obj, columns, request)
+            with connection.cursor() as setup:
+                setup.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if self._settings.statement_timeout_s:
+                    version = connection.get_server_info()
+                    if "MariaDB" in version:
+                        setup.execute("SET SESSION max_statement_time = %s", (self._settings.statement_timeout_s,))
+                    else:
+                        setup.execute(
+                            "SET SESSION max_execution_time = %s", (self._settings.statement_timeout_s * 1000,)
+                        )
+                setup.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            cursor = connection.cursor(pymysql.cursors.SSCursor)
+            cursor.execute(select, params)
+            stats.add(api_calls=1)
+        except pymysql.err.MySQLError as exc:
+            connection.close()
+            raise classify(exc, obj.label) from None
+        except BaseException:
+            connection.close()
+            raise
+        schema = pa.schema([pa.field(c.name, column_arrow_type(c, obj.label)) for c in columns])
+        binary = [pa.types.is_binary(f.type) for f in schema]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                while True:
+                    rows = cursor.fetchmany(options.batch_rows)
+                    if not rows:
+                        break
+                    stats.add(pages=1)
+                    yield _to_batch(rows, schema, binary)
+            except pymysql.err.MySQLError as exc:
+                raise classify(exc, obj.label) from None
+
+        def close() -> None:
+            # Closing an unbuffered cursor drains the rest of the result; closing the socket
+            # first makes abandoning a stream (limit reached, error) instant.
+            with contextlib.suppress(Exception):
+                connection.close()
+
+        return Extraction(schema, batches(), request, stats, on_close=close)
+
+
+def _to_batch(rows: list[tuple[Any, ...]], schema: pa.Schema, binary: list[bool]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True))
+    arrays = []
+    for index, field in enumerate(schema):
+        values = columns[index]
+        raw = pa.array(values, pa.binary() if binary[index] else pa.string())
+        arrays.append(best_effort_cast(raw, field.type))
+    return pa.RecordBatch.from_arrays(arrays, names=schema.names)
