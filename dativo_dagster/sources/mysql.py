@@ -120,7 +120,7 @@ _FIELD_TYPES = {
 _BINARY_CHARSET = 63
 # pymysql's conversion table maps Python types to encoders (for parameters) and field types to
 # decoders; keeping only the encoders leaves every value as the server's text.
-_ENCODERS_ONLY = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
+_ENCODERS_ONLY: dict[Any, Any] = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
 _UNSIGNED_FLAG = 32
 
 
@@ -207,9 +207,6 @@ class MySQLSource(Source):
     def connect(self) -> pymysql.connections.Connection:
         """A new connection without value converters (text in, Arrow casts)."""
         s = self._settings
-        ssl: dict[str, Any] | None = None
-        if s.ssl_ca:
-            ssl = {"ca": s.ssl_ca, "check_hostname": s.ssl_verify_identity}
         try:
             return pymysql.connect(
                 host=s.host,
@@ -220,7 +217,8 @@ class MySQLSource(Source):
                 charset=s.charset,
                 connect_timeout=s.connect_timeout_s,
                 read_timeout=s.read_timeout_s,
-                ssl=ssl,
+                ssl_ca=s.ssl_ca,
+                ssl_verify_identity=s.ssl_verify_identity if s.ssl_ca else None,
                 conv=_ENCODERS_ONLY,
                 autocommit=False,
                 init_command="SET time_zone = '+00:00'",
