@@ -367,26 +367,36 @@ class IcebergWriter:
     def _write_files(
         self, table: Table, txn: Transaction, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
     ) -> list[DataFile]:
-        """Write the stream as data files, one file per ``target_file_rows`` rows."""
-        io = table.io
+        """Stream batches into Parquet data files, rolling a new file every ``target_file_rows`` rows.
+
+        Each batch is written as it arrives (one row group per batch), so memory holds one batch
+        and the Parquet writer's buffers — never a whole file, let alone the table.
+        """
         files: list[DataFile] = []
-        counter = itertools.count(0)
-        write_uuid = uuid.uuid4()
-        for chunk in _chunk_rows(batches, self.target_file_rows):
-            chunk_table = pa.Table.from_batches(chunk, schema=schema)
-            try:
-                files.extend(
-                    _dataframe_to_data_files(
-                        txn.table_metadata, chunk_table, io, write_uuid=write_uuid, counter=counter
-                    )
-                )
-            except DativoError:
-                raise
-            except Exception as exc:
-                self._delete_uncommitted(table, files)
+        writer = _RollingParquetWriter(table, txn, schema, self.target_file_rows)
+        try:
+            for batch in batches:
+                for closed in writer.write(batch):
+                    files.append(closed)
+                    log.info("rows_staged", rows=closed.record_count, files=len(files))
+            last = writer.close()
+            if last is not None:
+                files.append(last)
+                log.info("rows_staged", rows=last.record_count, files=len(files))
+        except DativoError:
+            writer.abort()
+            self._delete_uncommitted(table, files)
+            raise
+        except Exception as exc:
+            writer.abort()
+            self._delete_uncommitted(table, files)
+            if isinstance(exc, (OSError, pa.ArrowException)):
                 raise StorageError(f"writing data files failed: {type(exc).__name__}: {exc}") from None
-            log.info("rows_staged", rows=chunk_table.num_rows, files=len(files))
-            del chunk_table, chunk
+            raise
+        except BaseException:
+            writer.abort()
+            self._delete_uncommitted(table, files)
+            raise
         return files
 
     def _dedupe_new_files(
@@ -589,6 +599,101 @@ class IcebergWriter:
                 table.io.delete(data_file.file_path)
 
 
+class _RollingParquetWriter:
+    """Writes batches to Parquet data files of the table, one row group per batch."""
+
+    def __init__(self, table: Table, txn: Transaction, schema: pa.Schema, target_rows: int) -> None:
+        from pyiceberg.io.fileformat import FileFormatFactory
+        from pyiceberg.io.pyarrow import pyarrow_to_schema
+        from pyiceberg.manifest import FileFormat
+        from pyiceberg.table.locations import load_location_provider
+
+        self._table = table
+        self._metadata = txn.table_metadata
+        self._file_schema = self._metadata.schema()
+        self._task_schema = pyarrow_to_schema(
+            schema, name_mapping=self._file_schema.name_mapping, format_version=self._metadata.format_version
+        )
+        self._locations = load_location_provider(self._metadata.location, self._metadata.properties)
+        self._target_rows = target_rows
+        self._format_model = FileFormatFactory.get(FileFormat.PARQUET)
+        self._write_uuid = uuid.uuid4()
+        self._counter = itertools.count(0)
+        self._current: Any = None
+        self._output: Any = None
+        self._path = ""
+        self._rows = 0
+        self._open_paths: list[str] = []
+
+    def _open(self) -> None:
+        from pyiceberg.io.pyarrow import ParquetFormatWriter
+
+        name = f"00000-{next(self._counter)}-{self._write_uuid}.parquet"
+        self._path = self._locations.new_data_location(name)
+        self._output = self._table.io.new_output(self._path)
+        self._current = ParquetFormatWriter(self._output, self._file_schema, self._metadata.properties)
+        self._open_paths.append(self._path)
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> list[DataFile]:
+        """Write one batch (split at file boundaries); returns the files it completed."""
+        from pyiceberg.io.pyarrow import _to_requested_schema
+
+        finished: list[DataFile] = []
+        while batch.num_rows:
+            if self._current is None:
+                self._open()
+            take = min(batch.num_rows, self._target_rows - self._rows)
+            part = batch.slice(0, take) if take < batch.num_rows else batch
+            converted = _to_requested_schema(
+                requested_schema=self._file_schema,
+                file_schema=self._task_schema,
+                batch=part,
+                include_field_ids=True,
+                format_model=self._format_model,
+            )
+            self._current.write(pa.Table.from_batches([converted]))
+            self._rows += take
+            batch = batch.slice(take)
+            if self._rows >= self._target_rows:
+                done = self.close()
+                if done is not None:
+                    finished.append(done)
+        return finished
+
+    def close(self) -> DataFile | None:
+        """Finish the open file and describe it (None if no file is open)."""
+        from pyiceberg.manifest import FileFormat
+        from pyiceberg.typedef import Record
+
+        if self._current is None:
+            return None
+        statistics = self._current.close()
+        data_file = DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=self._path,
+            file_format=FileFormat.PARQUET,
+            partition=Record(),
+            file_size_in_bytes=len(self._output),
+            sort_order_id=None,
+            spec_id=self._metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
+        )
+        self._current = None
+        self._open_paths.remove(self._path)
+        return data_file
+
+    def abort(self) -> None:
+        """Drop a half-written file."""
+        for path in self._open_paths:
+            with contextlib.suppress(Exception):
+                self._table.io.delete(path)
+        self._open_paths.clear()
+        self._current = None
+
+
 @dataclass
 class _TouchedFile:
     task: FileScanTask
@@ -653,22 +758,6 @@ def _same_rows(incoming: pa.Table, existing: pa.Table, key_columns: tuple[str, .
         return False
     order = [(name, "ascending") for name in key_columns]
     return bool(incoming.sort_by(order).equals(existing.sort_by(order)))
-
-
-def _chunk_rows(batches: Iterator[pa.RecordBatch], rows_per_chunk: int) -> Iterator[list[pa.RecordBatch]]:
-    chunk: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        while batch.num_rows:
-            take = min(batch.num_rows, rows_per_chunk - count)
-            chunk.append(batch.slice(0, take))
-            count += take
-            batch = batch.slice(take)
-            if count >= rows_per_chunk:
-                yield chunk
-                chunk, count = [], 0
-    if chunk:
-        yield chunk
 
 
 def _may_contain(data_file: DataFile, field_id: int, lower: Any, upper: Any, table: Table) -> bool:
