@@ -1,0 +1,337 @@
+"""The postgres source against the real local PostgreSQL server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from dativo_dagster.build import build_definitions
+from dativo_dagster.config.loader import load_plan
+from dativo_dagster.config.secrets import SecretResolver
+from dativo_dagster.errors import AuthError, ConfigError, ExtractError
+from dativo_dagster.sources.base import ReadRequest
+from dativo_dagster.sources.registry import build_source
+from tests.integration.sql_harness import Runner, write_project
+
+pytestmark = pytest.mark.postgres
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def pg(postgres_server: dict[str, object], unique_name: str) -> Iterator[tuple[Any, str]]:
+    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE SCHEMA {unique_name}")
+    try:
+        yield connection, unique_name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS {unique_name} CASCADE")
+        connection.close()
+
+
+def sql(connection: Any, *statements: str, params: Any = None) -> None:
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement, params)
+
+
+CONNECTION = {"host": "127.0.0.1", "port": 5432, "database": "test", "user": "postgres"}
+
+
+def project(tmp_path: Path, objects: list[dict[str, Any]], **connection: Any) -> Runner:
+    return Runner(write_project(tmp_path / "p", "postgres", {**CONNECTION, **connection}, objects))
+
+
+def test_every_type_maps_faithfully(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"CREATE TYPE {schema}.mood AS ENUM ('ok', 'sad')",
+        f"""CREATE TABLE {schema}.all_types (
+            id bigint PRIMARY KEY, i2 smallint, i4 integer, amount numeric(12,2), free numeric, r real,
+            d double precision, b boolean, t text, v varchar(10), c char(3), day date, at time,
+            ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb, raw bytea, m {schema}.mood,
+            ints int[], texts text[], span interval)""",
+    )
+    sql(
+        connection,
+        f"""INSERT INTO {schema}.all_types VALUES (1, 7, -8, 12.34, 1.123456789012, 1.5, 2.25, true,
+            'a,"b"' || chr(10) || 'c', 'vv', 'usd', '2024-01-02', '10:11:12.5', '2024-01-01 10:00:00.123456',
+            '2024-01-01 10:00:00+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{"k": 1}}', '{{"k": [1, 2]}}',
+            '\\x0102ff', 'sad', '{{1,2,NULL}}', '{{"x,y",z}}', '1 day 2 hours'),
+            (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+             NULL, NULL, NULL, NULL, NULL)""",
+    )
+    runner = project(tmp_path, [{"name": "all_types", "options": {"table": f"{schema}.all_types"}}])
+    result = runner.run("all_types")
+    assert result.error is None, result.error
+    table = runner.writer.load_table("acme", "all_types")
+    assert table is not None
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert types == {
+        "id": "long", "i2": "int", "i4": "int", "amount": "decimal(12, 2)", "free": "decimal(38, 18)",
+        "r": "float", "d": "double", "b": "boolean", "t": "string", "v": "string", "c": "string",
+        "day": "date", "at": "time", "ts": "timestamp", "tstz": "timestamptz", "u": "uuid", "j": "string",
+        "jb": "string", "raw": "binary", "m": "string", "ints": "list<int>", "texts": "list<string>",
+        "span": "string",
+    }  # fmt: skip
+    assert table.schema().find_field("id").required
+    rows = {r["id"]: r for r in runner.rows("all_types")}
+    one = rows[1]
+    assert one["i2"] == 7 and one["i4"] == -8
+    assert one["amount"] == decimal.Decimal("12.34")
+    assert one["free"] == decimal.Decimal("1.123456789012")
+    assert one["r"] == 1.5 and one["d"] == 2.25 and one["b"] is True
+    assert one["t"] == 'a,"b"\nc' and one["v"] == "vv" and one["c"] == "usd"
+    assert one["day"] == dt.date(2024, 1, 2) and one["at"] == dt.time(10, 11, 12, 500000)
+    assert one["ts"] == dt.datetime(2024, 1, 1, 10, 0, 0, 123456)
+    assert one["tstz"] == dt.datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
+    assert one["u"] == uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    assert one["j"] == '{"k": 1}' and one["jb"] == '{"k": [1, 2]}'
+    assert one["raw"] == b"\x01\x02\xff" and one["m"] == "sad"
+    assert one["ints"] == [1, 2, None] and one["texts"] == ["x,y", "z"]
+    assert one["span"] == "1 day 02:00:00"
+    two = rows[2]
+    assert two["t"] == "" and all(v is None for k, v in two.items() if k not in ("id", "t"))
+
+
+def test_unmappable_value_is_quarantined_with_the_column_named(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"CREATE TABLE {schema}.odd (id bigint PRIMARY KEY, day date, n numeric)",
+        f"INSERT INTO {schema}.odd SELECT i, '2024-01-01', i FROM generate_series(1, 99) i",
+        f"INSERT INTO {schema}.odd VALUES (100, 'infinity', 'NaN')",
+    )
+    runner = project(tmp_path, [{"name": "odd", "options": {"table": f"{schema}.odd"}}])
+    result = runner.run("odd")
+    assert result.error is None and result.write is not None
+    assert result.write.rows_written == 99 and result.write.rows_rejected == 1
+    quarantine = runner.rows("odd__quarantine")
+    assert "day: cannot convert 'infinity'" in quarantine[0]["_dativo_reason"]
+    assert "n: cannot convert 'NaN'" in quarantine[0]["_dativo_reason"]
+
+
+def _orders(connection: Any, schema: str) -> None:
+    sql(
+        connection,
+        f"""CREATE TABLE {schema}.orders (id bigint PRIMARY KEY, status text NOT NULL,
+            updated_at timestamptz NOT NULL)""",
+        f"""INSERT INTO {schema}.orders SELECT i, 'new', timestamptz '2024-01-01 00:00:00+00' + i * interval '1 hour'
+            FROM generate_series(1, 100) i""",
+    )
+
+
+def test_append_strategy_loads_each_id_once(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    runner = project(
+        tmp_path,
+        [{"name": "orders", "options": {"table": f"{schema}.orders"}, "incremental": {"strategy": "append", "cursor_field": "id"}}],
+    )
+    assert runner.run("orders").write.rows_written == 100  # type: ignore[union-attr]
+    assert runner.run("orders").write.rows_written == 0  # type: ignore[union-attr]
+    sql(connection, f"INSERT INTO {schema}.orders VALUES (101, 'new', now()), (102, 'new', now())")
+    again = runner.run("orders")
+    assert again.write is not None and again.write.rows_written == 2 and again.write.cursor.value == 102  # type: ignore[union-attr]
+    ids = [r["id"] for r in runner.rows("orders")]
+    assert sorted(ids) == list(range(1, 103))
+
+
+def test_updated_strategy_boundary_rows_and_lookback(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    runner = project(
+        tmp_path,
+        [
+            {
+                "name": "orders",
+                "options": {"table": f"{schema}.orders"},
+                "primary_key": ["id"],
+                "incremental": {"strategy": "updated", "cursor_field": "updated_at", "lookback_days": 1},
+            }
+        ],
+    )
+    first = runner.run("orders")
+    assert first.write is not None and first.write.rows_written == 100
+    boundary = dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(hours=100)
+    assert first.write.cursor is not None and first.write.cursor.value == boundary.isoformat(timespec="microseconds")
+
+    # nothing changed: the lookback window is re-read but nothing is committed
+    quiet = runner.run("orders")
+    assert quiet.write is not None and not quiet.write.committed
+
+    # a row sharing the boundary timestamp arrives late, and a late update lands inside the lookback
+    sql(
+        connection,
+        f"INSERT INTO {schema}.orders VALUES (101, 'new', %s)",
+        params=(boundary,),
+    )
+    sql(
+        connection,
+        f"UPDATE {schema}.orders SET status = 'late', updated_at = %s WHERE id = 90",
+        params=(boundary - dt.timedelta(hours=2),),
+    )
+    late = runner.run("orders")
+    assert late.write is not None and late.write.committed
+    rows = {r["id"]: r for r in runner.rows("orders")}
+    assert len(rows) == 101 and len(runner.rows("orders")) == 101
+    assert rows[101]["status"] == "new" and rows[90]["status"] == "late"
+
+
+def test_full_refresh_replaces_atomically(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    runner = project(tmp_path, [{"name": "orders", "options": {"table": f"{schema}.orders"}}])
+    assert runner.run("orders").write.rows_written == 100  # type: ignore[union-attr]
+    sql(connection, f"DELETE FROM {schema}.orders WHERE id > 10")
+    second = runner.run("orders")
+    assert second.total_rows == 10
+    table = runner.writer.load_table("acme", "orders")
+    assert table is not None and table.current_snapshot().summary.operation.value == "overwrite"  # type: ignore[union-attr]
+    assert len(table.snapshots()) == 2
+
+
+def test_named_query_and_limit(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    runner = project(
+        tmp_path,
+        [
+            {
+                "name": "recent",
+                "options": {"query": f"SELECT id, status, updated_at FROM {schema}.orders WHERE id % 2 = 0"},
+                "primary_key": ["id"],
+                "incremental": {"strategy": "append", "cursor_field": "id"},
+            }
+        ],
+    )
+    limited = runner.run("recent", limit=10)
+    assert limited.write is not None and limited.write.rows_written == 10 and limited.write.cursor.value == 20  # type: ignore[union-attr]
+    rest = runner.run("recent")
+    assert rest.write is not None and rest.write.rows_written == 40
+    assert sorted(r["id"] for r in runner.rows("recent")) == list(range(2, 101, 2))
+
+
+def test_unknown_role_is_auth001(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    root = write_project(
+        tmp_path / "p",
+        "postgres",
+        {**CONNECTION, "user": "no_such_role_dativo"},
+        [{"name": "orders", "options": {"table": f"{schema}.orders"}}],
+        credentials={"password": "${PG_TEST_PASSWORD}"},
+    )
+    runner = Runner(root, environ={"PG_TEST_PASSWORD": "hunter2-secret"})
+    result = runner.run("orders")
+    assert isinstance(result.error, AuthError) and not result.error.transient
+    assert "hunter2-secret" not in str(result.error)
+
+
+def test_missing_table_and_column_are_cfg001(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    runner = project(
+        tmp_path,
+        [
+            {"name": "missing", "options": {"table": f"{schema}.nope"}},
+            {"name": "badcol", "options": {"table": f"{schema}.orders", "columns": ["id", "nope"]}},
+        ],
+    )
+    missing = runner.run("missing")
+    assert isinstance(missing.error, ConfigError) and f"{schema}.nope" in str(missing.error)
+    badcol = runner.run("badcol")
+    assert isinstance(badcol.error, ConfigError) and "'nope'" in str(badcol.error)
+
+
+def test_injection_in_names_is_inert(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    evil = f'{schema}."orders; DROP TABLE {schema}.orders; --"'
+    runner = project(tmp_path, [{"name": "evil", "options": {"table": evil}}])
+    result = runner.run("evil")
+    assert isinstance(result.error, ConfigError)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {schema}.orders")
+        assert cursor.fetchone() == (100,)
+
+
+def test_statement_timeout_is_transient_and_commits_nothing(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    runner = project(
+        tmp_path,
+        [{"name": "slow", "options": {"query": f"SELECT id, pg_sleep(0.05)::text AS z FROM {schema}.orders"}}],
+        statement_timeout_s=1,
+    )
+    result = runner.run("slow")
+    assert isinstance(result.error, ExtractError) and result.error.transient
+    assert runner.writer.load_table("acme", "slow") is None or not runner.writer.load_table("acme", "slow").snapshots()  # type: ignore[union-attr]
+
+
+def test_connection_dropped_mid_stream_is_ext001(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"CREATE TABLE {schema}.big (id bigint PRIMARY KEY, pad text)",
+        f"INSERT INTO {schema}.big SELECT i, repeat('x', 200) FROM generate_series(1, 400000) i",
+    )
+    root = write_project(
+        tmp_path / "p",
+        "postgres",
+        {**CONNECTION, "application_name": "dativo_drop_test"},
+        [{"name": "big", "options": {"table": f"{schema}.big", "batch_rows": 1000}}],
+    )
+    job = load_plan(root).jobs[0]
+    source = build_source(job, SecretResolver({}))
+    extraction = source.read(ReadRequest(obj=job.objects[0]))
+    stream = iter(extraction)
+    next(stream)  # the COPY is running
+
+    def kill() -> None:
+        with psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test") as admin:
+            with admin.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dativo_drop_test'"
+                )
+
+    threading.Thread(target=kill).start()
+    time.sleep(0.5)
+    with pytest.raises(ExtractError) as info:
+        for _ in stream:
+            pass
+    assert info.value.transient
+
+
+def test_postgres_job_through_dagster(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    root = write_project(
+        tmp_path / "p",
+        "postgres",
+        CONNECTION,
+        [{"name": "orders", "options": {"table": f"{schema}.orders"}, "incremental": {"strategy": "append", "cursor_field": "id"}}],
+    )
+    defs = build_definitions(load_plan(root))
+    result = dg.materialize(assets=list(defs.assets or []), resources=defs.resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    metadata = event.event_specific_data.materialization.metadata
+    assert metadata["dagster/row_count"].value == 100
+    assert event.event_specific_data.materialization.asset_key == dg.AssetKey(["acme", "postgres", "orders"])
+    columns = {c.name: c.type for c in metadata["dagster/column_schema"].value.columns}
+    assert columns == {"id": "int64", "status": "string", "updated_at": "timestamptz"}
