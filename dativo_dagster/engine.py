@@ -17,6 +17,7 @@ import structlog
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, DativoError
+from dativo_dagster.iceberg.deletes import referenced_data_file
 from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult, read_table_cursor
 from dativo_dagster.logs import log_context
 from dativo_dagster.sources.base import ReadRequest, Source
@@ -142,6 +143,7 @@ def ingest_object(
                 run_id=run_id,
                 previous_cursor=reconciled.cursor,
                 new_cursor=extraction.new_cursor,
+                keys_unique=extraction.unique_keys,
             )
             total = _total_rows(writer, obj)
             log.info(
@@ -211,7 +213,17 @@ def _total_rows(writer: IcebergWriter, obj: ObjectPlan) -> int | None:
     if int(summary.get("total-position-deletes", "0")) == 0:
         total = summary.get("total-records")
         return int(total) if total is not None else None
-    # total-records counts deleted rows too; count live rows on one (key) column instead.
-    column = obj.primary_key[0] if obj.primary_key else table.schema().fields[0].name
-    reader = table.scan(selected_fields=(column,)).to_arrow_batch_reader()
-    return sum(batch.num_rows for batch in reader)
+    # total-records still counts rows hidden by position deletes. Each delete file dativo writes
+    # names one data file and distinct live positions, so live rows follow from manifests alone;
+    # a delete file that spans several data files (another engine's) falls back to counting.
+    live = 0
+    for task in table.scan().plan_files():
+        deleted = 0
+        for delete_file in task.delete_files:
+            if referenced_data_file(delete_file) != task.file.file_path:
+                column = obj.primary_key[0] if obj.primary_key else table.schema().fields[0].name
+                reader = table.scan(selected_fields=(column,)).to_arrow_batch_reader()
+                return sum(batch.num_rows for batch in reader)
+            deleted += delete_file.record_count
+        live += task.file.record_count - deleted
+    return live

@@ -88,6 +88,17 @@ def write_position_delete_file(table: Table, data_file: DataFile, positions: pa.
     )
 
 
+def referenced_data_file(delete_file: DataFile) -> str | None:
+    """The single data file a position-delete file applies to (None if it may span several)."""
+    from pyiceberg.conversions import from_bytes
+
+    lower = (delete_file.lower_bounds or {}).get(FILE_PATH_FIELD_ID)
+    upper = (delete_file.upper_bounds or {}).get(FILE_PATH_FIELD_ID)
+    if lower is None or lower != upper:
+        return None
+    return str(from_bytes(StringType(), lower))
+
+
 class _DeleteManifestWriter(ManifestWriterV2):
     """A v2 manifest whose entries are delete files."""
 

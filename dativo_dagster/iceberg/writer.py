@@ -207,6 +207,7 @@ class IcebergWriter:
         run_id: str,
         previous_cursor: CursorState | None,
         new_cursor: Any,
+        keys_unique: bool = False,
     ) -> WriteResult:
         """Stream ``batches`` into ``obj``'s table in one commit.
 
@@ -218,6 +219,7 @@ class IcebergWriter:
             previous_cursor: Cursor the read started from (for the forward-only check).
             new_cursor: Zero-argument callable returning the cursor reached, called after the
                 stream is drained.
+            keys_unique: The source guarantees one row per key (skips in-run de-duplication).
 
         Raises:
             QualityError: QUAL001 when the rejected-row rate exceeds the object's threshold.
@@ -292,12 +294,16 @@ class IcebergWriter:
                 )
             merge = _MergePlan()
             if is_merge and merge_keys:
-                new_files, dropped = self._dedupe_new_files(
-                    table, txn, new_files, merge_keys, obj.primary_key, obj.cursor_field
-                )
-                stats.written -= dropped
-                incoming = pc.unique(pa.chunked_array(merge_keys).combine_chunks())
-                merge = self._plan_merge(txn, table, incoming, obj.primary_key)
+                all_keys = pa.chunked_array(merge_keys).combine_chunks()
+                merge_keys.clear()
+                if not keys_unique:
+                    new_files, dropped = self._dedupe_new_files(
+                        table, txn, new_files, all_keys, obj.primary_key, obj.cursor_field
+                    )
+                    stats.written -= dropped
+                if table.current_snapshot() is not None:
+                    merge = self._plan_merge(txn, table, all_keys, obj.primary_key)
+                del all_keys
                 if (
                     merge.rows_replaced == stats.written
                     and stats.written <= UNCHANGED_CHECK_MAX_ROWS
@@ -404,7 +410,7 @@ class IcebergWriter:
         table: Table,
         txn: Transaction,
         files: list[DataFile],
-        keys: list[pa.Array],
+        all_keys: pa.Array,
         key_columns: tuple[str, ...],
         cursor_field: str | None,
     ) -> tuple[list[DataFile], int]:
@@ -413,9 +419,7 @@ class IcebergWriter:
         Latest means highest cursor value; without a cursor column, the last file written wins.
         Only files holding duplicated keys are rewritten, so the common case costs one ``unique``.
         """
-        all_keys = pa.chunked_array(keys).combine_chunks()
-        counts = pc.value_counts(all_keys)
-        duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+        duplicated = duplicated_values(all_keys)
         if not len(duplicated):
             return files, 0
         io = table.io
@@ -708,6 +712,15 @@ class _MergePlan:
     replaced_files: list[DataFile] = field(default_factory=list)
     replacement_files: list[DataFile] = field(default_factory=list)
     delete_files: list[DataFile] = field(default_factory=list)
+
+
+def duplicated_values(values: pa.Array) -> pa.Array:
+    """Distinct values occurring more than once, found by sorting (no hash table of every key)."""
+    if len(values) < 2:
+        return values.slice(0, 0)
+    ordered = values.take(pc.sort_indices(values))
+    repeats = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+    return pc.unique(pc.filter(ordered.slice(1), repeats))
 
 
 def _deleted_positions(io: Any, delete_files: set[DataFile], file_path: str) -> pa.Array | None:

@@ -88,6 +88,7 @@ class Extraction:
         cursor_override: For sources whose cursor is not a column (file modification times),
             a callable returning the new cursor value after the stream is drained.
         on_close: Called once when the stream is drained or abandoned (close connections).
+        unique_keys: The stream has at most one row per primary key.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Extraction:
         *,
         cursor_override: Callable[[], Any] | None = None,
         on_close: Callable[[], None] | None = None,
+        unique_keys: bool = False,
     ) -> None:
         self.schema = schema
         self._batches = batches
@@ -106,6 +108,9 @@ class Extraction:
         self.stats = stats
         self._cursor_override = cursor_override
         self._on_close = on_close
+        # True when the source guarantees one row per primary key in this stream (a table's
+        # unique index read from one snapshot): the writer can skip de-duplicating the run.
+        self.unique_keys = unique_keys
         self._max_seen: Any = None
         self._rows = 0
         self._drained = False

@@ -350,6 +350,7 @@ class MySQLSource(Source):
         try:
             columns = self._selected(obj, self._discover(connection, obj))
             select, params = self.build_select(obj, columns, request)
+            unique = self._keys_unique(connection, obj)
             with connection.cursor() as setup:
                 setup.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 if self._settings.statement_timeout_s:
@@ -390,7 +391,25 @@ class MySQLSource(Source):
             with contextlib.suppress(Exception):
                 connection.close()
 
-        return Extraction(schema, batches(), request, stats, on_close=close)
+        return Extraction(schema, batches(), request, stats, on_close=close, unique_keys=unique)
+
+    def _keys_unique(self, connection: Any, obj: ObjectPlan) -> bool:
+        """True if a unique index of the table covers the object's primary key columns."""
+        options = options_for(obj)
+        if options.table is None or not obj.primary_key:
+            return False
+        schema, table = parse_table_name(options.table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT index_name, column_name FROM information_schema.statistics "
+                "WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s AND non_unique = 0",
+                (schema, table),
+            )
+            indexes: dict[str, set[str]] = {}
+            for index_name, column_name in cursor.fetchall():
+                indexes.setdefault(str(index_name), set()).add(str(column_name))
+        keys = set(obj.primary_key)
+        return any(columns <= keys for columns in indexes.values())
 
 
 def _to_batch(rows: list[tuple[Any, ...]], schema: pa.Schema, binary: list[bool]) -> pa.RecordBatch:

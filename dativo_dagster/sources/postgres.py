@@ -391,6 +391,7 @@ class PostgresSource(Source):
                 cursor.execute("SET statement_timeout TO %s", (self._settings.statement_timeout_s * 1000,))
             columns = self._selected(obj, self._discover(connection, obj))
             copy = self.build_copy(connection, obj, columns, request)
+            unique = self._keys_unique(connection, obj)
         except psycopg2.Error as exc:
             connection.close()
             raise classify(exc, obj.label) from None
@@ -407,7 +408,27 @@ class PostgresSource(Source):
                 connection.rollback()
             connection.close()
 
-        return Extraction(schema, batches(), request, stats, on_close=close)
+        return Extraction(schema, batches(), request, stats, on_close=close, unique_keys=unique)
+
+    def _keys_unique(self, connection: Any, obj: ObjectPlan) -> bool:
+        """True if a unique index of the table covers the object's primary key columns."""
+        options = options_for(obj)
+        if options.table is None or not obj.primary_key:
+            return False
+        schema, table = parse_table_name(options.table)
+        ident = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                SELECT array_agg(a.attname::text)
+                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                GROUP BY i.indexrelid
+                """,
+                (ident.as_string(connection),),
+            )
+            keys = set(obj.primary_key)
+            return any(set(row[0]) <= keys for row in cursor.fetchall())
 
     def close(self) -> None:
         """Nothing is held between reads."""
@@ -463,7 +484,7 @@ def _stream_copy(
         quoted_strings_can_be_null=False,
         null_values=[""],
     )
-    read_options = pacsv.ReadOptions(column_names=names, block_size=8 << 20, use_threads=True)
+    read_options = pacsv.ReadOptions(column_names=names, block_size=4 << 20, use_threads=True)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
     converters = {c.name: _post_converter(schema.field(c.name).type) for c in columns}
     source = os.fdopen(read_fd, "rb", buffering=1 << 20)
