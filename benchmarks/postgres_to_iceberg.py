@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ratio, run_engine, run_measured, sql_project  # noqa: E402
+from _common import ratio, run_engine, run_measured, sql_project
 
 DSN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 SCHEMA = "dativo_bench"
@@ -120,8 +120,10 @@ def main() -> None:
                         f"{SCHEMA}.orders_small")  # fmt: skip
     small_run, _ = run_engine(small, "bench-small")
     figures["rss_500k_mb"] = round(small_run.peak_rss_mb, 1)
-    print(f"dativo peak RSS {args.small_rows:,} rows       {figures['rss_500k_mb']:8.1f} MB "
-          f"(vs {figures['rss_5m_mb']} MB at {args.rows:,})")
+    print(
+        f"dativo peak RSS {args.small_rows:,} rows       {figures['rss_500k_mb']:8.1f} MB "
+        f"(vs {figures['rss_5m_mb']} MB at {args.rows:,})"
+    )
 
     delta = max(args.rows // 100, 1)
     execute(
@@ -131,13 +133,15 @@ def main() -> None:
                 FROM generate_series({args.rows + 1}, {args.rows + delta}) AS i""",
         ]
     )
-    incremental, inc = run_engine(project, "bench-incremental")
+    _, inc = run_engine(project, "bench-incremental")
     figures["incremental_s"] = round(inc["load_s"], 2)
     figures["incremental_rows"] = inc["rows"]
     figures["incremental_replaced"] = inc["replaced"]
-    print(f"dativo incremental (1% upd + 1% new) {figures['incremental_s']:6.2f} s  "
-          f"({inc['rows']:,} rows, {inc['replaced']:,} replaced via {inc['delete_files']} delete files, "
-          f"{inc['total_rows']:,} rows in table)")
+    print(
+        f"dativo incremental (1% upd + 1% new) {figures['incremental_s']:6.2f} s  "
+        f"({inc['rows']:,} rows, {inc['replaced']:,} replaced via {inc['delete_files']} delete files, "
+        f"{inc['total_rows']:,} rows in table)"
+    )
 
     if not args.skip_dlt:
         # dlt reads the table as it is now (after the incremental change): same row count + 1%
@@ -151,16 +155,20 @@ def main() -> None:
             raise SystemExit("dlt run failed")
         figures["dlt_s"] = round(float(dlt_run.stdout.strip().splitlines()[-1]), 2)
         figures["dlt_peak_rss_mb"] = round(dlt_run.peak_rss_mb, 1)
-        print(f"dlt sql_table(pyarrow) → iceberg  {figures['dlt_s']:8.2f} s  (peak RSS {figures['dlt_peak_rss_mb']} MB)")
+        print(
+            f"dlt sql_table(pyarrow) → iceberg  {figures['dlt_s']:8.2f} s  (peak RSS {figures['dlt_peak_rss_mb']} MB)"
+        )
         shutil.rmtree(work, ignore_errors=True)
         figures["dlt_over_dativo"] = ratio(figures["dlt_s"], figures["dativo_s"])
 
     figures["dativo_over_floor"] = ratio(figures["dativo_s"], figures["floor_s"])
     figures["incremental_over_full"] = ratio(figures["incremental_s"], figures["dativo_s"])
     figures["rss_5m_over_500k"] = ratio(figures["rss_5m_mb"], figures["rss_500k_mb"])
-    print(f"ratios: dativo/floor {figures['dativo_over_floor']}  "
-          f"dlt/dativo {figures.get('dlt_over_dativo', 'n/a')}  "
-          f"incremental/full {figures['incremental_over_full']}  rss 5m/500k {figures['rss_5m_over_500k']}")
+    print(
+        f"ratios: dativo/floor {figures['dativo_over_floor']}  "
+        f"dlt/dativo {figures.get('dlt_over_dativo', 'n/a')}  "
+        f"incremental/full {figures['incremental_over_full']}  rss 5m/500k {figures['rss_5m_over_500k']}"
+    )
     shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(small, ignore_errors=True)
     execute([f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"])

@@ -240,6 +240,9 @@ class IcebergWriter:
         quarantine: list[pa.RecordBatch] = []
         merge_keys: list[pa.Array] = []
         is_merge = obj.write_mode is WriteMode.MERGE
+        # Keys are kept (8 bytes a row for an integer key) only when something will use them:
+        # replacing rows already in the table, or de-duplicating a stream that may repeat keys.
+        collect_keys = is_merge and (table.current_snapshot() is not None or not keys_unique)
 
         def conforming() -> Iterator[pa.RecordBatch]:
             for batch in batches:
@@ -251,7 +254,7 @@ class IcebergWriter:
                 good = enforced.good
                 if good.num_rows:
                     stats.written += good.num_rows
-                    if is_merge:
+                    if collect_keys:
                         merge_keys.append(_key_array(good, obj.primary_key))
                     yield good
 

@@ -140,7 +140,13 @@ def test_append_strategy_loads_each_id_once(pg: tuple[Any, str], tmp_path: Path)
     _orders(connection, schema)
     runner = project(
         tmp_path,
-        [{"name": "orders", "options": {"table": f"{schema}.orders"}, "incremental": {"strategy": "append", "cursor_field": "id"}}],
+        [
+            {
+                "name": "orders",
+                "options": {"table": f"{schema}.orders"},
+                "incremental": {"strategy": "append", "cursor_field": "id"},
+            }
+        ],
     )
     assert runner.run("orders").write.rows_written == 100  # type: ignore[union-attr]
     assert runner.run("orders").write.rows_written == 0  # type: ignore[union-attr]
@@ -303,11 +309,15 @@ def test_connection_dropped_mid_stream_is_ext001(pg: tuple[Any, str], tmp_path: 
     next(stream)  # the COPY is running
 
     def kill() -> None:
-        with psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test") as admin:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+        try:
             with admin.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dativo_drop_test'"
                 )
+            admin.commit()
+        finally:
+            admin.close()
 
     threading.Thread(target=kill).start()
     time.sleep(0.5)
@@ -324,10 +334,18 @@ def test_postgres_job_through_dagster(pg: tuple[Any, str], tmp_path: Path) -> No
         tmp_path / "p",
         "postgres",
         CONNECTION,
-        [{"name": "orders", "options": {"table": f"{schema}.orders"}, "incremental": {"strategy": "append", "cursor_field": "id"}}],
+        [
+            {
+                "name": "orders",
+                "options": {"table": f"{schema}.orders"},
+                "incremental": {"strategy": "append", "cursor_field": "id"},
+            }
+        ],
     )
     defs = build_definitions(load_plan(root))
-    result = dg.materialize(assets=list(defs.assets or []), resources=defs.resources, instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        assets=list(defs.assets or []), resources=defs.resources, instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
     (event,) = result.get_asset_materialization_events()
     metadata = event.event_specific_data.materialization.metadata

@@ -1,0 +1,255 @@
+"""The mysql source against the real local MariaDB server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from dativo_dagster.config.loader import load_plan
+from dativo_dagster.config.secrets import SecretResolver
+from dativo_dagster.errors import AuthError, ConfigError, ExtractError
+from dativo_dagster.sources.base import ReadRequest
+from dativo_dagster.sources.registry import build_source
+from tests.integration.sql_harness import Runner, write_project
+
+pytestmark = pytest.mark.mysql
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def my(mysql_server: dict[str, object], unique_name: str) -> Iterator[tuple[Any, str]]:
+    connection = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {unique_name}")
+    try:
+        yield connection, unique_name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {unique_name}")
+        connection.close()
+
+
+def sql(connection: Any, *statements: str, params: Any = None) -> None:
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement, params)
+
+
+def project(tmp_path: Path, database: str, objects: list[dict[str, Any]], **connection: Any) -> Runner:
+    settings = {"host": "127.0.0.1", "port": 3306, "database": database, "user": "root", **connection}
+    return Runner(write_project(tmp_path / "p", "mysql", settings, objects))
+
+
+def test_every_type_maps_faithfully(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    sql(
+        connection,
+        f"""CREATE TABLE {db}.all_types (
+            id bigint PRIMARY KEY, flag tinyint(1), small smallint, medium mediumint, i int, ui int unsigned,
+            ub bigint unsigned, b1 bit(1), b8 bit(8), yr year, amount decimal(12,2), f float, d double,
+            v varchar(20), t text, e enum('a','b'), j json, day date, at time(6), dtm datetime(6),
+            ts timestamp(6) NULL, raw blob, vb varbinary(8))""",
+        f"""INSERT INTO {db}.all_types VALUES (1, 1, -3, 70000, -5, 4294967295, 18446744073709551615, b'1',
+            b'101', 2024, 12.34, 1.5, 2.25, 'a\\tb', 'x\\ny', 'b', '{{"k": 1}}', '2024-01-02', '10:11:12.500000',
+            '2024-01-01 10:00:00.123456', '2024-01-01 10:00:00', x'0102', x'ff00'),
+            (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL,
+             NULL, NULL, NULL, NULL, NULL)""",
+    )
+    runner = project(tmp_path, db, [{"name": "all_types", "options": {"table": "all_types"}}])
+    result = runner.run("all_types")
+    assert result.error is None, result.error
+    table = runner.writer.load_table("acme", "all_types")
+    assert table is not None
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert types == {
+        "id": "long", "flag": "boolean", "small": "int", "medium": "int", "i": "int", "ui": "long",
+        "ub": "decimal(20, 0)", "b1": "boolean", "b8": "long", "yr": "int", "amount": "decimal(12, 2)",
+        "f": "float", "d": "double", "v": "string", "t": "string", "e": "string", "j": "string",
+        "day": "date", "at": "time", "dtm": "timestamp", "ts": "timestamptz", "raw": "binary", "vb": "binary",
+    }  # fmt: skip
+    rows = {r["id"]: r for r in runner.rows("all_types")}
+    one = rows[1]
+    assert one["flag"] is True and one["small"] == -3 and one["medium"] == 70000 and one["i"] == -5
+    assert one["ui"] == 4294967295 and one["ub"] == decimal.Decimal("18446744073709551615")
+    assert one["b1"] is True and one["b8"] == 5 and one["yr"] == 2024
+    assert one["amount"] == decimal.Decimal("12.34") and one["f"] == 1.5 and one["d"] == 2.25
+    assert one["v"] == "a\tb" and one["t"] == "x\ny" and one["e"] == "b" and '"k"' in one["j"]
+    assert one["day"] == dt.date(2024, 1, 2) and one["at"] == dt.time(10, 11, 12, 500000)
+    assert one["dtm"] == dt.datetime(2024, 1, 1, 10, 0, 0, 123456)
+    assert one["ts"] == dt.datetime(2024, 1, 1, 10, 0, tzinfo=UTC)
+    assert one["raw"] == b"\x01\x02" and one["vb"] == b"\xff\x00"
+    assert rows[2]["v"] == "" and rows[2]["t"] is None
+
+
+def test_out_of_range_time_is_quarantined(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    sql(
+        connection,
+        f"CREATE TABLE {db}.spans (id bigint PRIMARY KEY, at time)",
+        f"INSERT INTO {db}.spans VALUES (1, '10:00:00'), (2, '-10:00:00')",
+    )
+    runner = project(
+        tmp_path, db, [{"name": "spans", "options": {"table": "spans"}, "quality": {"max_rejected_rate": 0.6}}]
+    )
+    result = runner.run("spans")
+    assert result.write is not None and result.write.rows_written == 1 and result.write.rows_rejected == 1
+    assert "at: cannot convert '-10:00:00'" in runner.rows("spans__quarantine")[0]["_dativo_reason"]
+
+
+def _orders(connection: Any, db: str, rows: int = 100) -> None:
+    sql(
+        connection,
+        f"CREATE TABLE {db}.orders (id bigint PRIMARY KEY, status varchar(10) NOT NULL, "
+        "updated_at datetime(6) NOT NULL)",
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {db}.orders VALUES (%s, 'new', %s)",
+            [(i, dt.datetime(2024, 1, 1) + dt.timedelta(hours=i)) for i in range(1, rows + 1)],
+        )
+
+
+def test_append_and_limit(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    _orders(connection, db)
+    runner = project(
+        tmp_path,
+        db,
+        [
+            {
+                "name": "orders",
+                "options": {"table": "orders"},
+                "incremental": {"strategy": "append", "cursor_field": "id"},
+            }
+        ],
+    )
+    limited = runner.run("orders", limit=30)
+    assert limited.write is not None and limited.write.rows_written == 30 and limited.write.cursor.value == 30  # type: ignore[union-attr]
+    rest = runner.run("orders")
+    assert rest.write is not None and rest.write.rows_written == 70
+    assert runner.run("orders").write.rows_written == 0  # type: ignore[union-attr]
+    assert sorted(r["id"] for r in runner.rows("orders")) == list(range(1, 101))
+
+
+def test_updated_with_lookback_and_boundary_rows(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    _orders(connection, db)
+    runner = project(
+        tmp_path,
+        db,
+        [
+            {
+                "name": "orders",
+                "options": {"table": "orders"},
+                "primary_key": ["id"],
+                "incremental": {"strategy": "updated", "cursor_field": "updated_at", "lookback_days": 1},
+            }
+        ],
+    )
+    first = runner.run("orders")
+    assert first.write is not None and first.write.rows_written == 100
+    boundary = dt.datetime(2024, 1, 1) + dt.timedelta(hours=100)
+    assert not runner.run("orders").write.committed  # type: ignore[union-attr]
+    sql(connection, f"INSERT INTO {db}.orders VALUES (101, 'new', %s)", params=(boundary,))
+    sql(
+        connection,
+        f"UPDATE {db}.orders SET status = 'late', updated_at = %s WHERE id = 95",
+        params=(boundary - dt.timedelta(hours=3),),
+    )
+    assert runner.run("orders").write.committed  # type: ignore[union-attr]
+    rows = runner.rows("orders")
+    by_id = {r["id"]: r for r in rows}
+    assert len(rows) == len(by_id) == 101
+    assert by_id[95]["status"] == "late" and by_id[101]["status"] == "new"
+
+
+def test_full_refresh(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    _orders(connection, db)
+    runner = project(tmp_path, db, [{"name": "orders", "options": {"table": "orders"}}])
+    assert runner.run("orders").total_rows == 100
+    sql(connection, f"DELETE FROM {db}.orders WHERE id > 40")
+    assert runner.run("orders").total_rows == 40
+
+
+def test_wrong_password_is_auth001_without_the_password(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    sql(connection, "CREATE USER IF NOT EXISTS 'dativo_t'@'%' IDENTIFIED BY 'right-pass'")
+    try:
+        root = write_project(
+            tmp_path / "p",
+            "mysql",
+            {"host": "127.0.0.1", "port": 3306, "database": db, "user": "dativo_t"},
+            [{"name": "orders", "options": {"table": "orders"}}],
+            credentials={"password": "${MY_TEST_PASSWORD}"},
+        )
+        runner = Runner(root, environ={"MY_TEST_PASSWORD": "wrong-secret-value"})
+        result = runner.run("orders")
+        assert isinstance(result.error, AuthError) and not result.error.transient
+        assert "wrong-secret-value" not in str(result.error)
+    finally:
+        sql(connection, "DROP USER IF EXISTS 'dativo_t'@'%'")
+
+
+def test_missing_table_and_injection_are_cfg001(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    _orders(connection, db)
+    runner = project(
+        tmp_path,
+        db,
+        [
+            {"name": "missing", "options": {"table": "nope"}},
+            {"name": "evil", "options": {"table": "orders`; DROP TABLE orders; --"}},
+            {"name": "badcol", "options": {"table": "orders", "columns": ["id", "nope"]}},
+        ],
+    )
+    assert isinstance(runner.run("missing").error, ConfigError)
+    assert isinstance(runner.run("evil").error, ConfigError)
+    badcol = runner.run("badcol")
+    assert isinstance(badcol.error, ConfigError) and "'nope'" in str(badcol.error)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {db}.orders")
+        assert cursor.fetchone() == (100,)
+
+
+def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    sql(connection, f"CREATE TABLE {db}.big (id bigint PRIMARY KEY, pad varchar(200))")
+    sql(
+        connection,
+        f"INSERT INTO {db}.big SELECT seq, REPEAT('x', 200) FROM {db}.seq_1_to_200000",  # MariaDB sequence engine
+    )
+    root = write_project(
+        tmp_path / "p",
+        "mysql",
+        {"host": "127.0.0.1", "port": 3306, "database": db, "user": "root"},
+        [{"name": "big", "options": {"table": "big", "batch_rows": 1000}}],
+    )
+    job = load_plan(root).jobs[0]
+    source = build_source(job, SecretResolver({}))
+    stream = iter(source.read(ReadRequest(obj=job.objects[0])))
+    next(stream)
+
+    def kill() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM information_schema.processlist WHERE db = '{db}' AND info LIKE 'SELECT%big%'"
+            )
+            for (thread_id,) in cursor.fetchall():
+                cursor.execute(f"KILL {int(thread_id)}")
+
+    threading.Thread(target=kill).start()
+    time.sleep(0.5)
+    with pytest.raises(ExtractError) as info:
+        for _ in stream:
+            pass
+    assert info.value.transient
