@@ -68,7 +68,7 @@ def build_table(name: str, rows: int) -> None:
                        IF(seq % 5 = 0, NULL, CONCAT('customer', seq, '@example.com')), seq % 2 = 0,
                        TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND,
                        TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND
-                FROM seq_1_to_{rows}""",
+                FROM {DATABASE}.seq_1_to_{rows}""",
         ]
     )
 
@@ -112,7 +112,7 @@ def main() -> None:
         [
             f"UPDATE {DATABASE}.orders SET status = 'updated', updated_at = NOW(6) WHERE id % 100 = 0",
             f"""INSERT INTO {DATABASE}.orders (id, customer_id, status, amount, currency, email, is_paid)
-                SELECT seq, 1, 'new', 1.00, 'EUR', NULL, true FROM seq_{args.rows + 1}_to_{args.rows + delta}""",
+                SELECT seq, 1, 'new', 1.00, 'EUR', NULL, true FROM {DATABASE}.seq_{args.rows + 1}_to_{args.rows + delta}""",
         ]
     )
     _, inc = run_engine(project, "bench-incremental")

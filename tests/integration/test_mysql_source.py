@@ -49,7 +49,11 @@ def project(tmp_path: Path, database: str, objects: list[dict[str, Any]], **conn
     return Runner(write_project(tmp_path / "p", "mysql", settings, objects))
 
 
-def test_every_type_maps_faithfully(my: tuple[Any, str], tmp_path: Path) -> None:
+ENGINES = pytest.mark.parametrize("engine", ["connectorx", "pymysql"])
+
+
+@ENGINES
+def test_every_type_maps_faithfully(my: tuple[Any, str], tmp_path: Path, engine: str) -> None:
     connection, db = my
     sql(
         connection,
@@ -64,7 +68,7 @@ def test_every_type_maps_faithfully(my: tuple[Any, str], tmp_path: Path) -> None
             (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL,
              NULL, NULL, NULL, NULL, NULL)""",
     )
-    runner = project(tmp_path, db, [{"name": "all_types", "options": {"table": "all_types"}}])
+    runner = project(tmp_path, db, [{"name": "all_types", "options": {"table": "all_types"}}], engine=engine)
     result = runner.run("all_types")
     assert result.error is None, result.error
     table = runner.writer.load_table("acme", "all_types")
@@ -90,7 +94,8 @@ def test_every_type_maps_faithfully(my: tuple[Any, str], tmp_path: Path) -> None
     assert rows[2]["v"] == "" and rows[2]["t"] is None
 
 
-def test_out_of_range_time_is_quarantined(my: tuple[Any, str], tmp_path: Path) -> None:
+@ENGINES
+def test_out_of_range_time_is_quarantined(my: tuple[Any, str], tmp_path: Path, engine: str) -> None:
     connection, db = my
     sql(
         connection,
@@ -118,7 +123,8 @@ def _orders(connection: Any, db: str, rows: int = 100) -> None:
         )
 
 
-def test_append_and_limit(my: tuple[Any, str], tmp_path: Path) -> None:
+@ENGINES
+def test_append_and_limit(my: tuple[Any, str], tmp_path: Path, engine: str) -> None:
     connection, db = my
     _orders(connection, db)
     runner = project(
@@ -221,7 +227,8 @@ def test_missing_table_and_injection_are_cfg001(my: tuple[Any, str], tmp_path: P
         assert cursor.fetchone() == (100,)
 
 
-def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: Path) -> None:
+@ENGINES
+def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: Path, engine: str) -> None:
     connection, db = my
     sql(connection, f"CREATE TABLE {db}.big (id bigint PRIMARY KEY, pad varchar(200))")
     sql(
@@ -231,7 +238,7 @@ def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: P
     root = write_project(
         tmp_path / "p",
         "mysql",
-        {"host": "127.0.0.1", "port": 3306, "database": db, "user": "root"},
+        {"host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "engine": engine},
         [{"name": "big", "options": {"table": "big", "batch_rows": 1000}}],
     )
     job = load_plan(root).jobs[0]
