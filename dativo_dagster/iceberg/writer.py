@@ -606,6 +606,10 @@ class IcebergWriter:
                 table.io.delete(data_file.file_path)
 
 
+ROW_GROUP_ROWS = 131_072
+"""Rows gathered into one Parquet row group before it is written."""
+
+
 class _RollingParquetWriter:
     """Writes batches to Parquet data files of the table, one row group per batch."""
 
@@ -630,6 +634,8 @@ class _RollingParquetWriter:
         self._output: Any = None
         self._path = ""
         self._rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
         self._open_paths: list[str] = []
 
     def _open(self) -> None:
@@ -643,30 +649,44 @@ class _RollingParquetWriter:
         self._rows = 0
 
     def write(self, batch: pa.RecordBatch) -> list[DataFile]:
-        """Write one batch (split at file boundaries); returns the files it completed."""
+        """Buffer one batch (split at file boundaries); returns the files it completed.
+
+        Batches are gathered into row groups of about ``ROW_GROUP_ROWS`` rows: small row groups
+        make Parquet slow to read, large ones cost memory.
+        """
         from pyiceberg.io.pyarrow import _to_requested_schema
 
         finished: list[DataFile] = []
         while batch.num_rows:
             if self._current is None:
                 self._open()
-            take = min(batch.num_rows, self._target_rows - self._rows)
+            take = min(batch.num_rows, self._target_rows - self._rows - self._pending_rows)
             part = batch.slice(0, take) if take < batch.num_rows else batch
-            converted = _to_requested_schema(
-                requested_schema=self._file_schema,
-                file_schema=self._task_schema,
-                batch=part,
-                include_field_ids=True,
-                format_model=self._format_model,
+            self._pending.append(
+                _to_requested_schema(
+                    requested_schema=self._file_schema,
+                    file_schema=self._task_schema,
+                    batch=part,
+                    include_field_ids=True,
+                    format_model=self._format_model,
+                )
             )
-            self._current.write(pa.Table.from_batches([converted]))
-            self._rows += take
+            self._pending_rows += take
             batch = batch.slice(take)
-            if self._rows >= self._target_rows:
+            if self._pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
+            if self._rows + self._pending_rows >= self._target_rows:
                 done = self.close()
                 if done is not None:
                     finished.append(done)
         return finished
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._current.write(pa.Table.from_batches(self._pending))
+            self._rows += self._pending_rows
+            self._pending = []
+            self._pending_rows = 0
 
     def close(self) -> DataFile | None:
         """Finish the open file and describe it (None if no file is open)."""
@@ -675,6 +695,7 @@ class _RollingParquetWriter:
 
         if self._current is None:
             return None
+        self._flush()
         statistics = self._current.close()
         data_file = DataFile.from_args(
             content=DataFileContent.DATA,
@@ -689,6 +710,7 @@ class _RollingParquetWriter:
             **statistics.to_serialized_dict(),
         )
         self._current = None
+        self._rows = 0
         self._open_paths.remove(self._path)
         return data_file
 
@@ -698,6 +720,7 @@ class _RollingParquetWriter:
             with contextlib.suppress(Exception):
                 self._table.io.delete(path)
         self._open_paths.clear()
+        self._pending = []
         self._current = None
 
 

@@ -4,8 +4,10 @@ Two read paths, one result:
 
 * **connectorx** (default): a Rust reader that decodes the wire protocol straight into Arrow
   batches; it reads the object with one ``SELECT``, which InnoDB serves from one consistent
-  snapshot. Columns whose values it could reject or round (temporal types, decimals beyond
+  snapshot. Columns whose values it could reject or round (TIME, decimals beyond
   ``decimal(38,10)``) are selected as text and cast by Arrow, so an odd value quarantines a row.
+  Legacy zero dates (``0000-00-00``) stop it: the run fails with QUAL001 and nothing is
+  committed; ``engine: pymysql`` reads such a table and quarantines those rows instead.
 * **pymysql** (``engine: pymysql``, and whenever TLS options are set): an unbuffered server-side
   cursor inside ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY``, opened without value
   converters so the server's text is cast by Arrow column by column.
@@ -32,7 +34,7 @@ from pydantic import Field
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.config.secrets import redact_text
-from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError
+from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError, QualityError
 from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceStats
 from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
@@ -162,15 +164,16 @@ def quote_identifier(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-_AS_TEXT_FOR_CONNECTORX = {"date", "time", "datetime", "timestamp", "year"}
+# TIME holds durations (negative, over 24 h) that connectorx cannot decode: it travels as text.
+_AS_TEXT_FOR_CONNECTORX = {"time"}
 
 
 def select_expression(column: MyColumn, *, for_connectorx: bool = False) -> str:
     """SQL for one selected column; BIT travels as an integer, not as raw bytes.
 
-    For connectorx, temporal columns and wide decimals travel as text: connectorx aborts the whole
-    read on a value it cannot represent (a zero date, a negative TIME) and holds decimals as
-    ``decimal(38,10)``, which would round a wider scale.
+    For connectorx, TIME columns and wide decimals travel as text: connectorx aborts the whole read
+    on a TIME it cannot represent (a negative duration) and holds decimals as ``decimal(38,10)``,
+    which would round a wider scale.
     """
     ident = quote_identifier(column.name)
     data_type = column.data_type.lower()
@@ -514,6 +517,12 @@ class MySQLSource(Source):
         except BaseException as exc:  # connectorx reports server errors as RuntimeError, bugs as panics
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
+            if type(exc).__name__ == "PanicException" and "Couldn't convert the value" in str(exc):
+                raise QualityError(
+                    f"{label}: the source holds a value the connectorx reader cannot decode "
+                    f"({redact_text(str(exc).splitlines()[0])[-120:]}); nothing was committed",
+                    hint="set connection.engine: pymysql for this source; it quarantines such rows",
+                ) from None
             raise classify_text(str(exc), label) from None
 
 

@@ -484,7 +484,8 @@ def _stream_copy(
         quoted_strings_can_be_null=False,
         null_values=[""],
     )
-    read_options = pacsv.ReadOptions(column_names=names, block_size=4 << 20, use_threads=True)
+    # Small blocks: the reader parses ahead of the consumer, and what it holds is blocks in flight.
+    read_options = pacsv.ReadOptions(column_names=names, block_size=1 << 20, use_threads=True)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
     converters = {c.name: _post_converter(schema.field(c.name).type) for c in columns}
     source = os.fdopen(read_fd, "rb", buffering=1 << 20)

@@ -15,7 +15,7 @@ import pytest
 
 from dativo_dagster.config.loader import load_plan
 from dativo_dagster.config.secrets import SecretResolver
-from dativo_dagster.errors import AuthError, ConfigError, ExtractError
+from dativo_dagster.errors import AuthError, ConfigError, ExtractError, QualityError
 from dativo_dagster.sources.base import ReadRequest
 from dativo_dagster.sources.registry import build_source
 from tests.integration.sql_harness import Runner, write_project
@@ -108,6 +108,26 @@ def test_out_of_range_time_is_quarantined(my: tuple[Any, str], tmp_path: Path, e
     result = runner.run("spans")
     assert result.write is not None and result.write.rows_written == 1 and result.write.rows_rejected == 1
     assert "at: cannot convert '-10:00:00'" in runner.rows("spans__quarantine")[0]["_dativo_reason"]
+
+
+def test_zero_dates_fail_loudly_with_connectorx_and_are_quarantined_with_pymysql(
+    my: tuple[Any, str], tmp_path: Path
+) -> None:
+    connection, db = my
+    sql(
+        connection,
+        f"CREATE TABLE {db}.legacy (id bigint PRIMARY KEY, at datetime)",
+        f"INSERT INTO {db}.legacy VALUES (1, '2024-01-01 00:00:00'), (2, '0000-00-00 00:00:00')",
+    )
+    objects = [{"name": "legacy", "options": {"table": "legacy"}, "quality": {"max_rejected_rate": 0.6}}]
+    fast = project(tmp_path / "fast", db, objects)
+    result = fast.run("legacy")
+    assert isinstance(result.error, QualityError) and "engine: pymysql" in str(result.error)
+    assert fast.writer.load_table("acme", "legacy") is None or not fast.rows("legacy")
+    safe = project(tmp_path / "safe", db, objects, engine="pymysql")
+    result = safe.run("legacy")
+    assert result.write is not None and result.write.rows_written == 1 and result.write.rows_rejected == 1
+    assert "at: cannot convert '0000-00-00 00:00:00'" in safe.rows("legacy__quarantine")[0]["_dativo_reason"]
 
 
 def _orders(connection: Any, db: str, rows: int = 100) -> None:
