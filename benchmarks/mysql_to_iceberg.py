@@ -112,7 +112,8 @@ def main() -> None:
         [
             f"UPDATE {DATABASE}.orders SET status = 'updated', updated_at = NOW(6) WHERE id % 100 = 0",
             f"""INSERT INTO {DATABASE}.orders (id, customer_id, status, amount, currency, email, is_paid)
-                SELECT seq, 1, 'new', 1.00, 'EUR', NULL, true FROM {DATABASE}.seq_{args.rows + 1}_to_{args.rows + delta}""",
+                SELECT seq, 1, 'new', 1.00, 'EUR', NULL, true
+                FROM {DATABASE}.seq_{args.rows + 1}_to_{args.rows + delta}""",
         ]
     )
     _, inc = run_engine(project, "bench-incremental")

@@ -45,7 +45,8 @@ class CsvOptions(SourceOptions):
     header: bool = True
     skip_rows: int = Field(default=0, ge=0)
     null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null"])
-    block_size_bytes: int = Field(default=4 << 20, ge=1 << 16, le=256 << 20)
+    # Small blocks bound memory: Arrow parses blocks ahead of the consumer.
+    block_size_bytes: int = Field(default=1 << 20, ge=1 << 16, le=256 << 20)
 
 
 def file_cursor(files: list[tuple[int, str]], previous: dict[str, Any] | None) -> dict[str, Any] | None:
