@@ -64,7 +64,15 @@ class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
         else:
             from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 
-            base_dir = config_value.get("base_dir") or os.path.join(os.environ.get("DAGSTER_HOME", "."), "storage")
+            base_dir = config_value.get("base_dir")
+            if not base_dir:
+                home = os.environ.get("DAGSTER_HOME")
+                if not home:
+                    # Never fall back to the working directory: runs would scatter across checkouts.
+                    raise dg.DagsterInvariantViolationError(
+                        "DAGSTER_HOME is not set: point it at the directory holding this dagster.yaml"
+                    )
+                base_dir = os.path.join(home, "storage")
             inner = DagsterSqliteStorage.from_local(base_dir)
         return cls(inner, inst_data)
 
