@@ -30,12 +30,15 @@ class Measured:
     returncode: int
 
 
-def run_measured(command: list[str], *, env: dict[str, str] | None = None, stdout_to_null: bool = False) -> Measured:
+def run_measured(
+    command: list[str], *, env: dict[str, str] | None = None, stdout_to_null: bool = False, cwd: Path | None = None
+) -> Measured:
     """Run ``command`` and sample the RSS of its process tree every 20 ms."""
     started = time.perf_counter()
     process = psutil.Popen(
         command,
         env=env,
+        cwd=cwd,
         stdout=subprocess.DEVNULL if stdout_to_null else subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -90,7 +93,8 @@ ENGINE_RUNNER = textwrap.dedent(
     w = result.write
     print(json.dumps({"load_s": elapsed, "rows": w.rows_written, "replaced": w.rows_replaced,
                       "delete_files": w.delete_files, "files_rewritten": w.files_rewritten,
-                      "total_rows": result.total_rows}))
+                      "data_files": w.data_files, "bytes_written": w.bytes_written,
+                      "rows_rejected": w.rows_rejected, "total_rows": result.total_rows}))
     """
 )
 
@@ -125,6 +129,22 @@ def sql_project(source_type: str, connection: dict[str, object], table: str) -> 
         "    incremental: {strategy: updated, cursor_field: updated_at}\n"
     )
     return root
+
+
+def inc_cursor(project: Path) -> str:
+    """The cursor the project's last run committed, as the lower bound of the next read."""
+    from dativo_dagster.config.loader import load_plan
+    from dativo_dagster.config.secrets import SecretResolver
+    from dativo_dagster.iceberg.catalog import build_catalog
+    from dativo_dagster.iceberg.writer import IcebergWriter, read_table_cursor
+
+    job = load_plan(project).jobs[0]
+    writer = IcebergWriter(build_catalog(job.target, SecretResolver(), project))
+    table = writer.load_table(*job.objects[0].table_identifier)
+    assert table is not None
+    found = read_table_cursor(table)
+    assert found is not None and found.cursor is not None
+    return str(found.cursor.value)
 
 
 def ratio(a: float, b: float) -> float:

@@ -1,7 +1,8 @@
 """MySQL/MariaDB → Iceberg: dativo against the client floor and against dlt, in one run.
 
 Same table and steps as ``postgres_to_iceberg.py`` on the local MariaDB server; the floor is
-``mariadb --quick -e 'SELECT * FROM t' > /dev/null`` (the client streaming every row as text).
+``mariadb --quick -e 'SELECT * FROM t' > /dev/null`` (the client streaming every row as text), and
+the incremental floor is the same client running the incremental ``updated_at >= cursor`` query.
 
 Run: ``python benchmarks/mysql_to_iceberg.py [--rows N] [--skip-dlt]``. The last line printed is
 one JSON object.
@@ -21,9 +22,10 @@ from pathlib import Path
 import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ratio, run_engine, run_measured, sql_project
+from _common import inc_cursor, ratio, run_engine, run_measured, sql_project
 
-DATABASE = "dativo_bench"
+# Unique per run: two benchmark runs on one server must not drop each other's tables.
+DATABASE = f"dativo_bench_{os.getpid()}"
 
 DLT_RUNNER = textwrap.dedent(
     """
@@ -73,8 +75,11 @@ def build_table(name: str, rows: int) -> None:
     )
 
 
+MARIADB = ["mariadb", "-h", "127.0.0.1", "-u", "root", "--quick", "--init-command=SET time_zone = '+00:00'"]
+
+
 def floor_seconds(name: str) -> float:
-    command = ["mariadb", "-h", "127.0.0.1", "-u", "root", "--quick", "-e", f"SELECT * FROM {DATABASE}.{name}"]
+    command = [*MARIADB, "-e", f"SELECT * FROM {DATABASE}.{name}"]
     return min(run_measured(command, stdout_to_null=True).seconds for _ in range(2))
 
 
@@ -84,6 +89,14 @@ def main() -> None:
     parser.add_argument("--small-rows", type=int, default=500_000)
     parser.add_argument("--skip-dlt", action="store_true")
     args = parser.parse_args()
+    try:
+        run(args)
+    finally:
+        execute([f"DROP DATABASE IF EXISTS {DATABASE}"])
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build the tables, measure, print the figures (the last line is JSON)."""
     figures: dict[str, float] = {"rows": args.rows}
     print(f"building {args.rows:,}-row and {args.small_rows:,}-row tables ...", flush=True)
     build_table("orders", args.rows)
@@ -107,21 +120,7 @@ def main() -> None:
     figures["rss_500k_mb"] = round(small_run.peak_rss_mb, 1)
     print(f"dativo peak RSS {args.small_rows:,} rows         {figures['rss_500k_mb']:8.1f} MB")
 
-    delta = max(args.rows // 100, 1)
-    execute(
-        [
-            f"UPDATE {DATABASE}.orders SET status = 'updated', updated_at = NOW(6) WHERE id % 100 = 0",
-            f"""INSERT INTO {DATABASE}.orders (id, customer_id, status, amount, currency, email, is_paid)
-                SELECT seq, 1, 'new', 1.00, 'EUR', NULL, true
-                FROM {DATABASE}.seq_{args.rows + 1}_to_{args.rows + delta}""",
-        ]
-    )
-    _, inc = run_engine(project, "bench-incremental")
-    figures["incremental_s"] = round(inc["load_s"], 2)
-    figures["incremental_rows"] = inc["rows"]
-    print(f"dativo incremental (1% upd + 1% new) {figures['incremental_s']:7.2f} s  ({inc['rows']:,} rows, "
-          f"{inc['replaced']:,} replaced, {inc['total_rows']:,} rows in table)")  # fmt: skip
-
+    # dlt reads the same table as dativo's full load (before the incremental change)
     if not args.skip_dlt:
         work = Path(tempfile.mkdtemp(prefix="dativo-bench-dlt-"))
         dlt_run = run_measured(
@@ -139,16 +138,38 @@ def main() -> None:
         )
         shutil.rmtree(work, ignore_errors=True)
 
+    delta = max(args.rows // 100, 1)
+    execute(
+        [
+            f"UPDATE {DATABASE}.orders SET status = 'updated', updated_at = NOW(6) WHERE id % 100 = 0",
+            f"""INSERT INTO {DATABASE}.orders (id, customer_id, status, amount, currency, email, is_paid)
+                SELECT seq, 1, 'new', 1.00, 'EUR', NULL, true
+                FROM {DATABASE}.seq_{args.rows + 1}_to_{args.rows + delta}""",
+        ]
+    )
+    cursor = inc_cursor(project).replace("T", " ")[:26]  # the session runs in UTC
+    query = f"SELECT * FROM {DATABASE}.orders WHERE updated_at >= '{cursor}'"
+    figures["incremental_floor_s"] = round(
+        min(run_measured([*MARIADB, "-e", query], stdout_to_null=True).seconds for _ in range(2)), 2
+    )
+    print(f"floor  incremental SELECT → /dev/null {figures['incremental_floor_s']:6.2f} s")
+    _, inc = run_engine(project, "bench-incremental")
+    figures["incremental_s"] = round(inc["load_s"], 2)
+    figures["incremental_rows"] = inc["rows"]
+    print(f"dativo incremental (1% upd + 1% new) {figures['incremental_s']:7.2f} s  ({inc['rows']:,} rows, "
+          f"{inc['replaced']:,} replaced, {inc['total_rows']:,} rows in table)")  # fmt: skip
+
     figures["dativo_over_floor"] = ratio(figures["dativo_s"], figures["floor_s"])
     figures["incremental_over_full"] = ratio(figures["incremental_s"], figures["dativo_s"])
+    figures["incremental_over_floor"] = ratio(figures["incremental_s"], figures["incremental_floor_s"])
     figures["rss_5m_over_500k"] = ratio(figures["rss_5m_mb"], figures["rss_500k_mb"])
     print(
         f"ratios: dativo/floor {figures['dativo_over_floor']}  dlt/dativo {figures.get('dlt_over_dativo', 'n/a')}  "
-        f"incremental/full {figures['incremental_over_full']}  rss 5m/500k {figures['rss_5m_over_500k']}"
+        f"incremental/full {figures['incremental_over_full']}  "
+        f"incremental/its floor {figures['incremental_over_floor']}  rss 5m/500k {figures['rss_5m_over_500k']}"
     )
     shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(small, ignore_errors=True)
-    execute([f"DROP DATABASE IF EXISTS {DATABASE}"])
     print(json.dumps(figures))
 
 

@@ -609,6 +609,55 @@ class IcebergWriter:
 ROW_GROUP_ROWS = 131_072
 """Rows gathered into one Parquet row group before it is written."""
 
+DICTIONARY_MAX_DISTINCT = 0.1
+"""A flat column is dictionary-encoded when its first row group has at most this share of distinct
+values. Dictionary-encoding a near-unique column (ids, timestamps, e-mails) costs about 4x the
+encoding time and yields larger files than plain encoding plus zstd."""
+
+DICTIONARY_MIN_ROWS = 1_000
+"""Below this many rows in the first row group there is too little to judge: keep the default."""
+
+DICTIONARY_SAMPLE_ROWS = 32_768
+"""Rows of the first row group whose distinct values are counted (counting is a hash per value)."""
+
+
+def dictionary_columns(data: pa.Table) -> list[str] | None:
+    """Parquet column paths worth dictionary-encoding, judged from ``data`` (None: all columns).
+
+    Flat columns are chosen by their share of distinct values; nested columns keep dictionary
+    encoding for every leaf.
+    """
+    if data.num_rows < DICTIONARY_MIN_ROWS:
+        return None
+    sample = data.slice(0, DICTIONARY_SAMPLE_ROWS)
+    chosen: list[str] = []
+    for data_field, column in zip(sample.schema, sample.columns, strict=True):
+        if pa.types.is_nested(data_field.type):
+            chosen.extend(_leaf_paths(data_field.name, data_field.type))
+            continue
+        values = column.combine_chunks()
+        if isinstance(values.type, pa.BaseExtensionType):
+            values = values.storage
+        if pc.count_distinct(values).as_py() <= DICTIONARY_MAX_DISTINCT * sample.num_rows:
+            chosen.append(data_field.name)
+    return chosen
+
+
+def _leaf_paths(prefix: str, data_type: pa.DataType) -> list[str]:
+    """Parquet leaf column paths of a nested Arrow type (pyarrow's compliant nested naming)."""
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type):
+        return _leaf_paths(f"{prefix}.list.element", data_type.value_type)
+    if pa.types.is_map(data_type):
+        return _leaf_paths(f"{prefix}.key_value.key", data_type.key_type) + _leaf_paths(
+            f"{prefix}.key_value.value", data_type.item_type
+        )
+    if pa.types.is_struct(data_type):
+        return [path for child in data_type for path in _leaf_paths(f"{prefix}.{child.name}", child.type)]
+    return [prefix]
+
+
+_UNDECIDED = object()
+
 
 class _RollingParquetWriter:
     """Writes batches to Parquet data files of the table, one row group per batch."""
@@ -637,6 +686,7 @@ class _RollingParquetWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._open_paths: list[str] = []
+        self._dictionary: Any = _UNDECIDED
 
     def _open(self) -> None:
         from pyiceberg.io.pyarrow import ParquetFormatWriter
@@ -683,7 +733,14 @@ class _RollingParquetWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._current.write(pa.Table.from_batches(self._pending))
+            data = pa.Table.from_batches(self._pending)
+            if self._dictionary is _UNDECIDED:
+                # Decided once per write from the first row group, so every file of it agrees.
+                self._dictionary = dictionary_columns(data)
+            if self._dictionary is not None and not self._rows:
+                # ParquetFormatWriter opens its pyarrow writer on the first write, with these kwargs.
+                self._current._parquet_writer_kwargs["use_dictionary"] = self._dictionary
+            self._current.write(data)
             self._rows += self._pending_rows
             self._pending = []
             self._pending_rows = 0

@@ -3,9 +3,10 @@
 Two read paths, one result:
 
 * **connectorx** (default): a Rust reader that decodes the wire protocol straight into Arrow
-  batches; it reads the object with one ``SELECT``, which InnoDB serves from one consistent
-  snapshot. Columns whose values it could reject or round (TIME, decimals beyond
-  ``decimal(38,10)``) are selected as text and cast by Arrow, so an odd value quarantines a row.
+  batches; it reads the object with one ``SELECT`` inside ``START TRANSACTION WITH CONSISTENT
+  SNAPSHOT, READ ONLY`` (run first on the same connection), so InnoDB serves one snapshot.
+  Columns whose values it could reject or round (TIME, decimals beyond ``decimal(38,10)``) are
+  selected as text and cast by Arrow, so an odd value quarantines a row.
   Legacy zero dates (``0000-00-00``) stop it: the run fails with QUAL001 and nothing is
   committed; ``engine: pymysql`` reads such a table and quarantines those rows instead.
 * **pymysql** (``engine: pymysql``, and whenever TLS options are set): an unbuffered server-side
@@ -39,6 +40,7 @@ from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadReques
 from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
     best_effort_cast,
+    guard_cursor_column,
     incremental_predicate,
     missing_columns,
     options_for,
@@ -414,6 +416,10 @@ class MySQLSource(Source):
             select, params = self.build_select(obj, columns, request, for_connectorx=fast)
             unique = self._keys_unique(connection, obj)
             session = self._session_statements(connection)
+            snapshot = [
+                "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            ]
             if fast:
                 with connection.cursor() as render:
                     query = render.mogrify(select, params or None)
@@ -422,8 +428,8 @@ class MySQLSource(Source):
                 with connection.cursor() as setup:
                     for statement in session[1:]:
                         setup.execute(statement)
-                    setup.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    setup.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                    for statement in snapshot:
+                        setup.execute(statement)
                 cursor = connection.cursor(pymysql.cursors.SSCursor)
                 cursor.execute(select, params)
             stats.add(api_calls=1)
@@ -437,7 +443,11 @@ class MySQLSource(Source):
         if fast:
             return Extraction(
                 schema,
-                self._connectorx_batches(query, session, schema, options, stats, obj.label),
+                guard_cursor_column(
+                    self._connectorx_batches(query, session + snapshot, schema, options, stats, obj.label),
+                    obj,
+                    schema,
+                ),
                 request,
                 stats,
                 unique_keys=unique,
@@ -461,7 +471,9 @@ class MySQLSource(Source):
             with contextlib.suppress(Exception):
                 connection.close()
 
-        return Extraction(schema, batches(), request, stats, on_close=close, unique_keys=unique)
+        return Extraction(
+            schema, guard_cursor_column(batches(), obj, schema), request, stats, on_close=close, unique_keys=unique
+        )
 
     def _keys_unique(self, connection: Any, obj: ObjectPlan) -> bool:
         """True if a unique index of the table covers the object's primary key columns."""

@@ -32,6 +32,7 @@ from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadReques
 from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
     best_effort_cast,
+    guard_cursor_column,
     incremental_predicate,
     missing_columns,
     options_for,
@@ -408,7 +409,9 @@ class PostgresSource(Source):
                 connection.rollback()
             connection.close()
 
-        return Extraction(schema, batches(), request, stats, on_close=close, unique_keys=unique)
+        return Extraction(
+            schema, guard_cursor_column(batches(), obj, schema), request, stats, on_close=close, unique_keys=unique
+        )
 
     def _keys_unique(self, connection: Any, obj: ObjectPlan) -> bool:
         """True if a unique index of the table covers the object's primary key columns."""
@@ -434,6 +437,45 @@ class PostgresSource(Source):
         """Nothing is held between reads."""
 
 
+PIPE_BYTES = 1 << 20
+"""Capacity requested for the COPY pipe (Linux; elsewhere the default pipe size is used)."""
+
+
+class _CountingReader:
+    """The read end of the COPY pipe as Arrow sees it, counting the bytes that pass."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (Arrow asks for whole blocks, so this runs rarely)."""
+        data: bytes = self._raw.read(size) if size >= 0 else self._raw.readall()
+        self.bytes_read += len(data)
+        return data
+
+    def readable(self) -> bool:
+        """Always true."""
+        return True
+
+    def seekable(self) -> bool:
+        """A pipe cannot seek."""
+        return False
+
+    def tell(self) -> int:
+        """Bytes read so far."""
+        return self.bytes_read
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pipe end is closed."""
+        return bool(self._raw.closed)
+
+    def close(self) -> None:
+        """Close the pipe end (the COPY thread then sees a broken pipe and stops)."""
+        self._raw.close()
+
+
 def _stream_copy(
     connection: Any,
     copy: str,
@@ -445,25 +487,20 @@ def _stream_copy(
 ) -> Iterator[pa.RecordBatch]:
     """Run COPY in a thread writing into a pipe; parse the other end with Arrow."""
     read_fd, write_fd = os.pipe()
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        import fcntl
+
+        # A larger pipe means fewer context switches between the COPY thread and the parser.
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     failure: list[BaseException] = []
-    counted = {"bytes": 0}
-
-    class _Sink:
-        def __init__(self, fd: int) -> None:
-            self._file = os.fdopen(fd, "wb", buffering=1 << 20)
-
-        def write(self, data: bytes) -> int:
-            counted["bytes"] += len(data)
-            return self._file.write(data)
-
-        def close(self) -> None:
-            self._file.close()
 
     def pump() -> None:
-        sink = _Sink(write_fd)
+        # psycopg2 calls sink.write once per row: handing it the buffered file itself keeps every
+        # call in C (a Python wrapper here costs more CPU than parsing the rows).
+        sink = os.fdopen(write_fd, "wb", buffering=1 << 20)
         try:
             with connection.cursor() as cursor:
-                cursor.copy_expert(copy, sink, size=1 << 20)
+                cursor.copy_expert(copy, sink)
         except BaseException as exc:  # surfaced to the consumer after the pipe closes
             failure.append(exc)
         finally:
@@ -488,7 +525,7 @@ def _stream_copy(
     read_options = pacsv.ReadOptions(column_names=names, block_size=1 << 20, use_threads=True)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
     converters = {c.name: _post_converter(schema.field(c.name).type) for c in columns}
-    source = os.fdopen(read_fd, "rb", buffering=1 << 20)
+    source = _CountingReader(os.fdopen(read_fd, "rb", buffering=1 << 20))
     finished = False
     try:
         try:
@@ -527,7 +564,7 @@ def _stream_copy(
                 connection.cancel()
         source.close()
         thread.join(timeout=30)
-        stats.add(bytes_read=counted["bytes"], api_calls=1)
+        stats.add(bytes_read=source.bytes_read, api_calls=1)
 
 
 def _post_converter(target: pa.DataType) -> Callable[[pa.Array], pa.Array] | None:

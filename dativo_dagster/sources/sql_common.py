@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,11 @@ from pydantic import Field, model_validator
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import ConfigError, QualityError
 from dativo_dagster.sources.base import SourceOptions
 from dativo_dagster.sources.incremental import lower_bound
 from dativo_dagster.state import CursorState
+from dativo_dagster.types import type_label
 
 # Names may hold anything a database allows except control characters; quoting makes them
 # inert. The check rejects what no sane table name contains and what quoting would not fix.
@@ -147,3 +149,51 @@ def best_effort_cast(column: pa.Array, target: pa.DataType) -> pa.Array:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             pass
     return column
+
+
+def guard_cursor_column(
+    batches: Iterator[pa.RecordBatch], obj: ObjectPlan, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """Pass batches through, failing loudly if the cursor column is not of its mapped type.
+
+    Other columns may stay text when a value does not convert (the enforcer quarantines that
+    row), but the new cursor is the maximum of the cursor column: over text, ``'infinity'`` or
+    ``'0000-00-00'`` would sort after every real timestamp and silently end all later reads.
+
+    Raises:
+        QualityError: QUAL001 naming the column and the value; nothing is committed.
+    """
+    name = obj.cursor_field
+    if name is None or schema.get_field_index(name) < 0:
+        yield from batches
+        return
+    expected = schema.field(name).type
+    try:
+        for batch in batches:
+            column = batch.column(name)
+            if column.type != expected:
+                shown = _first_unconvertible(column, expected)
+                raise QualityError(
+                    f"{obj.label}: cursor column '{name}' holds {shown!r}, which cannot be read as "
+                    f"{type_label(expected)}, so the cursor cannot advance past it; nothing was committed",
+                    hint="exclude or convert such rows with a 'query' object, or pick another cursor_field",
+                )
+            yield batch
+    finally:
+        # Release the server-side stream now, not when the inner generator is collected.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def _first_unconvertible(column: pa.Array, target: pa.DataType) -> str:
+    for value in column.to_pylist():
+        if value is None:
+            continue
+        try:
+            best = best_effort_cast(pa.array([value], column.type), target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return str(value)
+        if best.type != target:
+            return str(value)
+    return "?"

@@ -280,3 +280,49 @@ def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: P
         for _ in stream:
             pass
     assert info.value.transient
+
+
+@ENGINES
+def test_connection_killed_during_a_run_is_ext001_and_commits_nothing(
+    my: tuple[Any, str], tmp_path: Path, engine: str
+) -> None:
+    connection, db = my
+    sql(connection, f"CREATE TABLE {db}.big (id bigint PRIMARY KEY, pad varchar(200))")
+    sql(connection, f"INSERT INTO {db}.big SELECT seq, REPEAT('x', 200) FROM {db}.seq_1_to_300000")
+    objects = [
+        {"name": "big", "options": {"table": "big"}, "incremental": {"strategy": "append", "cursor_field": "id"}}
+    ]
+    runner = project(tmp_path, db, objects, engine=engine)
+    done = threading.Event()
+
+    def kill() -> None:
+        killer = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+        try:
+            with killer.cursor() as cursor:
+                deadline = time.monotonic() + 30
+                while not done.is_set() and time.monotonic() < deadline:
+                    cursor.execute(
+                        "SELECT id FROM information_schema.processlist WHERE db = %s AND info LIKE 'SELECT%%big%%'",
+                        (db,),
+                    )
+                    ids = [row[0] for row in cursor.fetchall()]
+                    for thread_id in ids:
+                        cursor.execute(f"KILL {int(thread_id)}")
+                    if ids:
+                        return
+                    time.sleep(0.005)
+        finally:
+            killer.close()
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    try:
+        result = runner.run("big")
+    finally:
+        done.set()
+        thread.join()
+    assert isinstance(result.error, ExtractError) and result.error.transient, result.error
+    table = runner.writer.load_table("acme", "big")
+    assert table is None or not table.snapshots()
+    retry = runner.run("big")
+    assert retry.error is None and retry.total_rows == 300_000

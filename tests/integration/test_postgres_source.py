@@ -18,8 +18,9 @@ import pytest
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import load_plan
 from dativo_dagster.config.secrets import SecretResolver
-from dativo_dagster.errors import AuthError, ConfigError, ExtractError
+from dativo_dagster.errors import AuthError, ConfigError, ExtractError, QualityError
 from dativo_dagster.sources.base import ReadRequest
+from dativo_dagster.sources.postgres import PostgresSource
 from dativo_dagster.sources.registry import build_source
 from tests.integration.sql_harness import Runner, write_project
 
@@ -198,6 +199,27 @@ def test_updated_strategy_boundary_rows_and_lookback(pg: tuple[Any, str], tmp_pa
     assert rows[101]["status"] == "new" and rows[90]["status"] == "late"
 
 
+def test_unorderable_cursor_value_fails_loudly_and_commits_nothing(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    sql(connection, f"INSERT INTO {schema}.orders VALUES (101, 'odd', 'infinity')")
+    runner = project(
+        tmp_path,
+        [
+            {
+                "name": "orders",
+                "options": {"table": f"{schema}.orders"},
+                "primary_key": ["id"],
+                "incremental": {"strategy": "updated", "cursor_field": "updated_at"},
+            }
+        ],
+    )
+    result = runner.run("orders")
+    assert isinstance(result.error, QualityError) and "cursor column 'updated_at' holds 'infinity'" in str(result.error)
+    table = runner.writer.load_table("acme", "orders")
+    assert table is None or not table.snapshots()
+
+
 def test_full_refresh_replaces_atomically(pg: tuple[Any, str], tmp_path: Path) -> None:
     connection, schema = pg
     _orders(connection, schema)
@@ -289,7 +311,64 @@ def test_statement_timeout_is_transient_and_commits_nothing(pg: tuple[Any, str],
     assert runner.writer.load_table("acme", "slow") is None or not runner.writer.load_table("acme", "slow").snapshots()  # type: ignore[union-attr]
 
 
-def test_connection_dropped_mid_stream_is_ext001(pg: tuple[Any, str], tmp_path: Path) -> None:
+def _terminate_when_streaming(application_name: str, done: threading.Event) -> threading.Thread:
+    """Terminate the backend of ``application_name`` from another session once its COPY runs."""
+
+    def kill() -> None:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cursor:
+                deadline = time.monotonic() + 30
+                while not done.is_set() and time.monotonic() < deadline:
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = %s AND query LIKE 'COPY%%' AND state = 'active'",
+                        (application_name,),
+                    )
+                    if cursor.fetchall():
+                        return
+                    time.sleep(0.005)
+        finally:
+            admin.close()
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
+
+
+def test_connection_dropped_mid_stream_is_ext001_and_commits_nothing(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"CREATE TABLE {schema}.big (id bigint PRIMARY KEY, pad text)",
+        f"INSERT INTO {schema}.big SELECT i, repeat('x', 200) FROM generate_series(1, 400000) i",
+    )
+    objects = [
+        {
+            "name": "big",
+            "options": {"table": f"{schema}.big"},
+            "incremental": {"strategy": "append", "cursor_field": "id"},
+        }
+    ]
+    runner = project(tmp_path, objects, application_name=f"dativo_drop_{schema}")
+    done = threading.Event()
+    killer = _terminate_when_streaming(f"dativo_drop_{schema}", done)
+    try:
+        result = runner.run("big")
+    finally:
+        done.set()
+        killer.join()
+    assert isinstance(result.error, ExtractError) and result.error.transient, result.error
+    table = runner.writer.load_table("acme", "big")
+    assert table is None or not table.snapshots()
+    # the retry reads from the committed cursor (none): every row exactly once
+    retry = runner.run("big")
+    assert retry.error is None and retry.write is not None and retry.write.rows_written == 400_000
+    assert retry.total_rows == 400_000
+
+
+def test_connection_dropped_while_consuming_is_ext001(pg: tuple[Any, str], tmp_path: Path) -> None:
     connection, schema = pg
     sql(
         connection,
@@ -299,32 +378,64 @@ def test_connection_dropped_mid_stream_is_ext001(pg: tuple[Any, str], tmp_path: 
     root = write_project(
         tmp_path / "p",
         "postgres",
-        {**CONNECTION, "application_name": "dativo_drop_test"},
+        {**CONNECTION, "application_name": f"dativo_drop_{schema}"},
         [{"name": "big", "options": {"table": f"{schema}.big", "batch_rows": 1000}}],
     )
     job = load_plan(root).jobs[0]
     source = build_source(job, SecretResolver({}))
     extraction = source.read(ReadRequest(obj=job.objects[0]))
     stream = iter(extraction)
-    next(stream)  # the COPY is running
-
-    def kill() -> None:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-        try:
-            with admin.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dativo_drop_test'"
-                )
-            admin.commit()
-        finally:
-            admin.close()
-
-    threading.Thread(target=kill).start()
-    time.sleep(0.5)
+    next(stream)  # the COPY is running and the consumer holds a batch
+    done = threading.Event()
+    killer = _terminate_when_streaming(f"dativo_drop_{schema}", done)
+    killer.join()
     with pytest.raises(ExtractError) as info:
         for _ in stream:
             pass
     assert info.value.transient
+
+
+def test_views_and_hostile_column_names(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    hostile = 'x"; DROP TABLE orders; --'
+    sql(
+        connection,
+        f'ALTER TABLE {schema}.orders ADD COLUMN "{hostile.replace(chr(34), chr(34) * 2)}" int DEFAULT 7',
+        f"CREATE VIEW {schema}.open_orders AS SELECT * FROM {schema}.orders WHERE id <= 10",
+    )
+    runner = project(
+        tmp_path,
+        [
+            {"name": "open_orders", "options": {"table": f"{schema}.open_orders"}},
+            {"name": "picked", "options": {"table": f"{schema}.orders", "columns": ["id", hostile]}},
+            {"name": "evil_col", "options": {"table": f"{schema}.orders", "columns": ["id", "id; DROP TABLE x"]}},
+        ],
+    )
+    view = runner.run("open_orders")
+    assert view.error is None and view.total_rows == 10
+    picked = runner.run("picked")
+    assert picked.error is None, picked.error
+    assert {r[hostile] for r in runner.rows("picked")} == {7}
+    evil = runner.run("evil_col")
+    assert isinstance(evil.error, ConfigError) and "'id; DROP TABLE x'" in str(evil.error)
+    # the COPY text quotes the hostile name as one identifier
+    job = load_plan(runner.root).jobs[0]
+    with build_source(job, SecretResolver({})) as source:
+        assert isinstance(source, PostgresSource)
+        obj = job.object("picked")
+        conn = source.connect()
+        try:
+            columns = source._discover(conn, obj)
+            text = source.build_copy(conn, obj, columns, ReadRequest(obj))
+        finally:
+            conn.close()
+    assert text == (
+        f'COPY (SELECT "id", "x""; DROP TABLE orders; --" FROM "{schema}"."orders") TO STDOUT WITH (FORMAT csv)'
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {schema}.orders")
+        assert cursor.fetchone() == (100,)
 
 
 def test_postgres_job_through_dagster(pg: tuple[Any, str], tmp_path: Path) -> None:
