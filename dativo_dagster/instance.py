@@ -7,6 +7,7 @@ run) and a deployment (``DATIVO_DAGSTER_PG_URL=postgresql://user:pass@host:5432/
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,12 +68,9 @@ class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
             base_dir = config_value.get("base_dir")
             if not base_dir:
                 home = os.environ.get("DAGSTER_HOME")
-                if not home:
-                    # Never fall back to the working directory: runs would scatter across checkouts.
-                    raise dg.DagsterInvariantViolationError(
-                        "DAGSTER_HOME is not set: point it at the directory holding this dagster.yaml"
-                    )
-                base_dir = os.path.join(home, "storage")
+                # Without DAGSTER_HOME (the dagster CLI reading ./dagster.yaml) storage is
+                # throw-away, as Dagster's own default is then; never the working directory.
+                base_dir = os.path.join(home, "storage") if home else tempfile.mkdtemp(prefix="dagster-storage-")
             inner = DagsterSqliteStorage.from_local(base_dir)
         return cls(inner, inst_data)
 

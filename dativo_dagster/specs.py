@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dativo_dagster.config.models import SchemaContract
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.translator import DativoTranslator
 from dativo_dagster.types import column_schema_metadata, contract_arrow_schema
@@ -11,12 +12,30 @@ from dativo_dagster.types import column_schema_metadata, contract_arrow_schema
 CHECK_CONTRACT = "rows_conform_to_contract"
 
 
+# Objects sharing a contract share one (immutable) TableSchema: building it is most of the cost of
+# an AssetSpec. Keyed by the contract object's id, holding the contract so the id cannot be reused.
+_SCHEMAS: dict[int, tuple[SchemaContract, dg.TableSchema]] = {}
+_SCHEMAS_MAX = 4096
+
+
 def table_schema(obj: ObjectPlan) -> dg.TableSchema | None:
     """Dagster table schema from the object's contract (None when discovered at run time)."""
-    if obj.contract is None:
+    contract = obj.contract
+    if contract is None:
         return None
-    descriptions = {c.name: c.description for c in obj.contract.columns if c.description}
-    rows = column_schema_metadata(contract_arrow_schema(obj.contract), descriptions)
+    cached = _SCHEMAS.get(id(contract))
+    if cached is not None and cached[0] is contract:
+        return cached[1]
+    schema = _table_schema(contract)
+    if len(_SCHEMAS) >= _SCHEMAS_MAX:
+        _SCHEMAS.clear()
+    _SCHEMAS[id(contract)] = (contract, schema)
+    return schema
+
+
+def _table_schema(contract: SchemaContract) -> dg.TableSchema:
+    descriptions = {c.name: c.description for c in contract.columns if c.description}
+    rows = column_schema_metadata(contract_arrow_schema(contract), descriptions)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
