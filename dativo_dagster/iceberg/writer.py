@@ -275,13 +275,8 @@ class IcebergWriter:
                     f"committed to {label}",
                     hint=f"inspect {namespace}.{obj.quarantine_table} (column _dativo_reason)",
                 )
-            unchanged = (
-                stats.written == 0
-                and not changes
-                and obj.write_mode is not WriteMode.OVERWRITE
-                and (cursor == previous_cursor)
-            )
-            if unchanged:
+
+            def nothing_committed() -> WriteResult:
                 current = table.current_snapshot()
                 return WriteResult(
                     table=label,
@@ -295,6 +290,15 @@ class IcebergWriter:
                     duration_s=time.monotonic() - started,
                     schema=target_schema,
                 )
+
+            unchanged = (
+                stats.written == 0
+                and not changes
+                and obj.write_mode is not WriteMode.OVERWRITE
+                and (cursor == previous_cursor)
+            )
+            if unchanged:
+                return nothing_committed()
             merge = _MergePlan()
             if is_merge and merge_keys:
                 all_keys = pa.chunked_array(merge_keys).combine_chunks()
@@ -317,19 +321,7 @@ class IcebergWriter:
                     # A lookback window re-read rows that are already there, unchanged: committing
                     # would only add a snapshot that replaces rows with identical copies.
                     self._delete_uncommitted(table, new_files)
-                    current = table.current_snapshot()
-                    return WriteResult(
-                        table=label,
-                        rows_written=0,
-                        rows_rejected=stats.rejected,
-                        rows_read=stats.read,
-                        snapshot_id=current.snapshot_id if current else None,
-                        committed=False,
-                        cursor=cursor,
-                        quarantine_table=quarantine_name,
-                        duration_s=time.monotonic() - started,
-                        schema=target_schema,
-                    )
+                    return nothing_committed()
                 self._apply_merge(txn, table, merge)
                 replacement_files = merge.replacement_files
                 delete_files = merge.delete_files

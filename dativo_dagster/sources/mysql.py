@@ -40,6 +40,7 @@ from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadReques
 from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
     best_effort_cast,
+    contract_columns,
     guard_cursor_column,
     incremental_predicate,
     missing_columns,
@@ -356,12 +357,8 @@ class MySQLSource(Source):
         return pa.schema([pa.field(c.name, column_arrow_type(c, obj.label), nullable=not c.not_null) for c in columns])
 
     def _selected(self, obj: ObjectPlan, columns: list[MyColumn]) -> list[MyColumn]:
-        if obj.contract is None:
-            return columns
-        by_name = {c.name: c for c in columns}
-        required = [c.source_name or c.name for c in obj.contract.columns if c.required]
-        missing_columns(required, list(by_name), obj)
-        return [by_name[c.source_name or c.name] for c in obj.contract.columns if (c.source_name or c.name) in by_name]
+        """Columns to read: the contract's when there is one, else all."""
+        return contract_columns(obj, columns, lambda column: column.name)
 
     def build_select(
         self, obj: ObjectPlan, columns: list[MyColumn], request: ReadRequest, *, for_connectorx: bool = False

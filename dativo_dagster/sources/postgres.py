@@ -32,6 +32,7 @@ from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadReques
 from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
     best_effort_cast,
+    contract_columns,
     guard_cursor_column,
     incremental_predicate,
     missing_columns,
@@ -340,14 +341,8 @@ class PostgresSource(Source):
     # ------------------------------------------------------------------ read
 
     def _selected(self, obj: ObjectPlan, columns: list[PgColumn]) -> list[PgColumn]:
-        """Columns to read: the contract's (by source name) when there is one, else all."""
-        if obj.contract is None:
-            return columns
-        by_name = {c.name: c for c in columns}
-        wanted = [c.source_name or c.name for c in obj.contract.columns]
-        required = [c.source_name or c.name for c in obj.contract.columns if c.required]
-        missing_columns(required, list(by_name), obj)
-        return [by_name[name] for name in wanted if name in by_name]
+        """Columns to read: the contract's when there is one, else all."""
+        return contract_columns(obj, columns, lambda column: column.name)
 
     def build_copy(self, connection: Any, obj: ObjectPlan, columns: list[PgColumn], request: ReadRequest) -> str:
         """The COPY statement for one read, with every identifier quoted and values as literals."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -118,6 +118,24 @@ def incremental_predicate(obj: ObjectPlan, cursor: CursorState | None) -> Increm
 def options_for(obj: ObjectPlan) -> SqlObjectOptions:
     """Validated options of a SQL object."""
     return SqlObjectOptions.model_validate(obj.options)
+
+
+ColumnT = TypeVar("ColumnT")
+
+
+def contract_columns(obj: ObjectPlan, columns: list[ColumnT], name_of: Callable[[ColumnT], str]) -> list[ColumnT]:
+    """Columns to read: the contract's (by source name, in contract order) when there is one, else all.
+
+    Raises:
+        ConfigError: CFG001 naming a required contract column the source does not have.
+    """
+    if obj.contract is None:
+        return columns
+    by_name = {name_of(c): c for c in columns}
+    required = [c.source_name or c.name for c in obj.contract.columns if c.required]
+    missing_columns(required, list(by_name), obj)
+    wanted = [c.source_name or c.name for c in obj.contract.columns]
+    return [by_name[name] for name in wanted if name in by_name]
 
 
 def missing_columns(wanted: list[str], available: list[str], obj: ObjectPlan) -> None:
