@@ -19,7 +19,6 @@ Metadata (columns, unique indexes) always comes from pymysql.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,18 +31,17 @@ import pymysql.cursors
 import structlog
 from pydantic import Field
 
-from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.config.secrets import redact_text
 from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError, QualityError
-from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceStats
+from dativo_dagster.sources.base import Extraction, ReadRequest, SourceStats
 from dativo_dagster.sources.sql_common import (
+    SqlConnection,
     SqlObjectOptions,
+    SqlSource,
     best_effort_cast,
-    contract_columns,
     guard_cursor_column,
     incremental_predicate,
-    missing_columns,
     options_for,
     parse_table_name,
 )
@@ -51,17 +49,12 @@ from dativo_dagster.sources.sql_common import (
 log = structlog.get_logger("dativo.sources.mysql")
 
 
-class MySQLConnection(ConnectionConfig):
+class MySQLConnection(SqlConnection):
     """How to reach the server; the password comes from ``credentials.password``."""
 
-    host: str = "localhost"
     port: int = Field(default=3306, ge=1, le=65535)
-    database: str
-    user: str
     ssl_ca: str | None = Field(default=None, description="CA bundle; enables TLS")
     ssl_verify_identity: bool = False
-    connect_timeout_s: int = Field(default=10, ge=1, le=600)
-    statement_timeout_s: int = Field(default=0, ge=0, description="0 = no limit")
     read_timeout_s: int = Field(default=600, ge=1, description="socket read timeout while streaming")
     charset: str = "utf8mb4"
     engine: Literal["connectorx", "pymysql"] = Field(
@@ -224,28 +217,20 @@ def classify_text(message: str, label: str) -> DativoError:
     return ExtractError(f"{label}: read failed: {text}")
 
 
-class MySQLSource(Source):
+class MySQLSource(SqlSource[MyColumn]):
     """Tables, views and named queries of one MySQL or MariaDB database."""
 
     type = "mysql"
     connection_model = MySQLConnection
-    options_model = SqlObjectOptions
-    supported_strategies = frozenset({Strategy.FULL_REFRESH, Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED})
-    ordered_by_cursor = True  # a limited read orders by the cursor column
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._columns: dict[str, list[MyColumn]] = {}
-        self._lock = threading.Lock()
+    driver_error = pymysql.err.MySQLError
+    list_objects_sql = (
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY 1, 2"
+    )
 
     @property
     def _settings(self) -> MySQLConnection:
         assert isinstance(self.connection, MySQLConnection)
         return self.connection
-
-    def _label(self) -> str:
-        s = self._settings
-        return f"mysql {s.host}:{s.port}/{s.database}"
 
     def connect(self) -> pymysql.connections.Connection:
         """A new connection without value converters (text in, Arrow casts)."""
@@ -269,32 +254,6 @@ class MySQLSource(Source):
         except pymysql.err.MySQLError as exc:
             raise classify(exc, self._label()) from None
 
-    def check_connection(self) -> None:
-        """Connect and run ``SELECT 1``."""
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except pymysql.err.MySQLError as exc:
-            raise classify(exc, self._label()) from None
-        finally:
-            connection.close()
-
-    def list_objects(self) -> list[str]:
-        """``database.table`` of every table and view in the connection's database."""
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_schema = DATABASE() ORDER BY 1, 2"
-                )
-                return [f"{schema}.{name}" for schema, name in cursor.fetchall()]
-        except pymysql.err.MySQLError as exc:
-            raise classify(exc, self._label()) from None
-        finally:
-            connection.close()
-
     def _source_sql(self, options: SqlObjectOptions) -> str:
         if options.table is not None:
             schema, table = parse_table_name(options.table)
@@ -302,63 +261,44 @@ class MySQLSource(Source):
         assert options.query is not None
         return f"({options.query.strip().rstrip(';')}) AS dativo_q"
 
-    def _discover(self, connection: Any, obj: ObjectPlan) -> list[MyColumn]:
-        with self._lock:
-            cached = self._columns.get(obj.name)
-        if cached is not None:
-            return cached
-        options = options_for(obj)
-        with connection.cursor() as cursor:
-            if options.table is not None:
-                schema, table = parse_table_name(options.table)
-                cursor.execute(
-                    "SELECT column_name, data_type, column_type, numeric_precision, numeric_scale, is_nullable "
-                    "FROM information_schema.columns WHERE table_schema = COALESCE(%s, DATABASE()) "
-                    "AND table_name = %s ORDER BY ordinal_position",
-                    (schema, table),
-                )
-                rows = cursor.fetchall()
-                if not rows:
-                    raise ConfigError(f"{obj.label}: table or view {options.table!r} does not exist in {self._label()}")
-                columns = [
-                    MyColumn(
-                        str(name),
-                        str(data_type),
-                        str(column_type),
-                        int(precision) if precision is not None else None,
-                        int(scale) if scale is not None else None,
-                        str(nullable) == "NO",
-                    )
-                    for name, data_type, column_type, precision, scale, nullable in rows
-                ]
-            else:
-                columns = self._query_columns(cursor, options)
-        if options.columns:
-            missing_columns(options.columns, [c.name for c in columns], obj)
-            columns = [c for c in columns if c.name in set(options.columns)]
-        with self._lock:
-            self._columns[obj.name] = columns
-        return columns
+    def classify(self, exc: BaseException, label: str) -> DativoError:
+        """Map a pymysql error (see :func:`classify`)."""
+        return classify(exc, label)
+
+    def arrow_type(self, column: MyColumn, label: str) -> pa.DataType:
+        """Arrow type of a column (see :func:`column_arrow_type`)."""
+        return column_arrow_type(column, label)
+
+    def fetch_columns(self, cursor: Any, options: SqlObjectOptions, obj: ObjectPlan) -> list[MyColumn]:
+        """Columns of the table or view (information_schema) or of the query (result metadata)."""
+        if options.table is None:
+            return self._query_columns(cursor, options)
+        schema, table = parse_table_name(options.table)
+        cursor.execute(
+            "SELECT column_name, data_type, column_type, numeric_precision, numeric_scale, is_nullable "
+            "FROM information_schema.columns WHERE table_schema = COALESCE(%s, DATABASE()) "
+            "AND table_name = %s ORDER BY ordinal_position",
+            (schema, table),
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            raise ConfigError(f"{obj.label}: table or view {options.table!r} does not exist in {self._label()}")
+        return [
+            MyColumn(
+                str(name),
+                str(data_type),
+                str(column_type),
+                int(precision) if precision is not None else None,
+                int(scale) if scale is not None else None,
+                str(nullable) == "NO",
+            )
+            for name, data_type, column_type, precision, scale, nullable in rows
+        ]
 
     def _query_columns(self, cursor: Any, options: SqlObjectOptions) -> list[MyColumn]:
         """Column types of a query, from the result metadata of ``LIMIT 0`` (no privileges needed)."""
         cursor.execute(f"SELECT * FROM {self._source_sql(options)} LIMIT 0")  # noqa: S608 - validated, quoted
         return [column_from_field(field) for field in cursor._result.fields]
-
-    def discover_schema(self, obj: ObjectPlan) -> pa.Schema:
-        """Arrow schema from information_schema (NOT NULL columns are non-nullable)."""
-        connection = self.connect()
-        try:
-            columns = self._discover(connection, obj)
-        except pymysql.err.MySQLError as exc:
-            raise classify(exc, obj.label) from None
-        finally:
-            connection.close()
-        return pa.schema([pa.field(c.name, column_arrow_type(c, obj.label), nullable=not c.not_null) for c in columns])
-
-    def _selected(self, obj: ObjectPlan, columns: list[MyColumn]) -> list[MyColumn]:
-        """Columns to read: the contract's when there is one, else all."""
-        return contract_columns(obj, columns, lambda column: column.name)
 
     def build_select(
         self, obj: ObjectPlan, columns: list[MyColumn], request: ReadRequest, *, for_connectorx: bool = False

@@ -24,18 +24,17 @@ import structlog
 from psycopg2 import sql
 from pydantic import Field
 
-from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.config.secrets import redact_text
 from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError
-from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceStats
+from dativo_dagster.sources.base import Extraction, ReadRequest, SourceStats
 from dativo_dagster.sources.sql_common import (
+    SqlConnection,
     SqlObjectOptions,
+    SqlSource,
     best_effort_cast,
-    contract_columns,
     guard_cursor_column,
     incremental_predicate,
-    missing_columns,
     options_for,
     parse_table_name,
 )
@@ -43,17 +42,12 @@ from dativo_dagster.sources.sql_common import (
 log = structlog.get_logger("dativo.sources.postgres")
 
 
-class PostgresConnection(ConnectionConfig):
+class PostgresConnection(SqlConnection):
     """How to reach the server; the password comes from ``credentials.password``."""
 
-    host: str = "localhost"
     port: int = Field(default=5432, ge=1, le=65535)
-    database: str
-    user: str
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str | None = None
-    connect_timeout_s: int = Field(default=10, ge=1, le=600)
-    statement_timeout_s: int = Field(default=0, ge=0, description="0 = no limit")
     application_name: str = "dativo"
 
 
@@ -190,28 +184,21 @@ def classify(exc: BaseException, label: str) -> DativoError:
 # ----------------------------------------------------------------------------- source
 
 
-class PostgresSource(Source):
+class PostgresSource(SqlSource[PgColumn]):
     """Tables, views and named queries of one PostgreSQL database."""
 
     type = "postgres"
     connection_model = PostgresConnection
-    options_model = SqlObjectOptions
-    supported_strategies = frozenset({Strategy.FULL_REFRESH, Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED})
-    ordered_by_cursor = True  # a limited read orders by the cursor column (see read())
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._columns: dict[str, list[PgColumn]] = {}
-        self._lock = threading.Lock()
+    driver_error = psycopg2.Error
+    list_objects_sql = (
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+    )
 
     @property
     def _settings(self) -> PostgresConnection:
         assert isinstance(self.connection, PostgresConnection)
         return self.connection
-
-    def _label(self) -> str:
-        s = self._settings
-        return f"postgres {s.host}:{s.port}/{s.database}"
 
     def connect(self) -> psycopg2.extensions.connection:
         """A new connection (one per read: objects of a job are read in parallel threads)."""
@@ -232,51 +219,21 @@ class PostgresSource(Source):
             raise classify(exc, self._label()) from None
         return connection
 
-    def check_connection(self) -> None:
-        """Connect and run ``SELECT 1``."""
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except psycopg2.Error as exc:
-            raise classify(exc, self._label()) from None
-        finally:
-            connection.close()
+    def classify(self, exc: BaseException, label: str) -> DativoError:
+        """Map a psycopg2 error (see :func:`classify`)."""
+        return classify(exc, label)
 
-    def list_objects(self) -> list[str]:
-        """``schema.table`` of every table and view outside the system schemas."""
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
-                )
-                return [f"{schema}.{name}" for schema, name in cursor.fetchall()]
-        except psycopg2.Error as exc:
-            raise classify(exc, self._label()) from None
-        finally:
-            connection.close()
+    def arrow_type(self, column: PgColumn, label: str) -> pa.DataType:
+        """Arrow type of a column (see :func:`column_arrow_type`)."""
+        return column_arrow_type(column, label)
 
     # ------------------------------------------------------------------ discovery
 
-    def _discover(self, connection: Any, obj: ObjectPlan) -> list[PgColumn]:
-        with self._lock:
-            cached = self._columns.get(obj.name)
-        if cached is not None:
-            return cached
-        options = options_for(obj)
-        with connection.cursor() as cursor:
-            if options.table is not None:
-                columns = self._table_columns(cursor, options, obj)
-            else:
-                columns = self._query_columns(cursor, options, obj)
-        if options.columns:
-            missing_columns(options.columns, [c.name for c in columns], obj)
-            columns = [c for c in columns if c.name in set(options.columns)]
-        with self._lock:
-            self._columns[obj.name] = columns
-        return columns
+    def fetch_columns(self, cursor: Any, options: SqlObjectOptions, obj: ObjectPlan) -> list[PgColumn]:
+        """Columns of the table or view (from pg_catalog) or of the query (from its result metadata)."""
+        if options.table is not None:
+            return self._table_columns(cursor, options, obj)
+        return self._query_columns(cursor, options, obj)
 
     def _table_columns(self, cursor: Any, options: SqlObjectOptions, obj: ObjectPlan) -> list[PgColumn]:
         assert options.table is not None
@@ -327,22 +284,7 @@ class PostgresSource(Source):
             columns.append(PgColumn(d.name, typname, typtype, precision, scale, element))
         return columns
 
-    def discover_schema(self, obj: ObjectPlan) -> pa.Schema:
-        """Arrow schema from the catalog (NOT NULL columns are non-nullable)."""
-        connection = self.connect()
-        try:
-            columns = self._discover(connection, obj)
-        except psycopg2.Error as exc:
-            raise classify(exc, obj.label) from None
-        finally:
-            connection.close()
-        return pa.schema([pa.field(c.name, column_arrow_type(c, obj.label), nullable=not c.not_null) for c in columns])
-
     # ------------------------------------------------------------------ read
-
-    def _selected(self, obj: ObjectPlan, columns: list[PgColumn]) -> list[PgColumn]:
-        """Columns to read: the contract's when there is one, else all."""
-        return contract_columns(obj, columns, lambda column: column.name)
 
     def build_copy(self, connection: Any, obj: ObjectPlan, columns: list[PgColumn], request: ReadRequest) -> str:
         """The COPY statement for one read, with every identifier quoted and values as literals."""
