@@ -63,7 +63,6 @@ def materialize_result(result: ObjectResult, key: dg.AssetKey, catalog_name: str
     """Metadata for one committed (or unchanged) object."""
     write = result.write
     assert write is not None
-    obj = result.obj
     metadata: dict[str, object] = {
         "dagster/table_name": f"{catalog_name}.{write.table}",
         "dativo/rows_written": write.rows_written,
@@ -96,7 +95,6 @@ def materialize_result(result: ObjectResult, key: dg.AssetKey, catalog_name: str
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
-    del obj
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
 
 

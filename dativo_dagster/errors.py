@@ -107,22 +107,3 @@ class RetryExhaustedError(DativoError):
 
     code = "RETRY001"
 
-
-ALL_ERRORS: tuple[type[DativoError], ...] = (
-    ConfigError,
-    AuthError,
-    ExtractError,
-    PaginationError,
-    StorageError,
-    StateError,
-    QualityError,
-    RetryExhaustedError,
-)
-
-
-def error_for_code(code: str) -> type[DativoError]:
-    """Return the error class registered for ``code`` (e.g. ``"CFG001"``)."""
-    for cls in ALL_ERRORS:
-        if cls.code == code:
-            return cls
-    raise KeyError(code)

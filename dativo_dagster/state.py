@@ -128,7 +128,6 @@ class TableCursor:
 
     cursor: CursorState | None
     snapshot_id: int
-    sequence_number: int
     run_id: str | None
     ancestor_ids: frozenset[int]
 

@@ -121,7 +121,6 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     return TableCursor(
         cursor=cursor,
         snapshot_id=snap.snapshot_id,
-        sequence_number=snap.sequence_number or 0,
         run_id=props.get(PROP_RUN_ID),
         ancestor_ids=frozenset(ancestors),
     )

@@ -60,7 +60,7 @@ def test_cursor_moving_backwards_is_state001() -> None:
 
 
 def _table(cursor: CursorState | None, snapshot: int, ancestors: set[int]) -> TableCursor:
-    return TableCursor(cursor, snapshot, 3, "run", frozenset(ancestors | {snapshot}))
+    return TableCursor(cursor, snapshot, "run", frozenset(ancestors | {snapshot}))
 
 
 def test_table_wins_when_ahead_of_dagster() -> None:
