@@ -106,4 +106,3 @@ class RetryExhaustedError(DativoError):
     """RETRY001: retries exhausted or circuit open."""
 
     code = "RETRY001"
-
