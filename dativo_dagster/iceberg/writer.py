@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -470,26 +471,34 @@ class IcebergWriter:
         if len(key_columns) == 1:
             lower, upper = pc.min_max(incoming).values()
             single_key_field_id = table.schema().find_field(key_columns[0]).field_id
-        for task in table.scan().plan_files():
+        candidates = [
+            task
+            for task in table.scan().plan_files()
+            if single_key_field_id is None or _may_contain(task.file, single_key_field_id, lower, upper, table)
+        ]
+
+        def probe(task: FileScanTask) -> _TouchedFile | None:
             data_file = task.file
-            if single_key_field_id is not None and not _may_contain(
-                data_file, single_key_field_id, lower, upper, table
-            ):
-                continue
             with io.new_input(data_file.file_path).open() as stream:
                 keys = pq.read_table(stream, columns=list(key_columns))
             hits = pc.is_in(_key_array(keys, key_columns), value_set=incoming)
             if not pc.any(hits).as_py():
-                continue
+                return None
             positions = pc.indices_nonzero(hits)
             deleted = _deleted_positions(io, task.delete_files, data_file.file_path)
             if deleted is not None:
                 # a key seen at a position deleted by an earlier merge is an old version
                 positions = pc.filter(positions, pc.invert(pc.is_in(positions, value_set=deleted)))
             if not len(positions):
-                continue
-            plan.touched.append(_TouchedFile(task, positions, has_deletes=deleted is not None))
-            plan.rows_replaced += len(positions)
+                return None
+            return _TouchedFile(task, positions, has_deletes=deleted is not None)
+
+        # Files are probed in parallel: Parquet decoding and the set lookup release the GIL.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for touched in pool.map(probe, candidates):
+                if touched is not None:
+                    plan.touched.append(touched)
+                    plan.rows_replaced += len(touched.positions)
         return plan
 
     def _removed_rows(self, table: Table, plan: _MergePlan) -> pa.Table:
