@@ -12,6 +12,7 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.execution.build_resources import wrap_resources_for_execution
 
 from dativo_dagster.assets import build_job_assets
+from dativo_dagster.config.loader import load_plan
 from dativo_dagster.config.plan import JobPlan, Plan
 from dativo_dagster.resources import DativoResource, IcebergIOManager
 from dativo_dagster.translator import DativoTranslator
@@ -33,6 +34,11 @@ def build_schedule(
         selection=dg.AssetSelection.assets(*assets.keys),
         tags=translator.run_tags(job),
         description=f"Ingest {job.label}",
+        # The job is one op (the multi_asset, which parallelises objects in its own thread pool):
+        # a step subprocess would only add an interpreter start and a re-import per run. The run
+        # launcher isolates runs; RetryPolicy, pools and run config work the same in process, and
+        # the smaller executor config halves the job's snapshot at code-location load.
+        executor_def=dg.in_process_executor,
     )
     if resources is not None:
         asset_job = resolve_alone(asset_job, assets, resources)
@@ -69,6 +75,18 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
             if schedule is not None:
                 schedules.append(schedule)
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
+
+
+def code_location_definitions(plan: Plan | None = None) -> dg.Definitions:
+    """The code location's definitions: ``plan`` (default: the project's) built, then frozen.
+
+    The definitions live as long as the code server (or run worker) that loads them. Moving them
+    out of the cyclic collector's reach (``gc.freeze``) spares Dagster's snapshot of thousands of
+    assets the repeated full collections of a heap that only grows.
+    """
+    defs = build_definitions(plan if plan is not None else load_plan())
+    gc.freeze()
+    return defs
 
 
 @contextmanager

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
 from pydantic import PrivateAttr
 
 from dativo_dagster.config.loader import default_project_dir, load_plan
 from dativo_dagster.config.models import TargetRecipe
 from dativo_dagster.config.plan import JobPlan, Plan
 from dativo_dagster.config.secrets import SecretResolver
-from dativo_dagster.iceberg.catalog import build_catalog
-from dativo_dagster.iceberg.writer import IcebergWriter
-from dativo_dagster.sources.base import Source
-from dativo_dagster.sources.registry import build_source
+
+if TYPE_CHECKING:
+    # pyiceberg, pyarrow and the source drivers are imported when a run needs them: the code
+    # location (definitions load, the webserver's view) never does.
+    import pyarrow as pa
+
+    from dativo_dagster.iceberg.writer import IcebergWriter
+    from dativo_dagster.sources.base import Source
 
 
 class DativoResource(dg.ConfigurableResource):
@@ -50,10 +53,15 @@ class DativoResource(dg.ConfigurableResource):
 
     def source_for(self, job: JobPlan) -> Source:
         """A fresh source for ``job`` (one per credential per run)."""
+        from dativo_dagster.sources.registry import build_source
+
         return build_source(job, self.resolver)
 
     def writer_for(self, target: TargetRecipe) -> IcebergWriter:
         """The Iceberg writer of ``target`` (one catalog connection per target per run)."""
+        from dativo_dagster.iceberg.catalog import build_catalog
+        from dativo_dagster.iceberg.writer import IcebergWriter
+
         writer = self._writers.get(target.name)
         if writer is None:
             catalog = build_catalog(target, self.resolver, self.root)
@@ -88,6 +96,8 @@ class IcebergIOManager(dg.ConfigurableIOManager):
 
     def _writer(self) -> IcebergWriter:
         from dativo_dagster.config.loader import _Loader
+        from dativo_dagster.iceberg.catalog import build_catalog
+        from dativo_dagster.iceberg.writer import IcebergWriter
 
         loader = _Loader(self._root)
         recipe = loader.parse(TargetRecipe, self._root / "connectors" / "targets" / f"{self.target}.yaml")
@@ -108,6 +118,8 @@ class IcebergIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         """Overwrite the asset's table with an Arrow table."""
+        import pyarrow as pa
+
         if obj is None:
             return
         if not isinstance(obj, pa.Table):

@@ -27,6 +27,7 @@ from dativo_dagster.config.models import (
     WriteMode,
     check_references,
 )
+from dativo_dagster.config.parse_cache import MISSING, ParseCache, content_digest
 from dativo_dagster.config.plan import JobPlan, ObjectPlan, Plan
 from dativo_dagster.errors import ConfigError
 
@@ -89,11 +90,13 @@ def _pydantic_problems(file_label: str, exc: ValidationError, prefix: str = "") 
 
 
 class _Loader:
-    def __init__(self, project_dir: Path) -> None:
+    def __init__(self, project_dir: Path, parse_cache: ParseCache | None = None) -> None:
         self.project_dir = project_dir
         self.problems: list[str] = []
+        self.parse_cache = parse_cache or ParseCache(None)
         self._cache: dict[Path, Any] = {}
         self._parsed: dict[tuple[type[BaseModel], Path], Any] = {}
+        self._contracts: dict[Path, SchemaContract | None] = {}
 
     def label(self, path: Path) -> str:
         try:
@@ -104,13 +107,30 @@ class _Loader:
     def read_yaml(self, path: Path) -> Any:
         if path in self._cache:
             return self._cache[path]
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            self.problems.append(f"{self.label(path)}: file not found")
+            return None
+        except OSError as exc:
+            self.problems.append(f"{self.label(path)}: cannot be read ({exc.__class__.__name__})")
+            return None
+        digest = content_digest(raw)
+        data = self.parse_cache.get(digest)
+        if data is MISSING:
+            data = self._parse_yaml(path, raw)
+            if data is None:
+                return None
+            self.parse_cache.put(digest, data)
+        self._cache[path] = data
+        return data
+
+    def _parse_yaml(self, path: Path, raw: bytes) -> dict[str, Any] | None:
+        """Parse and check one file; None (with the problem recorded) if it is not usable."""
         label = self.label(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self.problems.append(f"{label}: file not found")
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             self.problems.append(f"{label}: cannot be read ({exc.__class__.__name__})")
             return None
         try:
@@ -129,7 +149,6 @@ class _Loader:
         except ValueError as exc:
             self.problems.append(f"{label}: {exc}")
             return None
-        self._cache[path] = data
         return data
 
     def parse(self, model: type[ModelT], path: Path) -> ModelT | None:
@@ -159,7 +178,7 @@ def load_plan(project_dir: Path | str | None = None) -> Plan:
         ConfigProblems: CFG001 with one line per problem found.
     """
     root = Path(project_dir).resolve() if project_dir else default_project_dir()
-    loader = _Loader(root)
+    loader = _Loader(root, ParseCache.for_project(root))
     runner = loader.parse(RunnerConfig, root / "runner.yaml")
     if runner is None:
         raise ConfigProblems(loader.problems)
@@ -172,6 +191,7 @@ def load_plan(project_dir: Path | str | None = None) -> Plan:
             jobs.append(plan)
     if loader.problems:
         raise ConfigProblems(loader.problems)
+    loader.parse_cache.save()
     return Plan(project_dir=root, runner=runner, jobs=tuple(jobs))
 
 
@@ -311,6 +331,15 @@ def _check_connection_keys(loader: _Loader, label: str, model: type[BaseModel], 
 
 def _load_contract(loader: _Loader, connectors: Path, ref: ContractRef, where: str) -> SchemaContract | None:
     path = connectors / "schemas" / f"{ref.name}.v{ref.version}.yaml"
+    # Thousands of objects share a handful of contracts: look each one up once.
+    if path in loader._contracts and loader._contracts[path] is not None:
+        return loader._contracts[path]
+    contract = _read_contract(loader, path, ref, where)
+    loader._contracts[path] = contract
+    return contract
+
+
+def _read_contract(loader: _Loader, path: Path, ref: ContractRef, where: str) -> SchemaContract | None:
     if not path.exists():
         loader.problems.append(f"{where}.contract: {loader.label(path)} not found ({ref.name} v{ref.version})")
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -327,12 +328,12 @@ class TenantJob(StrictModel):
 
     @model_validator(mode="after")
     def _unique_objects(self) -> TenantJob:
-        names = [o.name for o in self.objects]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        names = Counter(o.name for o in self.objects)
+        duplicates = sorted(n for n, count in names.items() if count > 1)
         if duplicates:
             raise ValueError(f"duplicate object names: {', '.join(duplicates)}")
-        tables = [o.table or o.name for o in self.objects]
-        clashes = sorted({t for t in tables if tables.count(t) > 1})
+        tables = Counter(o.table or o.name for o in self.objects)
+        clashes = sorted(t for t, count in tables.items() if count > 1)
         if clashes:
             raise ValueError(f"two objects write the same table: {', '.join(clashes)}")
         return self

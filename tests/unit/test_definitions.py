@@ -67,3 +67,41 @@ def test_loads_without_secrets_in_the_environment(project: Path, monkeypatch: py
     monkeypatch.delenv("DEMO_DATA_DIR", raising=False)
     defs = build_definitions(load_plan(project))
     assert len(list(defs.resolve_all_asset_specs())) == 2
+
+
+def test_tenant_jobs_run_their_single_op_in_process(project: Path) -> None:
+    defs = build_definitions(load_plan(project))
+    job = defs.resolve_job_def("demo__shop__job")
+    assert job.executor_def is dg.in_process_executor
+    assert job.tags["dativo/tenant"] == "demo"
+
+
+def test_definitions_load_without_importing_pyiceberg_or_drivers(project: Path) -> None:
+    """The code server and every run worker load definitions; the engine's imports wait for a run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dativo_dagster.build import build_definitions\n"
+        "from dativo_dagster.config.loader import load_plan\n"
+        "defs = build_definitions(load_plan())\n"
+        "defs.get_repository_def().load_all_definitions()\n"
+        "print(sorted(m for m in ('pyiceberg', 'psycopg2', 'pymysql', 'connectorx') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=project)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("limit", [0, -3, "many"])
+def test_bad_run_config_limit_is_a_coded_failure(limit: object) -> None:
+    from dativo_dagster.assets import ingest_config
+
+    if isinstance(limit, str):
+        with pytest.raises(dg.Failure, match="CFG001 run config: limit"):
+            ingest_config({"limit": limit})
+    else:
+        with pytest.raises(dg.Failure, match="CFG001 run config: limit: Input should be greater than or equal to 1"):
+            ingest_config({"limit": limit})
+    assert ingest_config({"limit": 5}).limit == 5
+    assert ingest_config(None).limit is None
