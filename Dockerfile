@@ -16,8 +16,8 @@ COPY pyproject.toml README.md ./
 COPY dativo_dagster ./dativo_dagster
 RUN pip install ".[s3,glue]" \
     && useradd --create-home --uid 10001 dativo \
-    && mkdir -p "$DAGSTER_HOME" \
-    && chown -R dativo "$DAGSTER_HOME"
+    && mkdir -p "$DAGSTER_HOME" /opt/dativo/.dativo \
+    && chown -R dativo "$DAGSTER_HOME" /opt/dativo/.dativo
 
 COPY --chown=dativo dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 COPY --chown=dativo runner.yaml workspace.yaml dagster.yaml ./
@@ -26,7 +26,8 @@ COPY --chown=dativo tenants ./tenants
 
 USER dativo
 EXPOSE 4000
-# Fail the build if the configuration is invalid (no secrets needed at load).
+# Fail the build if the configuration is invalid (no secrets needed at load). The load also
+# fills .dativo/cache, so the code server and every run worker start without parsing YAML.
 RUN dativo validate --offline
 
 CMD ["dagster", "code-server", "start", "--host", "0.0.0.0", "--port", "4000", \

@@ -34,11 +34,6 @@ def build_schedule(
         selection=dg.AssetSelection.assets(*assets.keys),
         tags=translator.run_tags(job),
         description=f"Ingest {job.label}",
-        # The job is one op (the multi_asset, which parallelises objects in its own thread pool):
-        # a step subprocess would only add an interpreter start and a re-import per run. The run
-        # launcher isolates runs; RetryPolicy, pools and run config work the same in process, and
-        # the smaller executor config halves the job's snapshot at code-location load.
-        executor_def=dg.in_process_executor,
     )
     if resources is not None:
         asset_job = resolve_alone(asset_job, assets, resources)

@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dativo_dagster.config.models import ColumnContract, ColumnType, SchemaContract
+from dativo_dagster.config.models import SchemaContract
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.translator import DativoTranslator
+from dativo_dagster.types import column_schema_metadata, contract_arrow_schema
 
 CHECK_CONTRACT = "rows_conform_to_contract"
-
-# The label ``types.type_label`` gives the Arrow type of each contract type, without importing
-# pyarrow at definitions load (a test keeps the two in step).
-_TYPE_LABELS: dict[ColumnType, str] = {
-    ColumnType.INT32: "int32",
-    ColumnType.INT64: "int64",
-    ColumnType.FLOAT32: "float",
-    ColumnType.FLOAT64: "double",
-    ColumnType.STRING: "string",
-    ColumnType.BOOLEAN: "boolean",
-    ColumnType.DATE: "date",
-    ColumnType.TIME: "time",
-    ColumnType.TIMESTAMP: "timestamp",
-    ColumnType.TIMESTAMPTZ: "timestamptz",
-    ColumnType.BINARY: "binary",
-    ColumnType.UUID: "uuid",
-    ColumnType.JSON: "string",
-}
-
-
-def contract_type_label(column: ColumnContract) -> str:
-    """Type of a contract column as ``dagster/column_schema`` shows it after a run."""
-    if column.type is ColumnType.DECIMAL:
-        return f"decimal({column.precision},{column.scale or 0})"
-    if column.type is ColumnType.LIST:
-        assert column.item_type is not None  # guaranteed by the model validator
-        return f"list<{_TYPE_LABELS[column.item_type]}>"
-    return _TYPE_LABELS[column.type]
 
 
 # Objects sharing a contract share one (immutable) TableSchema: building it is most of the cost of
@@ -61,15 +34,17 @@ def table_schema(obj: ObjectPlan) -> dg.TableSchema | None:
 
 
 def _table_schema(contract: SchemaContract) -> dg.TableSchema:
+    descriptions = {c.name: c.description for c in contract.columns if c.description}
+    rows = column_schema_metadata(contract_arrow_schema(contract), descriptions)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
-                name=c.name,
-                type=contract_type_label(c),
-                description=c.description,
-                constraints=dg.TableColumnConstraints(nullable=not c.required, unique=False),
+                name=r["name"],
+                type=r["type"],
+                description=r["description"],
+                constraints=dg.TableColumnConstraints(nullable=not r["required"], unique=False),
             )
-            for c in contract.columns
+            for r in rows
         ]
     )
 

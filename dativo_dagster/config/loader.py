@@ -93,10 +93,10 @@ class _Loader:
     def __init__(self, project_dir: Path, parse_cache: ParseCache | None = None) -> None:
         self.project_dir = project_dir
         self.problems: list[str] = []
-        self.parse_cache = parse_cache or ParseCache(None)
+        self.parse_cache = parse_cache if parse_cache is not None else ParseCache(None)
         self._cache: dict[Path, Any] = {}
         self._parsed: dict[tuple[type[BaseModel], Path], Any] = {}
-        self._contracts: dict[Path, SchemaContract | None] = {}
+        self._contracts: dict[Path, SchemaContract] = {}
 
     def label(self, path: Path) -> str:
         try:
@@ -119,37 +119,44 @@ class _Loader:
         data = self.parse_cache.get(digest)
         if data is MISSING:
             data = self._parse_yaml(path, raw)
-            if data is None:
+            if data is MISSING:
                 return None
             self.parse_cache.put(digest, data)
+        # Checked on every load, cached or not: a newer dativo may check more than the one that
+        # filled the cache.
+        if not self._usable_document(path, data):
+            return None
         self._cache[path] = data
         return data
 
-    def _parse_yaml(self, path: Path, raw: bytes) -> dict[str, Any] | None:
-        """Parse and check one file; None (with the problem recorded) if it is not usable."""
+    def _parse_yaml(self, path: Path, raw: bytes) -> Any:
+        """Parse one file; MISSING (with the problem recorded) if it is not valid UTF-8 YAML."""
         label = self.label(path)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             self.problems.append(f"{label}: cannot be read ({exc.__class__.__name__})")
-            return None
+            return MISSING
         try:
-            data = yaml.load(text, Loader=_YamlLoader)
+            return yaml.load(text, Loader=_YamlLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problem = getattr(exc, "problem", None) or "invalid YAML"
             self.problems.append(f"{label}: {where}invalid YAML ({problem})")
-            return None
+            return MISSING
+
+    def _usable_document(self, path: Path, data: Any) -> bool:
+        """A mapping whose ``${...}`` references are well formed (records the problem if not)."""
         if not isinstance(data, dict):
-            self.problems.append(f"{label}: (top level): expected a mapping, got {type(data).__name__}")
-            return None
+            self.problems.append(f"{self.label(path)}: (top level): expected a mapping, got {type(data).__name__}")
+            return False
         try:
             check_references(data)
         except ValueError as exc:
-            self.problems.append(f"{label}: {exc}")
-            return None
-        return data
+            self.problems.append(f"{self.label(path)}: {exc}")
+            return False
+        return True
 
     def parse(self, model: type[ModelT], path: Path) -> ModelT | None:
         key = (model, path)
@@ -331,11 +338,13 @@ def _check_connection_keys(loader: _Loader, label: str, model: type[BaseModel], 
 
 def _load_contract(loader: _Loader, connectors: Path, ref: ContractRef, where: str) -> SchemaContract | None:
     path = connectors / "schemas" / f"{ref.name}.v{ref.version}.yaml"
-    # Thousands of objects share a handful of contracts: look each one up once.
-    if path in loader._contracts and loader._contracts[path] is not None:
-        return loader._contracts[path]
-    contract = _read_contract(loader, path, ref, where)
-    loader._contracts[path] = contract
+    # Thousands of objects share a handful of contracts: read each valid one once (a broken one is
+    # reported for every object that names it).
+    contract = loader._contracts.get(path)
+    if contract is None:
+        contract = _read_contract(loader, path, ref, where)
+        if contract is not None:
+            loader._contracts[path] = contract
     return contract
 
 

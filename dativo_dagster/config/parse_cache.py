@@ -8,9 +8,10 @@ digest of the file's bytes, so an unchanged file is decoded by the C JSON decode
 changed file misses by construction: there is no timestamp to trust, nothing to invalidate.
 
 Only documents that round-trip through JSON unchanged are stored (a YAML date or a non-string key
-is parsed again each time). Validation (pydantic, cross-references) always runs on the result, so
-the cache can only save parsing, never change what a file means. The cache is best-effort: an
-unreadable, corrupt or unwritable cache is ignored and the load proceeds from the YAML.
+is parsed again each time), and the cache is tied to the dativo and PyYAML versions that wrote it.
+Every check after parsing (variable references, pydantic, cross-references) runs on cached
+documents too, so the cache can only save parsing, never change what a file means. It is
+best-effort: an unreadable, corrupt or unwritable cache is ignored and the load reads the YAML.
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ from typing import Any
 
 import yaml
 
+import dativo_dagster
+
 CACHE_ENV = "DATIVO_PARSE_CACHE"
-"""``off`` disables the cache; a path puts the cache file there instead of the project."""
+"""``off`` disables the cache; a file path (relative to the project) moves it."""
+
+_OFF = ("off", "0", "false", "no")
+_ON = ("", "on", "1", "true", "yes")
 
 _FORMAT = 1
 
@@ -47,7 +53,7 @@ class ParseCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._header = {"format": _FORMAT, "pyyaml": yaml.__version__}
+        self._header = {"format": _FORMAT, "dativo": dativo_dagster.__version__, "pyyaml": yaml.__version__}
         self._stored: dict[str, Any] = self._read() if path is not None else {}
         self._used: dict[str, Any] = {}
         self._added = False
@@ -55,11 +61,13 @@ class ParseCache:
     @classmethod
     def for_project(cls, project_dir: Path) -> ParseCache:
         """The cache of ``project_dir``: ``.dativo/cache/parsed-yaml.json``, unless ``$DATIVO_PARSE_CACHE``
-        is ``off`` (no cache) or a file path (that file)."""
+        is ``off`` (no cache) or a file path (that file, relative to the project)."""
         setting = os.environ.get(CACHE_ENV, "").strip()
-        if setting.lower() in ("off", "0", "false", "no"):
+        if setting.lower() in _OFF:
             return cls(None)
-        return cls(Path(setting) if setting else project_dir / ".dativo" / "cache" / "parsed-yaml.json")
+        if setting.lower() in _ON:
+            return cls(project_dir / ".dativo" / "cache" / "parsed-yaml.json")
+        return cls(project_dir / setting)
 
     def get(self, digest: str) -> Any:
         """The parsed document with this digest, or :data:`MISSING`."""
@@ -73,11 +81,13 @@ class ParseCache:
     def put(self, digest: str, document: Any) -> None:
         """Remember a freshly parsed document if JSON represents it exactly."""
         try:
-            if json.loads(json.dumps(document)) != document:
-                return
+            stored = json.loads(json.dumps(document))
         except (TypeError, ValueError):
             return
-        self._used[digest] = document
+        if stored != document:
+            return
+        # Keep a copy: the caller's document goes on to validation and must not be shared.
+        self._used[digest] = stored
         self._added = True
 
     def save(self) -> None:
@@ -90,9 +100,9 @@ class ParseCache:
             # Atomic replace: concurrent loaders (code server, run workers) never see half a file.
             fd, tmp = tempfile.mkstemp(prefix=".parsed-yaml.", dir=self.path.parent)
             try:
+                # Owner-only (mkstemp's mode): recipes may hold literal catalog settings.
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(payload)
-                os.chmod(tmp, 0o644)  # as readable as the YAML it mirrors (it holds no secrets)
                 os.replace(tmp, self.path)
             except BaseException:
                 os.unlink(tmp)

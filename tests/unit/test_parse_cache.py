@@ -88,13 +88,38 @@ def test_a_corrupt_or_foreign_cache_is_ignored(project: Path, content: str) -> N
     assert json.loads(cache_file(project).read_text())["format"] == parse_cache._FORMAT  # rewritten
 
 
-def test_a_poisoned_entry_cannot_change_meaning_when_content_differs(project: Path) -> None:
+def test_cached_documents_are_checked_again(project: Path) -> None:
+    """A cache written by another dativo version (or edited) cannot skip the reference check."""
+    load_plan(project)
+    job_file = project / JOB_FILE
+    data = json.loads(cache_file(project).read_text())
+    digest = content_digest(job_file.read_bytes())
+    data["entries"][digest] = {**data["entries"][digest], "description": "bad ${FOO"}
+    cache_file(project).write_text(json.dumps(data))
+    with pytest.raises(ConfigProblems, match=r"tenants/demo/jobs/shop.yaml: malformed variable reference"):
+        load_plan(project)
+    data["entries"][digest] = ["not", "a", "mapping"]
+    cache_file(project).write_text(json.dumps(data))
+    with pytest.raises(ConfigProblems, match=r"shop.yaml: \(top level\): expected a mapping, got list"):
+        load_plan(project)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_an_empty_file_is_reported_every_time(project: Path, text: str) -> None:
+    (project / JOB_FILE).write_text(text)
+    for _ in range(2):  # parsed, then (None is valid JSON) found in the cache
+        with pytest.raises(ConfigProblems, match=r"shop.yaml: \(top level\): expected a mapping, got NoneType"):
+            load_plan(project)
+
+
+def test_a_foreign_version_cache_is_not_used(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_plan(project)
     data = json.loads(cache_file(project).read_text())
-    # An entry keyed by some other content never applies to this file.
-    data["entries"] = {content_digest(b"other"): {"tenant": "evil"}}
+    data["dativo"] = "0.0.0-other"
     cache_file(project).write_text(json.dumps(data))
-    assert load_plan(project).job("demo/shop").tenant == "demo"
+    calls = count_yaml_parses(monkeypatch)
+    load_plan(project)
+    assert calls[0] >= 4
 
 
 def test_disabled_by_environment(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,6 +133,16 @@ def test_cache_path_from_environment(project: Path, tmp_path: Path, monkeypatch:
     monkeypatch.setenv(parse_cache.CACHE_ENV, str(elsewhere))
     load_plan(project)
     assert elsewhere.exists() and not cache_file(project).exists()
+    monkeypatch.setenv(parse_cache.CACHE_ENV, "state/parsed.json")  # relative: to the project
+    load_plan(project)
+    assert (project / "state" / "parsed.json").exists()
+
+
+@pytest.mark.parametrize("switch", ["on", "1", "true", "yes", ""])
+def test_switch_words_mean_the_default_location(project: Path, monkeypatch: pytest.MonkeyPatch, switch: str) -> None:
+    monkeypatch.setenv(parse_cache.CACHE_ENV, switch)
+    load_plan(project)
+    assert cache_file(project).exists() and not (project / switch).is_file()
 
 
 def test_unwritable_cache_location_does_not_fail_the_load(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

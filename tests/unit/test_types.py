@@ -97,28 +97,3 @@ def test_naive_timestamp_text_for_timestamptz_is_read_as_utc() -> None:
     out = enforcer.enforce(_batch(id=["1"], at=["2024-05-05 12:00:00"]), "r")
     assert out.rejected is None
     assert out.good.column("at").to_pylist()[0] == dt.datetime(2024, 5, 5, 12, tzinfo=dt.timezone.utc)
-
-
-def test_definition_time_column_types_match_what_a_run_reports() -> None:
-    """specs.contract_type_label (no pyarrow at load) names every type as the run's metadata does."""
-    from dativo_dagster.config.models import ColumnContract, ColumnType
-    from dativo_dagster.specs import contract_type_label
-    from dativo_dagster.types import arrow_type
-
-    columns = []
-    for column_type in ColumnType:
-        if column_type is ColumnType.DECIMAL:
-            columns += [
-                ColumnContract(name="d", type=column_type, precision=12, scale=2),
-                ColumnContract(name="d0", type=column_type, precision=9),
-            ]
-        elif column_type is ColumnType.LIST:
-            columns += [
-                ColumnContract(name=f"l_{item.value}", type=column_type, item_type=item)
-                for item in ColumnType
-                if item not in (ColumnType.LIST, ColumnType.DECIMAL)
-            ]
-        else:
-            columns.append(ColumnContract(name=f"c_{column_type.value}", type=column_type))
-    for column in columns:
-        assert contract_type_label(column) == type_label(arrow_type(column)), column
