@@ -221,6 +221,7 @@ def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int |
     import dagster as dg
 
     from dativo_dagster.build import build_definitions
+    from dativo_dagster.cli_runs import cli_run_tags, release_dead_runs
     from dativo_dagster.translator import DativoTranslator
 
     translator = DativoTranslator()
@@ -228,6 +229,11 @@ def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int |
     defs = build_definitions(single, translator)
     keys = [translator.asset_key(job.object(name)) for name in object_names]
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    for run_id in release_dead_runs(instance, translator.run_tags(job)):
+        errors.print(
+            f"[yellow]![/] run {run_id} of {job.label} was left unfinished by a dativo process that is gone: "
+            "marked failed, its pool slot freed"
+        )
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if limit is not None:
         run_config["ops"] = {translator.op_name(job): {"config": {"limit": limit}}}
@@ -241,7 +247,7 @@ def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int |
             resources=defs.resources,
             run_config=run_config,
             raise_on_error=False,
-            tags=translator.run_tags(job),
+            tags={**translator.run_tags(job), **cli_run_tags()},
         )
     return _report(job, object_names, result, translator)
 

@@ -130,3 +130,30 @@ def test_sigkill_at_random_instants(project: Path, dagster_home: Path) -> None:
     ids = order_ids(project)
     assert len(ids) == len(set(ids)), "duplicates after kill and re-run"
     assert sorted(ids) == list(range(1, next_id)), "gap after kill and re-run"
+
+
+def test_runs_of_killed_processes_do_not_hold_the_tenant_pool(project: Path, dagster_home: Path) -> None:
+    """More killed runs than the tenant's pool has slots: the next run still starts and loads everything.
+
+    A killed ``dativo run`` leaves its run STARTED with the pool slot its step claimed; the next
+    run of the job marks such runs failed and frees their slots instead of waiting for ever
+    (without that, the run after the last kill here waits for a slot until the timeout).
+    """
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        slots = instance.event_log_storage.get_concurrency_info("dativo-tenant-demo").slot_count
+    for n in range(slots + 1):
+        append_orders(project, 3001 + n * 10, 10)
+        killed = dativo(project, "run", "demo/shop", "--object", "orders", fault="after_commit")
+        assert killed.returncode == 137, killed.stderr
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.event_log_storage.get_concurrency_info("dativo-tenant-demo").claimed_slots  # the last kill's
+    final = dativo(project, "run", "demo/shop", "--object", "orders", timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert "left unfinished by a dativo process that is gone" in " ".join(final.stderr.split())
+    ids = order_ids(project)
+    assert sorted(ids) == list(range(1, 3001 + (slots + 1) * 10))
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        statuses = [run.status for run in instance.get_runs()]
+        assert statuses.count(dg.DagsterRunStatus.FAILURE) == slots + 1
+        assert statuses.count(dg.DagsterRunStatus.SUCCESS) == 1
+        assert not instance.event_log_storage.get_concurrency_info("dativo-tenant-demo").claimed_slots
