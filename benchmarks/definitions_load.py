@@ -4,13 +4,13 @@ Generates throw-away projects (in a temp dir) with ``N / 10`` tenants of one CSV
 each. Every object reads its own CSV file through the shared ``csv`` source recipe, writes through
 the shared ``local`` target recipe and uses one shared schema contract; ``runner.yaml`` lists every
 tenant job with an hourly cron schedule. So N objects give N assets, N asset checks, N/10
-multi_assets, N/10 asset jobs and N/10 schedules.
+multi_assets and N/10 schedules (each launching its job's assets in Dagster's asset job).
 
 For each size a fresh interpreter (imports included in the total) runs what
 ``dagster definitions validate -m dativo_dagster.definitions`` does in-process
 (``dagster._cli.definitions`` → ``InProcessCodeLocation`` → ``LoadedRepositories``):
 
-* ``load_plan`` (YAML + pydantic) and ``code_location_definitions`` (multi_assets, jobs,
+* ``load_plan`` (YAML + pydantic) and ``code_location_definitions`` (multi_assets,
   schedules; exactly what ``dativo_dagster.definitions`` runs),
 * ``Definitions.get_repository_def()`` + ``validate_loadable()`` + ``load_all_definitions()``
   (asset graph, job resolution, resource checks),
@@ -23,7 +23,7 @@ first). For the largest size it also times the real CLI, ``dagster definitions v
 dativo_dagster.definitions`` with ``DATIVO_PROJECT_DIR`` pointing at the generated project
 (interpreter start and teardown included).
 
-Floor: the same 1,000 multi_assets with key-only specs and checks and nothing else (no jobs,
+Floor: the same 1,000 multi_assets with key-only specs and checks and nothing else (no
 schedules, resources, metadata), what Dagster charges for these assets however they are built
 (imports included, the plan it takes the keys from excluded); ``dativo_over_bare_N`` is dativo's
 load over it.

@@ -1,15 +1,16 @@
-"""Plan → Definitions: assets, jobs, schedules and resources (pure apart from the plan)."""
+"""Plan → Definitions: assets, schedules and resources (pure apart from the plan)."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
-from dagster._core.execution.build_resources import wrap_resources_for_execution
+
+# The name of the asset job Dagster builds over every asset of a code location (its "Materialize"
+# runs); dagster has no public constant for it (pinned dagster==1.13.27).
+from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
 from dativo_dagster.assets import build_job_assets
 from dativo_dagster.config.loader import load_plan
@@ -18,36 +19,35 @@ from dativo_dagster.resources import DativoResource, IcebergIOManager
 from dativo_dagster.translator import DativoTranslator
 
 
-def build_schedule(
-    job: JobPlan,
-    assets: dg.AssetsDefinition,
-    translator: DativoTranslator,
-    resources: Mapping[str, Any] | None = None,
-) -> tuple[dg.UnresolvedAssetJobDefinition | dg.JobDefinition, dg.ScheduleDefinition | None]:
-    """The asset job of a tenant job, and its schedule when runner.yaml gives one.
+def build_schedule(job: JobPlan, translator: DativoTranslator) -> dg.ScheduleDefinition | None:
+    """The schedule of a tenant job, when runner.yaml gives one.
 
-    With ``resources`` the job comes back already resolved against its own multi_asset (see
-    :func:`resolve_alone`); without, it is the unresolved job Dagster resolves at load.
+    Each tick requests a run of the job's assets (their checks come with them) in the code
+    location's asset job, the run Dagster's "Materialize" button launches for those assets; its
+    tags put it under the tenant's run limit (dagster.yaml).
+
+    There is no ``define_asset_job`` per tenant job because Dagster resolves and snapshots every job
+    each time the code location loads (code server, daemon, every run worker): with 1,000 tenant
+    jobs that was a third of a 10,000-asset load, while a run request's asset selection costs
+    nothing until its tick.
     """
-    asset_job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition = dg.define_asset_job(
-        name=translator.job_name(job),
-        selection=dg.AssetSelection.assets(*assets.keys),
-        tags=translator.run_tags(job),
-        description=f"Ingest {job.label}",
-    )
-    if resources is not None:
-        asset_job = resolve_alone(asset_job, assets, resources)
     if job.schedule is None:
-        return asset_job, None
-    schedule = dg.ScheduleDefinition(
-        name=f"{translator.job_name(job)}__schedule",
-        job=asset_job,
+        return None
+    asset_keys = [translator.asset_key(obj) for obj in job.objects]
+    run_tags = translator.run_tags(job)
+
+    def request_tenant_job_run(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(asset_selection=asset_keys, tags=run_tags)
+
+    return dg.ScheduleDefinition(
+        name=translator.schedule_name(job),
+        job_name=IMPLICIT_ASSET_JOB_NAME,
         cron_schedule=job.schedule.cron_expression,
         execution_timezone=job.schedule.timezone,
+        execution_fn=request_tenant_job_run,
         default_status=dg.DefaultScheduleStatus.RUNNING if job.schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
-        tags=translator.run_tags(job),
+        description=f"Ingest {job.label}",
     )
-    return asset_job, schedule
 
 
 def build_definitions(plan: Plan, translator: DativoTranslator | None = None) -> dg.Definitions:
@@ -57,19 +57,15 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
         "dativo": DativoResource(project_dir=str(plan.project_dir)),
         "io_manager": IcebergIOManager(project_dir=str(plan.project_dir)),
     }
-    wrapped = wrap_resources_for_execution(resources)
     assets = []
-    jobs = []
     schedules = []
     with _gc_paused():
         for job in plan.jobs:
-            job_assets = build_job_assets(job, translator)
-            assets.append(job_assets)
-            asset_job, schedule = build_schedule(job, job_assets, translator, wrapped)
-            jobs.append(asset_job)
+            assets.append(build_job_assets(job, translator))
+            schedule = build_schedule(job, translator)
             if schedule is not None:
                 schedules.append(schedule)
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
+    return dg.Definitions(assets=assets, schedules=schedules, resources=resources)
 
 
 def code_location_definitions(plan: Plan | None = None) -> dg.Definitions:
@@ -95,19 +91,3 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def resolve_alone(
-    unresolved: dg.UnresolvedAssetJobDefinition, assets: dg.AssetsDefinition, resources: Mapping[str, Any]
-) -> dg.JobDefinition:
-    """Resolve a tenant job's asset job against a graph holding only its own multi_asset.
-
-    Dagster resolves each ``define_asset_job`` against the whole code location: its selection and
-    subsetting walk every AssetsDefinition and every check, so N jobs cost O(N²) at load (about
-    half the load time at 1,000 jobs / 10,000 assets). A tenant job's multi_asset has no
-    dependencies outside itself, so the job resolved against its own graph is the same job (same
-    name, ops, tags, resources, executor; the repository snapshot is byte-identical), found in
-    linear time. ``resources`` are the wrapped top-level resources Dagster would bind at load.
-    Uses Dagster internals (``AssetGraph``), fine with the pinned dagster==1.13.27.
-    """
-    return unresolved.resolve(asset_graph=AssetGraph.from_assets([assets]), resource_defs=resources)

@@ -26,9 +26,9 @@ class DativoTranslator:
         """Name of the multi_asset op for a tenant job (unique per code location)."""
         return f"{job.tenant}__{job.name}"
 
-    def job_name(self, job: JobPlan) -> str:
-        """Name of the asset job a schedule launches."""
-        return f"{job.tenant}__{job.name}__job"
+    def schedule_name(self, job: JobPlan) -> str:
+        """Name of a tenant job's schedule (unique per code location)."""
+        return f"{job.tenant}__{job.name}__schedule"
 
     def pool(self, job: JobPlan) -> str:
         """Concurrency pool per tenant: one tenant's load never starves another's."""

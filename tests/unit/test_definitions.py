@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -46,11 +47,23 @@ def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path)
     assert policy is not None and policy.max_retries == 3 and policy.backoff == dg.Backoff.EXPONENTIAL
 
 
-def test_schedule_from_runner_yaml(project: Path) -> None:
+def test_schedule_from_runner_yaml_requests_the_tenant_job_assets(project: Path) -> None:
     defs = build_definitions(load_plan(project))
-    schedule = defs.resolve_schedule_def("demo__shop__job__schedule")
+    schedule = defs.resolve_schedule_def("demo__shop__schedule")
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == defs.resolve_implicit_global_asset_job_def().name
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 28, 11, tzinfo=timezone.utc)) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert set(request.asset_selection or []) == {dg.AssetKey(["demo", "csv", k]) for k in ("orders", "customers")}
+    assert request.tags["dativo/tenant"] == "demo" and request.tags["dativo/job"] == "shop"
+
+
+def test_no_job_per_tenant_job(project: Path) -> None:
+    """Schedules launch the tenant's assets in the asset job: Dagster resolves one job per load."""
+    repository = build_definitions(load_plan(project)).get_repository_def()
+    assert [job.name for job in repository.get_all_jobs()] == [repository.get_implicit_global_asset_job_def().name]
 
 
 @pytest.mark.parametrize(
