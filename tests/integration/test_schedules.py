@@ -64,8 +64,8 @@ def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: 
         create_test_daemon_workspace_context(target, instance) as workspace,
     ):
         logger = logging.getLogger("dativo.test.scheduler")
-        # runner.yaml runs demo/shop hourly: the first pass starts the schedule, the second is past
-        # the next hour and launches exactly one run.
+        # demo/shop and acme/shop run hourly: the first pass starts their schedules, the second is
+        # past the next hour and launches exactly one run per tenant job.
         started = datetime.datetime(2026, 11, 28, 10, 30, tzinfo=datetime.timezone.utc)
         list(launch_scheduled_runs(workspace, logger, started, {}))
         assert instance.get_runs() == []
