@@ -8,11 +8,8 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-# The name of the asset job Dagster builds over every asset of a code location (its "Materialize"
-# runs); dagster has no public constant for it (pinned dagster==1.13.27).
-from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
-
 from dativo_dagster.assets import build_job_assets
+from dativo_dagster.compat.dagster import IMPLICIT_ASSET_JOB_NAME
 from dativo_dagster.config.loader import load_plan
 from dativo_dagster.config.plan import JobPlan, Plan
 from dativo_dagster.resources import DativoResource, IcebergIOManager

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dativo_dagster.config.loader import ConfigProblems, load_plan
 from dativo_dagster.config.plan import JobPlan, Plan
@@ -29,12 +30,44 @@ from dativo_dagster.logs import add_event_listener, configure_logging
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
+# Nothing a user wrote (paths, cron strings, messages quoting config) is ever read as console
+# markup: every line is a Text built from a fixed marker and the literal message.
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
 
 
+def _line(marker: str, style: str, message: str) -> Text:
+    text = Text(marker + " ", style=style)
+    text.append(message)
+    return text
+
+
+def say_ok(message: str) -> None:
+    """A success line on stdout."""
+    console.print(_line("✓", "green", message), soft_wrap=True)
+
+
+def say_note(message: str) -> None:
+    """A dim remark on stdout."""
+    console.print(Text(message, style="dim"), soft_wrap=True)
+
+
+def say_warning(message: str) -> None:
+    """A warning line on stderr."""
+    errors.print(_line("!", "yellow", message), soft_wrap=True)
+
+
+def say_error(message: str) -> None:
+    """An error line on stderr."""
+    errors.print(_line("✗", "bold red", message), soft_wrap=True)
+
+
+def _cells(*values: object) -> list[Text]:
+    return [Text(str(value)) for value in values]
+
+
 def _fail(message: str) -> int:
-    errors.print(f"[bold red]✗[/] {message}", markup=True, soft_wrap=True)
+    say_error(message)
     return EXIT_FAILED
 
 
@@ -46,7 +79,10 @@ def _find_job(plan: Plan, label: str) -> JobPlan:
     try:
         return plan.job(label)
     except KeyError:
-        known = ", ".join(j.label for j in plan.jobs) or "none"
+        broken = plan.broken_job(label)
+        if broken is not None:
+            raise ConfigProblems(list(broken.problems)) from None
+        known = ", ".join(j.label for j in [*plan.jobs, *plan.broken]) or "none"
         raise ConfigError(f"job '{label}' is not in runner.yaml (known jobs: {known})") from None
 
 
@@ -56,21 +92,29 @@ def _find_job(plan: Plan, label: str) -> JobPlan:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Config, referenced environment variables, catalog reachability."""
     plan = _plan(args)
-    console.print(
-        f"[green]✓[/] config valid: {len(plan.jobs)} job(s), {sum(len(j.objects) for j in plan.jobs)} object(s)"
-    )
-    problems = 0
+    objects = sum(len(j.objects) for j in plan.jobs)
+    if plan.broken:
+        for line in plan.problems:
+            say_error(f"CFG001 {line}")
+        say_error(
+            f"{len(plan.broken)} job(s) broken: {', '.join(j.label for j in plan.broken)}; "
+            f"{len(plan.jobs)} job(s) with {objects} object(s) load"
+        )
+    else:
+        say_ok(f"config valid: {len(plan.jobs)} job(s), {objects} object(s)")
+    problems = len(plan.broken)
     env = os.environ
+    missing_any = False
     for job in plan.jobs:
         names = required_references(job.credentials) | required_references(job.connection)
         names |= required_references(job.target.model_dump())
         missing = sorted(n for n in names if not env.get(n))
         if missing:
-            problems += 1
-            errors.print(f"[red]✗[/] CFG001 {job.label}: environment variable(s) not set: {', '.join(missing)}")
-    if problems:
+            missing_any = True
+            say_error(f"CFG001 {job.label}: environment variable(s) not set: {', '.join(missing)}")
+    if problems or missing_any:
         return EXIT_FAILED
-    console.print("[green]✓[/] every referenced environment variable is set")
+    say_ok("every referenced environment variable is set")
     if args.offline:
         return EXIT_OK
     from dativo_dagster.iceberg.catalog import build_catalog, check_catalog
@@ -83,10 +127,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         seen.add(job.target.name)
         try:
             check_catalog(build_catalog(job.target, resolver, plan.project_dir), job.target)
-            console.print(f"[green]✓[/] catalog '{job.target.name}' reachable")
+            say_ok(f"catalog '{job.target.name}' reachable")
         except DativoError as exc:
             problems += 1
-            errors.print(f"[red]✗[/] {exc}")
+            say_error(str(exc))
     if args.connections:
         for job in plan.jobs:
             problems += _test_job_connection(job, resolver)
@@ -101,17 +145,17 @@ def _test_job_connection(job: JobPlan, resolver: SecretResolver) -> int:
         source = build_source(job, resolver)
         source.check_connection()
     except DativoError as exc:
-        errors.print(f"[red]✗[/] {job.label}: {exc}")
+        say_error(f"{job.label}: {exc}")
         return 1
-    console.print(f"[green]✓[/] {job.label}: source reachable and authenticated")
+    say_ok(f"{job.label}: source reachable and authenticated")
     with source:
         for obj in job.objects:
             try:
                 source.check_object(obj)
-                console.print(f"  [green]✓[/] {obj.name}")
+                say_ok(f"  {obj.name}")
             except DativoError as exc:
                 failures += 1
-                errors.print(f"  [red]✗[/] {obj.name}: {exc}")
+                say_error(f"  {obj.name}: {exc}")
     return failures
 
 
@@ -133,8 +177,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         schedule = job.schedule.cron_expression if job.schedule else "-"
         for obj in job.objects:
             how = obj.strategy.value + (f"({obj.cursor_field})" if obj.cursor_field else "")
-            table.add_row(job.label, obj.name, how, obj.write_mode.value, ".".join(obj.table_identifier), schedule)
+            table.add_row(*_cells(job.label, obj.name, how, obj.write_mode.value, ".".join(obj.table_identifier), schedule))
     console.print(table)
+    for broken in plan.broken:
+        say_error(f"{broken.label}: broken ({len(broken.problems)} problem(s); run 'dativo validate')")
     return EXIT_OK
 
 
@@ -155,7 +201,7 @@ class _Progress:
     def _render(self) -> Table:
         table = Table("object", "state", "rows staged", box=None)
         for name, state in self.state.items():
-            table.add_row(name, state, f"{self.rows[name]:,}")
+            table.add_row(*_cells(name, state, f"{self.rows[name]:,}"))
         return table
 
     def __call__(self, event: MutableMapping[str, Any]) -> None:
@@ -206,14 +252,16 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
             result = ingest_object(obj, source=source, writer=writer, run_id="dry-run", limit=limit, dry_run=True)
             if result.error is not None:
                 failed += 1
-                errors.print(f"[red]✗[/] {obj.name}: {result.error}")
+                say_error(f"{obj.name}: {result.error}")
                 continue
             assert result.write is not None
             start = result.reconciled.cursor.display() if result.reconciled.cursor else "beginning"
             after = result.write.cursor.display() if result.write.cursor else "-"
-            table.add_row(obj.name, start, f"{result.write.rows_written:,}", str(result.write.rows_rejected), after)
+            table.add_row(
+                *_cells(obj.name, start, f"{result.write.rows_written:,}", result.write.rows_rejected, after)
+            )
     console.print(table)
-    console.print("[dim]dry run: nothing was written[/]")
+    say_note("dry run: nothing was written")
     return EXIT_OK if not failed else (EXIT_FAILED if failed == len(objects) else EXIT_PARTIAL)
 
 
@@ -230,8 +278,8 @@ def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int |
     keys = [translator.asset_key(job.object(name)) for name in object_names]
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     for run_id in release_dead_runs(instance, translator.run_tags(job)):
-        errors.print(
-            f"[yellow]![/] run {run_id} of {job.label} was left unfinished by a dativo process that is gone: "
+        say_warning(
+            f"run {run_id} of {job.label} was left unfinished by a dativo process that is gone: "
             "marked failed, its pool slot freed"
         )
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -265,12 +313,11 @@ def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any)
         written = int(md.get("dativo/rows_written", 0))
         new = int(md.get("dativo/rows_new", 0))
         verb = "committed" if md.get("dativo/committed") else "up to date"
-        console.print(
-            f"[green]✓[/] {job.label}/{name} → {md.get('dagster/table_name', '')}: {verb}, "
+        say_ok(
+            f"{job.label}/{name} → {md.get('dagster/table_name', '')}: {verb}, "
             f"{written:,} row(s) written ({new:,} new, {rejected:,} rejected), "
             f"{int(md.get('dagster/row_count', 0)):,} in table, cursor {_short_cursor(str(md.get('dativo/cursor')))}, "
-            f"snapshot {md.get('dativo/snapshot_id', '-')}",
-            soft_wrap=True,
+            f"snapshot {md.get('dativo/snapshot_id', '-')}"
         )
     failed = [n for n in object_names if n not in done]
     for event in result.all_events:
@@ -280,12 +327,12 @@ def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any)
             description = getattr(error, "description", None) if error else None
             if description is None and getattr(data, "error", None) is not None:
                 description = data.error.message.strip().splitlines()[-1]
-            errors.print(f"[red]✗[/] {description}")
+            say_error(str(description))
     if failed:
-        errors.print(f"[red]✗[/] failed: {', '.join(failed)}")
+        say_error(f"failed: {', '.join(failed)}")
         return EXIT_FAILED if not done else EXIT_PARTIAL
     if rejected_any:
-        errors.print("[yellow]![/] some rows were quarantined (see the *__quarantine tables)")
+        say_warning("some rows were quarantined (see the *__quarantine tables)")
         return EXIT_PARTIAL
     return EXIT_OK
 
@@ -347,19 +394,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigProblems as exc:
         for line in exc.problems:
-            errors.print(f"[red]✗[/] CFG001 {line}", soft_wrap=True)
+            say_error(f"CFG001 {line}")
         return EXIT_FAILED
     except DativoError as exc:
-        return _fail(str(exc))
+        from dativo_dagster.config.secrets import redact_text
+
+        return _fail(redact_text(str(exc)))
     except KeyboardInterrupt:
         return _fail("interrupted; nothing past the last commit was written")
     except Exception as exc:
-        if args.verbose:
-            raise
+        # Not a classified failure: a bug. Say so and keep the traceback (redacted) for the report.
+        import traceback
+
         from dativo_dagster.config.secrets import redact_text
 
+        errors.print(Text(redact_text(traceback.format_exc()), style="dim"), soft_wrap=True)
         return _fail(
-            f"unexpected error {type(exc).__name__}: {redact_text(str(exc))[:300]} (rerun with -v for details)"
+            f"unexpected error (a bug in dativo, not a problem with your data or config): "
+            f"{type(exc).__name__}: {redact_text(str(exc))[:300]}"
         )
     return code
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dativo_dagster.compat.dagster import free_concurrency_slots
 from dativo_dagster.translator import TAG_JOB, TAG_TENANT
 
 TAG_HOST = "dativo/host"
@@ -93,7 +94,6 @@ def release_dead_runs(instance: dg.DagsterInstance, job_tags: Mapping[str, str])
             continue
         pid = token.partition(":")[0]
         instance.report_run_failed(run, message=f"the dativo run process {pid} on {host} is gone (killed or crashed)")
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        free_concurrency_slots(instance, run.run_id)
         released.append(run.run_id)
     return released

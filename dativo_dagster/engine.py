@@ -22,7 +22,7 @@ from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult, read_table
 from dativo_dagster.logs import log_context
 from dativo_dagster.sources.base import ReadRequest, Source
 from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
-from dativo_dagster.types import ContractEnforcer
+from dativo_dagster.types import ContractEnforcer, check_table_schema
 
 log = structlog.get_logger("dativo.engine")
 
@@ -50,13 +50,20 @@ class ObjectResult:
 
 
 def enforcer_for(obj: ObjectPlan, source: Source) -> ContractEnforcer:
-    """The contract enforcer for ``obj``: its schema contract, else the discovered schema."""
+    """The contract enforcer for ``obj``: its schema contract, else the discovered schema.
+
+    Raises:
+        ConfigError: CFG001 naming a column Iceberg cannot hold (checked before any table exists).
+    """
     if obj.contract is not None:
-        return ContractEnforcer.for_contract(obj.contract)
-    discovered = source.discover_schema(obj)
-    required = set(obj.primary_key)
-    fields = [f.with_nullable(f.nullable and f.name not in required) for f in discovered]
-    return ContractEnforcer(pa.schema(fields, metadata=discovered.metadata))
+        enforcer = ContractEnforcer.for_contract(obj.contract, obj.primary_key)
+    else:
+        discovered = source.discover_schema(obj)
+        required = set(obj.primary_key)
+        fields = [f.with_nullable(f.nullable and f.name not in required) for f in discovered]
+        enforcer = ContractEnforcer(pa.schema(fields, metadata=discovered.metadata), primary_key=obj.primary_key)
+    check_table_schema(enforcer.schema, obj.label)
+    return enforcer
 
 
 def check_limit_allowed(obj: ObjectPlan, source: Source, limit: int) -> None:
@@ -132,8 +139,9 @@ def ingest_object(
                 origin=reconciled.origin,
                 note=reconciled.note,
             )
-            enforcer = enforcer_for(obj, source)
+            base_enforcer = enforcer_for(obj, source)
             extraction = source.read(ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit))
+            enforcer = base_enforcer.with_lineage(extraction.lineage)
             if dry_run:
                 return _dry_run(obj, extraction, enforcer, reconciled, run_id, started)
             result = writer.write(
@@ -144,6 +152,7 @@ def ingest_object(
                 previous_cursor=reconciled.cursor,
                 new_cursor=extraction.new_cursor,
                 keys_unique=extraction.unique_keys,
+                replaces=extraction.replaces,
             )
             total = _total_rows(writer, obj)
             log.info(

@@ -7,15 +7,46 @@ run) and a deployment (``DATIVO_DAGSTER_PG_URL=postgresql://user:pass@host:5432/
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.base_storage import DagsterStorage
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+from dativo_dagster.compat.dagster import (
+    ConfigurableClass,
+    ConfigurableClassData,
+    DagsterSqliteStorage,
+    DagsterStorage,
+    InstanceRef,
+)
 
 PG_URL_ENV = "DATIVO_DAGSTER_PG_URL"
+
+
+def state_dir(project_dir: Path) -> Path:
+    """The project's local state directory: ``$DATIVO_HOME``, else ``<project>/.dativo``."""
+    home = os.environ.get("DATIVO_HOME")
+    return Path(home).resolve() if home else project_dir / ".dativo"
+
+
+def project_instance_dir(project_dir: Path) -> Path:
+    """Where a project's own Dagster instance keeps runs and logs when ``DAGSTER_HOME`` is not set.
+
+    ``dativo run`` and ``dagster dev`` started in the project both use it, so runs made from the
+    command line appear in the UI.
+    """
+    return state_dir(project_dir) / "dagster"
+
+
+def instance_for_project(project_dir: Path) -> dg.DagsterInstance:
+    """``DAGSTER_HOME``'s instance when it is set, else the project's own (its dagster.yaml, if any)."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    home = project_instance_dir(project_dir)
+    home.mkdir(parents=True, exist_ok=True)
+    config_dir = project_dir if (project_dir / "dagster.yaml").exists() else home
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(config_dir)))
 
 
 class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
@@ -52,7 +83,14 @@ class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> EnvSelectedStorage:
-        """Build Postgres storage if the URL variable is set, else embedded SQLite."""
+        """Build Postgres storage if the URL variable is set, else embedded SQLite.
+
+        SQLite lives in ``base_dir`` if configured, else ``$DAGSTER_HOME/storage``, else the
+        project's own instance directory (:func:`project_instance_dir`): ``dagster dev`` without
+        ``DAGSTER_HOME`` then records runs where ``dativo run`` does, instead of a temporary folder.
+        The chosen directory is written into the serialised config, so every process of the
+        instance (webserver, daemon, run workers) opens the same storage.
+        """
         url = os.environ.get(config_value.get("postgres_url_env") or PG_URL_ENV)
         inner: DagsterStorage
         if url:
@@ -63,14 +101,22 @@ class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
                 url = "postgresql+psycopg2://" + url.split("://", 1)[1]
             inner = DagsterPostgresStorage(postgres_url=url)
         else:
-            from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
-
             base_dir = config_value.get("base_dir")
             if not base_dir:
                 home = os.environ.get("DAGSTER_HOME")
-                # Without DAGSTER_HOME (the dagster CLI reading ./dagster.yaml) storage is
-                # throw-away, as Dagster's own default is then; never the working directory.
-                base_dir = os.path.join(home, "storage") if home else tempfile.mkdtemp(prefix="dagster-storage-")
+                if home:
+                    base_dir = os.path.join(home, "storage")
+                else:
+                    from dativo_dagster.config.loader import default_project_dir
+
+                    base_dir = str(project_instance_dir(default_project_dir()) / "storage")
+                import yaml
+
+                inst_data = ConfigurableClassData(
+                    inst_data.module_name if inst_data else __name__,
+                    inst_data.class_name if inst_data else cls.__name__,
+                    yaml.safe_dump({**dict(config_value), "base_dir": base_dir}),
+                )
             inner = DagsterSqliteStorage.from_local(base_dir)
         return cls(inner, inst_data)
 

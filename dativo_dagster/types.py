@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +23,18 @@ import pyarrow.compute as pc
 
 from dativo_dagster.config.models import ColumnContract, ColumnType, SchemaContract
 
+SYSTEM_PREFIX = "_dativo_"
+"""Column names starting with this are dativo's own; source and contract columns may not use it."""
+
 REASON_COLUMN = "_dativo_reason"
 RUN_ID_COLUMN = "_dativo_run_id"
 REJECTED_AT_COLUMN = "_dativo_rejected_at"
+KEY_COLUMN = "_dativo_key"
+"""Quarantine: the rejected row's primary key as source text (composite keys joined by U+001F)."""
+CURSOR_FROM_COLUMN = "_dativo_cursor_from"
+"""Quarantine: the cursor the read started from; a retry of the same range replaces its rows."""
+SOURCE_REASON_COLUMN = "_dativo_source_reason"
+"""Optional column of a source batch: why the source could not read the row exactly (null: fine)."""
 
 _SCALAR_ARROW: dict[ColumnType, pa.DataType] = {
     ColumnType.INT32: pa.int32(),
@@ -84,6 +95,9 @@ def type_label(data_type: pa.DataType) -> str:
 
 
 # --------------------------------------------------------------------------- per-value converters
+#
+# Every converter below either returns the exact value or raises ValueError/TypeError with the
+# reason; the row then goes to quarantine. None of them rounds, truncates or guesses.
 
 
 def _parse_timestamp(text: str, *, aware: bool) -> dt.datetime:
@@ -96,8 +110,148 @@ def _parse_timestamp(text: str, *, aware: bool) -> dt.datetime:
     return value
 
 
+_INFINITY_TEXT = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan", "+nan", "-nan"}
+
+
+def _to_float(value: Any) -> float:
+    """A float from text or a number; a finite value that overflows to infinity is refused."""
+    if isinstance(value, bool):
+        raise TypeError("is a boolean, not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        result = float(text)
+        if math.isinf(result) and text.lower() not in _INFINITY_TEXT:
+            raise ValueError("is out of the floating-point range")
+        return result
+    result = float(value)
+    if math.isinf(result) and not (isinstance(value, float) and math.isinf(value)):
+        raise ValueError("is out of the floating-point range")
+    return result
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _to_float32(value: Any) -> float:
+    """A float headed for a 32-bit column: refused when it lies beyond that type's range."""
+    result = _to_float(value)
+    if math.isfinite(result) and abs(result) > _FLOAT32_MAX:
+        raise ValueError("is out of the 32-bit floating-point range")
+    return result
+
+
+def _to_int(value: Any) -> int:
+    """An integer from decimal text or a number holding a whole value (never truncated)."""
+    if isinstance(value, bool):
+        raise TypeError("is a boolean, not an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DECIMAL_INTEGER.match(text):
+            raise ValueError("is not a decimal integer")
+        return int(text)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("is not a whole number")
+    as_int = int(value)
+    if isinstance(value, decimal.Decimal) and as_int != value:
+        raise ValueError("is not a whole number")
+    return as_int
+
+
+_DECIMAL_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _to_bool(value: Any) -> bool:
+    """True/false from the usual spellings, or from the numbers 0 and 1 only."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUTHY:
+            return True
+        if low in _FALSY:
+            return False
+        raise ValueError("is not a boolean")
+    if isinstance(value, (int, float, decimal.Decimal)) and value in (0, 1):
+        return bool(value)
+    raise ValueError("is not a boolean (only 0 and 1 are)")
+
+
+_TRUTHY = {"true", "t", "1", "yes", "y"}
+_FALSY = {"false", "f", "0", "no", "n"}
+
+
+def _decimal_converter(scale: int) -> Callable[[Any], decimal.Decimal]:
+    def to_decimal(value: Any) -> decimal.Decimal:
+        if isinstance(value, bool):
+            raise TypeError("is a boolean, not a number")
+        # A float's shortest repr is the value it was written as (0.1, not 0.1000000000000000055...).
+        number = decimal.Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        if not number.is_finite():
+            raise ValueError("is not a finite number")
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if exponent < -scale and number != number.quantize(decimal.Decimal(1).scaleb(-scale)):
+            raise ValueError(f"has more than {scale} decimal places")
+        return number
+
+    return to_decimal
+
+
+def _to_text(value: Any) -> str:
+    """Text of a value headed for a string column: scalars as written, objects and arrays as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, decimal.Decimal)):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8")  # UnicodeDecodeError is a ValueError: the row is rejected
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
+    raise TypeError(f"cannot be stored as text ({type(value).__name__})")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        # JSON numbers are written from floats: only a decimal a float holds exactly may pass.
+        if value == value.to_integral_value():
+            return int(value)
+        as_float = float(value)
+        if decimal.Decimal(repr(as_float)) == value:
+            return as_float
+        raise ValueError(f"decimal {value} cannot be written as an exact JSON number")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def _list_converter(item_target: pa.DataType) -> Callable[[Any], list[Any]]:
+    convert_item = _python_converter(item_target)
+
+    def to_list(value: Any) -> list[Any]:
+        items = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("is not an array")
+        out = []
+        for position, item in enumerate(items):
+            if isinstance(item, (list, tuple)):
+                raise ValueError("is a multi-dimensional array; only one-dimensional arrays are supported")
+            try:
+                out.append(None if item is None else convert_item(item))
+            except (ValueError, TypeError, OverflowError, decimal.InvalidOperation) as exc:
+                raise ValueError(f"element {position + 1} ({str(item)[:30]!r}) {exc}") from None
+        return out
+
+    return to_list
+
+
 def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
-    """A converter for one value, used only where the vectorised cast failed."""
+    """A converter for one value, used only where the vectorised cast failed or is not exact."""
 
     def from_text(value: Any, parse: Callable[[str], Any]) -> Any:
         return parse(value) if isinstance(value, str) else value
@@ -110,49 +264,21 @@ def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
     if pa.types.is_date(target):
         return lambda v: from_text(v, lambda s: dt.date.fromisoformat(s.strip()))
     if pa.types.is_decimal(target):
-        scale = target.scale
-
-        def to_decimal(v: Any) -> Any:
-            d = decimal.Decimal(str(v).strip())
-            if not d.is_finite():
-                raise ValueError("is not a finite number")
-            if d.as_tuple().exponent < -scale:
-                raise ValueError(f"has more than {scale} decimal places")
-            return d
-
-        return to_decimal
+        return _decimal_converter(target.scale)
     if pa.types.is_boolean(target):
-        truthy = {"true", "t", "1", "yes", "y"}
-        falsy = {"false", "f", "0", "no", "n"}
-
-        def to_bool(v: Any) -> Any:
-            if isinstance(v, str):
-                low = v.strip().lower()
-                if low in truthy:
-                    return True
-                if low in falsy:
-                    return False
-                raise ValueError("is not a boolean")
-            return bool(v)
-
-        return to_bool
-    if isinstance(target, pa.BaseExtensionType) and target.extension_name == "arrow.uuid":
+        return _to_bool
+    if is_uuid(target):
         return lambda v: v if isinstance(v, bytes) else uuid.UUID(str(v)).bytes
     if pa.types.is_integer(target):
-
-        def to_int(v: Any) -> Any:
-            if isinstance(v, str):
-                v = v.strip()
-            as_int = int(v)
-            if isinstance(v, float) and v != as_int:
-                raise ValueError("is not a whole number")
-            return as_int
-
-        return to_int
+        return _to_int
     if pa.types.is_floating(target):
-        return float
+        if target.bit_width == 32:
+            return _to_float32
+        return _to_float
     if pa.types.is_string(target) or pa.types.is_large_string(target):
-        return lambda v: v if isinstance(v, str) else json.dumps(v, default=str)
+        return _to_text
+    if pa.types.is_list(target) or pa.types.is_large_list(target):
+        return _list_converter(target.value_type)
     return lambda v: v
 
 
@@ -164,7 +290,15 @@ def is_uuid(data_type: pa.DataType) -> bool:
 def _array(values: list[Any], target: pa.DataType) -> pa.Array:
     if is_uuid(target):
         return pa.ExtensionArray.from_storage(target, pa.array(values, pa.binary(16)))
+    if (pa.types.is_list(target) or pa.types.is_large_list(target)) and is_uuid(target.value_type):
+        storage = pa.array(values, pa.list_(pa.binary(16)))
+        return pa.ListArray.from_arrays(
+            storage.offsets, pa.ExtensionArray.from_storage(target.value_type, storage.values), mask=storage.is_null()
+        )
     return pa.array(values, type=target)
+
+
+_CONVERSION_ERRORS = (ValueError, TypeError, OverflowError, decimal.InvalidOperation, pa.ArrowException)
 
 
 def _cast_per_value(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[str | None]]:
@@ -182,29 +316,65 @@ def _cast_per_value(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, li
             _array([converted], target)  # validates range/precision exactly as Arrow will
             out.append(converted)
             errors.append(None)
-        except (ValueError, TypeError, OverflowError, decimal.InvalidOperation, pa.ArrowException) as exc:
+        except _CONVERSION_ERRORS as exc:
             out.append(None)
-            shown = str(value)
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            detail = str(exc).split("\n")[0][:80]
+            shown = _shown(value)
+            detail = str(exc).split("\n")[0][:120]
             errors.append(f"cannot convert {shown!r} to {type_label(target)} ({detail})")
     return _array(out, target), errors
 
 
+def _shown(value: Any) -> str:
+    shown = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _needs_exact_path(column: pa.Array, target: pa.DataType) -> bool:
+    """Casts Arrow performs without complaint that would not keep every value exact."""
+    source = column.type
+    if pa.types.is_boolean(target) and (
+        pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_decimal(source)
+    ):
+        return True  # Arrow maps every non-zero number to true
+    if pa.types.is_decimal(target) and pa.types.is_floating(source):
+        return True  # Arrow rounds 1.5 into decimal(p,0) as 2
+    if pa.types.is_integer(target) and (pa.types.is_string(source) or pa.types.is_large_string(source)):
+        return bool(pc.any(pc.match_substring_regex(column, r"^\s*[+-]?0[xX]")).as_py())  # Arrow reads hex
+    return False
+
+
+def _overflowed(column: pa.Array, result: pa.Array) -> bool:
+    """A float cast that turned a finite value into infinity (Arrow does not flag it)."""
+    if not pa.types.is_floating(result.type) or not pc.any(pc.is_inf(result)).as_py():
+        return False
+    if pa.types.is_floating(column.type):
+        return bool(pc.any(pc.and_(pc.is_inf(result), pc.invert(pc.is_inf(column)))).as_py())
+    return True  # text or decimals: let the exact path tell 'inf' from an overflow
+
+
 def cast_column(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[str | None] | None]:
-    """Cast ``column`` to ``target``; the error list is None when every value converted."""
+    """Cast ``column`` to ``target`` exactly; the error list is None when every value converted.
+
+    The vectorised cast is used where it is exact; values it would round, truncate, overflow or
+    reinterpret (a hex string as an integer, 2 as true) take the per-value path, which converts
+    exactly or reports the value with the reason.
+    """
     if column.type == target:
         return column, None
     if pa.types.is_null(column.type):
         return pa.nulls(len(column), type=target), None
+    if _needs_exact_path(column, target):
+        return _cast_per_value(column, target)
     try:
         if pa.types.is_timestamp(target) and target.tz and pa.types.is_timestamp(column.type) and not column.type.tz:
             # A naive database timestamp headed for timestamptz is taken as UTC.
             return pc.assume_timezone(column.cast(pa.timestamp("us")), "UTC"), None
-        return pc.cast(column, target, safe=True), None
+        result = pc.cast(column, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        array, errors = _cast_per_value(column, target)
-        return array, errors
+        return _cast_per_value(column, target)
+    if _overflowed(column, result):
+        return _cast_per_value(column, target)
+    return result, None
 
 
 @dataclass
@@ -223,32 +393,64 @@ class EnforcedBatch:
 class ContractEnforcer:
     """Casts batches to a target schema and splits off rows that violate it.
 
+    A source that finds a value it cannot read exactly (a malformed CSV line, an out-of-range
+    code) marks the row with a reason in :data:`SOURCE_REASON_COLUMN`; such rows are rejected
+    with that reason, like rows whose values do not convert.
+
     Args:
         schema: Target Arrow schema; non-nullable fields are the contract's ``required`` columns.
         source_names: Optional map from table column to the column name in the source batches.
+        primary_key: Table columns whose source text identifies a rejected row
+            (:data:`KEY_COLUMN` of the quarantine table).
     """
 
-    def __init__(self, schema: pa.Schema, source_names: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        schema: pa.Schema,
+        source_names: dict[str, str] | None = None,
+        primary_key: tuple[str, ...] = (),
+    ) -> None:
         self.schema = schema
         self.source_names = source_names or {}
-
-    @classmethod
-    def for_contract(cls, contract: SchemaContract) -> ContractEnforcer:
-        """Build from a schema contract."""
-        return cls(
-            contract_arrow_schema(contract),
-            {c.name: c.source_name for c in contract.columns if c.source_name},
-        )
-
-    def quarantine_schema(self) -> pa.Schema:
-        """Schema of the quarantine table: every column as text, plus reason, run id and time."""
-        return pa.schema(
+        self.primary_key = tuple(primary_key)
+        self._quarantine_schema = pa.schema(
             [pa.field(f.name, pa.string()) for f in self.schema]
             + [
                 pa.field(REASON_COLUMN, pa.string(), nullable=False),
                 pa.field(RUN_ID_COLUMN, pa.string(), nullable=False),
                 pa.field(REJECTED_AT_COLUMN, pa.timestamp("us", tz="UTC"), nullable=False),
+                pa.field(KEY_COLUMN, pa.string()),
+                pa.field(CURSOR_FROM_COLUMN, pa.string()),
             ]
+        )
+
+    @classmethod
+    def for_contract(cls, contract: SchemaContract, primary_key: tuple[str, ...] = ()) -> ContractEnforcer:
+        """Build from a schema contract."""
+        return cls(
+            contract_arrow_schema(contract),
+            {c.name: c.source_name for c in contract.columns if c.source_name},
+            primary_key,
+        )
+
+    def quarantine_schema(self) -> pa.Schema:
+        """Schema of the quarantine table: every column as text, then reason, run id, time, key, range."""
+        return self._quarantine_schema
+
+    def with_lineage(self, fields: list[pa.Field]) -> ContractEnforcer:
+        """This enforcer with dativo's lineage columns (``_dativo_file``, ...) appended to the table schema.
+
+        Raises:
+            ValueError: a lineage field without the ``_dativo_`` prefix (a source bug).
+        """
+        if not fields:
+            return self
+        for lineage_field in fields:
+            if not lineage_field.name.startswith(SYSTEM_PREFIX):
+                raise ValueError(f"lineage column {lineage_field.name!r} must start with {SYSTEM_PREFIX!r}")
+        extra = [f.with_nullable(True) for f in fields if self.schema.get_field_index(f.name) < 0]
+        return ContractEnforcer(
+            pa.schema([*self.schema, *extra], metadata=self.schema.metadata), self.source_names, self.primary_key
         )
 
     def enforce(self, batch: pa.RecordBatch, run_id: str) -> EnforcedBatch:
@@ -266,6 +468,11 @@ class ContractEnforcer:
             for i, message in enumerate(row_errors):
                 if message is not None:
                     reasons[i].append(message)
+
+        if SOURCE_REASON_COLUMN in names:
+            source_reasons = batch.column(SOURCE_REASON_COLUMN)
+            if source_reasons.null_count < rows:
+                note(source_reasons.to_pylist())
 
         for field in self.schema:
             source_name = self.source_names.get(field.name, field.name)
@@ -311,19 +518,114 @@ class ContractEnforcer:
                 pa.array(bad_reasons, pa.string()),
                 pa.array([run_id] * count, pa.string()),
                 pa.array([now] * count, pa.timestamp("us", tz="UTC")),
+                self._row_keys(rejected_columns),
+                pa.nulls(count, pa.string()),
             ],
-            schema=self.quarantine_schema(),
+            schema=self._quarantine_schema,
         )
         return EnforcedBatch(good, rejected)
+
+    def _row_keys(self, text_columns: list[pa.Array]) -> pa.Array:
+        """The primary key of each rejected row as text (null when a part is missing)."""
+        count = len(text_columns[0]) if text_columns else 0
+        if not self.primary_key:
+            return pa.nulls(count, pa.string())
+        index = {f.name: i for i, f in enumerate(self.schema)}
+        parts = [text_columns[index[name]] for name in self.primary_key if name in index]
+        if len(parts) != len(self.primary_key):
+            return pa.nulls(count, pa.string())
+        if len(parts) == 1:
+            return parts[0]
+        return pc.binary_join_element_wise(*parts, "\x1f")
 
 
 def _as_text(array: pa.Array) -> pa.Array:
     if pa.types.is_string(array.type):
         return array
-    try:
-        return pc.cast(array, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
+    if not pa.types.is_nested(array.type):
+        try:
+            return pc.cast(array, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    texts = []
+    for value in array.to_pylist():
+        if value is None:
+            texts.append(None)
+            continue
+        try:
+            texts.append(_to_text(value))
+        except _CONVERSION_ERRORS:
+            texts.append(_shown(value) if not isinstance(value, bytes) else value.decode("utf-8", "backslashreplace"))
+    return pa.array(texts, pa.string())
+
+
+def check_table_schema(schema: pa.Schema, label: str) -> None:
+    """Refuse a schema Iceberg (or dativo's own bookkeeping) cannot hold, before any table exists.
+
+    Raises:
+        ConfigError: CFG001 naming the column: a reserved ``_dativo_`` name, two names that differ
+            only by case, a decimal beyond Iceberg's 38 digits or with a negative scale, or a type
+            with no Iceberg equivalent.
+    """
+    from dativo_dagster.errors import ConfigError
+
+    seen: dict[str, str] = {}
+    for field in schema:
+        name = field.name
+        if name.lower().startswith(SYSTEM_PREFIX):
+            raise ConfigError(
+                f"{label}: column '{name}' uses the reserved prefix '{SYSTEM_PREFIX}' (dativo's own columns)",
+                hint="rename it in a 'query' object or map it with source_name in the contract",
+            )
+        other = seen.get(name.lower())
+        if other is not None:
+            raise ConfigError(
+                f"{label}: columns '{other}' and '{name}' differ only by case, which most Iceberg engines "
+                "cannot tell apart",
+                hint="rename one of them in a 'query' object or with source_name in the contract",
+            )
+        seen[name.lower()] = name
+        problem = _unsupported(field.type)
+        if problem:
+            raise ConfigError(f"{label}: column '{name}': {problem}")
+
+
+def _unsupported(data_type: pa.DataType) -> str | None:
+    if pa.types.is_decimal(data_type):
+        if data_type.precision > 38:
+            return f"decimal({data_type.precision},{data_type.scale}) exceeds Iceberg's 38 digits"
+        if data_type.scale < 0:
+            return f"decimal with negative scale {data_type.scale} is not an Iceberg type"
+        return None
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return _unsupported(data_type.value_type)
+    if is_uuid(data_type):
+        return None
+    if isinstance(data_type, pa.BaseExtensionType) or pa.types.is_dictionary(data_type) or pa.types.is_map(data_type):
+        return f"type {data_type} has no Iceberg equivalent in dativo"
+    if pa.types.is_struct(data_type):
+        for child in data_type:
+            problem = _unsupported(child.type)
+            if problem:
+                return problem
+        return None
+    supported = (
+        pa.types.is_integer(data_type)
+        or pa.types.is_floating(data_type)
+        or pa.types.is_string(data_type)
+        or pa.types.is_large_string(data_type)
+        or pa.types.is_binary(data_type)
+        or pa.types.is_large_binary(data_type)
+        or pa.types.is_boolean(data_type)
+        or pa.types.is_date(data_type)
+        or pa.types.is_time(data_type)
+        or pa.types.is_timestamp(data_type)
+    )
+    if not supported:
+        return f"type {data_type} has no Iceberg equivalent"
+    if pa.types.is_unsigned_integer(data_type) and data_type.bit_width == 64:
+        return "unsigned 64-bit integers do not fit Iceberg's long; map the column to decimal(20,0)"
+    return None
 
 
 def column_schema_metadata(schema: pa.Schema, descriptions: dict[str, str] | None = None) -> list[dict[str, Any]]:

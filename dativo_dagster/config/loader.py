@@ -28,13 +28,10 @@ from dativo_dagster.config.models import (
     check_references,
 )
 from dativo_dagster.config.parse_cache import MISSING, ParseCache, content_digest
-from dativo_dagster.config.plan import JobPlan, ObjectPlan, Plan
+from dativo_dagster.config.plain_yaml import YamlRefused, load_plain
+from dativo_dagster.config.plan import BrokenJob, JobPlan, ObjectPlan, Plan
 from dativo_dagster.errors import ConfigError
-
-try:  # the C loader is ~10x faster; it matters for thousands of tenant files
-    from yaml import CSafeLoader as _YamlLoader
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+from dativo_dagster.paths import confine, tenant_data_roots
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -90,13 +87,31 @@ def _pydantic_problems(file_label: str, exc: ValidationError, prefix: str = "") 
 
 
 class _Loader:
+    """Reads and validates files once per load, remembering each file's problems.
+
+    A problem belongs to the file it was found in; a job that references a broken shared file
+    (a recipe, a contract) is reported broken with that file's problems, and the others load.
+    """
+
     def __init__(self, project_dir: Path, parse_cache: ParseCache | None = None) -> None:
         self.project_dir = project_dir
-        self.problems: list[str] = []
         self.parse_cache = parse_cache if parse_cache is not None else ParseCache(None)
         self._cache: dict[Path, Any] = {}
         self._parsed: dict[tuple[type[BaseModel], Path], Any] = {}
         self._contracts: dict[Path, SchemaContract] = {}
+        self._file_problems: dict[Path, list[str]] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem found so far, file by file."""
+        return [line for lines in self._file_problems.values() for line in lines]
+
+    def problems_of(self, path: Path) -> list[str]:
+        """The problems found in one file."""
+        return list(self._file_problems.get(path, ()))
+
+    def _problem(self, path: Path, line: str) -> None:
+        self._file_problems.setdefault(path, []).append(line)
 
     def label(self, path: Path) -> str:
         try:
@@ -107,13 +122,15 @@ class _Loader:
     def read_yaml(self, path: Path) -> Any:
         if path in self._cache:
             return self._cache[path]
+        if path in self._file_problems:
+            return None
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            self.problems.append(f"{self.label(path)}: file not found")
+            self._problem(path, f"{self.label(path)}: file not found")
             return None
         except OSError as exc:
-            self.problems.append(f"{self.label(path)}: cannot be read ({exc.__class__.__name__})")
+            self._problem(path, f"{self.label(path)}: cannot be read ({exc.__class__.__name__})")
             return None
         digest = content_digest(raw)
         data = self.parse_cache.get(digest)
@@ -130,31 +147,34 @@ class _Loader:
         return data
 
     def _parse_yaml(self, path: Path, raw: bytes) -> Any:
-        """Parse one file; MISSING (with the problem recorded) if it is not valid UTF-8 YAML."""
+        """Parse one file; MISSING (with the problem recorded) if it is not plain UTF-8 YAML data."""
         label = self.label(path)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self.problems.append(f"{label}: cannot be read ({exc.__class__.__name__})")
+            self._problem(path, f"{label}: byte {exc.start}: not valid UTF-8")
             return MISSING
         try:
-            return yaml.load(text, Loader=_YamlLoader)
+            return load_plain(text)
+        except YamlRefused as exc:
+            self._problem(path, f"{label}: {exc}")
+            return MISSING
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problem = getattr(exc, "problem", None) or "invalid YAML"
-            self.problems.append(f"{label}: {where}invalid YAML ({problem})")
+            self._problem(path, f"{label}: {where}invalid YAML ({problem})")
             return MISSING
 
     def _usable_document(self, path: Path, data: Any) -> bool:
         """A mapping whose ``${...}`` references are well formed (records the problem if not)."""
         if not isinstance(data, dict):
-            self.problems.append(f"{self.label(path)}: (top level): expected a mapping, got {type(data).__name__}")
+            self._problem(path, f"{self.label(path)}: (top level): expected a mapping, got {type(data).__name__}")
             return False
         try:
             check_references(data)
         except ValueError as exc:
-            self.problems.append(f"{self.label(path)}: {exc}")
+            self._problem(path, f"{self.label(path)}: {exc}")
             return False
         return True
 
@@ -169,93 +189,169 @@ class _Loader:
         try:
             parsed = model.model_validate(data)
         except ValidationError as exc:
-            self.problems.extend(_pydantic_problems(self.label(path), exc))
+            for line in _pydantic_problems(self.label(path), exc):
+                self._problem(path, line)
             parsed = None
         self._parsed[key] = parsed
         return parsed
 
 
-def load_plan(project_dir: Path | str | None = None) -> Plan:
+def load_plan(project_dir: Path | str | None = None, *, strict: bool = False) -> Plan:
     """Read and validate a project's configuration.
+
+    A tenant job whose files are broken is set aside in ``Plan.broken`` with its CFG001 problems;
+    every other job loads. Only a broken runner.yaml stops the whole load.
 
     Args:
         project_dir: Directory holding runner.yaml; defaults to :func:`default_project_dir`.
+        strict: Raise when any job is broken too (``dativo validate``, tests).
 
     Raises:
-        ConfigProblems: CFG001 with one line per problem found.
+        ConfigProblems: CFG001 with one line per problem: runner.yaml's, or with ``strict`` any.
     """
     root = Path(project_dir).resolve() if project_dir else default_project_dir()
     loader = _Loader(root, ParseCache.for_project(root))
-    runner = loader.parse(RunnerConfig, root / "runner.yaml")
+    runner_path = root / "runner.yaml"
+    runner = loader.parse(RunnerConfig, runner_path)
     if runner is None:
-        raise ConfigProblems(loader.problems)
-    jobs = []
+        raise ConfigProblems(loader.problems_of(runner_path))
+    jobs: list[JobPlan] = []
+    broken: list[BrokenJob] = []
     for index, entry in enumerate(runner.jobs):
         if not entry.enabled:
             continue
-        plan = _load_job(loader, runner, entry, index)
-        if plan is not None:
+        problems: list[str] = []
+        plan = _load_job(loader, runner, entry, index, problems)
+        if plan is None or problems:
+            broken.append(_broken(loader, runner, entry, problems))
+        else:
             jobs.append(plan)
-    if loader.problems:
-        raise ConfigProblems(loader.problems)
+    jobs, clashes = _one_owner_per_table(loader, runner, jobs)
+    broken.extend(clashes)
+    plan = Plan(project_dir=root, runner=runner, jobs=tuple(jobs), broken=tuple(broken))
+    if strict and plan.broken:
+        raise ConfigProblems(plan.problems)
     loader.parse_cache.save()
-    return Plan(project_dir=root, runner=runner, jobs=tuple(jobs))
+    return plan
 
 
-def _load_job(loader: _Loader, runner: RunnerConfig, entry: JobEntry, index: int) -> JobPlan | None:
+def _broken(loader: _Loader, runner: RunnerConfig, entry: JobEntry, problems: list[str]) -> BrokenJob:
+    job_path = loader.project_dir / runner.tenants_dir / entry.tenant / "jobs" / f"{entry.job}.yaml"
+    return BrokenJob(
+        tenant=entry.tenant,
+        job=entry.job,
+        problems=tuple(dict.fromkeys(problems)) or (f"{loader.label(job_path)}: could not be loaded",),
+        job_file=job_path,
+        code_location=runner.code_locations.location_of(entry.tenant),
+    )
+
+
+def _one_owner_per_table(
+    loader: _Loader, runner: RunnerConfig, jobs: list[JobPlan]
+) -> tuple[list[JobPlan], list[BrokenJob]]:
+    """Every Iceberg table (and quarantine table) has exactly one owner: tenant/job/object.
+
+    The first job in runner.yaml order keeps a contested table; a later job naming it is broken.
+    """
+    owners: dict[tuple[str, str], str] = {}
+    kept: list[JobPlan] = []
+    broken: list[BrokenJob] = []
+    for job in jobs:
+        label = loader.label(job.job_file)
+        problems = []
+        claimed: dict[tuple[str, str], str] = {}
+        for index, obj in enumerate(job.objects):
+            for table in (obj.table, obj.quarantine_table):
+                key = (obj.namespace, table)
+                owner = owners.get(key) or claimed.get(key)
+                if owner is not None and owner != obj.owner:
+                    problems.append(
+                        f"{label}: objects[{index}]: table {obj.namespace}.{table} is already written by "
+                        f"{owner} (every table has exactly one owner; set 'table' or target.namespace)"
+                    )
+                claimed[key] = obj.owner
+        if problems:
+            broken.append(
+                BrokenJob(job.tenant, job.name, tuple(problems), job.job_file, job.code_location)
+            )
+            continue
+        owners.update(claimed)
+        kept.append(job)
+    return kept, broken
+
+
+def _load_job(
+    loader: _Loader, runner: RunnerConfig, entry: JobEntry, index: int, problems: list[str]
+) -> JobPlan | None:
+    """One tenant job resolved against its recipes and contracts; its problems go to ``problems``."""
     root = loader.project_dir
-    job_path = root / runner.tenants_dir / entry.tenant / "jobs" / f"{entry.job}.yaml"
+    tenant_dir = root / runner.tenants_dir / entry.tenant
+    job_path = tenant_dir / "jobs" / f"{entry.job}.yaml"
     if not job_path.exists():
-        loader.problems.append(
+        problems.append(
             f"runner.yaml: jobs[{index}]: job file {loader.label(job_path)} not found for {entry.tenant}/{entry.job}"
+        )
+        return None
+    if not _inside(job_path, tenant_dir):
+        problems.append(
+            f"{loader.label(job_path)}: the file links outside {loader.label(tenant_dir)} (a tenant's job files "
+            "live in its own directory)"
         )
         return None
     job = loader.parse(TenantJob, job_path)
     if job is None:
+        problems.extend(loader.problems_of(job_path))
         return None
     label = loader.label(job_path)
-    ok = True
     if job.tenant != entry.tenant:
-        loader.problems.append(f"{label}: tenant: '{job.tenant}' but the file lives under tenant '{entry.tenant}'")
-        ok = False
+        problems.append(f"{label}: tenant: '{job.tenant}' but the file lives under tenant '{entry.tenant}'")
     if job.name != entry.job:
-        loader.problems.append(f"{label}: name: '{job.name}' but the file is named '{entry.job}.yaml'")
-        ok = False
+        problems.append(f"{label}: name: '{job.name}' but the file is named '{entry.job}.yaml'")
     connectors = root / runner.connectors_dir
-    source = loader.parse(SourceRecipe, connectors / "sources" / f"{job.source.recipe}.yaml")
-    target = loader.parse(TargetRecipe, connectors / "targets" / f"{job.target.recipe}.yaml")
+    source_path = connectors / "sources" / f"{job.source.recipe}.yaml"
+    target_path = connectors / "targets" / f"{job.target.recipe}.yaml"
+    source = loader.parse(SourceRecipe, source_path)
+    target = loader.parse(TargetRecipe, target_path)
     if source is None:
-        loader.problems.append(f"{label}: source.recipe: recipe '{job.source.recipe}' could not be loaded")
+        problems.extend(loader.problems_of(source_path))
+        problems.append(f"{label}: source.recipe: recipe '{job.source.recipe}' could not be loaded")
     if target is None:
-        loader.problems.append(f"{label}: target.recipe: recipe '{job.target.recipe}' could not be loaded")
-    if source is None or target is None or not ok:
+        problems.extend(loader.problems_of(target_path))
+        problems.append(f"{label}: target.recipe: recipe '{job.target.recipe}' could not be loaded")
+    if source is None or target is None or problems:
         return None
 
     from dativo_dagster.sources.registry import source_class
 
-    source_cls = source_class(source.type)
+    try:
+        source_cls = source_class(source.type)
+    except ConfigError as exc:
+        problems.append(f"{loader.label(source_path)}: type: {exc.message}")
+        return None
+    data_roots = tenant_data_roots(entry.data_roots or runner.data_roots, job.tenant, root)
     connection = {**source.defaults, **job.source.connection}
-    _check_connection_keys(loader, label, source_cls.connection_model, connection)
+    _check_connection_keys(problems, label, source_cls.connection_model, connection)
+    _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
     objects = []
     for obj_index, obj in enumerate(job.objects):
         where = f"{label}: objects[{obj_index}]"
         contract = None
         if obj.contract is not None:
-            contract = _load_contract(loader, connectors, obj.contract, where)
+            contract = _load_contract(loader, connectors, obj.contract, where, problems)
             if contract is None:
                 continue
         elif source_cls.needs_contract:
-            loader.problems.append(f"{where}.contract: source type '{source.type}' needs a schema contract")
+            problems.append(f"{where}.contract: source type '{source.type}' needs a schema contract")
             continue
         options = {**source.objects.get(obj.name, {}), **obj.options}
         try:
             source_cls.options_model.model_validate(options)
         except ValidationError as exc:
-            loader.problems.extend(_pydantic_problems(label, exc, prefix=f"objects[{obj_index}].options"))
+            problems.extend(_pydantic_problems(label, exc, prefix=f"objects[{obj_index}].options"))
             continue
         if obj.incremental.strategy not in source_cls.supported_strategies:
             allowed = ", ".join(sorted(s.value for s in source_cls.supported_strategies))
-            loader.problems.append(
+            problems.append(
                 f"{where}.incremental.strategy: '{obj.incremental.strategy.value}' is not supported by "
                 f"source type '{source.type}' (use one of: {allowed})"
             )
@@ -269,18 +365,18 @@ def _load_job(loader: _Loader, runner: RunnerConfig, entry: JobEntry, index: int
             if obj.incremental.cursor_field and obj.incremental.cursor_field not in declared:
                 missing.append(obj.incremental.cursor_field)
             if missing:
-                loader.problems.append(
+                problems.append(
                     f"{where}: column(s) {', '.join(missing)} not declared in contract "
                     f"{obj.contract.name if obj.contract else ''} v{contract.version}"
                 )
                 continue
         if obj.effective_write_mode is WriteMode.MERGE and not primary_key:
-            loader.problems.append(f"{where}.primary_key: write mode 'merge' needs a primary key (object or contract)")
+            problems.append(f"{where}.primary_key: write mode 'merge' needs a primary key (object or contract)")
             continue
         if obj.incremental.strategy in (Strategy.UPDATED, Strategy.CREATED) and (
             obj.effective_write_mode is not WriteMode.MERGE
         ):
-            loader.problems.append(
+            problems.append(
                 f"{where}.write_mode: strategy '{obj.incremental.strategy.value}' re-reads a lookback window "
                 "and must use write_mode 'merge' so rows are not duplicated"
             )
@@ -300,7 +396,7 @@ def _load_job(loader: _Loader, runner: RunnerConfig, entry: JobEntry, index: int
                 max_rejected_rate=quality.max_rejected_rate,
             )
         )
-    if len(objects) != len(job.objects):
+    if problems or len(objects) != len(job.objects):
         return None
     return JobPlan(
         job=job,
@@ -314,15 +410,42 @@ def _load_job(loader: _Loader, runner: RunnerConfig, entry: JobEntry, index: int
         project_dir=root,
         connection=connection,
         credentials={**source.credentials, **job.source.credentials},
+        data_roots=data_roots,
+        code_location=runner.code_locations.location_of(job.tenant),
     )
 
 
-def _check_connection_keys(loader: _Loader, label: str, model: type[BaseModel], connection: dict[str, Any]) -> None:
+def _inside(path: Path, directory: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    parent = Path(os.path.realpath(directory))
+    return parent in real.parents
+
+
+def _check_local_paths(
+    problems: list[str],
+    label: str,
+    fields: Iterable[str],
+    connection: dict[str, Any],
+    roots: tuple[Path, ...],
+    project_dir: Path,
+) -> None:
+    """Literal local paths of the connection must lie in the tenant's data roots (``${VAR}``s: at run time)."""
+    for name in fields:
+        value = connection.get(name)
+        if not isinstance(value, str) or "${" in value:
+            continue
+        try:
+            confine(value, roots, base=project_dir, what=f"{label}: source.connection.{name}")
+        except ConfigError as exc:
+            problems.append(exc.message)
+
+
+def _check_connection_keys(problems: list[str], label: str, model: type[BaseModel], connection: dict[str, Any]) -> None:
     """Unknown connection keys are caught at load; values are validated after ``${VAR}`` resolution."""
     allowed = set(model.model_fields)
     for key in connection:
         if key not in allowed:
-            loader.problems.append(
+            problems.append(
                 f"{label}: source.connection.{key}: unknown field (allowed: {', '.join(sorted(allowed))})"
             )
     literal = {k: v for k, v in connection.items() if k in allowed}
@@ -331,32 +454,37 @@ def _check_connection_keys(loader: _Loader, label: str, model: type[BaseModel], 
         try:
             model.model_validate(literal)
         except ValidationError as exc:
-            loader.problems.extend(
+            problems.extend(
                 p for p in _pydantic_problems(label, exc, prefix="source.connection") if "unknown field" not in p
             )
 
 
-def _load_contract(loader: _Loader, connectors: Path, ref: ContractRef, where: str) -> SchemaContract | None:
+def _load_contract(
+    loader: _Loader, connectors: Path, ref: ContractRef, where: str, problems: list[str]
+) -> SchemaContract | None:
     path = connectors / "schemas" / f"{ref.name}.v{ref.version}.yaml"
     # Thousands of objects share a handful of contracts: read each valid one once (a broken one is
     # reported for every object that names it).
     contract = loader._contracts.get(path)
     if contract is None:
-        contract = _read_contract(loader, path, ref, where)
+        contract = _read_contract(loader, path, ref, where, problems)
         if contract is not None:
             loader._contracts[path] = contract
     return contract
 
 
-def _read_contract(loader: _Loader, path: Path, ref: ContractRef, where: str) -> SchemaContract | None:
+def _read_contract(
+    loader: _Loader, path: Path, ref: ContractRef, where: str, problems: list[str]
+) -> SchemaContract | None:
     if not path.exists():
-        loader.problems.append(f"{where}.contract: {loader.label(path)} not found ({ref.name} v{ref.version})")
+        problems.append(f"{where}.contract: {loader.label(path)} not found ({ref.name} v{ref.version})")
         return None
     contract = loader.parse(SchemaContract, path)
     if contract is None:
+        problems.extend(loader.problems_of(path))
         return None
     if contract.name != ref.name or contract.version != ref.version:
-        loader.problems.append(
+        problems.append(
             f"{loader.label(path)}: name/version: file declares {contract.name} v{contract.version}, "
             f"expected {ref.name} v{ref.version}"
         )

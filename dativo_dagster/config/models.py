@@ -9,25 +9,42 @@ from __future__ import annotations
 
 import enum
 import re
+import zlib
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dativo_dagster.config.secrets import malformed_reference
 
 # Tenant ids, job names and object names become asset-key parts, Iceberg namespaces and table
-# names, run-tag values and file names: keep them to a safe identifier alphabet.
-SAFE_ID = r"^[a-z][a-z0-9_]{0,62}$"
+# names, run-tag values and file names: keep them to a safe identifier alphabet. A double
+# underscore is reserved as dativo's separator (``<tenant>__<suffix>`` namespaces, op names,
+# ``<table>__quarantine``), so no id can be mistaken for a compound of two others.
+SAFE_ID = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+SAFE_ID_MAX = 63
+SAFE_ID_TEXT = "lowercase letters, digits and single underscores, starting with a letter, at most 63 characters"
 _SAFE_ID_RE = re.compile(SAFE_ID)
 
 
 def is_safe_identifier(value: str) -> bool:
     """True if ``value`` can be used as a tenant, job or object id."""
-    return bool(_SAFE_ID_RE.match(value))
+    return len(value) <= SAFE_ID_MAX and bool(_SAFE_ID_RE.match(value))
 
 
-SafeId = Annotated[str, Field(pattern=SAFE_ID, description="lowercase identifier: [a-z][a-z0-9_]*")]
+def _safe_id(value: str) -> str:
+    if not is_safe_identifier(value):
+        raise ValueError(f"{value!r} is not a safe identifier ({SAFE_ID_TEXT})")
+    return value
+
+
+SafeId = Annotated[str, AfterValidator(_safe_id), Field(description=SAFE_ID_TEXT)]
+
+NAMESPACE_SEPARATOR = "__"
+"""A tenant's namespaces are ``<tenant>`` and ``<tenant>__<suffix>``."""
+
+SYSTEM_PREFIX = "_dativo_"
+"""Column names dativo keeps for itself (quarantine reasons, run ids); no contract column may use it."""
 
 
 class StrictModel(BaseModel):
@@ -106,6 +123,17 @@ class SchemaContract(StrictModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate column names: {', '.join(duplicates)}")
+        folded: dict[str, str] = {}
+        for name in names:
+            if name.lower() in folded and folded[name.lower()] != name:
+                raise ValueError(
+                    f"columns '{folded[name.lower()]}' and '{name}' differ only by case, "
+                    "which most Iceberg engines cannot tell apart"
+                )
+            folded[name.lower()] = name
+        reserved = [n for n in names if n.lower().startswith(SYSTEM_PREFIX)]
+        if reserved:
+            raise ValueError(f"column '{reserved[0]}' uses the prefix '{SYSTEM_PREFIX}', which dativo reserves")
         by_name = {c.name: c for c in self.columns}
         for key in self.primary_key:
             if key not in by_name:
@@ -296,11 +324,30 @@ class SourceRef(StrictModel):
         return value
 
 
+def namespace_belongs_to(namespace: str, tenant: str) -> bool:
+    """True for the tenant's own namespaces: ``<tenant>`` and ``<tenant>__<suffix>``."""
+    if namespace == tenant:
+        return True
+    prefix = tenant + NAMESPACE_SEPARATOR
+    return namespace.startswith(prefix) and is_safe_identifier(namespace[len(prefix) :])
+
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*(__[a-z0-9]+(_[a-z0-9]+)*)?$")
+
+
+def _namespace(value: str) -> str:
+    if len(value) > 127 or not _NAMESPACE_RE.match(value):
+        raise ValueError(f"{value!r} is not a namespace: '<tenant>' or '<tenant>__<suffix>', each part {SAFE_ID_TEXT}")
+    return value
+
+
 class TargetRef(StrictModel):
     """The target section of a tenant job."""
 
     recipe: SafeId
-    namespace: SafeId | None = Field(default=None, description="Iceberg namespace (default: tenant id)")
+    namespace: Annotated[str, AfterValidator(_namespace)] | None = Field(
+        default=None, description="Iceberg namespace: the tenant id (default) or '<tenant>__<suffix>'"
+    )
 
 
 class TenantJob(StrictModel):
@@ -319,10 +366,10 @@ class TenantJob(StrictModel):
     @model_validator(mode="after")
     def _namespace_belongs_to_tenant(self) -> TenantJob:
         namespace = self.target.namespace
-        if namespace is not None and namespace != self.tenant and not namespace.startswith(f"{self.tenant}_"):
+        if namespace is not None and not namespace_belongs_to(namespace, self.tenant):
             raise ValueError(
-                f"target.namespace '{namespace}' must be the tenant id or start with '{self.tenant}_' "
-                "(tenants never write into each other's namespaces)"
+                f"target.namespace '{namespace}' must be the tenant id '{self.tenant}' or "
+                f"'{self.tenant}{NAMESPACE_SEPARATOR}<suffix>' (tenants never write into each other's namespaces)"
             )
         return self
 
@@ -379,7 +426,7 @@ class Schedule(StrictModel):
         if (self.cron is None) == (self.interval_minutes is None):
             raise ValueError("give exactly one of 'cron' or 'interval_minutes'")
         if self.cron is not None:
-            from dagster._utils.schedules import is_valid_cron_string
+            from dativo_dagster.compat.dagster import is_valid_cron_string
 
             if not is_valid_cron_string(self.cron):
                 raise ValueError(f"'{self.cron}' is not a valid cron expression")
@@ -423,6 +470,66 @@ class JobEntry(StrictModel):
     schedule: Schedule | None = None
     retry: RetryConfig | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    data_roots: list[str] | None = Field(
+        default=None, description="directories this job may read local files from (replaces the runner's list)"
+    )
+
+    @field_validator("data_roots")
+    @classmethod
+    def _roots_are_templates(cls, value: list[str] | None) -> list[str] | None:
+        return _check_root_templates(value) if value is not None else None
+
+
+DEFAULT_DATA_ROOTS = ("tenants/{tenant}/data",)
+
+
+def _check_root_templates(templates: list[str]) -> list[str]:
+    for template in templates:
+        if not template.strip():
+            raise ValueError("a data root cannot be empty")
+        try:
+            template.format(tenant="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"data root {template!r}: only the placeholder {{tenant}} is allowed") from exc
+    return templates
+
+
+class CodeLocations(StrictModel):
+    """How tenants are split into Dagster code locations (each its own process, loaded alone).
+
+    Tenants named in ``groups`` load in that location; the others go to ``default``, or, with
+    ``shards``, to ``<default>_<n>`` by a stable hash of the tenant id.
+    """
+
+    default: SafeId = "dativo"
+    groups: dict[str, list[SafeId]] = Field(default_factory=dict)
+    shards: int = Field(default=0, ge=0, le=256, description="spread other tenants over this many locations")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_are_disjoint(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        owner: dict[str, str] = {}
+        for name, tenants in value.items():
+            _safe_id(name)
+            for tenant in tenants:
+                if tenant in owner and owner[tenant] != name:
+                    raise ValueError(f"tenant '{tenant}' is in two code locations: {owner[tenant]} and {name}")
+                owner[tenant] = name
+        return value
+
+    def location_of(self, tenant: str) -> str:
+        """The code location that loads ``tenant``."""
+        for name, tenants in self.groups.items():
+            if tenant in tenants:
+                return name
+        if self.shards:
+            return f"{self.default}_{zlib.crc32(tenant.encode()) % self.shards}"
+        return self.default
+
+    def names(self) -> list[str]:
+        """Every code location name, groups first."""
+        rest = [f"{self.default}_{n}" for n in range(self.shards)] if self.shards else [self.default]
+        return [*self.groups, *[name for name in rest if name not in self.groups]]
 
 
 class RunnerDefaults(StrictModel):
@@ -438,7 +545,18 @@ class RunnerConfig(StrictModel):
     tenants_dir: str = "tenants"
     connectors_dir: str = "connectors"
     defaults: RunnerDefaults = Field(default_factory=RunnerDefaults)
+    data_roots: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DATA_ROOTS),
+        description="directories tenants may read local files from; '{tenant}' is replaced by the tenant id; "
+        "relative paths are anchored at the project",
+    )
+    code_locations: CodeLocations = Field(default_factory=CodeLocations)
     jobs: list[JobEntry] = Field(default_factory=list)
+
+    @field_validator("data_roots")
+    @classmethod
+    def _roots_are_templates(cls, value: list[str]) -> list[str]:
+        return _check_root_templates(value)
 
     @model_validator(mode="after")
     def _unique_entries(self) -> RunnerConfig:

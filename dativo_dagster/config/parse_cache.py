@@ -33,7 +33,7 @@ CACHE_ENV = "DATIVO_PARSE_CACHE"
 _OFF = ("off", "0", "false", "no")
 _ON = ("", "on", "1", "true", "yes")
 
-_FORMAT = 1
+_FORMAT = 2  # 2: plain-data YAML (bare dates stay text)
 
 MISSING: Any = object()
 """What :meth:`ParseCache.get` returns for an unknown digest (``None`` is a valid document)."""

@@ -70,6 +70,11 @@ class ObjectPlan:
         """tenant/job/object, for messages."""
         return f"{self.tenant}/{self.job}/{self.name}"
 
+    @property
+    def owner(self) -> str:
+        """The one owner of the object's tables (recorded on them, checked at every commit)."""
+        return self.label
+
 
 @dataclass(frozen=True)
 class JobPlan:
@@ -86,6 +91,8 @@ class JobPlan:
     project_dir: Path
     connection: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, str] = field(default_factory=dict)
+    data_roots: tuple[Path, ...] = ()
+    code_location: str = "dativo"
 
     @property
     def tenant(self) -> str:
@@ -111,12 +118,38 @@ class JobPlan:
 
 
 @dataclass(frozen=True)
+class BrokenJob:
+    """A tenant job whose configuration is invalid: reported, never loaded, never run.
+
+    One tenant's broken file must not stop the others, so the loader sets it aside with its
+    CFG001 problems (one line each) and goes on.
+    """
+
+    tenant: str
+    job: str
+    problems: tuple[str, ...]
+    job_file: Path | None = None
+    code_location: str = "dativo"
+
+    @property
+    def label(self) -> str:
+        """tenant/job."""
+        return f"{self.tenant}/{self.job}"
+
+
+@dataclass(frozen=True)
 class Plan:
-    """All enabled jobs of a project."""
+    """All enabled jobs of a project: those that load, and those set aside as broken."""
 
     project_dir: Path
     runner: RunnerConfig
     jobs: tuple[JobPlan, ...]
+    broken: tuple[BrokenJob, ...] = ()
+
+    @property
+    def problems(self) -> list[str]:
+        """Every CFG001 problem of the broken jobs, one line each."""
+        return [line for job in self.broken for line in job.problems]
 
     def job(self, label: str) -> JobPlan:
         """Find a job by ``tenant/job``."""
@@ -124,3 +157,16 @@ class Plan:
             if job.label == label:
                 return job
         raise KeyError(label)
+
+    def broken_job(self, label: str) -> BrokenJob | None:
+        """The broken job called ``tenant/job``, if it is one."""
+        return next((job for job in self.broken if job.label == label), None)
+
+    def for_location(self, location: str) -> Plan:
+        """The part of the plan one code location loads."""
+        return Plan(
+            project_dir=self.project_dir,
+            runner=self.runner,
+            jobs=tuple(job for job in self.jobs if job.code_location == location),
+            broken=tuple(job for job in self.broken if job.code_location == location),
+        )

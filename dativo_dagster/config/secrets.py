@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from urllib.parse import unquote
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -145,9 +146,33 @@ def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
     return text
 
 
-_SENSITIVE_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|private[_-]?key|credential)", re.I)
+_SENSITIVE_KEY = re.compile(
+    r"(pass(word|wd|phrase)?|pwd|secret|token|api[_.-]?key|apikey|access[_.-]?key|private[_.-]?key|credential"
+    r"|auth|bearer|signature|sas|cookie)",
+    re.I,
+)
 
 
 def is_sensitive_key(key: str) -> bool:
-    """True for config keys whose values are secrets by name (password, token, ...)."""
-    return bool(_SENSITIVE_KEY.search(key))
+    """True for config keys whose values are secrets by name (password, token, api_key, ...)."""
+    return bool(_SENSITIVE_KEY.search(str(key)))
+
+
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:(?P<password>[^@\s]+)@", re.I)
+
+
+def secret_parts(value: Any, *, sensitive: bool) -> list[str]:
+    """The secret pieces of a resolved config value: all of it under a secret-named key, and the
+    password part of any ``scheme://user:password@host`` URL wherever it appears."""
+    parts: list[str] = []
+    for text in _strings(value):
+        if sensitive:
+            parts.append(text)
+        match = _URL_PASSWORD.match(text)
+        if match:
+            parts.extend({match.group("password"), unquote(match.group("password"))})
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not sensitive and is_sensitive_key(key):
+                parts.extend(_strings(item))
+    return parts

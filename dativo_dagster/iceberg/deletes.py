@@ -19,7 +19,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.conversions import to_bytes
-from pyiceberg.io.pyarrow import PYARROW_PARQUET_FIELD_ID_KEY
 from pyiceberg.manifest import (
     DataFile,
     DataFileContent,
@@ -28,11 +27,17 @@ from pyiceberg.manifest import (
     ManifestEntry,
     ManifestEntryStatus,
     ManifestFile,
-    ManifestWriterV2,
 )
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import SnapshotSummaryCollector, Summary, update_snapshot_summaries
-from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.table.snapshots import Summary
+
+from dativo_dagster.compat.pyiceberg import (
+    PYARROW_PARQUET_FIELD_ID_KEY,
+    ManifestWriterV2,
+    SnapshotSummaryCollector,
+    _OverwriteFiles,
+    update_snapshot_summaries,
+)
 from pyiceberg.typedef import Record
 from pyiceberg.types import LongType, StringType
 

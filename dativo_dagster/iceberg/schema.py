@@ -92,16 +92,16 @@ def plan_schema_changes(current: pa.Schema, desired: pa.Schema, *, table: str) -
 
 def apply_schema_changes(update: UpdateSchema, changes: list[SchemaChange]) -> None:
     """Apply planned changes to a pyiceberg ``UpdateSchema`` (inside the write transaction)."""
-    from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
+    from dativo_dagster.compat.pyiceberg import iceberg_type_of
 
     for change in changes:
         if change.kind is ChangeKind.ADD_COLUMN:
             assert change.field is not None
-            iceberg_type = cast(IcebergType, visit_pyarrow(change.field.type, _ConvertToIcebergWithoutIDs()))
+            iceberg_type = cast(IcebergType, iceberg_type_of(change.field.type))
             update.add_column(change.column, iceberg_type, required=False)
         elif change.kind is ChangeKind.WIDEN:
             assert change.field is not None
-            iceberg_type = cast(IcebergType, visit_pyarrow(change.field.type, _ConvertToIcebergWithoutIDs()))
+            iceberg_type = cast(IcebergType, iceberg_type_of(change.field.type))
             update.update_column(change.column, field_type=iceberg_type)
         else:
             update.make_column_optional(change.column)

@@ -208,6 +208,7 @@ class IcebergWriter:
         previous_cursor: CursorState | None,
         new_cursor: Any,
         keys_unique: bool = False,
+        replaces: tuple[str, Any] | None = None,
     ) -> WriteResult:
         """Stream ``batches`` into ``obj``'s table in one commit.
 
@@ -325,6 +326,15 @@ class IcebergWriter:
                 self._apply_merge(txn, table, merge)
                 replacement_files = merge.replacement_files
                 delete_files = merge.delete_files
+            elif replaces is not None:
+                # Rows of sources re-read this run (a changed file) replace their earlier rows.
+                column, replaced_values = replaces
+                values = list(replaced_values())
+                if values and table.current_snapshot() is not None and column in table.schema().column_names:
+                    merge = self._plan_merge(txn, table, pa.array(values, pa.string()), (column,))
+                    self._apply_merge(txn, table, merge)
+                    replacement_files = merge.replacement_files
+                    delete_files = merge.delete_files
             props = {
                 PROP_RUN_ID: run_id,
                 PROP_OBJECT: obj.label,

@@ -89,6 +89,11 @@ class Extraction:
             a callable returning the new cursor value after the stream is drained.
         on_close: Called once when the stream is drained or abandoned (close connections).
         unique_keys: The stream has at most one row per primary key.
+        lineage: dativo columns (``_dativo_`` prefix) the source adds to every row, such as the
+            file a row came from; they are stored in the table next to the contract's columns.
+        replaces: ``(column, callable)``: rows already in the table whose ``column`` holds one of
+            the values the callable returns once the stream is drained (e.g. the files re-read
+            this run) are replaced by this run's rows, in the same commit.
     """
 
     def __init__(
@@ -101,6 +106,8 @@ class Extraction:
         cursor_override: Callable[[], Any] | None = None,
         on_close: Callable[[], None] | None = None,
         unique_keys: bool = False,
+        lineage: list[pa.Field] | None = None,
+        replaces: tuple[str, Callable[[], list[str]]] | None = None,
     ) -> None:
         self.schema = schema
         self._batches = batches
@@ -111,6 +118,8 @@ class Extraction:
         # True when the source guarantees one row per primary key in this stream (a table's
         # unique index read from one snapshot): the writer can skip de-duplicating the run.
         self.unique_keys = unique_keys
+        self.lineage = list(lineage or [])
+        self.replaces = replaces
         self._max_seen: Any = None
         self._rows = 0
         self._drained = False
@@ -176,19 +185,30 @@ class Source(abc.ABC):
     options_model: ClassVar[builtins.type[SourceOptions]]
     supported_strategies: ClassVar[frozenset[Strategy]]
     needs_contract: ClassVar[bool] = False
+    # Connection fields naming local files; each must lie in the tenant's data roots (links
+    # followed), checked at load for literal values and at run time after ``${VAR}`` resolution.
+    local_path_fields: ClassVar[frozenset[str]] = frozenset()
     # True when read() yields rows in cursor order; only then can a row limit stop early without
     # skipping rows that sort before the last one read.
     ordered_by_cursor: ClassVar[bool] = False
 
-    def __init__(self, connection: ConnectionConfig, credentials: dict[str, str], *, project_dir: Path) -> None:
+    def __init__(
+        self,
+        connection: ConnectionConfig,
+        credentials: dict[str, str],
+        *,
+        project_dir: Path,
+        data_roots: tuple[Path, ...] = (),
+    ) -> None:
         self.connection = connection
         self.credentials = credentials
         self.project_dir = project_dir
+        self.data_roots = data_roots
 
     @classmethod
     def from_plan(cls, connection: ConnectionConfig, credentials: dict[str, str], job: JobPlan) -> Source:
         """Build an instance for one run of ``job`` (override to pick job-level settings)."""
-        return cls(connection, credentials, project_dir=job.project_dir)
+        return cls(connection, credentials, project_dir=job.project_dir, data_roots=job.data_roots)
 
     @abc.abstractmethod
     def check_connection(self) -> None:

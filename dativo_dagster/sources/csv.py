@@ -22,6 +22,7 @@ from pydantic import Field
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, ExtractError
+from dativo_dagster.paths import confine
 from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceOptions, SourceStats
 from dativo_dagster.sources.incremental import lower_bound, row_filter
 from dativo_dagster.types import arrow_type, cast_column, contract_arrow_schema
@@ -32,7 +33,11 @@ log = structlog.get_logger("dativo.sources.csv")
 class CsvConnection(ConnectionConfig):
     """Where a tenant's files live."""
 
-    base_path: str = Field(default=".", description="directory the object paths are relative to")
+    base_path: str | None = Field(
+        default=None,
+        description="directory the object paths are relative to (relative to the project; default: the "
+        "tenant's first data root); must lie inside the tenant's data roots",
+    )
 
 
 class CsvOptions(SourceOptions):
@@ -81,13 +86,17 @@ class CsvSource(Source):
         {Strategy.FULL_REFRESH, Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED, Strategy.FILE_MTIME}
     )
     needs_contract = True
+    local_path_fields = frozenset({"base_path"})
 
     @property
     def base_path(self) -> Path:
-        """Resolved base directory."""
+        """Resolved base directory (inside the tenant's data roots)."""
         assert isinstance(self.connection, CsvConnection)
-        base = Path(self.connection.base_path)
-        return (base if base.is_absolute() else self.project_dir / base).resolve()
+        if self.connection.base_path is None:
+            if not self.data_roots:
+                raise ConfigError("csv source: no base_path and no data root configured for this tenant")
+            return self.data_roots[0]
+        return confine(self.connection.base_path, self.data_roots, base=self.project_dir, what="source.connection.base_path")
 
     def check_connection(self) -> None:
         """The base directory must exist and be readable."""

@@ -222,6 +222,7 @@ class MySQLSource(SqlSource[MyColumn]):
 
     type = "mysql"
     connection_model = MySQLConnection
+    local_path_fields = frozenset({"ssl_ca"})
     driver_error = pymysql.err.MySQLError
     list_objects_sql = (
         "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY 1, 2"

@@ -189,6 +189,7 @@ class PostgresSource(SqlSource[PgColumn]):
 
     type = "postgres"
     connection_model = PostgresConnection
+    local_path_fields = frozenset({"sslrootcert"})
     driver_error = psycopg2.Error
     list_objects_sql = (
         "SELECT table_schema, table_name FROM information_schema.tables "

@@ -7,8 +7,9 @@ import importlib
 from pydantic import ValidationError
 
 from dativo_dagster.config.plan import JobPlan
-from dativo_dagster.config.secrets import SecretResolver, register_secrets
+from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
 from dativo_dagster.errors import ConfigError
+from dativo_dagster.paths import confine
 from dativo_dagster.sources.base import Source
 
 # Imported lazily so a code location with only CSV jobs never imports database drivers.
@@ -52,7 +53,13 @@ def build_source(job: JobPlan, resolver: SecretResolver) -> Source:
     }
     register_secrets(credentials.values())
     connection = resolver.resolve(dict(job.connection), where=f"{where}.connection")
-    register_secrets(str(v) for k, v in connection.items() if "pass" in k.lower() or "secret" in k.lower())
+    register_secrets(
+        part for key, value in connection.items() for part in secret_parts(value, sensitive=is_sensitive_key(key))
+    )
+    for name in cls.local_path_fields:
+        value = connection.get(name)
+        if isinstance(value, str):
+            confine(value, job.data_roots, base=job.project_dir, what=f"{where}.connection.{name}")
     try:
         model = cls.connection_model.model_validate(connection)
     except ValidationError as exc:

@@ -50,7 +50,7 @@ class Runner:
 
     def __init__(self, root: Path, environ: dict[str, str] | None = None) -> None:
         self.root = root
-        self.job: JobPlan = load_plan(root).jobs[0]
+        self.job: JobPlan = load_plan(root, strict=True).jobs[0]
         self.resolver = SecretResolver(environ or {})
         self.writer = IcebergWriter(build_catalog(self.job.target, self.resolver, root), target_file_rows=50_000)
         self.runs = 0

@@ -47,7 +47,7 @@ class Harness(abc.ABC):
         self.root = root
 
     def write_project(self, source_recipe: str, job: str) -> None:
-        (self.root / "tenants/acme/jobs").mkdir(parents=True)
+        (self.root / "tenants/acme/jobs").mkdir(parents=True, exist_ok=True)
         (self.root / "connectors/sources").mkdir(parents=True)
         (self.root / "connectors/targets").mkdir(parents=True)
         (self.root / "connectors/schemas/contract").mkdir(parents=True)
@@ -73,14 +73,14 @@ class CsvHarness(Harness):
     name = "csv"
 
     def setup(self) -> None:
-        data = self.root / "data"
-        data.mkdir()
+        data = self.root / "tenants/acme/data"
+        data.mkdir(parents=True)
         self.file = data / "items.csv"
         self.file.write_text("id,label,price\n")
         self.add_rows(1, 10)
         self.write_project(
             "name: csv\ntype: csv\n",
-            "tenant: acme\nname: contract\nsource: {recipe: csv, connection: {base_path: data}}\n"
+            "tenant: acme\nname: contract\nsource: {recipe: csv}\n"
             "target: {recipe: local}\nobjects:\n  - name: items\n    contract: {name: contract/items, version: 1}\n"
             "    options: {path: items.csv}\n    incremental: {strategy: append, cursor_field: id}\n",
         )
@@ -176,7 +176,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 
 
 def _job(root: Path) -> JobPlan:
-    (job,) = load_plan(root).jobs
+    (job,) = load_plan(root, strict=True).jobs
     return job
 
 

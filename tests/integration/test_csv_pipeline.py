@@ -19,7 +19,7 @@ CUSTOMERS = dg.AssetKey(["demo", "csv", "customers"])
 
 
 def run(project: Path, instance: dg.DagsterInstance, *keys: dg.AssetKey) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(load_plan(project))
+    defs = build_definitions(load_plan(project, strict=True))
     return dg.materialize(
         assets=list(defs.assets or []),
         selection=list(keys) or None,

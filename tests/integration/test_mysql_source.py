@@ -261,7 +261,7 @@ def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: P
         {"host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "engine": engine},
         [{"name": "big", "options": {"table": "big", "batch_rows": 1000}}],
     )
-    job = load_plan(root).jobs[0]
+    job = load_plan(root, strict=True).jobs[0]
     source = build_source(job, SecretResolver({}))
     stream = iter(source.read(ReadRequest(obj=job.objects[0])))
     next(stream)

@@ -381,7 +381,7 @@ def test_connection_dropped_while_consuming_is_ext001(pg: tuple[Any, str], tmp_p
         {**CONNECTION, "application_name": f"dativo_drop_{schema}"},
         [{"name": "big", "options": {"table": f"{schema}.big", "batch_rows": 1000}}],
     )
-    job = load_plan(root).jobs[0]
+    job = load_plan(root, strict=True).jobs[0]
     source = build_source(job, SecretResolver({}))
     extraction = source.read(ReadRequest(obj=job.objects[0]))
     stream = iter(extraction)
@@ -420,7 +420,7 @@ def test_views_and_hostile_column_names(pg: tuple[Any, str], tmp_path: Path) -> 
     evil = runner.run("evil_col")
     assert isinstance(evil.error, ConfigError) and "'id; DROP TABLE x'" in str(evil.error)
     # the COPY text quotes the hostile name as one identifier
-    job = load_plan(runner.root).jobs[0]
+    job = load_plan(runner.root, strict=True).jobs[0]
     with build_source(job, SecretResolver({})) as source:
         assert isinstance(source, PostgresSource)
         obj = job.object("picked")
@@ -453,7 +453,7 @@ def test_postgres_job_through_dagster(pg: tuple[Any, str], tmp_path: Path) -> No
             }
         ],
     )
-    defs = build_definitions(load_plan(root))
+    defs = build_definitions(load_plan(root, strict=True))
     result = dg.materialize(
         assets=list(defs.assets or []), resources=defs.resources, instance=dg.DagsterInstance.ephemeral()
     )

@@ -36,7 +36,7 @@ def test_corpus_is_large_enough() -> None:
 def test_broken_file_gives_cfg001_with_file_and_path(tmp_path: Path, case: Path) -> None:
     root = _broken_project(tmp_path, case)
     with pytest.raises(ConfigProblems) as info:
-        load_plan(root)
+        load_plan(root, strict=True)
     error = info.value
     assert isinstance(error, ConfigError)
     assert error.code == "CFG001"
@@ -65,7 +65,7 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
     (root / "connectors/sources/csv.yaml").write_text("name: csv\ntype: excel\n")
     (root / "connectors/schemas/shop/orders.v1.yaml").write_text("name: shop/orders\nversion: 1\ncolumns: []\n")
     with pytest.raises(ConfigProblems) as info:
-        load_plan(root)
+        load_plan(root, strict=True)
     assert len(info.value.problems) >= 2
     assert str(info.value).count("CFG001: ") == len(info.value.problems)
 

@@ -25,7 +25,7 @@ def test_definitions_module_loads(project: Path) -> None:
 
 
 def test_specs_keys_groups_tags_kinds_metadata(project: Path) -> None:
-    defs = build_definitions(load_plan(project))
+    defs = build_definitions(load_plan(project, strict=True))
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     orders = specs["demo/csv/orders"]
     assert orders.group_name == "demo"
@@ -38,7 +38,7 @@ def test_specs_keys_groups_tags_kinds_metadata(project: Path) -> None:
 
 
 def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path) -> None:
-    defs = build_definitions(load_plan(project))
+    defs = build_definitions(load_plan(project, strict=True))
     (assets,) = list(defs.assets or [])
     assert isinstance(assets, dg.AssetsDefinition)
     assert assets.can_subset
@@ -48,7 +48,7 @@ def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path)
 
 
 def test_schedule_from_runner_yaml_requests_the_tenant_job_assets(project: Path) -> None:
-    defs = build_definitions(load_plan(project))
+    defs = build_definitions(load_plan(project, strict=True))
     schedule = defs.resolve_schedule_def("demo__shop__schedule")
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.execution_timezone == "UTC"
@@ -62,7 +62,7 @@ def test_schedule_from_runner_yaml_requests_the_tenant_job_assets(project: Path)
 
 def test_no_job_per_tenant_job(project: Path) -> None:
     """Schedules launch the tenant's assets in the asset job: Dagster resolves one job per load."""
-    repository = build_definitions(load_plan(project)).get_repository_def()
+    repository = build_definitions(load_plan(project, strict=True)).get_repository_def()
     assert [job.name for job in repository.get_all_jobs()] == [repository.get_implicit_global_asset_job_def().name]
 
 
@@ -78,7 +78,7 @@ def test_loads_without_secrets_in_the_environment(project: Path, monkeypatch: py
     job = project / "tenants/demo/jobs/shop.yaml"
     job.write_text(job.read_text().replace("base_path: tenants/demo/data", "base_path: ${DEMO_DATA_DIR}"))
     monkeypatch.delenv("DEMO_DATA_DIR", raising=False)
-    defs = build_definitions(load_plan(project))
+    defs = build_definitions(load_plan(project, strict=True))
     assert len(list(defs.resolve_all_asset_specs())) == 2
 
 
