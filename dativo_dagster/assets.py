@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
-from dativo_dagster.errors import DativoError, ErrorClass, StateError
+from dativo_dagster.config.secrets import redact_text
+from dativo_dagster.errors import DativoError, ErrorClass, RetryExhaustedError, StateError, UnexpectedError, unexpected
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import CHECK_CONTRACT, build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
@@ -148,23 +149,42 @@ def contract_check(result: "ObjectResult", key: dg.AssetKey) -> dg.AssetCheckRes
     )
 
 
-def failure_for(job: JobPlan, failures: "list[ObjectResult]", succeeded: int) -> dg.Failure:
-    """One Failure for the step; retries allowed only if every failure is transient."""
+def failure_for(job: JobPlan, failures: "list[ObjectResult]", succeeded: int, retry_number: int = 0) -> dg.Failure:
+    """One Failure for the step.
+
+    Retries are allowed only if every failure is transient and the job's retry budget is not
+    spent; a transient failure on the last attempt becomes RETRY001 (permanent for the run). An
+    unclassified exception (a bug) is never retried and keeps its traceback in the metadata.
+    """
     errors = [f.error for f in failures if f.error is not None]
     transient = all(e.error_class is ErrorClass.TRANSIENT for e in errors)
-    lines = [f"{f.obj.name}: {f.error}" for f in failures]
+    lines = [redact_text(f"{f.obj.name}: {f.error}") for f in failures]
     first = errors[0]
+    code = first.code
+    bugs = [e for e in errors if isinstance(e, UnexpectedError)]
+    if bugs:
+        code = UnexpectedError.code
     summary = f"{job.label}: {len(failures)} object(s) failed, {succeeded} succeeded — {lines[0]}"
-    return dg.Failure(
-        description=summary,
-        metadata={
-            "dativo/error_code": first.code,
-            "dativo/error_class": "transient" if transient else "permanent",
-            "dativo/failed_objects": ", ".join(f.obj.name for f in failures),
-            "dativo/errors": "\n".join(lines),
-        },
-        allow_retries=transient,
-    )
+    retries_left = transient and retry_number < job.retry.max_retries
+    if transient and not retries_left:
+        code = RetryExhaustedError.code
+        attempts = retry_number + 1
+        summary = (
+            f"{RetryExhaustedError.code}: {job.label}: retries exhausted after {attempts} attempt(s); "
+            f"last failure: {lines[0]}"
+        )
+    metadata: dict[str, object] = {
+        "dativo/error_code": code,
+        "dativo/error_class": "transient" if retries_left else ("bug" if bugs else "permanent"),
+        "dativo/failed_objects": ", ".join(f.obj.name for f in failures),
+        "dativo/errors": "\n".join(lines),
+        "dativo/attempt": retry_number + 1,
+    }
+    if bugs:
+        metadata["dativo/traceback"] = dg.MetadataValue.text(
+            "\n\n".join(redact_text(bug.context.get("traceback", "")) for bug in bugs)
+        )
+    return dg.Failure(description=redact_text(summary), metadata=metadata, allow_retries=retries_left)  # type: ignore[arg-type]
 
 
 def ingest_config(raw: object) -> IngestConfig:
@@ -211,16 +231,27 @@ def run_job(
     checks: set[dg.AssetCheckKey] | frozenset[dg.AssetCheckKey],
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end."""
-    from dativo_dagster.engine import ingest_object
+    from dativo_dagster.engine import ObjectResult, ingest_object
+    from dativo_dagster.state import ReconciledCursor
 
+    retry_number = context.retry_number
     try:
         source = dativo.source_for(job)
         writer = dativo.writer_for(job.target)
     except DativoError as exc:
+        retries_left = exc.transient and retry_number < job.retry.max_retries
+        code = exc.code if retries_left or not exc.transient else RetryExhaustedError.code
         raise dg.Failure(
-            description=f"{job.label}: {exc}",
-            metadata=dict(exc.as_metadata()),
-            allow_retries=exc.transient,
+            description=redact_text(f"{code}: {job.label}: {exc}" if code != exc.code else f"{job.label}: {exc}"),
+            metadata={**exc.as_metadata(), "dativo/error_code": code},
+            allow_retries=retries_left,
+        ) from None
+    except Exception as exc:
+        bug = unexpected(exc)
+        raise dg.Failure(
+            description=redact_text(f"{job.label}: {bug}"),
+            metadata={**bug.as_metadata(), "dativo/traceback": dg.MetadataValue.text(bug.context["traceback"])},
+            allow_retries=False,
         ) from None
     failures: list[ObjectResult] = []
     succeeded = 0
@@ -239,12 +270,21 @@ def run_job(
             for obj in objects
         }
         for future in as_completed(futures):
-            result = future.result()
+            try:
+                result = future.result()
+            except Exception as exc:
+                # An exception no code covers is a bug: this object fails without retry, and the
+                # objects that committed still get their events.
+                bug = unexpected(exc)
+                context.log.error(f"{futures[future].label}: {bug}\n{bug.context['traceback']}")
+                result = ObjectResult(
+                    obj=futures[future], write=None, reconciled=ReconciledCursor(None, "none", "failed"), error=bug
+                )
             key = translator.asset_key(result.obj)
             check_key = dg.AssetCheckKey(key, CHECK_CONTRACT)
             if result.error is not None:
                 failures.append(result)
-                context.log.error(f"{result.obj.label}: {result.error}")
+                context.log.error(redact_text(f"{result.obj.label}: {result.error}"))
                 if check_key in checks:
                     yield contract_check(result, key)
                 continue
@@ -253,4 +293,4 @@ def run_job(
             if check_key in checks:
                 yield contract_check(result, key)
     if failures:
-        raise failure_for(job, failures, succeeded)
+        raise failure_for(job, failures, succeeded, retry_number)

@@ -82,7 +82,7 @@ def _find_job(plan: Plan, label: str) -> JobPlan:
         broken = plan.broken_job(label)
         if broken is not None:
             raise ConfigProblems(list(broken.problems)) from None
-        known = ", ".join(j.label for j in [*plan.jobs, *plan.broken]) or "none"
+        known = ", ".join([*(j.label for j in plan.jobs), *(j.label for j in plan.broken)]) or "none"
         raise ConfigError(f"job '{label}' is not in runner.yaml (known jobs: {known})") from None
 
 
@@ -177,7 +177,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         schedule = job.schedule.cron_expression if job.schedule else "-"
         for obj in job.objects:
             how = obj.strategy.value + (f"({obj.cursor_field})" if obj.cursor_field else "")
-            table.add_row(*_cells(job.label, obj.name, how, obj.write_mode.value, ".".join(obj.table_identifier), schedule))
+            table.add_row(
+                *_cells(job.label, obj.name, how, obj.write_mode.value, ".".join(obj.table_identifier), schedule)
+            )
     console.print(table)
     for broken in plan.broken:
         say_error(f"{broken.label}: broken ({len(broken.problems)} problem(s); run 'dativo validate')")
@@ -257,9 +259,7 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
             assert result.write is not None
             start = result.reconciled.cursor.display() if result.reconciled.cursor else "beginning"
             after = result.write.cursor.display() if result.write.cursor else "-"
-            table.add_row(
-                *_cells(obj.name, start, f"{result.write.rows_written:,}", result.write.rows_rejected, after)
-            )
+            table.add_row(*_cells(obj.name, start, f"{result.write.rows_written:,}", result.write.rows_rejected, after))
     console.print(table)
     say_note("dry run: nothing was written")
     return EXIT_OK if not failed else (EXIT_FAILED if failed == len(objects) else EXIT_PARTIAL)

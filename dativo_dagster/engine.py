@@ -7,6 +7,7 @@ about Dagster: the caller passes the cursor Dagster last recorded (if any) and t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,8 @@ from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, DativoError
 from dativo_dagster.iceberg.deletes import referenced_data_file
-from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult, read_table_cursor
+from dativo_dagster.iceberg.tables import read_table_cursor
+from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult
 from dativo_dagster.logs import log_context
 from dativo_dagster.sources.base import ReadRequest, Source
 from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
@@ -89,6 +91,9 @@ def start_cursor(obj: ObjectPlan, writer: IcebergWriter, dagster: DagsterState) 
     """Reconcile Dagster's record with the table's snapshot history (the table wins)."""
     table = writer.load_table(*obj.table_identifier)
     table_cursor = read_table_cursor(table) if table is not None else None
+    # The dativo snapshot this run starts from, whatever the cursor: the commit checks that no
+    # other run of the object committed after it.
+    base_snapshot_id = table_cursor.snapshot_id if table_cursor is not None else None
     if table_cursor is not None and table_cursor.cursor is not None:
         stored = table_cursor.cursor
         if stored.strategy is not obj.strategy or stored.field != obj.cursor_field:
@@ -102,13 +107,14 @@ def start_cursor(obj: ObjectPlan, writer: IcebergWriter, dagster: DagsterState) 
     initial_value = obj.config.incremental.initial_value
     if initial_value is not None:
         initial = CursorState(strategy=obj.strategy, field=obj.cursor_field, value=initial_value)
-    return reconcile_cursor(
+    reconciled = reconcile_cursor(
         dagster_cursor=dagster.cursor,
         dagster_snapshot_id=dagster.snapshot_id,
         table=table_cursor,
         table_exists=table is not None,
         initial=initial,
     )
+    return dataclasses.replace(reconciled, table_snapshot_id=base_snapshot_id)
 
 
 def ingest_object(
@@ -153,6 +159,7 @@ def ingest_object(
                 new_cursor=extraction.new_cursor,
                 keys_unique=extraction.unique_keys,
                 replaces=extraction.replaces,
+                base_snapshot_id=reconciled.table_snapshot_id,
             )
             total = _total_rows(writer, obj)
             log.info(

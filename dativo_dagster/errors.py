@@ -84,10 +84,17 @@ class PaginationError(DativoError):
 
 
 class StorageError(DativoError):
-    """STG001: Iceberg catalog or object-store failure."""
+    """STG001: Iceberg catalog or object-store failure that may pass (unreachable, conflict, full)."""
 
     code = "STG001"
     error_class = ErrorClass.TRANSIENT
+
+
+class StorageStateError(StorageError):
+    """STG001, permanent: the table or catalog is in a state a retry cannot change (a missing data
+    file, unreadable metadata)."""
+
+    error_class = ErrorClass.PERMANENT
 
 
 class StateError(DativoError):
@@ -106,3 +113,28 @@ class RetryExhaustedError(DativoError):
     """RETRY001: retries exhausted or circuit open."""
 
     code = "RETRY001"
+
+
+class UnexpectedError(DativoError):
+    """An exception no code covers: a bug in dativo or a connector. Never retried.
+
+    Raised around the original exception (``__cause__``), whose traceback is kept for the report.
+    """
+
+    code = "BUG"
+
+
+def unexpected(exc: BaseException) -> UnexpectedError:
+    """Wrap an exception no code covers (a bug), keeping its traceback (secrets redacted) for the report."""
+    import traceback
+
+    from dativo_dagster.config.secrets import redact_text
+
+    trace = redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    error = UnexpectedError(
+        redact_text(f"unexpected {type(exc).__name__}: {exc}")[:500],
+        hint="this is a bug, not a problem with the data or the configuration; it is not retried",
+        traceback=trace,
+    )
+    error.__cause__ = exc
+    return error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,15 +33,27 @@ def _notify(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
 
 
 def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: hide secret values and secret-named fields."""
+    """structlog processor: hide secret values and secret-named fields, however deeply nested."""
     for key, value in list(event_dict.items()):
-        if is_sensitive_key(key):
-            event_dict[key] = REDACTED
-        elif isinstance(value, str):
-            event_dict[key] = redact_text(value)
-        elif isinstance(value, BaseException):
-            event_dict[key] = redact_text(f"{type(value).__name__}: {value}")
+        event_dict[key] = REDACTED if is_sensitive_key(key) else redact_value(value)
     return event_dict
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """``value`` with secret values and secret-named keys hidden (dicts, lists, exceptions, text)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    if depth > 8:
+        return redact_text(repr(value))
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_sensitive_key(str(k)) else redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact_value(item, depth + 1) for item in value]
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return redact_text(str(value))
 
 
 def configure_logging(

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from dativo_dagster.config.loader import default_project_dir, load_plan
+from dativo_dagster.config.loader import default_project_dir, load_plan, load_target_recipe
 from dativo_dagster.config.models import TargetRecipe
-from dativo_dagster.config.plan import JobPlan, Plan
+from dativo_dagster.config.plan import JobPlan, ObjectPlan, Plan
 from dativo_dagster.config.secrets import SecretResolver
 
 if TYPE_CHECKING:
@@ -77,63 +77,104 @@ class DativoResource(dg.ConfigurableResource):
 class IcebergIOManager(dg.ConfigurableIOManager):
     """Reads dativo's Iceberg tables into downstream assets; writes Arrow tables from user assets.
 
-    Downstream assets declare ``deps``/``ins`` on a dativo asset and receive a ``pyarrow.Table``.
-    A user asset that returns a ``pyarrow.Table`` has it written (overwrite) to
-    ``<namespace>.<table>`` where the namespace is the key prefix joined by ``_``.
+    Downstream assets declare ``deps``/``ins`` on a dativo asset and receive a ``pyarrow.Table``
+    read from that asset's own target (catalog and warehouse of its tenant job). A user asset that
+    returns a ``pyarrow.Table`` has it written (overwrite) to ``<namespace>.<table>`` of ``target``,
+    where the namespace is the key prefix joined by ``_``; it records the asset as the table's
+    owner, and never writes a tenant's namespace or a table another owner holds.
 
     Attributes:
-        target: Target recipe name (connectors/targets/<target>.yaml).
+        target: Target recipe (connectors/targets/<target>.yaml) for assets dativo does not define.
         project_dir: As for :class:`DativoResource`.
     """
 
     target: str = "local"
     project_dir: str | None = None
     _plan: Plan | None = PrivateAttr(default=None)
+    _writers: dict[str, IcebergWriter] = PrivateAttr(default_factory=dict)
 
     @cached_property
     def _root(self) -> Path:
         return Path(self.project_dir).resolve() if self.project_dir else default_project_dir()
 
-    def _writer(self) -> IcebergWriter:
-        from dativo_dagster.config.loader import _Loader
+    def _load_plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = load_plan(self._root)
+        return self._plan
+
+    def _writer(self, target: TargetRecipe) -> IcebergWriter:
         from dativo_dagster.iceberg.catalog import build_catalog
         from dativo_dagster.iceberg.writer import IcebergWriter
 
-        loader = _Loader(self._root)
-        recipe = loader.parse(TargetRecipe, self._root / "connectors" / "targets" / f"{self.target}.yaml")
-        if recipe is None:
-            from dativo_dagster.config.loader import ConfigProblems
+        writer = self._writers.get(target.name)
+        if writer is None:
+            writer = IcebergWriter(
+                build_catalog(target, SecretResolver(), self._root), table_properties=dict(target.table_properties)
+            )
+            self._writers[target.name] = writer
+        return writer
 
-            raise ConfigProblems(loader.problems)
-        return IcebergWriter(build_catalog(recipe, SecretResolver(), self._root))
+    def _dativo_object(self, key: dg.AssetKey) -> tuple[JobPlan, ObjectPlan] | None:
+        from dativo_dagster.translator import DativoTranslator
 
-    def _identifier(self, key: dg.AssetKey) -> tuple[str, str]:
-        if self._plan is None:
-            self._plan = load_plan(self._root)
-        for job in self._plan.jobs:
+        translator = DativoTranslator()
+        for job in self._load_plan().jobs:
             for obj in job.objects:
-                if [obj.tenant, obj.source_name, obj.name] == list(key.path):
-                    return obj.table_identifier
-        return ("_".join(key.path[:-1]) or "default", key.path[-1])
+                if translator.asset_key(obj) == key:
+                    return job, obj
+        return None
+
+    def _user_table(self, key: dg.AssetKey) -> tuple[str, str]:
+        """Where a user asset's table goes; CFG001 if that is a tenant's namespace."""
+        from dativo_dagster.config.models import NAMESPACE_SEPARATOR
+        from dativo_dagster.errors import ConfigError
+
+        namespace = "_".join(key.path[:-1]) or "default"
+        plan = self._load_plan()
+        tenants = {job.tenant for job in plan.jobs} | {job.tenant for job in plan.broken}
+        owner = namespace.split(NAMESPACE_SEPARATOR, 1)[0]
+        if owner in tenants:
+            raise ConfigError(
+                f"asset {key.to_user_string()} would write namespace '{namespace}', which belongs to tenant '{owner}'",
+                hint="give the asset a key prefix that is not a tenant id",
+            )
+        return namespace, key.path[-1]
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        """Overwrite the asset's table with an Arrow table."""
+        """Overwrite the asset's table with an Arrow table (user assets only)."""
         import pyarrow as pa
+
+        from dativo_dagster.errors import ConfigError
+        from dativo_dagster.iceberg.tables import Owner
+        from dativo_dagster.state import PROP_RUN_ID
 
         if obj is None:
             return
         if not isinstance(obj, pa.Table):
             raise TypeError(f"IcebergIOManager stores pyarrow.Table outputs, got {type(obj).__name__}")
-        namespace, name = self._identifier(context.asset_key)
-        writer = self._writer()
-        table = writer.ensure_table(namespace, name, obj.schema)
-        table.overwrite(obj, snapshot_properties={"dativo.run-id": context.run_id})
+        key = context.asset_key
+        if self._dativo_object(key) is not None:
+            raise ConfigError(f"asset {key.to_user_string()} is a dativo asset; only dativo writes its table")
+        namespace, name = self._user_table(key)
+        writer = self._writer(load_target_recipe(self._root, self.target))
+        owner = Owner(tenant="dagster", label=f"dagster:{key.to_user_string()}")
+        writer.tables.check_namespace(namespace, owner)
+        table = writer.ensure_table(namespace, name, obj.schema, owner)
+        table.overwrite(obj, snapshot_properties={PROP_RUN_ID: context.run_id})
         context.add_output_metadata({"dagster/row_count": obj.num_rows, "dagster/table_name": f"{namespace}.{name}"})
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
-        """Read the upstream asset's Iceberg table."""
-        namespace, name = self._identifier(context.asset_key)
-        table = self._writer().load_table(namespace, name)
+        """Read the upstream asset's Iceberg table, from the upstream asset's own target."""
+        key = context.asset_key
+        found = self._dativo_object(key)
+        if found is not None:
+            job, dativo_obj = found
+            target = job.target
+            namespace, name = dativo_obj.table_identifier
+        else:
+            target = load_target_recipe(self._root, self.target)
+            namespace, name = self._user_table(key)
+        table = self._writer(target).load_table(namespace, name)
         if table is None:
             raise dg.Failure(f"Iceberg table {namespace}.{name} does not exist yet; materialize it first")
         return table.scan().to_arrow()

@@ -139,6 +139,7 @@ class ReconciledCursor:
     cursor: CursorState | None
     origin: str  # "table", "dagster", "initial" or "none"
     note: str
+    table_snapshot_id: int | None = None  # the dativo snapshot the table's cursor was read from
 
 
 def reconcile_cursor(
@@ -171,7 +172,7 @@ def reconcile_cursor(
             )
         else:
             note = "Dagster's snapshot is not in the table history (rolled back or recreated); using the table"
-        return ReconciledCursor(table.cursor, "table", note)
+        return ReconciledCursor(table.cursor, "table", note, table.snapshot_id)
     if dagster_cursor is not None:
         where = "exists but holds no dativo snapshot" if table_exists else "does not exist"
         return ReconciledCursor(

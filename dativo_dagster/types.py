@@ -547,7 +547,7 @@ def _as_text(array: pa.Array) -> pa.Array:
             return pc.cast(array, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             pass
-    texts = []
+    texts: list[str | None] = []
     for value in array.to_pylist():
         if value is None:
             texts.append(None)

@@ -221,11 +221,11 @@ def load_plan(project_dir: Path | str | None = None, *, strict: bool = False) ->
         if not entry.enabled:
             continue
         problems: list[str] = []
-        plan = _load_job(loader, runner, entry, index, problems)
-        if plan is None or problems:
+        job = _load_job(loader, runner, entry, index, problems)
+        if job is None or problems:
             broken.append(_broken(loader, runner, entry, problems))
         else:
-            jobs.append(plan)
+            jobs.append(job)
     jobs, clashes = _one_owner_per_table(loader, runner, jobs)
     broken.extend(clashes)
     plan = Plan(project_dir=root, runner=runner, jobs=tuple(jobs), broken=tuple(broken))
@@ -233,6 +233,22 @@ def load_plan(project_dir: Path | str | None = None, *, strict: bool = False) ->
         raise ConfigProblems(plan.problems)
     loader.parse_cache.save()
     return plan
+
+
+def load_target_recipe(project_dir: Path, name: str) -> TargetRecipe:
+    """One target recipe (connectors/targets/<name>.yaml), validated.
+
+    Raises:
+        ConfigProblems: CFG001 when it is missing or invalid.
+    """
+    loader = _Loader(project_dir)
+    runner = loader.parse(RunnerConfig, project_dir / "runner.yaml")
+    connectors = project_dir / (runner.connectors_dir if runner else "connectors")
+    path = connectors / "targets" / f"{name}.yaml"
+    recipe = loader.parse(TargetRecipe, path)
+    if recipe is None:
+        raise ConfigProblems(loader.problems or [f"{loader.label(path)}: could not be loaded"])
+    return recipe
 
 
 def _broken(loader: _Loader, runner: RunnerConfig, entry: JobEntry, problems: list[str]) -> BrokenJob:
@@ -271,9 +287,7 @@ def _one_owner_per_table(
                     )
                 claimed[key] = obj.owner
         if problems:
-            broken.append(
-                BrokenJob(job.tenant, job.name, tuple(problems), job.job_file, job.code_location)
-            )
+            broken.append(BrokenJob(job.tenant, job.name, tuple(problems), job.job_file, job.code_location))
             continue
         owners.update(claimed)
         kept.append(job)
@@ -394,6 +408,7 @@ def _load_job(
                 namespace=job.target.namespace or job.tenant,
                 table=obj.table or obj.name,
                 max_rejected_rate=quality.max_rejected_rate,
+                allow_empty_refresh=quality.allow_empty_refresh,
             )
         )
     if problems or len(objects) != len(job.objects):
@@ -445,9 +460,7 @@ def _check_connection_keys(problems: list[str], label: str, model: type[BaseMode
     allowed = set(model.model_fields)
     for key in connection:
         if key not in allowed:
-            problems.append(
-                f"{label}: source.connection.{key}: unknown field (allowed: {', '.join(sorted(allowed))})"
-            )
+            problems.append(f"{label}: source.connection.{key}: unknown field (allowed: {', '.join(sorted(allowed))})")
     literal = {k: v for k, v in connection.items() if k in allowed}
     has_reference = any(isinstance(v, str) and "${" in v for v in literal.values())
     if not has_reference:

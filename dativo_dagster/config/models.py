@@ -268,6 +268,9 @@ class Quality(StrictModel):
     """Data-quality thresholds for one object."""
 
     max_rejected_rate: float = Field(default=0.05, ge=0, le=1)
+    allow_empty_refresh: bool = Field(
+        default=False, description="let a full refresh that reads no valid row empty a table that has rows"
+    )
 
 
 class ContractRef(StrictModel):

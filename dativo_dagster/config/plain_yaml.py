@@ -60,7 +60,7 @@ class YamlRefused(ValueError):
         super().__init__(f"{where}{reason}")
 
 
-class _PlainLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _PlainLoader(_BaseLoader):
     """The C safe loader; construction happens only after :func:`_inspect` accepted the graph."""
 
 
@@ -129,8 +129,8 @@ def _children(node: Node) -> list[Node]:
 
 def _check_node(node: Node) -> None:
     if isinstance(node, ScalarNode):
-        if node.tag == _TIMESTAMP and node.style is None:
-            node.tag = _STR  # a bare date stays the text it was written as
+        if node.tag == _TIMESTAMP:
+            node.tag = _STR  # a date stays the text it was written as
         elif node.tag not in _PLAIN_SCALARS:
             raise YamlRefused(f"tag {_short(node.tag)} is not plain data", node)
     elif isinstance(node, SequenceNode):

@@ -34,6 +34,7 @@ class ObjectPlan:
     namespace: str
     table: str
     max_rejected_rate: float
+    allow_empty_refresh: bool = False
 
     @property
     def name(self) -> str:

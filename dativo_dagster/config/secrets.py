@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import re
 import threading
-from urllib.parse import unquote
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from dativo_dagster.errors import ConfigError
 

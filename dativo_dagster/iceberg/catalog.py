@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,29 @@ from pyiceberg.catalog import Catalog, load_catalog
 
 from dativo_dagster.config.models import TargetRecipe
 from dativo_dagster.config.secrets import SecretResolver
-from dativo_dagster.errors import ConfigError, StorageError
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.iceberg.failures import storage_failure
 
 _SQLITE_PREFIX = "sqlite:///"
 
 
-def resolve_local_uri(uri: str, project_dir: Path) -> str:
+def _make_directory(path: Path, what: str, shown: str) -> None:
+    """Create a local directory the target needs; CFG001 naming it when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} '{shown}' cannot be created ({type(exc).__name__}: {exc.strerror or exc})",
+            hint="point the target recipe at a directory the run's user can write",
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{what} '{shown}' is not writable by the run's user",
+            hint="point the target recipe at a directory the run's user can write",
+        )
+
+
+def resolve_local_uri(uri: str, project_dir: Path, what: str = "catalog.uri") -> str:
     """Anchor a relative ``sqlite:///`` path at the project directory and create its folder.
 
     A bare ``postgresql://`` URI is pinned to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3,
@@ -22,24 +40,26 @@ def resolve_local_uri(uri: str, project_dir: Path) -> str:
     """
     if uri.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg2://" + uri.split("://", 1)[1]
-    if not uri.startswith(_SQLITE_PREFIX) or uri.startswith(_SQLITE_PREFIX + "/"):
-        if uri.startswith(_SQLITE_PREFIX + "/"):
-            Path(uri[len(_SQLITE_PREFIX) :]).parent.mkdir(parents=True, exist_ok=True)
+    if not uri.startswith(_SQLITE_PREFIX):
         return uri
-    path = (project_dir / uri[len(_SQLITE_PREFIX) :]).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = uri[len(_SQLITE_PREFIX) :]
+    path = (Path(raw) if raw.startswith("/") else project_dir / raw).resolve()
+    _make_directory(path.parent, f"{what}: the catalog directory", raw.rsplit("/", 1)[0] or ".")
     return f"{_SQLITE_PREFIX}{path}"
 
 
-def resolve_warehouse(warehouse: str, project_dir: Path) -> str:
-    """Return a warehouse URI; local paths become absolute ``file://`` URIs (created if missing)."""
+def resolve_warehouse(warehouse: str, project_dir: Path, what: str = "warehouse") -> str:
+    """Return a warehouse URI; local paths become absolute ``file://`` URIs (created if missing).
+
+    Raises:
+        ConfigError: CFG001 naming the path when the directory cannot be created or written.
+    """
     if "://" in warehouse and not warehouse.startswith("file://"):
         return warehouse
     raw = warehouse.removeprefix("file://")
     path = Path(raw) if Path(raw).is_absolute() else (project_dir / raw)
-    path = path.resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return f"file://{path}"
+    _make_directory(path.resolve(), what, raw)
+    return f"file://{path.resolve()}"
 
 
 def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_dir: Path) -> dict[str, Any]:
@@ -52,10 +72,12 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
     warehouse = resolver.resolve(target.warehouse, where=f"{where}: warehouse")
     if not warehouse:
         raise ConfigError(f"{where}: warehouse: resolves to an empty string")
-    props["warehouse"] = resolve_warehouse(warehouse, project_dir)
+    props["warehouse"] = resolve_warehouse(warehouse, project_dir, what=f"{where}: warehouse")
     if target.catalog.uri:
         uri = resolver.resolve(target.catalog.uri, where=f"{where}: catalog.uri")
-        props["uri"] = resolve_local_uri(uri, project_dir) if target.catalog.type == "sql" else uri
+        props["uri"] = (
+            resolve_local_uri(uri, project_dir, what=f"{where}: catalog.uri") if target.catalog.type == "sql" else uri
+        )
     return props
 
 
@@ -68,13 +90,17 @@ def build_catalog(target: TargetRecipe, resolver: SecretResolver, project_dir: P
     props = catalog_properties(target, resolver, project_dir)
     try:
         return load_catalog(target.catalog_name, **props)
-    except ConfigError:
-        raise
     except Exception as exc:
-        raise StorageError(
-            f"cannot open Iceberg catalog '{target.name}' ({target.catalog.type}): "
-            f"{resolver.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"
-        ) from None
+        mapped = storage_failure(exc, f"opening Iceberg catalog '{target.name}' ({target.catalog.type})")
+        if mapped is None:
+            if isinstance(exc, (ValueError, ImportError)):
+                # pyiceberg's own "unknown catalog type / missing extra / bad property" complaints.
+                raise ConfigError(
+                    f"connectors/targets/{target.name}.yaml: catalog: {resolver.redact(str(exc).splitlines()[0])}"
+                ) from None
+            raise
+        mapped.message = resolver.redact(mapped.message)
+        raise mapped from None
 
 
 def check_catalog(catalog: Catalog, target: TargetRecipe) -> None:
@@ -82,4 +108,7 @@ def check_catalog(catalog: Catalog, target: TargetRecipe) -> None:
     try:
         catalog.list_namespaces()
     except Exception as exc:
-        raise StorageError(f"Iceberg catalog '{target.name}' is not reachable: {type(exc).__name__}") from None
+        mapped = storage_failure(exc, f"Iceberg catalog '{target.name}' is not reachable")
+        if mapped is None:
+            raise
+        raise mapped from None

@@ -30,6 +30,8 @@ from pyiceberg.manifest import (
 )
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Summary
+from pyiceberg.typedef import Record
+from pyiceberg.types import LongType, StringType
 
 from dativo_dagster.compat.pyiceberg import (
     PYARROW_PARQUET_FIELD_ID_KEY,
@@ -38,8 +40,6 @@ from dativo_dagster.compat.pyiceberg import (
     _OverwriteFiles,
     update_snapshot_summaries,
 )
-from pyiceberg.typedef import Record
-from pyiceberg.types import LongType, StringType
 
 FILE_PATH_FIELD_ID = 2147483546
 POS_FIELD_ID = 2147483545

@@ -56,3 +56,72 @@ def test_structlog_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> Non
     err = capsys.readouterr().err
     assert "super-secret-password-9" not in err
     assert "***" in err and "tenant='demo'" in err
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["token", "api_key", "apiKey", "access_token", "client_secret", "s3.secret-access-key", "private_key", "auth"],
+)
+def test_values_under_secret_named_connection_keys_are_redacted(key: str) -> None:
+    from dativo_dagster.config.secrets import is_sensitive_key, secret_parts
+
+    assert is_sensitive_key(key)
+    assert secret_parts({key: "v4lue-under-" + key}, sensitive=False) == ["v4lue-under-" + key]
+
+
+def test_a_password_inside_a_url_is_a_secret() -> None:
+    from dativo_dagster.config.secrets import secret_parts
+
+    parts = secret_parts("postgresql://user:p%40ss-word-9@db:5432/x", sensitive=False)
+    assert set(parts) == {"p%40ss-word-9", "p@ss-word-9"}
+
+
+def test_build_source_registers_token_and_api_key_values(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dativo_dagster.config import secrets
+    from dativo_dagster.sources.base import ConnectionConfig, Source
+
+    class Conn(ConnectionConfig):
+        token: str
+        api_key: str
+        endpoint: str
+
+    class Fake(Source):
+        type = "fake"
+        connection_model = Conn
+        options_model = ConnectionConfig  # type: ignore[assignment]
+        supported_strategies = frozenset()
+
+        def check_connection(self) -> None: ...
+        def list_objects(self) -> list[str]:
+            return []
+
+        def discover_schema(self, obj: object) -> object: ...  # type: ignore[override]
+        def read(self, request: object) -> object: ...  # type: ignore[override]
+
+    from pathlib import Path
+
+    from dativo_dagster.sources import registry
+
+    monkeypatch.setattr(registry, "source_class", lambda _type: Fake)
+
+    class Job:
+        source = type("S", (), {"type": "fake"})()
+        job_file = Path("/p/tenants/t/jobs/j.yaml")
+        project_dir = Path("/p")
+        credentials: dict[str, str] = {}
+        connection = {"token": "${T}", "api_key": "${K}", "endpoint": "https://user:urlpass-123@api.example"}
+        data_roots = ()
+
+    registry.build_source(Job(), SecretResolver({"T": "token-value-123", "K": "apikey-value-456"}))  # type: ignore[arg-type]
+    registered = secrets.registered_secrets()
+    assert {"token-value-123", "apikey-value-456", "urlpass-123"} <= registered
+
+
+def test_nested_log_fields_are_redacted() -> None:
+    register_secrets(["nested-secret-77"])
+    event = redact_event(
+        None,
+        "info",
+        {"event": "e", "request": {"headers": {"Authorization": "Bearer x"}, "body": ["nested-secret-77"]}},
+    )
+    assert event["request"] == {"headers": {"Authorization": "***"}, "body": ["***"]}

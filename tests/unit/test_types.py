@@ -97,3 +97,86 @@ def test_naive_timestamp_text_for_timestamptz_is_read_as_utc() -> None:
     out = enforcer.enforce(_batch(id=["1"], at=["2024-05-05 12:00:00"]), "r")
     assert out.rejected is None
     assert out.good.column("at").to_pylist()[0] == dt.datetime(2024, 5, 5, 12, tzinfo=dt.timezone.utc)
+
+
+# ----------------------------------------------------------------------------- exact or quarantined
+
+
+import pytest  # noqa: E402
+
+from dativo_dagster.errors import ConfigError  # noqa: E402
+from dativo_dagster.types import SOURCE_REASON_COLUMN, cast_column, check_table_schema  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("values", "source_type", "target", "good", "rejected"),
+    [
+        ([0, 1, 2], pa.int64(), pa.bool_(), [False, True, None], [2]),  # Arrow maps 2 to true
+        ([0.0, 1.0, 0.5], pa.float64(), pa.bool_(), [False, True, None], [2]),
+        ([1.5, 2.0], pa.float64(), pa.decimal128(10, 0), [None, decimal.Decimal("2")], [0]),  # Arrow rounds to 2
+        ([0.1, 1.005], pa.float64(), pa.decimal128(10, 2), [decimal.Decimal("0.10"), None], [1]),
+        (["0x10", "12"], pa.string(), pa.int64(), [None, 12], [0]),  # Arrow reads hex
+        (["1e400", "inf", "1.5"], pa.string(), pa.float64(), [None, float("inf"), 1.5], [0]),  # overflow
+        ([1e300, 1.0], pa.float64(), pa.float32(), [None, 1.0], [0]),
+        (["3.4028236e38"], pa.string(), pa.float32(), [None], [0]),
+        ([decimal.Decimal("1.5")], pa.decimal128(5, 1), pa.int64(), [None], [0]),
+    ],
+)
+def test_casts_are_exact_or_report_the_row(
+    values: list[object], source_type: pa.DataType, target: pa.DataType, good: list[object], rejected: list[int]
+) -> None:
+    array, errors = cast_column(pa.array(values, source_type), target)
+    assert array.to_pylist() == good
+    assert errors is not None
+    assert [i for i, e in enumerate(errors) if e] == rejected
+
+
+def test_one_odd_array_rejects_only_its_row() -> None:
+    enforcer = ContractEnforcer(
+        pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("days", pa.list_(pa.date32()))])
+    )
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array([1, 2, 3, 4], pa.int64()),
+            "days": pa.array(['["2024-01-01"]', '["2024-01-02","infinity"]', '[["2024-01-01"]]', None]),
+        }
+    )
+    out = enforcer.enforce(batch, "r")
+    assert out.good.column("id").to_pylist() == [1, 4]
+    reasons = out.rejected.column(REASON_COLUMN).to_pylist()  # type: ignore[union-attr]
+    assert "element 2 ('infinity')" in reasons[0]
+    assert "multi-dimensional" in reasons[1]
+
+
+def test_rows_the_source_could_not_read_are_rejected_with_its_reason() -> None:
+    enforcer = ContractEnforcer(pa.schema([pa.field("id", pa.int64())]), primary_key=("id",))
+    batch = pa.RecordBatch.from_pydict(
+        {"id": pa.array(["1", "2"]), SOURCE_REASON_COLUMN: pa.array([None, "line 3: expected 2 fields, found 3"])}
+    )
+    out = enforcer.enforce(batch, "r")
+    assert out.good.column("id").to_pylist() == [1]
+    assert out.rejected.column(REASON_COLUMN).to_pylist() == ["line 3: expected 2 fields, found 3"]  # type: ignore[union-attr]
+    assert out.rejected.column("_dativo_key").to_pylist() == ["2"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        (pa.field("_dativo_reason", pa.string()), "reserved prefix"),
+        (pa.field("_DATIVO_x", pa.string()), "reserved prefix"),
+        (pa.field("amount", pa.decimal256(65, 30)), "exceeds Iceberg's 38 digits"),
+        (pa.field("amount", pa.decimal128(5, -2)), "negative scale"),
+        (pa.field("n", pa.uint64()), "unsigned 64-bit"),
+        (pa.field("d", pa.dictionary(pa.int32(), pa.string())), "no Iceberg equivalent"),
+        (pa.field("tags", pa.list_(pa.decimal256(50, 2))), "exceeds Iceberg's 38 digits"),
+    ],
+)
+def test_schemas_iceberg_cannot_hold_are_cfg001_naming_the_column(field: pa.Field, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        check_table_schema(pa.schema([pa.field("id", pa.int64()), field]), "acme/j/o")
+    assert f"column '{field.name}'" in str(raised.value)
+
+
+def test_columns_differing_only_by_case_are_refused() -> None:
+    with pytest.raises(ConfigError, match="differ only by case"):
+        check_table_schema(pa.schema([pa.field("Id", pa.int64()), pa.field("id", pa.int64())]), "t")

@@ -1,0 +1,132 @@
+"""Every private symbol of a dependency dativo uses, one test each: an upgrade fails here, by name.
+
+The versions are pinned exactly in pyproject.toml; these tests say what to re-check when a pin moves.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from dativo_dagster.compat import dagster as dagster_compat
+from dativo_dagster.compat import pyiceberg as iceberg_compat
+
+
+def test_pins_match_the_installed_versions() -> None:
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'"dagster=={version("dagster")}"' in pyproject
+    assert f"pyiceberg[sql-sqlite,sql-postgres]=={version('pyiceberg')}" in pyproject
+
+
+# ----------------------------------------------------------------------------- pyiceberg
+
+
+def _params(func: object) -> list[str]:
+    return list(inspect.signature(func).parameters)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def table(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("c", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    catalog.create_namespace("n")
+    table = catalog.create_table(("n", "t"), schema=pa.schema([pa.field("id", pa.int64())]))
+    table.append(pa.table({"id": pa.array([1, 2], pa.int64())}))
+    return table
+
+
+def test_overwrite_files_producer_state(table) -> None:  # type: ignore[no-untyped-def]
+    from pyiceberg.table.snapshots import Operation
+
+    producer = iceberg_compat._OverwriteFiles(
+        operation=Operation.OVERWRITE, transaction=table.transaction(), io=table.io, snapshot_properties={}
+    )
+    for attribute in iceberg_compat.OVERWRITE_PRODUCER_ATTRIBUTES:
+        assert hasattr(producer, attribute), attribute
+    assert callable(producer.new_manifest_output) and callable(producer.schema)
+    assert "snapshot_properties" in _params(producer._summary)
+    assert callable(producer._manifests)
+
+
+def test_manifest_writer_v2_meta_and_content() -> None:
+    writer = iceberg_compat.ManifestWriterV2
+    assert isinstance(inspect.getattr_static(writer, "_meta"), property)
+    assert callable(writer.content)
+    assert {"spec", "schema", "output_file", "snapshot_id", "avro_compression"} <= set(_params(writer.__init__))
+
+
+def test_dataframe_to_data_files() -> None:
+    assert _params(iceberg_compat._dataframe_to_data_files)[:3] == ["table_metadata", "df", "io"]
+
+
+def test_to_requested_schema() -> None:
+    params = _params(iceberg_compat._to_requested_schema)
+    assert {"requested_schema", "file_schema", "batch", "include_field_ids", "format_model"} <= set(params)
+
+
+def test_read_deletes() -> None:
+    assert _params(iceberg_compat._read_deletes)[:2] == ["io", "data_file"]
+
+
+def test_parquet_format_writer_takes_writer_kwargs(table) -> None:  # type: ignore[no-untyped-def]
+    output = table.io.new_output(table.location() + "/data/probe.parquet")
+    writer = iceberg_compat.ParquetFormatWriter(output, table.schema(), table.properties)
+    assert isinstance(writer._parquet_writer_kwargs, dict)
+    iceberg_compat.set_dictionary_columns(writer, ["id"])
+    assert writer._parquet_writer_kwargs["use_dictionary"] == ["id"]
+
+
+def test_arrow_type_to_iceberg_type() -> None:
+    from pyiceberg.types import LongType
+
+    assert isinstance(iceberg_compat.iceberg_type_of(pa.int64()), LongType)
+
+
+def test_public_helpers_used_with_the_private_ones() -> None:
+    from pyiceberg.manifest import FileFormat
+
+    assert iceberg_compat.FileFormatFactory.get(FileFormat.PARQUET) is not None
+    assert {"schema", "name_mapping", "format_version"} <= set(_params(iceberg_compat.pyarrow_to_schema))
+    assert _params(iceberg_compat.load_location_provider)[:2] == ["table_location", "table_properties"]
+    assert {"summary", "previous_summary"} <= set(_params(iceberg_compat.update_snapshot_summaries))
+    assert callable(iceberg_compat.SnapshotSummaryCollector().build)
+    assert iceberg_compat.PYARROW_PARQUET_FIELD_ID_KEY == b"PARQUET:field_id"
+    assert _params(iceberg_compat.ArrowScan.__init__)[1:4] == ["table_metadata", "io", "projected_schema"]
+
+
+# ----------------------------------------------------------------------------- dagster
+
+
+def test_implicit_asset_job_name() -> None:
+    assert dagster_compat.IMPLICIT_ASSET_JOB_NAME == "__ASSET_JOB"
+
+
+def test_cron_validation() -> None:
+    assert dagster_compat.is_valid_cron_string("0 * * * *")
+    assert not dagster_compat.is_valid_cron_string("every hour")
+
+
+def test_storage_classes(tmp_path: Path) -> None:
+    storage = dagster_compat.DagsterSqliteStorage.from_local(str(tmp_path))
+    assert isinstance(storage, dagster_compat.DagsterStorage)
+    assert issubclass(dagster_compat.DagsterSqliteStorage, dagster_compat.ConfigurableClass)
+    assert {"module_name", "class_name", "config_yaml"} <= set(dagster_compat.ConfigurableClassData._fields)
+
+
+def test_instance_ref_from_dir(tmp_path: Path) -> None:
+    assert {"base_dir", "config_dir"} <= set(_params(dagster_compat.InstanceRef.from_dir))
+
+
+def test_free_concurrency_slots() -> None:
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage.supports_global_concurrency_limits, bool)
+        assert callable(storage.free_concurrency_slots_for_run)
+        assert dagster_compat.free_concurrency_slots(instance, "no-such-run") in (True, False)
