@@ -1,9 +1,10 @@
 """CSV → Iceberg throughput and memory: a full load of 200,000 and 2,000,000 rows through the engine.
 
-Generates order-like CSV files in a temp dir (order_id, customer_id, status, amount decimal(12,2),
-currency, ordered_at timestamptz; ~55 bytes a row), writes a one-job project around each (csv
-source recipe, local SQLite-catalog target recipe with the default ``target_file_rows``
-of 1,000,000, a schema contract, strategy ``append`` on order_id), and loads each file into a
+Generates order-like CSV files (order_id, customer_id, status, amount decimal(12,2), currency,
+ordered_at timestamptz; ~55 bytes a row), each in the tenant's data root (``tenants/bench/data``, the
+only place a tenant reads local files from) of a throw-away one-job project (csv source recipe,
+local SQLite-catalog target recipe with the default ``target_file_rows`` of 1,000,000, a schema
+contract, strategy ``append`` on order_id), and loads each file into a
 fresh local Iceberg warehouse with ``ingest_object`` (the code path Dagster assets and
 ``dativo run`` share) in a fresh interpreter. Reported per size:
 
@@ -68,7 +69,9 @@ def write_csv(path: Path, rows: int) -> None:
 def make_project(rows: int) -> Path:
     """A throw-away project with one CSV object of ``rows`` rows."""
     root = Path(tempfile.mkdtemp(prefix="dativo-bench-csv-"))
-    (root / "data").mkdir()
+    # A tenant reads local files only under its data roots (default tenants/<tenant>/data).
+    data = root / "tenants/bench/data"
+    data.mkdir(parents=True)
     (root / "tenants/bench/jobs").mkdir(parents=True)
     (root / "connectors/sources").mkdir(parents=True)
     (root / "connectors/targets").mkdir(parents=True)
@@ -80,11 +83,11 @@ def make_project(rows: int) -> Path:
     )
     (root / "connectors/schemas/bench/orders.v1.yaml").write_text(CONTRACT)
     (root / "tenants/bench/jobs/load.yaml").write_text(
-        "tenant: bench\nname: load\nsource: {recipe: csv, connection: {base_path: data}}\ntarget: {recipe: local}\n"
+        "tenant: bench\nname: load\nsource: {recipe: csv}\ntarget: {recipe: local}\n"
         "objects:\n  - name: orders\n    contract: {name: bench/orders, version: 1}\n    options: {path: orders.csv}\n"
         "    incremental: {strategy: append, cursor_field: order_id}\n"
     )
-    write_csv(root / "data/orders.csv", rows)
+    write_csv(data / "orders.csv", rows)
     return root
 
 
@@ -101,7 +104,7 @@ def main() -> None:
     for label, rows in (("small", small), ("large", large)):
         root = make_project(rows)
         try:
-            size_mb = (root / "data/orders.csv").stat().st_size / 2**20
+            size_mb = (root / "tenants/bench/data/orders.csv").stat().st_size / 2**20
             measured, result = run_engine(root, f"bench-{label}")
         finally:
             shutil.rmtree(root, ignore_errors=True)

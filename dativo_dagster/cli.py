@@ -276,7 +276,10 @@ def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int |
     single = Plan(project_dir=plan.project_dir, runner=plan.runner, jobs=(job,))
     defs = build_definitions(single, translator)
     keys = [translator.asset_key(job.object(name)) for name in object_names]
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    from dativo_dagster.instance import instance_for_project
+
+    # DAGSTER_HOME's instance, else the project's own: the one `dagster dev` in the project shows.
+    instance = instance_for_project(plan.project_dir)
     for run_id in release_dead_runs(instance, translator.run_tags(job)):
         say_warning(
             f"run {run_id} of {job.label} was left unfinished by a dativo process that is gone: "
@@ -380,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list jobs and objects")
     listing.set_defaults(func=cmd_list)
+
+    from dativo_dagster.cli_workspace import add_workspace_command
+
+    add_workspace_command(sub)
     return parser
 
 

@@ -460,19 +460,23 @@ class ContractEnforcer:
         arrays: list[pa.Array] = []
         originals: list[pa.Array] = []
         reasons: list[list[str]] | None = None
+        # Rows the source could not read carry its reason alone: their columns are placeholders,
+        # so "required value is missing" or a cast error on them would only bury the real cause.
+        flagged: list[bool] | None = None
 
         def note(row_errors: list[str | None]) -> None:
             nonlocal reasons
             if reasons is None:
                 reasons = [[] for _ in range(rows)]
             for i, message in enumerate(row_errors):
-                if message is not None:
+                if message is not None and (flagged is None or not flagged[i]):
                     reasons[i].append(message)
 
         if SOURCE_REASON_COLUMN in names:
             source_reasons = batch.column(SOURCE_REASON_COLUMN)
             if source_reasons.null_count < rows:
                 note(source_reasons.to_pylist())
+                flagged = pc.is_valid(source_reasons).to_pylist()
 
         for field in self.schema:
             source_name = self.source_names.get(field.name, field.name)

@@ -23,9 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 
 import dativo_dagster
+
+log = structlog.get_logger("dativo.config")
 
 CACHE_ENV = "DATIVO_PARSE_CACHE"
 """``off`` disables the cache; a file path (relative to the project) moves it."""
@@ -107,8 +110,10 @@ class ParseCache:
             except BaseException:
                 os.unlink(tmp)
                 raise
-        except OSError:
-            return  # read-only project or full disk: the next load parses again, nothing else changes
+        except OSError as exc:
+            # A read-only project or a full disk: the next load parses again, nothing else changes.
+            log.warning("parse_cache_not_saved", reason=f"{type(exc).__name__}: {exc.strerror or exc}")
+            return
         self._stored = dict(self._used)
         self._added = False
 
@@ -116,7 +121,10 @@ class ParseCache:
         assert self.path is not None
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("parse_cache_ignored", reason=f"{type(exc).__name__}: {exc}")
             return {}
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._header.items()):
             return {}

@@ -145,6 +145,11 @@ def dedupe_new_files(
     return keep, dropped
 
 
+FILTER_PRUNING_MAX_KEYS = 1_000
+"""Up to this many distinct keys, files are pruned with an ``In`` scan filter (Iceberg evaluates it
+against each file's statistics, string prefixes included); beyond, by the keys' min/max."""
+
+
 def plan_merge(table: Table, incoming: pa.Array, key_columns: tuple[str, ...]) -> MergePlan:
     """Find the live rows an upsert replaces, file by file, reading only the key columns."""
     plan = MergePlan()
@@ -154,13 +159,22 @@ def plan_merge(table: Table, incoming: pa.Array, key_columns: tuple[str, ...]) -
     lower = upper = None
     single_key_field_id = None
     if len(key_columns) == 1:
-        lower, upper = pc.min_max(incoming).values()
-        single_key_field_id = table.schema().find_field(key_columns[0]).field_id
-    candidates = [
-        task
-        for task in table.scan().plan_files()
-        if single_key_field_id is None or _may_contain(task.file, single_key_field_id, lower, upper, table)
-    ]
+        distinct = pc.unique(incoming)
+        if len(distinct) <= FILTER_PRUNING_MAX_KEYS and not isinstance(distinct.type, pa.BaseExtensionType):
+            from pyiceberg.expressions import In
+
+            row_filter = In(key_columns[0], distinct.to_pylist())  # type: ignore[call-arg, arg-type]
+            candidates = list(table.scan(row_filter=row_filter).plan_files())
+        else:
+            lower, upper = pc.min_max(incoming).values()
+            single_key_field_id = table.schema().find_field(key_columns[0]).field_id
+            candidates = [
+                task
+                for task in table.scan().plan_files()
+                if _may_contain(task.file, single_key_field_id, lower, upper, table)
+            ]
+    else:
+        candidates = list(table.scan().plan_files())
 
     def probe(task: FileScanTask) -> TouchedFile | None:
         data_file = task.file

@@ -38,6 +38,7 @@ def commit_quarantine(
     batches: list[pa.RecordBatch],
     run_id: str,
     cursor_from: str,
+    replaced: tuple[str, list[str]] | None = None,
 ) -> str:
     """Commit ``batches`` of rejected rows, replacing earlier rejections of the same range or keys.
 
@@ -48,6 +49,8 @@ def commit_quarantine(
         batches: Rejected rows (quarantine schema).
         run_id: The run, recorded in the snapshot.
         cursor_from: The cursor the read started from (``""`` for none): identifies the range.
+        replaced: ``(lineage column, values)``: sources re-read this run (a rewritten file), whose
+            earlier rejections are replaced too.
 
     Returns:
         ``namespace.table`` of the quarantine table.
@@ -71,7 +74,7 @@ def commit_quarantine(
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     table = table.refresh()
-                _replace(table, data, schema, keys, cursor_from, owner, run_id, obj.label, label)
+                _replace(table, data, schema, keys, cursor_from, owner, run_id, obj.label, label, replaced)
     except _Conflict as exc:
         raise StorageError(
             f"writing quarantine rows to {label} conflicted with other writers {CONFLICT_ATTEMPTS} times: {exc}"
@@ -89,6 +92,7 @@ def _replace(
     run_id: str,
     object_label: str,
     label: str,
+    replaced: tuple[str, list[str]] | None,
 ) -> None:
     from pyiceberg.exceptions import CommitFailedException
 
@@ -100,11 +104,13 @@ def _replace(
             with txn.update_schema() as update:
                 apply_schema_changes(update, changes)
         props = {PROP_RUN_ID: run_id, PROP_OBJECT: object_label}
-        replaced = _replaced_rows(existing, keys, cursor_from) if table.current_snapshot() is not None else None
-        if replaced is None:
+        condition = (
+            _replaced_rows(existing, keys, cursor_from, replaced) if table.current_snapshot() is not None else None
+        )
+        if condition is None:
             txn.append(data, snapshot_properties=props)
         else:
-            txn.overwrite(data, overwrite_filter=replaced, snapshot_properties=props)
+            txn.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
         txn.commit_transaction()
     except CommitFailedException as exc:
         raise _Conflict(str(exc)) from exc
@@ -112,13 +118,17 @@ def _replace(
         raise_storage_failure(exc, f"writing quarantine rows to {label}")
 
 
-def _replaced_rows(existing_columns: set[str], keys: list[str], cursor_from: str) -> BooleanExpression | None:
-    """Rows of earlier attempts of this range, and earlier rejections of these keys."""
+def _replaced_rows(
+    existing_columns: set[str], keys: list[str], cursor_from: str, replaced: tuple[str, list[str]] | None
+) -> BooleanExpression | None:
+    """Rows of earlier attempts of this range, earlier rejections of these keys, and of re-read sources."""
     if CURSOR_FROM_COLUMN not in existing_columns:
         return None  # a quarantine table from before ranges were recorded: nothing to match
     condition = _equal(CURSOR_FROM_COLUMN, cursor_from)
     if keys and KEY_COLUMN in existing_columns:
         condition = Or(condition, _one_of(KEY_COLUMN, keys))
+    if replaced is not None and replaced[1] and replaced[0] in existing_columns:
+        condition = Or(condition, _one_of(replaced[0], replaced[1]))
     return condition
 
 

@@ -276,10 +276,15 @@ class IcebergWriter:
             new_files = write_data_files(table, metadata, target_schema, conforming(), self.target_file_rows)
             cursor = new_cursor()
             check_forward(previous_cursor, cursor, label=obj.label)
+            # Sources re-read this run (a rewritten file): their earlier rows, and earlier
+            # rejections, are replaced by this run's.
+            replaced = (replaces[0], list(replaces[1]())) if replaces is not None else None
             quarantine_name = None
             if quarantine:
                 cursor_from = previous_cursor.to_json() if previous_cursor is not None else ""
-                quarantine_name = commit_quarantine(self.tables, obj, enforcer, quarantine, run_id, cursor_from)
+                quarantine_name = commit_quarantine(
+                    self.tables, obj, enforcer, quarantine, run_id, cursor_from, replaced
+                )
             if stats.read and stats.rejected / stats.read > obj.max_rejected_rate:
                 raise QualityError(
                     f"{obj.label}: {stats.rejected} of {stats.read} rows ({stats.rejected / stats.read:.1%}) "
@@ -323,13 +328,9 @@ class IcebergWriter:
                         table, metadata, new_files, keys, obj.primary_key, obj.cursor_field
                     )
                     stats.written -= dropped
-            elif replaces is not None:
-                # Rows of sources re-read this run (a changed file) replace their earlier rows.
-                column, replaced_values = replaces
-                values = list(replaced_values())
-                if values and column in table.schema().column_names:
-                    keys = pa.array(values, pa.string())
-                    replaced_column = column
+            elif replaced is not None and replaced[1] and replaced[0] in table.schema().column_names:
+                keys = pa.array(replaced[1], pa.string())
+                replaced_column = replaced[0]
             staged = _Staged(
                 obj=obj,
                 owner=owner,

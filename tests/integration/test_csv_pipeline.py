@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,34 @@ def test_new_files_by_modification_time(project: Path, instance: dg.DagsterInsta
     assert metadata(run(project, instance, ORDERS), ORDERS)["dativo/rows_written"] == 2
     assert metadata(run(project, instance, ORDERS), ORDERS)["dativo/rows_written"] == 0
     assert sorted(r["order_id"] for r in table_rows(project, "orders")) == [1, 2, 3]
+
+
+def test_rewritten_file_replaces_its_rows_by_modification_time(project: Path, instance: dg.DagsterInstance) -> None:
+    drops = project / "tenants/demo/data/drops"
+    drops.mkdir()
+    header = "order_id,customer_id,status,amount,currency,ordered_at\n"
+    row = "{},1,{},{},EUR,2024-01-01T00:00:00Z\n"
+    (drops / "a.csv").write_text(header + "".join(row.format(i, "paid", "1.00") for i in (1, 2, 3)))
+    (drops / "b.csv").write_text(header + row.format(9, "paid", "9.00"))
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(
+        job.read_text()
+        .replace("options: {path: orders.csv}", "options: {path: 'drops/*.csv'}")
+        .replace(
+            "strategy: append        # order_id only grows: new rows are those past the last id\n"
+            "      cursor_field: order_id",
+            "strategy: file_mtime",
+        )
+    )
+    assert metadata(run(project, instance, ORDERS), ORDERS)["dagster/row_count"] == 4
+    # a.csv is rewritten with changed and fewer rows: they replace its earlier rows in one commit
+    (drops / "a.csv").write_text(header + row.format(1, "refunded", "1.00") + row.format(4, "paid", "4.00"))
+    later = (drops / "a.csv").stat().st_mtime_ns + 10**9
+    os.utime(drops / "a.csv", ns=(later, later))
+    result = run(project, instance, ORDERS)
+    assert metadata(result, ORDERS)["dagster/row_count"] == 3
+    rows = sorted((r["order_id"], r["status"], r["_dativo_file"]) for r in table_rows(project, "orders"))
+    assert rows == [(1, "refunded", "drops/a.csv"), (4, "paid", "drops/a.csv"), (9, "paid", "drops/b.csv")]
 
 
 def test_one_object_failing_does_not_stop_the_other(project: Path, instance: dg.DagsterInstance) -> None:
