@@ -77,6 +77,17 @@ class ExtractError(DativoError):
     error_class = ErrorClass.TRANSIENT
 
 
+class PermanentExtractError(ExtractError):
+    """EXT001, permanent: the source failed in a way a retry cannot change.
+
+    Used for a server's internal error and for driver errors no rule recognises: an unknown error
+    is reported as unclassified, with the driver's message (redacted), and never retried, so a
+    permanent problem cannot burn the retry budget.
+    """
+
+    error_class = ErrorClass.PERMANENT
+
+
 class PaginationError(DativoError):
     """PAGE001: pagination broke (cursor loop, malformed page, result cap)."""
 

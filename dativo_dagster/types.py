@@ -344,7 +344,12 @@ def _needs_exact_path(column: pa.Array, target: pa.DataType) -> bool:
 
 
 def _overflowed(column: pa.Array, result: pa.Array) -> bool:
-    """A float cast that turned a finite value into infinity (Arrow does not flag it)."""
+    """A float cast that turned a finite value into infinity (Arrow does not flag it), in a flat
+    column or in the elements of a list column."""
+    if (pa.types.is_list(result.type) or pa.types.is_large_list(result.type)) and (
+        pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    ):
+        return _overflowed(pc.list_flatten(column), pc.list_flatten(result))
     if not pa.types.is_floating(result.type) or not pc.any(pc.is_inf(result)).as_py():
         return False
     if pa.types.is_floating(column.type):

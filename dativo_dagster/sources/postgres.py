@@ -9,6 +9,7 @@ memory is bounded by the pipe and one CSV block, never by the table. Each read r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import structlog
 from psycopg2 import sql
@@ -26,18 +28,28 @@ from pydantic import Field
 
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.config.secrets import redact_text
-from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError
+from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError, QualityError
 from dativo_dagster.sources.base import Extraction, ReadRequest, SourceStats
 from dativo_dagster.sources.sql_common import (
+    PermanentExtractError,
     SqlConnection,
     SqlObjectOptions,
     SqlSource,
     best_effort_cast,
+    checked_utf8,
+    decimal_type,
     guard_cursor_column,
     incremental_predicate,
+    merge_reasons,
+    modifies_data,
     options_for,
     parse_table_name,
+    query_body,
+    unclassified,
+    undecodable_name,
+    with_source_reasons,
 )
+from dativo_dagster.types import is_uuid, type_label
 
 log = structlog.get_logger("dativo.sources.postgres")
 
@@ -81,13 +93,55 @@ class PgColumn:
 
 
 def numeric_typmod(typmod: int) -> tuple[int | None, int | None]:
-    """Precision and scale encoded in a numeric column's typmod (-1 when unconstrained)."""
+    """Precision and scale encoded in a numeric column's typmod ((None, None) when unconstrained).
+
+    The typmod is ``((precision << 16) | (scale & 0x7ff)) + 4``. Since PostgreSQL 15 the scale is
+    an 11-bit signed field (``numeric(5,-2)`` rounds to hundreds, ``numeric(3,5)`` holds values
+    below 0.01); read sign-extended, it is also right for the 0..1000 scales of older servers.
+    """
     if typmod < 4:
         return None, None
-    return ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+    value = typmod - 4
+    return (value >> 16) & 0xFFFF, ((value & 0x7FF) ^ 0x400) - 0x400
 
 
-def scalar_arrow_type(typname: str, typtype: str, precision: int | None, scale: int | None) -> pa.DataType | None:
+def numeric_arrow_type(
+    precision: int | None, scale: int | None, *, column: str = "?", label: str = "", contract: bool = False
+) -> pa.DataType:
+    """Arrow type of ``numeric(p, s)``: the smallest decimal that holds every value exactly.
+
+    ``numeric(p,-s)`` holds whole numbers of up to ``p + s`` digits: ``decimal(p+s, 0)``.
+    ``numeric(p,s)`` with ``s > p`` holds fractions with ``s`` decimals: ``decimal(s, s)``.
+
+    Raises:
+        ConfigError: CFG001 naming the column when more than 38 digits are needed and the object
+            has no schema contract (with one, the column is read as text; see
+            :func:`~dativo_dagster.sources.sql_common.decimal_type`).
+    """
+    if precision is None:
+        return UNCONSTRAINED_NUMERIC
+    scale = scale or 0
+    if scale < 0:
+        digits, kept = precision - scale, 0
+    elif scale > precision:
+        digits, kept = scale, scale
+    else:
+        digits, kept = precision, scale
+    return decimal_type(
+        digits, kept, column=column, source_type=f"numeric({precision},{scale})", label=label, contract=contract
+    )
+
+
+def scalar_arrow_type(
+    typname: str,
+    typtype: str,
+    precision: int | None,
+    scale: int | None,
+    *,
+    column: str = "?",
+    label: str = "",
+    contract: bool = False,
+) -> pa.DataType | None:
     """Arrow type of a scalar PostgreSQL type, or None when it is unknown."""
     if typtype == "e":
         return pa.string()  # enums
@@ -96,9 +150,7 @@ def scalar_arrow_type(typname: str, typtype: str, precision: int | None, scale: 
     if typname in _FLOATS:
         return _FLOATS[typname]
     if typname == "numeric":
-        if precision is None or precision > 38:
-            return UNCONSTRAINED_NUMERIC
-        return pa.decimal128(precision, scale or 0)
+        return numeric_arrow_type(precision, scale, column=column, label=label, contract=contract)
     if typname == "bool":
         return pa.bool_()
     if typname in _TEXT or typname in _TEXT_FALLBACK:
@@ -120,14 +172,36 @@ def scalar_arrow_type(typname: str, typtype: str, precision: int | None, scale: 
     return None
 
 
-def column_arrow_type(column: PgColumn, label: str) -> pa.DataType:
-    """Arrow type of a column; CFG001 naming the column when the type cannot be mapped."""
+# Array elements with a typed Arrow equivalent; every other element (numeric, text, json, jsonb,
+# enums, intervals, ...) keeps PostgreSQL's exact text.
+_ARRAY_ITEMS: dict[str, pa.DataType] = {
+    "int2": pa.int32(), "int4": pa.int32(), "int8": pa.int64(), "oid": pa.int64(), "float4": pa.float32(),
+    "float8": pa.float64(), "bool": pa.bool_(), "date": pa.date32(), "time": pa.time64("us"),
+    "timestamp": pa.timestamp("us"), "timestamptz": pa.timestamp("us", tz="UTC"), "uuid": pa.uuid(),
+    "bytea": pa.binary(),
+}  # fmt: skip
+
+
+def array_item_type(element: str) -> pa.DataType:
+    """Arrow type of the elements of a PostgreSQL array (string: the element's exact text)."""
+    return _ARRAY_ITEMS.get(element, pa.string())
+
+
+def column_arrow_type(column: PgColumn, label: str, *, contract: bool = False) -> pa.DataType:
+    """Arrow type of a column; CFG001 naming the column when the type cannot be mapped.
+
+    Args:
+        column: The discovered column.
+        label: The object's label, for messages.
+        contract: The object has a schema contract (a numeric beyond 38 digits is then read as
+            text for the enforcer to convert; without one it is CFG001).
+    """
     if column.element is not None:
-        item = scalar_arrow_type(column.element, "b", None, None)
-        if item is None or pa.types.is_decimal(item) or isinstance(item, pa.BaseExtensionType):
-            item = pa.string()  # arrays of numeric/uuid keep their elements' text form
-        return pa.list_(item)
-    mapped = scalar_arrow_type(column.typname, column.typtype, column.precision, column.scale)
+        return pa.list_(array_item_type(column.element))
+    mapped = scalar_arrow_type(
+        column.typname, column.typtype, column.precision, column.scale, column=column.name, label=label,
+        contract=contract,
+    )  # fmt: skip
     if mapped is None:
         raise ConfigError(
             f"{label}: column '{column.name}' has PostgreSQL type '{column.typname}', which dativo cannot map",
@@ -149,39 +223,158 @@ def csv_parse_type(arrow_type: pa.DataType) -> pa.DataType:
 
 
 def select_expression(column: PgColumn) -> sql.Composable:
-    """SQL for one selected column: arrays travel as JSON so nesting and quoting survive."""
+    """SQL for one selected column.
+
+    Arrays travel as a JSON array of each element's exact text (``array_to_json(col::text[])``):
+    quoting and nulls survive, numerics keep every digit, jsonb elements keep PostgreSQL's text,
+    bytea elements their hex form, and a multi-dimensional array shows as nested arrays.
+    """
     ident = sql.Identifier(column.name)
-    if column.element is not None:
+    if column.element in _OUTPUT_DIFFERS_FROM_TEXT_CAST:
+        # Their cast to text is not their printed form (char(n) drops its padding, inet adds /32);
+        # array_to_json already prints them as JSON strings of that form.
         return sql.SQL("array_to_json({})::text").format(ident)
+    if column.element is not None:
+        return sql.SQL("array_to_json({}::text[])::text").format(ident)
     return ident
+
+
+_OUTPUT_DIFFERS_FROM_TEXT_CAST = frozenset({"bpchar", "inet", "cidr"})
 
 
 # ----------------------------------------------------------------------------- error mapping
 
-_AUTH_MARKERS = ("password authentication failed", "no pg_hba.conf entry", 'role "', "authentication failed")
+# Errors that carry a SQLSTATE are classified by it (the class is its first two characters).
+# Classes whose errors may pass with time: retried.
+_TRANSIENT_CLASSES = {
+    "08": "connection failure",
+    "40": "transaction rolled back (serialization failure or deadlock)",
+    "53": "insufficient resources",
+    "57": "operator intervention or cancel (statement timeout, shutdown)",
+    "58": "system error",
+}
+_TRANSIENT_STATES = {
+    "55P03": "lock not available",
+    "72000": "snapshot too old",
+}
+# Classes that name a problem with the object's configuration (its table, columns or query).
+_CONFIG_CLASSES = {
+    "42": "syntax error or undefined object",
+    "25": "invalid transaction state",
+    "0A": "feature not supported",
+    "3F": "invalid schema name",
+    "3D": "invalid database name",
+    "54": "program limit exceeded",
+}
+# Connection-level failures reported by libpq carry no SQLSTATE: classified by their message
+# (lower-cased), in this order. Anything else without a SQLSTATE is unclassified (permanent).
+_AUTH_MARKERS = (
+    "password authentication failed", "no pg_hba.conf entry", "authentication failed", 'role "',
+    "no password supplied", "permission denied",
+)  # fmt: skip
+_CONFIG_MARKERS = (
+    "does not exist", "name or service not known", "nodename nor servname", "invalid sslmode",
+    "server does not support ssl", "root certificate", "certificate verify failed", "invalid connection option",
+    "invalid port", "invalid integer value",
+)  # fmt: skip
+_TRANSIENT_MARKERS = (
+    "could not connect", "connection refused", "timeout expired", "timed out", "server closed the connection",
+    "terminating connection", "could not receive data", "could not send data", "ssl syscall error",
+    "ssl connection has been closed", "eof detected", "connection already closed", "no connection to the server",
+    "network is unreachable", "no route to host", "temporary failure in name resolution", "connection reset",
+    "broken pipe", "the database system is", "too many clients", "too many connections", "lost synchronization",
+    # psycopg2 when the connection breaks during COPY: libpq has no error message to give
+    "no message from the libpq",
+)  # fmt: skip
+
+
+# psycopg2 raises one class per SQLSTATE; the class tells the state when ``pgcode`` is unset
+# (an error raised by the client library rather than received from the server).
+_SQLSTATE_OF_CLASS: dict[type, str] = {
+    cls: code for code, cls in getattr(psycopg2.extensions, "sqlstate_errors", {}).items()
+} or {cls: code for code, cls in getattr(psycopg2._psycopg, "sqlstate_errors", {}).items()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def classify(exc: BaseException, label: str) -> DativoError:
-    """Map a psycopg2 error to dativo's taxonomy (message redacted, no DSN)."""
-    message = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    if isinstance(exc, psycopg2.errors.InsufficientPrivilege):
-        return AuthError(f"{label}: permission denied: {message}")
-    if isinstance(exc, (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn)):
-        return ConfigError(f"{label}: {message}")
-    if isinstance(exc, psycopg2.errors.QueryCanceled):
-        return ExtractError(f"{label}: statement cancelled (timeout): {message}")
-    if isinstance(exc, psycopg2.OperationalError) and any(m in message for m in _AUTH_MARKERS):
-        return AuthError(f"{label}: authentication failed: {message}")
-    if isinstance(exc, psycopg2.errors.InvalidCatalogName):
-        return AuthError(f"{label}: {message}")
-    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        return ExtractError(f"{label}: connection failed: {message}")
-    if isinstance(exc, (psycopg2.ProgrammingError, psycopg2.DataError)):
-        return ConfigError(f"{label}: {message}")
-    return ExtractError(f"{label}: {type(exc).__name__}: {message}")
+    """Map a psycopg2 (or pipe) error to dativo's taxonomy (message redacted, no DSN).
+
+    The rule, in order:
+
+    * SQLSTATE class 08 (connection), 53 (insufficient resources), 57 (operator intervention,
+      cancel, statement timeout), 40 (serialization failure, deadlock), 58 (system I/O), and
+      55P03 (lock not available), 72000 (snapshot too old): EXT001, transient.
+    * class 28 (invalid authorization) and 42501 (insufficient privilege): AUTH001.
+    * 25006 (a write in a READ ONLY transaction): CFG001, the query modifies data.
+    * class 42 (syntax, undefined table/column/function), 25, 0A, 3F, 3D, 54: CFG001.
+    * class 22 (data exception): QUAL001, naming the column when the server does.
+    * class XX (internal error, corruption) and any other SQLSTATE: EXT001, permanent.
+    * no SQLSTATE (libpq's connection-level errors): by message; authentication → AUTH001, a
+      missing database, unknown host or TLS setting → CFG001, a refused, dropped or timed-out
+      connection → EXT001 transient.
+    * anything else is unclassified: permanent, with the driver's message (redacted).
+    """
+    message = _first_line(exc)
+    if isinstance(exc, OSError):
+        # The COPY pipe: only broken when the consumer went away or the server stopped mid-stream.
+        return ExtractError(f"{label}: I/O error while streaming: {message}")
+    code = getattr(exc, "pgcode", None) or _SQLSTATE_OF_CLASS.get(type(exc))
+    if isinstance(code, str) and len(code) == 5:
+        return _classify_sqlstate(exc, code, message, label)
+    if isinstance(exc, (psycopg2.DatabaseError, psycopg2.InterfaceError)):
+        lowered = message.lower()
+        if any(m in lowered for m in _AUTH_MARKERS):
+            return AuthError(f"{label}: authentication failed: {message}")
+        if any(m in lowered for m in _CONFIG_MARKERS):
+            return ConfigError(f"{label}: cannot connect: {message}")
+        if any(m in lowered for m in _TRANSIENT_MARKERS):
+            return ExtractError(f"{label}: connection failed: {message}")
+    return unclassified("PostgreSQL", f"{type(exc).__name__}: {message}", label)
+
+
+def _classify_sqlstate(exc: BaseException, code: str, message: str, label: str) -> DativoError:
+    klass = code[:2]
+    shown = f"{message} (SQLSTATE {code})"
+    if code in _TRANSIENT_STATES:
+        return ExtractError(f"{label}: {_TRANSIENT_STATES[code]}: {shown}")
+    if klass in _TRANSIENT_CLASSES:
+        return ExtractError(f"{label}: {_TRANSIENT_CLASSES[klass]}: {shown}")
+    if klass == "28" or code == "42501":
+        return AuthError(f"{label}: permission denied: {shown}")
+    if code == "25006":
+        return modifies_data(label, shown)
+    if klass in _CONFIG_CLASSES:
+        return ConfigError(f"{label}: {_CONFIG_CLASSES[klass]}: {shown}")
+    if klass == "22":
+        diag = getattr(exc, "diag", None)
+        column = getattr(diag, "column_name", None)
+        where = f"column '{column}': " if column else ""
+        return QualityError(
+            f"{label}: {where}the server could not produce a value: {shown}; nothing was committed",
+            hint="fix or exclude the value at the source, or convert it in a 'query' object",
+        )
+    if klass == "XX":
+        return PermanentExtractError(f"{label}: internal error of the server (not retried): {shown}")
+    return unclassified("PostgreSQL", shown, label)
 
 
 # ----------------------------------------------------------------------------- source
+
+
+def _result_typmod(description: Any) -> int:
+    """The typmod of a numeric result column, rebuilt from what psycopg2 decoded of it.
+
+    psycopg2 splits the typmod into ``precision = (typmod - 4) >> 16`` and ``scale = (typmod - 4)
+    & 0xffff`` (65535 each when unconstrained); :func:`numeric_typmod` decodes it properly.
+    """
+    precision, scale = description.precision, description.scale
+    if precision is None or scale is None or (precision, scale) == (0xFFFF, 0xFFFF):
+        return -1
+    return ((precision << 16) | scale) + 4
 
 
 class PostgresSource(SqlSource[PgColumn]):
@@ -215,18 +408,24 @@ class PostgresSource(SqlSource[PgColumn]):
                 sslrootcert=s.sslrootcert,
                 connect_timeout=s.connect_timeout_s,
                 application_name=s.application_name,
+                # The server converts text to UTF-8 (a SQL_ASCII database passes its bytes as
+                # they are; those are checked row by row).
+                client_encoding="UTF8",
             )
         except psycopg2.Error as exc:
             raise classify(exc, self._label()) from None
+        # Every transaction dativo opens only reads: discovery of a query (``LIMIT 0``, which
+        # still runs a data-modifying CTE) included. psycopg2 sends this with each BEGIN.
+        connection.set_session(readonly=True)
         return connection
 
     def classify(self, exc: BaseException, label: str) -> DativoError:
         """Map a psycopg2 error (see :func:`classify`)."""
         return classify(exc, label)
 
-    def arrow_type(self, column: PgColumn, label: str) -> pa.DataType:
+    def arrow_type(self, column: PgColumn, label: str, *, contract: bool = False) -> pa.DataType:
         """Arrow type of a column (see :func:`column_arrow_type`)."""
-        return column_arrow_type(column, label)
+        return column_arrow_type(column, label, contract=contract)
 
     # ------------------------------------------------------------------ discovery
 
@@ -267,7 +466,8 @@ class PostgresSource(SqlSource[PgColumn]):
 
     def _query_columns(self, cursor: Any, options: SqlObjectOptions, obj: ObjectPlan) -> list[PgColumn]:
         assert options.query is not None
-        query = sql.SQL(options.query.strip().rstrip(";"))
+        query = sql.SQL(query_body(options.query))
+        # The connection is READ ONLY (see connect): a query that writes fails here with 25006.
         cursor.execute(sql.SQL("SELECT * FROM ({}) AS dativo_q LIMIT 0").format(query))
         description = cursor.description
         oids = tuple({d.type_code for d in description})
@@ -280,8 +480,7 @@ class PostgresSource(SqlSource[PgColumn]):
         columns = []
         for d in description:
             typname, typtype, element = types[d.type_code]
-            precision = d.precision if typname == "numeric" and d.precision and d.precision > 0 else None
-            scale = d.scale if precision is not None else None
+            precision, scale = numeric_typmod(_result_typmod(d)) if typname == "numeric" else (None, None)
             columns.append(PgColumn(d.name, typname, typtype, precision, scale, element))
         return columns
 
@@ -295,7 +494,7 @@ class PostgresSource(SqlSource[PgColumn]):
             source: sql.Composable = sql.Identifier(schema, table) if schema else sql.Identifier(table)
         else:
             assert options.query is not None
-            source = sql.SQL("({}) AS dativo_q").format(sql.SQL(options.query.strip().rstrip(";")))
+            source = sql.SQL("({}) AS dativo_q").format(sql.SQL(query_body(options.query)))
         select = sql.SQL(", ").join(select_expression(c) for c in columns)
         parts: list[sql.Composable] = [sql.SQL("SELECT {} FROM {}").format(select, source)]
         predicate = incremental_predicate(obj, request.cursor)
@@ -317,30 +516,44 @@ class PostgresSource(SqlSource[PgColumn]):
     def read(self, request: ReadRequest) -> Extraction:
         """Stream the object past the cursor from one consistent snapshot."""
         obj = request.obj
-        options = options_for(obj)
         stats = SourceStats()
         connection = self.connect()
         try:
             connection.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
             with connection.cursor() as cursor:
-                # Session settings make COPY's text unambiguous: UTC offsets, ISO dates.
-                cursor.execute("SET TIME ZONE 'UTC'")
-                cursor.execute("SET datestyle TO 'ISO, YMD'")
-                cursor.execute("SET extra_float_digits TO 3")
-                cursor.execute("SET statement_timeout TO %s", (self._settings.statement_timeout_s * 1000,))
+                # Session settings make COPY's text unambiguous whatever the server's defaults:
+                # UTC offsets, ISO dates, PostgreSQL's interval text, floats that round-trip,
+                # bytea as hex.
+                cursor.execute(
+                    "SET TIME ZONE 'UTC'; SET datestyle TO 'ISO, YMD'; SET IntervalStyle TO 'postgres'; "
+                    "SET extra_float_digits TO 3; SET bytea_output TO 'hex'; SET statement_timeout TO %s",
+                    (self._settings.statement_timeout_s * 1000,),
+                )
             columns = self._selected(obj, self._discover(connection, obj))
             copy = self.build_copy(connection, obj, columns, request)
             unique = self._keys_unique(connection, obj)
+            contract = obj.contract is not None
+            schema = pa.schema([pa.field(c.name, column_arrow_type(c, obj.label, contract=contract)) for c in columns])
+            # Any other server encoding is converted to UTF-8 by the server. A SQL_ASCII database
+            # holds bytes in no particular encoding, and the server refuses the whole COPY at the
+            # first one that is not UTF-8; with a SQL_ASCII client encoding it sends them as they
+            # are, and dativo checks the text row by row (a bad row is quarantined, naming the column).
+            trusted_utf8 = connection.info.parameter_status("server_encoding") != "SQL_ASCII"
+            if not trusted_utf8:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET client_encoding TO 'SQL_ASCII'")
         except psycopg2.Error as exc:
             connection.close()
             raise classify(exc, obj.label) from None
+        except UnicodeError as exc:
+            connection.close()
+            raise undecodable_name(exc, obj.label) from None
         except BaseException:
             connection.close()
             raise
-        schema = pa.schema([pa.field(c.name, column_arrow_type(c, obj.label)) for c in columns])
 
         def batches() -> Iterator[pa.RecordBatch]:
-            yield from _stream_copy(connection, copy, columns, schema, options, stats, obj.label)
+            yield from _stream_copy(connection, copy, columns, schema, stats, obj.label, check_utf8=trusted_utf8)
 
         def close() -> None:
             with contextlib.suppress(psycopg2.Error):
@@ -377,20 +590,43 @@ class PostgresSource(SqlSource[PgColumn]):
 
 PIPE_BYTES = 1 << 20
 """Capacity requested for the COPY pipe (Linux; elsewhere the default pipe size is used)."""
+BLOCK_BYTES = 1 << 20
+"""CSV bytes Arrow parses at a time (one batch); a longer row makes its block longer."""
 
 
-class _CountingReader:
-    """The read end of the COPY pipe as Arrow sees it, counting the bytes that pass."""
+class _WholeRowReader:
+    """The read end of the COPY pipe as Arrow sees it, counting the bytes that pass.
+
+    Arrow's streaming CSV reader carries the unfinished row at the end of a block over to the
+    next one, and fails when that row does not end in the next block either (a text, jsonb or
+    bytea value larger than a block). Every block handed to it here holds the end of at least
+    one row: a read from the pipe in which no row ends (all of it inside one long row) is joined
+    with the following reads until one does. A row ends at a newline outside double quotes
+    (COPY's CSV quotes a value holding a newline and doubles its quotes); quotes are counted only
+    in a read that holds any, and a read is handed over as it is, without copying.
+    """
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self.bytes_read = 0
+        self._in_quotes = False  # the bytes read so far end inside a quoted value
 
     def read(self, size: int = -1) -> bytes:
-        """Read up to ``size`` bytes (Arrow asks for whole blocks, so this runs rarely)."""
-        data: bytes = self._raw.read(size) if size >= 0 else self._raw.readall()
-        self.bytes_read += len(data)
-        return data
+        """About ``size`` bytes; more when a row is longer than that (Arrow accepts the block)."""
+        if size < 0:
+            data: bytes = self._raw.readall()
+            self.bytes_read += len(data)
+            return data
+        parts: list[bytes] = []
+        while True:
+            chunk: bytes = self._raw.read(size)
+            self.bytes_read += len(chunk)
+            if not chunk:  # end of the stream
+                return b"".join(parts)
+            row_ends, self._in_quotes = _row_end_in(chunk, self._in_quotes)
+            if row_ends:
+                return b"".join([*parts, chunk]) if parts else chunk
+            parts.append(chunk)  # no row ends here: the row goes on
 
     def readable(self) -> bool:
         """Always true."""
@@ -414,16 +650,40 @@ class _CountingReader:
         self._raw.close()
 
 
+def _row_end_in(chunk: bytes, in_quotes: bool) -> tuple[bool, bool]:
+    """Whether a row ends in ``chunk`` (which starts inside quotes or not), and whether it ends inside quotes."""
+    if b'"' not in chunk:  # the common case: one memchr each, no counting
+        return (not in_quotes and b"\n" in chunk), in_quotes
+    total = chunk.count(b'"')
+    stop, after = len(chunk), 0
+    while True:
+        newline = chunk.rfind(b"\n", 0, stop)
+        if newline < 0:
+            break
+        after += chunk.count(b'"', newline, stop)
+        if not (in_quotes ^ bool((total - after) & 1)):  # an even count of quotes before it: a row end
+            return True, in_quotes ^ bool(total & 1)
+        stop = newline
+    return False, in_quotes ^ bool(total & 1)
+
+
 def _stream_copy(
     connection: Any,
     copy: str,
     columns: list[PgColumn],
     schema: pa.Schema,
-    options: SqlObjectOptions,
     stats: SourceStats,
     label: str,
+    *,
+    check_utf8: bool = True,
 ) -> Iterator[pa.RecordBatch]:
-    """Run COPY in a thread writing into a pipe; parse the other end with Arrow."""
+    """Run COPY in a thread writing into a pipe; parse the other end with Arrow.
+
+    Args:
+        check_utf8: Let Arrow's parser check text (the server guarantees UTF-8). When False
+            (a SQL_ASCII database), text columns are checked after parsing and a row with bytes
+            that are not UTF-8 is marked for quarantine, naming the column.
+    """
     read_fd, write_fd = os.pipe()
     with contextlib.suppress(ImportError, AttributeError, OSError):
         import fcntl
@@ -451,19 +711,22 @@ def _stream_copy(
     thread = threading.Thread(target=pump, name="dativo-pg-copy", daemon=True)
     thread.start()
     names = [c.name for c in columns]
+    parse_types = {c.name: csv_parse_type(schema.field(c.name).type) for c in columns}
     convert = pacsv.ConvertOptions(
-        column_types={c.name: csv_parse_type(schema.field(c.name).type) for c in columns},
+        column_types=parse_types,
         true_values=["t"],
         false_values=["f"],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
         null_values=[""],
+        check_utf8=check_utf8,
     )
+    unchecked = [] if check_utf8 else [name for name, parsed in parse_types.items() if pa.types.is_string(parsed)]
     # Small blocks: the reader parses ahead of the consumer, and what it holds is blocks in flight.
-    read_options = pacsv.ReadOptions(column_names=names, block_size=1 << 20, use_threads=True)
+    read_options = pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES, use_threads=True)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
-    converters = {c.name: _post_converter(schema.field(c.name).type) for c in columns}
-    source = _CountingReader(os.fdopen(read_fd, "rb", buffering=1 << 20))
+    converters = {c.name: _post_converter(schema.field(c.name).type, c.name) for c in columns}
+    source = _WholeRowReader(os.fdopen(read_fd, "rb", buffering=1 << 20))
     finished = False
     try:
         try:
@@ -477,7 +740,7 @@ def _stream_copy(
             if "Empty CSV file" in str(exc):
                 finished = True
                 return
-            raise ExtractError(f"{label}: COPY output could not be parsed: {exc}") from None
+            raise _unparsable(exc, label) from None
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -487,9 +750,9 @@ def _stream_copy(
                 thread.join(timeout=5)
                 if failure:
                     raise classify(failure[0], label) from None
-                raise ExtractError(f"{label}: COPY output could not be parsed: {exc}") from None
+                raise _unparsable(exc, label) from None
             stats.add(pages=1)
-            yield _convert_batch(batch, schema, converters)
+            yield _convert_batch(batch, schema, converters, unchecked)
         thread.join()
         if failure:
             # The server stopped mid-stream; the batches already yielded are not committed
@@ -505,48 +768,186 @@ def _stream_copy(
         stats.add(bytes_read=source.bytes_read, api_calls=1)
 
 
-def _post_converter(target: pa.DataType) -> Callable[[pa.Array], pa.Array] | None:
+def _unparsable(exc: pa.ArrowInvalid, label: str) -> DativoError:
+    """The error for COPY output Arrow cannot parse although the server finished sending it.
+
+    A retry would read the same rows, so it is permanent.
+    """
+    text = str(exc).splitlines()[0]
+    return PermanentExtractError(
+        f"{label}: COPY output could not be parsed (not retried; nothing was committed): {text}",
+        hint="leave the column out with 'columns', or select it in another form in a 'query' object",
+    )
+
+
+Converter = Callable[[pa.Array], tuple[pa.Array, "list[str | None] | None"]]
+"""From COPY's text to the column's type: the array, and a reason per row it could not convert
+exactly (None when every row converted)."""
+
+
+def _post_converter(target: pa.DataType, name: str) -> Converter | None:
     """Conversion from COPY text to the target type for columns Arrow's CSV reader left as text."""
     if pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_boolean(target):
         return None
     if pa.types.is_string(target):
         return None
-    if isinstance(target, pa.BaseExtensionType) and target.extension_name == "arrow.uuid":
-
-        def to_uuid(column: pa.Array) -> pa.Array:
-            values = [None if v is None else bytes.fromhex(v.replace("-", "")) for v in column.to_pylist()]
-            return pa.ExtensionArray.from_storage(target, pa.array(values, pa.binary(16)))
-
-        return to_uuid
+    if is_uuid(target):
+        return lambda column: (_uuids(column, target), None)
     if pa.types.is_binary(target):
-
-        def to_bytes(column: pa.Array) -> pa.Array:
-            return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in column.to_pylist()], pa.binary())
-
-        return to_bytes
+        return lambda column: (_hex_bytes(column), None)
     if pa.types.is_list(target):
-        import json
+        return lambda column: _arrays(column, target, name)
+    if pa.types.is_time(target):
+        return lambda column: (_times_or_text(column, target), None)
+    return lambda column: (best_effort_cast(column, target), None)
 
-        def to_list(column: pa.Array) -> pa.Array:
-            values = [None if v is None else json.loads(v) for v in column.to_pylist()]
-            try:
-                return pa.array(values, target)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                return pa.array(
-                    [None if v is None else [None if x is None else str(x) for x in v] for v in values],
-                    pa.list_(pa.string()),
+
+def _times_or_text(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """Clock times parsed in one vectorised pass, or the text when one does not parse (24:00:00)."""
+    try:
+        return _element_parser(target)(column)
+    except _PARSE_ERRORS:
+        return column  # the enforcer converts value by value and quarantines the odd row
+
+
+def _uuids(column: pa.Array, target: pa.DataType) -> pa.Array:
+    values = [None if v is None else bytes.fromhex(v.replace("-", "")) for v in column.to_pylist()]
+    return pa.ExtensionArray.from_storage(target, pa.array(values, pa.binary(16)))
+
+
+def _hex_bytes(column: pa.Array) -> pa.Array:
+    # bytea_output is 'hex' for the session: every value is \x followed by two digits per byte.
+    return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in column.to_pylist()], pa.binary())
+
+
+def _element_parser(item: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    """Parse a flat array of element texts into ``item``; raises when any element does not fit."""
+    if pa.types.is_string(item):
+        return lambda texts: texts
+    if is_uuid(item):
+        return lambda texts: _uuids(texts, item)
+    if pa.types.is_binary(item):
+        return _hex_bytes
+    if pa.types.is_time(item):
+        # Arrow has no text-to-time cast; a timestamp on the epoch's date has the same clock time.
+        return lambda texts: pc.cast(
+            pc.cast(pc.binary_join_element_wise("1970-01-01 ", texts, ""), pa.timestamp("us")), item
+        )
+    return lambda texts: pc.cast(texts, item)
+
+
+_PARSE_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
+
+
+def _arrays(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, list[str | None] | None]:
+    """JSON texts of one-dimensional arrays (``array_to_json(col::text[])``) to ``list<item>``.
+
+    Every element is converted exactly from PostgreSQL's text for it. A row whose array cannot
+    be held exactly (more than one dimension; an element such as ``infinity`` that the element
+    type cannot hold) gets null and a reason naming the column and the element; the other rows
+    of the batch are unaffected.
+    """
+    texts = column.to_pylist()
+    rows: list[list[Any] | None] = [None if text is None else json.loads(text) for text in texts]
+    reasons: list[str | None] | None = None
+    try:
+        as_text = pa.array(rows, pa.list_(pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Some row is multi-dimensional (nested lists): mark those rows, keep the others.
+        reasons = [None] * len(rows)
+        for index, row in enumerate(rows):
+            if row is not None and any(isinstance(item, list) for item in row):
+                reasons[index] = (
+                    f"{name}: {_shown(texts[index])} is a {_dimensions(row)}-dimensional array; "
+                    "only one-dimensional arrays can be stored"
                 )
+                rows[index] = None
+        as_text = pa.array(rows, pa.list_(pa.string()))
+    parse = _element_parser(target.value_type)
+    converted, failed = _convert_lists(as_text, parse)
+    for index, (position, element) in failed.items():
+        if reasons is None:
+            reasons = [None] * len(rows)
+        reasons[index] = (
+            f"{name}: element {position} ({_shown(element)}) cannot be held by {type_label(target.value_type)}"
+        )
+    return converted, reasons
 
-        return to_list
-    return lambda column: best_effort_cast(column, target)
+
+def _convert_lists(
+    lists: pa.ListArray, parse: Callable[[pa.Array], pa.Array]
+) -> tuple[pa.Array, dict[int, tuple[int, str]]]:
+    """Convert every list's elements; rows with an element that does not parse become null.
+
+    The whole array is converted at once; only when that fails is it split in halves, so a batch
+    with one odd row costs a few extra conversions, not one per row.
+
+    Returns:
+        The converted lists and, per failed row (index), the 1-based position and text of the
+        first element that did not parse.
+    """
+    try:
+        values = parse(lists.flatten())
+        return _rebuild(lists, values), {}
+    except _PARSE_ERRORS:
+        pass
+    if len(lists) == 1:
+        elements = lists[0].values
+        for position in range(len(elements)):
+            try:
+                parse(elements.slice(position, 1))
+            except _PARSE_ERRORS:
+                return _rebuild(lists, parse(elements.slice(0, 0)), null=True), {
+                    0: (position + 1, str(elements[position].as_py()))
+                }
+        return _rebuild(lists, parse(elements.slice(0, 0)), null=True), {0: (0, "?")}
+    half = len(lists) // 2
+    left, left_failed = _convert_lists(lists.slice(0, half), parse)
+    right, right_failed = _convert_lists(lists.slice(half), parse)
+    failed = {**left_failed, **{half + index: found for index, found in right_failed.items()}}
+    return pa.concat_arrays([left, right]), failed
+
+
+def _rebuild(lists: pa.ListArray, values: pa.Array, *, null: bool = False) -> pa.Array:
+    """A list array with ``lists``' shape (offsets, nulls) over the converted ``values``."""
+    list_type = pa.list_(values.type)
+    if null:
+        return pa.nulls(len(lists), list_type)
+    offsets = lists.offsets  # of this slice: they start where its first list starts
+    if offsets[0].as_py() != 0:
+        offsets = pc.subtract(offsets, offsets[0])
+    return pa.ListArray.from_arrays(offsets, values, type=list_type, mask=lists.is_null())
+
+
+def _dimensions(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = next((item for item in value if item is not None), None)
+    return depth
+
+
+def _shown(text: str | None) -> str:
+    shown = "null" if text is None else text
+    return repr(shown if len(shown) <= 40 else shown[:37] + "...")
 
 
 def _convert_batch(
-    batch: pa.RecordBatch, schema: pa.Schema, converters: dict[str, Callable[[pa.Array], pa.Array] | None]
+    batch: pa.RecordBatch,
+    schema: pa.Schema,
+    converters: dict[str, Converter | None],
+    unchecked: list[str] | None = None,
 ) -> pa.RecordBatch:
     arrays = []
+    reasons: list[list[str | None] | None] = []
     for field in schema:
         column = batch.column(field.name)
+        if unchecked and field.name in unchecked:
+            column, bad = checked_utf8(column, field.name)
+            reasons.append(bad)
         convert = converters[field.name]
-        arrays.append(convert(column) if convert is not None else column)
-    return pa.RecordBatch.from_arrays(arrays, names=schema.names)
+        if convert is not None:
+            column, bad = convert(column)
+            reasons.append(bad)
+        arrays.append(column)
+    return with_source_reasons(arrays, schema.names, merge_reasons(batch.num_rows, *reasons))

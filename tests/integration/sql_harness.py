@@ -23,8 +23,17 @@ def write_project(
     objects: list[dict[str, Any]],
     credentials: dict[str, str] | None = None,
     job_extra: dict[str, Any] | None = None,
+    contracts: dict[str, str] | None = None,
 ) -> Path:
-    """A project with one job ``acme/db`` reading ``objects`` from a SQL source."""
+    """A project with one job ``acme/db`` reading ``objects`` from a SQL source.
+
+    ``contracts`` maps a file under ``connectors/schemas`` (``shop/orders.v1.yaml``) to its YAML;
+    an object refers to it with ``contract: {name: shop/orders, version: 1}``.
+    """
+    for relative, text in (contracts or {}).items():
+        path = root / "connectors/schemas" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     (root / "tenants/acme/jobs").mkdir(parents=True, exist_ok=True)
     (root / "connectors/sources").mkdir(parents=True, exist_ok=True)
     (root / "connectors/targets").mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dativo_dagster.config.loader import load_plan
 from dativo_dagster.config.secrets import SecretResolver
 from dativo_dagster.errors import AuthError, ConfigError, ExtractError, QualityError
 from dativo_dagster.sources.base import ReadRequest
+from dativo_dagster.sources.mysql import MySQLSource
 from dativo_dagster.sources.registry import build_source
 from tests.integration.sql_harness import Runner, write_project
 
@@ -269,7 +271,9 @@ def test_connection_killed_mid_stream_is_ext001(my: tuple[Any, str], tmp_path: P
     def kill() -> None:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id FROM information_schema.processlist WHERE db = '{db}' AND info LIKE 'SELECT%big%'"
+                # the read itself, not the catalog queries that mention the table
+                f"SELECT id FROM information_schema.processlist WHERE db = '{db}' "
+                "AND info LIKE 'SELECT `id`%FROM `big`%'"
             )
             for (thread_id,) in cursor.fetchall():
                 cursor.execute(f"KILL {int(thread_id)}")
@@ -302,7 +306,10 @@ def test_connection_killed_during_a_run_is_ext001_and_commits_nothing(
                 deadline = time.monotonic() + 30
                 while not done.is_set() and time.monotonic() < deadline:
                     cursor.execute(
-                        "SELECT id FROM information_schema.processlist WHERE db = %s AND info LIKE 'SELECT%%big%%'",
+                        # the read itself, not the catalog queries that mention the table (killing one
+                        # of those after it finished would leave the read running)
+                        "SELECT id FROM information_schema.processlist WHERE db = %s "
+                        "AND info LIKE 'SELECT `id`%%FROM `big`%%'",
                         (db,),
                     )
                     ids = [row[0] for row in cursor.fetchall()]
@@ -326,3 +333,200 @@ def test_connection_killed_during_a_run_is_ext001_and_commits_nothing(
     assert table is None or not table.snapshots()
     retry = runner.run("big")
     assert retry.error is None and retry.total_rows == 300_000
+
+
+# --------------------------------------------------------------------------- exact values, classified failures
+
+
+def _f32(value: float) -> float:
+    """The value a FLOAT column stores for ``value`` (nearest float32)."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+@ENGINES
+def test_numbers_arrive_exactly_and_odd_booleans_are_quarantined(
+    my: tuple[Any, str], tmp_path: Path, engine: str
+) -> None:
+    connection, db = my
+    sql(
+        connection,
+        f"""CREATE TABLE {db}.nums (id int PRIMARY KEY, flag tinyint(1), f float, d double, dm decimal(38,10),
+            dw decimal(29,0), b64 bit(64), y2 year(2), at time(6), dtm datetime(6), ts timestamp(6) NULL)""",
+        f"""INSERT INTO {db}.nums VALUES
+            (1, 1, 0.1, 0.1e0 + 0.2e0, 9999999999999999999999999999.9999999999, 99999999999999999999999999999,
+             b'1111111111111111111111111111111111111111111111111111111111111111', 69, '23:59:59.999999',
+             '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999'),
+            (2, 0, 16777217, 5e-324, -1234567890123456789012345678.1234567891, -1, b'0', 70, '12:00:00.000001',
+             '1000-01-01 00:00:00.000001', '1970-01-01 00:00:01.000001'),
+            (3, 2, 123456.789, 1.7976931348623157e308, 0, 0, b'1', 99, NULL, NULL, NULL),
+            (4, -1, 3.4028234e38, NULL, NULL, NULL, NULL, NULL, '-838:59:58.999999', NULL, NULL),
+            (5, NULL, 1e-45, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL)""",
+    )
+    runner = project(
+        tmp_path,
+        db,
+        [{"name": "nums", "options": {"table": "nums"}, "primary_key": ["id"], "quality": {"max_rejected_rate": 0.7}}],
+        engine=engine,
+    )
+    result = runner.run("nums")
+    assert result.error is None, result.error
+    table = runner.writer.load_table("acme", "nums")
+    assert table is not None
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert types["b64"] == "decimal(20, 0)" and types["y2"] == "int" and types["flag"] == "boolean"
+    rows = {r["id"]: r for r in runner.rows("nums")}
+    assert rows[1]["flag"] is True and rows[2]["flag"] is False and rows[5]["flag"] is None
+    assert [rows[i]["f"] for i in (1, 2, 5)] == [_f32(0.1), 16777216.0, _f32(1e-45)]
+    assert rows[1]["d"] == 0.1 + 0.2 and rows[2]["d"] == 5e-324
+    assert rows[1]["dm"] == decimal.Decimal("9999999999999999999999999999.9999999999")
+    assert rows[2]["dm"] == decimal.Decimal("-1234567890123456789012345678.1234567891")
+    assert rows[1]["dw"] == decimal.Decimal("99999999999999999999999999999")
+    assert rows[1]["b64"] == decimal.Decimal(2**64 - 1) and rows[2]["b64"] == 0
+    assert [rows[i]["y2"] for i in (1, 2, 5)] == [2069, 1970, 2000]
+    assert rows[1]["at"] == dt.time(23, 59, 59, 999999) and rows[2]["at"] == dt.time(12, 0, 0, 1)
+    assert rows[1]["dtm"] == dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    assert rows[2]["dtm"] == dt.datetime(1000, 1, 1, 0, 0, 0, 1)
+    assert rows[1]["ts"] == dt.datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC)
+    reasons = {r["_dativo_key"]: r["_dativo_reason"] for r in runner.rows("nums__quarantine")}
+    assert reasons.keys() == {"3", "4"}  # 2 and -1 are no booleans; -838:59:58 is no time of day
+    assert reasons["3"].startswith("flag: cannot convert '2' to boolean")
+    assert reasons["4"].startswith("flag: cannot convert '-1' to boolean")
+    assert "at: cannot convert '-838:59:58.999999'" in reasons["4"]
+
+
+@ENGINES
+def test_decimal_beyond_38_digits_is_cfg001_without_a_contract_and_exact_with_one(
+    my: tuple[Any, str], tmp_path: Path, engine: str
+) -> None:
+    connection, db = my
+    sql(
+        connection,
+        f"CREATE TABLE {db}.ledger (id int PRIMARY KEY, amount decimal(65,30))",
+        f"""INSERT INTO {db}.ledger VALUES (1, 12.5),
+            (2, 12345678901234567890123456789012345.123456789012345678901234567890),
+            (3, 0.000000000000000000000000000001)""",
+    )
+    contract = (
+        "name: shop/ledger\nversion: 1\ncolumns:\n  - {name: id, type: int32, required: true}\n"
+        "  - {name: amount, type: decimal, precision: 38, scale: 2}\n"
+    )
+    root = write_project(
+        tmp_path / "p",
+        "mysql",
+        {"host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "engine": engine},
+        [
+            {"name": "plain", "options": {"table": "ledger"}},
+            {"name": "typed", "options": {"table": "ledger"}, "contract": {"name": "shop/ledger", "version": 1},
+             "quality": {"max_rejected_rate": 0.7}},
+        ],
+        contracts={"shop/ledger.v1.yaml": contract},
+    )  # fmt: skip
+    runner = Runner(root)
+    plain = runner.run("plain")
+    assert isinstance(plain.error, ConfigError) and not plain.error.transient
+    assert "column 'amount' has type decimal(65,30)" in str(plain.error)
+    assert runner.writer.load_table("acme", "plain") is None
+    typed = runner.run("typed")
+    assert typed.error is None, typed.error
+    assert [r["amount"] for r in runner.rows("typed")] == [decimal.Decimal("12.50")]
+    reasons = sorted(r["_dativo_reason"] for r in runner.rows("typed__quarantine"))
+    assert len(reasons) == 2 and all(r.startswith("amount: cannot convert") for r in reasons)
+
+
+@ENGINES
+def test_query_that_writes_is_cfg001(my: tuple[Any, str], tmp_path: Path, engine: str) -> None:
+    connection, db = my
+    _orders(connection, db, rows=10)
+    sql(
+        connection,
+        f"CREATE TABLE {db}.audit (n int)",
+        f"""CREATE FUNCTION {db}.bump() RETURNS int MODIFIES SQL DATA
+            BEGIN INSERT INTO {db}.audit VALUES (1); RETURN 1; END""",
+    )
+    with pytest.raises(ConfigError, match="must only read, but it contains a row-locking clause"):
+        project(tmp_path / "static", db, [{"name": "q", "options": {"query": "SELECT id FROM orders FOR UPDATE"}}])
+    runner = project(
+        tmp_path, db, [{"name": "q", "options": {"query": "SELECT id, bump() AS b FROM orders"}}], engine=engine
+    )
+    result = runner.run("q")
+    assert isinstance(result.error, ConfigError) and not result.error.transient
+    assert "the query modifies data" in str(result.error) and "1792" in str(result.error)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {db}.audit")
+        assert cursor.fetchone() == (0,)
+
+
+def test_text_that_is_not_utf8_quarantines_its_row_on_the_pymysql_path(
+    my: tuple[Any, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection, db = my
+    sql(
+        connection,
+        f"CREATE TABLE {db}.names (id int PRIMARY KEY, name varchar(20) CHARACTER SET latin1, note text)",
+        f"INSERT INTO {db}.names VALUES (1, 'plain', 'a'), (2, x'ff41', 'b'), (3, NULL, 'c')",
+    )
+    # A session that sends latin1 (a server default, a proxy) delivers bytes that are not UTF-8.
+    statements = MySQLSource._session_statements
+    monkeypatch.setattr(
+        MySQLSource, "_session_statements", lambda self, c: [*statements(self, c), "SET character_set_results = latin1"]
+    )
+    runner = project(
+        tmp_path,
+        db,
+        [
+            {
+                "name": "names",
+                "options": {"table": "names"},
+                "primary_key": ["id"],
+                "quality": {"max_rejected_rate": 0.5},
+            }
+        ],
+        engine="pymysql",
+    )
+    result = runner.run("names")
+    assert result.error is None, result.error
+    assert sorted(r["id"] for r in runner.rows("names")) == [1, 3]
+    (rejected,) = runner.rows("names__quarantine")
+    assert rejected["_dativo_key"] == "2" and rejected["_dativo_reason"] == "name: '\\xffA' is not valid UTF-8 (byte 1)"
+    # connectorx cannot hand over such a value at all: a permanent QUAL001 pointing at engine: pymysql
+    fast = project(tmp_path / "fast", db, [{"name": "names", "options": {"table": "names"}}])
+    failed = fast.run("names")
+    assert isinstance(failed.error, QualityError) and "engine: pymysql" in str(failed.error)
+    table = fast.writer.load_table("acme", "names")
+    assert table is None or not table.snapshots()
+
+
+@ENGINES
+def test_server_errors_are_classified_by_code(my: tuple[Any, str], tmp_path: Path, engine: str) -> None:
+    connection, db = my
+    _orders(connection, db, rows=10)
+    user = f"{db}_r"
+    sql(connection, f"CREATE USER '{user}'@'%'", f"GRANT SELECT (id) ON {db}.orders TO '{user}'@'%'")
+    try:
+        runner = project(
+            tmp_path,
+            db,
+            [
+                {"name": "syntax", "options": {"query": "SELECT id, FROM orders"}},
+                {"name": "column", "options": {"query": "SELECT nope FROM orders"}},
+                {"name": "many", "options": {"query": "SELECT id, (SELECT id FROM orders) AS x FROM orders"}},
+            ],
+            engine=engine,
+        )
+        syntax = runner.run("syntax")
+        assert isinstance(syntax.error, ConfigError) and "1064" in str(syntax.error)
+        column = runner.run("column")
+        assert isinstance(column.error, ConfigError) and "1054" in str(column.error)
+        many = runner.run("many")
+        assert isinstance(many.error, QualityError) and "1242" in str(many.error) and not many.error.transient
+        denied = project(
+            tmp_path / "denied",
+            db,
+            [{"name": "o", "options": {"query": "SELECT id, status FROM orders"}}],
+            engine=engine,
+            user=user,
+        )
+        result = denied.run("o")
+        assert isinstance(result.error, AuthError) and "1143" in str(result.error)
+    finally:
+        sql(connection, f"DROP USER IF EXISTS '{user}'@'%'")

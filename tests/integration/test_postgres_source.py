@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
+import struct
 import threading
 import time
 import uuid
@@ -464,3 +466,236 @@ def test_postgres_job_through_dagster(pg: tuple[Any, str], tmp_path: Path) -> No
     assert event.event_specific_data.materialization.asset_key == dg.AssetKey(["acme", "postgres", "orders"])
     columns = {c.name: c.type for c in metadata["dagster/column_schema"].value.columns}
     assert columns == {"id": "int64", "status": "string", "updated_at": "timestamptz"}
+
+
+# --------------------------------------------------------------------------- exact values, classified failures
+
+
+def test_arrays_keep_every_element_exact_and_quarantine_only_the_odd_rows(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"""CREATE TABLE {schema}.arrays (id int PRIMARY KEY, n numeric[], jb jsonb[], j json[], raw bytea[],
+            flags bool[], small int2[], big int8[], r float4[], d float8[], days date[], at time[], ts timestamp[],
+            tstz timestamptz[], ids uuid[], texts text[], codes char(3)[], hosts inet[])""",
+        f"""INSERT INTO {schema}.arrays VALUES
+            (1, '{{1.10,123456789012345678901234567890.123456789,NaN}}',
+             ARRAY['{{"a": 1.000000000000000001, "b": [1, 2]}}'::jsonb, NULL], ARRAY['{{"a":  1}}'::json],
+             ARRAY['\\x00ff'::bytea, NULL, ''::bytea], '{{t,f,NULL}}', '{{1,-32768}}', '{{9223372036854775807}}',
+             '{{0.1,NaN,Infinity}}', '{{0.1,1e308,-Infinity}}', '{{2024-01-02,NULL}}', '{{10:11:12.5}}',
+             '{{"2024-01-01 10:00:00.123456"}}', '{{"2024-01-01 10:00:00+02"}}',
+             '{{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}}', '{{"a,\\"b","NULL",NULL,""}}', '{{"a",usd}}',
+             '{{10.0.0.1,10.0.0.0/8}}'),
+            (2, '{{{{1,2}},{{3,4}}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+             '{{}}', NULL, NULL),
+            (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{{2024-01-01,infinity}}', NULL, NULL, NULL,
+             NULL, NULL, NULL, NULL),
+            (4, '{{2.5}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{{2024-01-03}}', NULL, NULL, NULL, NULL,
+             NULL, NULL, NULL)""",
+    )
+    runner = project(
+        tmp_path,
+        [{"name": "arrays", "options": {"table": f"{schema}.arrays"}, "primary_key": ["id"],
+          "quality": {"max_rejected_rate": 0.5}}],
+    )  # fmt: skip
+    result = runner.run("arrays")
+    assert result.error is None, result.error
+    assert result.write is not None and result.write.rows_written == 2 and result.write.rows_rejected == 2
+    table = runner.writer.load_table("acme", "arrays")
+    assert table is not None
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert types == {
+        "id": "int", "n": "list<string>", "jb": "list<string>", "j": "list<string>", "raw": "list<binary>",
+        "flags": "list<boolean>", "small": "list<int>", "big": "list<long>", "r": "list<float>", "d": "list<double>",
+        "days": "list<date>", "at": "list<time>", "ts": "list<timestamp>", "tstz": "list<timestamptz>",
+        "ids": "list<uuid>", "texts": "list<string>", "codes": "list<string>", "hosts": "list<string>",
+    }  # fmt: skip
+    rows = {r["id"]: r for r in runner.rows("arrays")}
+    one = rows[1]
+    assert one["n"] == ["1.10", "123456789012345678901234567890.123456789", "NaN"]
+    assert one["jb"] == ['{"a": 1.000000000000000001, "b": [1, 2]}', None] and one["j"] == ['{"a":  1}']
+    assert one["raw"] == [b"\x00\xff", None, b""]
+    assert one["flags"] == [True, False, None] and one["small"] == [1, -32768] and one["big"] == [2**63 - 1]
+    assert one["r"][0] == struct.unpack("f", struct.pack("f", 0.1))[0] and math.isnan(one["r"][1])
+    assert one["r"][2] == math.inf and one["d"] == [0.1, 1e308, -math.inf]
+    assert one["days"] == [dt.date(2024, 1, 2), None] and one["at"] == [dt.time(10, 11, 12, 500000)]
+    assert one["ts"] == [dt.datetime(2024, 1, 1, 10, 0, 0, 123456)]
+    assert one["tstz"] == [dt.datetime(2024, 1, 1, 8, 0, tzinfo=UTC)]
+    assert one["ids"] == [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")]
+    assert one["texts"] == ['a,"b', "NULL", None, ""]
+    assert one["codes"] == ["a  ", "usd"] and one["hosts"] == ["10.0.0.1", "10.0.0.0/8"]  # as PostgreSQL prints them
+    assert rows[4]["n"] == ["2.5"] and rows[4]["days"] == [dt.date(2024, 1, 3)]
+    reasons = {r["_dativo_key"]: r["_dativo_reason"] for r in runner.rows("arrays__quarantine")}
+    assert reasons.keys() == {"2", "3"}
+    assert "n: " in reasons["2"] and "2-dimensional array" in reasons["2"]
+    assert reasons["3"] == "days: element 2 ('infinity') cannot be held by date"
+
+
+def test_numeric_precision_and_scale_map_exactly_or_are_cfg001(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"""CREATE TABLE {schema}.nums (id int PRIMARY KEY, hundreds numeric(5,-2), tiny numeric(3,5),
+            wide numeric(50,2))""",
+        f"""INSERT INTO {schema}.nums VALUES (1, 1234567, 0.00123, 12.34),
+            (2, -9999900, -0.00999, 123456789012345678901234567890123456789012.5)""",
+    )
+    contract = (
+        "name: shop/nums\nversion: 1\ncolumns:\n  - {name: id, type: int32, required: true}\n"
+        "  - {name: wide, type: decimal, precision: 38, scale: 2}\n"
+    )
+    runner = Runner(
+        write_project(
+            tmp_path / "p",
+            "postgres",
+            CONNECTION,
+            [
+                {"name": "scales", "options": {"table": f"{schema}.nums", "columns": ["id", "hundreds", "tiny"]}},
+                {"name": "wide", "options": {"table": f"{schema}.nums"}},
+                {"name": "wide_contract", "options": {"table": f"{schema}.nums"},
+                 "contract": {"name": "shop/nums", "version": 1}, "quality": {"max_rejected_rate": 0.5}},
+            ],
+            contracts={"shop/nums.v1.yaml": contract},
+        )
+    )  # fmt: skip
+    scales = runner.run("scales")
+    assert scales.error is None, scales.error
+    table = runner.writer.load_table("acme", "scales")
+    assert table is not None
+    assert {f.name: str(f.field_type) for f in table.schema().fields} == {
+        "id": "int", "hundreds": "decimal(7, 0)", "tiny": "decimal(5, 5)",
+    }  # fmt: skip
+    rows = {r["id"]: r for r in runner.rows("scales")}
+    assert rows[1]["hundreds"] == decimal.Decimal(1234600) and rows[2]["hundreds"] == decimal.Decimal(-9999900)
+    assert rows[1]["tiny"] == decimal.Decimal("0.00123") and rows[2]["tiny"] == decimal.Decimal("-0.00999")
+
+    wide = runner.run("wide")
+    assert isinstance(wide.error, ConfigError) and not wide.error.transient
+    assert "column 'wide' has type numeric(50,2)" in str(wide.error) and "contract" in str(wide.error)
+    assert runner.writer.load_table("acme", "wide") is None  # refused before any table exists
+
+    with_contract = runner.run("wide_contract")
+    assert with_contract.error is None, with_contract.error
+    assert with_contract.write is not None and with_contract.write.rows_rejected == 1
+    assert [r["wide"] for r in runner.rows("wide_contract")] == [decimal.Decimal("12.34")]
+    (rejected,) = runner.rows("wide_contract__quarantine")
+    assert rejected["wide"] == "123456789012345678901234567890123456789012.50" and "wide:" in rejected["_dativo_reason"]
+
+
+def test_query_that_writes_is_cfg001_before_and_while_reading(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    sql(
+        connection,
+        f"CREATE TABLE {schema}.audit (n int)",
+        f"""CREATE FUNCTION {schema}.bump() RETURNS int LANGUAGE sql
+            AS 'INSERT INTO {schema}.audit VALUES (1) RETURNING n'""",
+    )
+    # refused at config load, before anything runs
+    with pytest.raises(ConfigError, match="must only read, but it contains DELETE"):
+        project(tmp_path / "static", [{"name": "d", "options": {
+            "query": f"WITH d AS (DELETE FROM {schema}.orders RETURNING *) SELECT * FROM d"}}])  # fmt: skip
+    # a function that writes is only visible to the server: the READ ONLY transaction refuses it
+    runner = project(
+        tmp_path, [{"name": "q", "options": {"query": f"SELECT id, {schema}.bump() AS b FROM {schema}.orders"}}]
+    )
+    result = runner.run("q")
+    assert isinstance(result.error, ConfigError) and not result.error.transient
+    assert "the query modifies data" in str(result.error) and "25006" in str(result.error)
+    # discovery (the query's LIMIT 0) runs on a READ ONLY connection too
+    job = load_plan(runner.root, strict=True).jobs[0]
+    with build_source(job, SecretResolver({})) as source:
+        assert isinstance(source, PostgresSource)
+        with source._connection("l") as conn, conn.cursor() as cur:
+            cur.execute("SHOW transaction_read_only")
+            assert cur.fetchone() == ("on",)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT (SELECT count(*) FROM {schema}.orders), (SELECT count(*) FROM {schema}.audit)")
+        assert cursor.fetchone() == (100, 0)
+
+
+def test_invalid_utf8_in_a_sql_ascii_database_quarantines_only_its_rows(
+    postgres_server: dict[str, object], unique_name: str, tmp_path: Path
+) -> None:
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    admin.autocommit = True
+    database = f"{unique_name}_ascii"
+    sql(admin, f"CREATE DATABASE {database} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        legacy = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=database)
+        legacy.autocommit = True
+        sql(
+            legacy,
+            "CREATE TABLE notes (id int PRIMARY KEY, body text, tags text[], n int)",
+            "INSERT INTO notes VALUES (1, E'caf\\xe9', ARRAY['ok'], 1), (2, 'plain', ARRAY[E'x\\xff'], 2),"
+            " (3, E'\\xc3\\xa9t\\xc3\\xa9', NULL, 3)",
+        )
+        legacy.close()
+        runner = project(
+            tmp_path,
+            [{"name": "notes", "options": {"table": "public.notes"}, "primary_key": ["id"],
+              "quality": {"max_rejected_rate": 0.7}}],
+            database=database,
+        )  # fmt: skip
+        result = runner.run("notes")
+        assert result.error is None, result.error
+        assert result.write is not None and result.write.rows_written == 1 and result.write.rows_rejected == 2
+        assert runner.rows("notes") == [{"id": 3, "body": "été", "tags": None, "n": 3}]
+        reasons = {r["_dativo_key"]: r["_dativo_reason"] for r in runner.rows("notes__quarantine")}
+        assert reasons["1"] == "body: 'caf\\xe9' is not valid UTF-8 (byte 4)"
+        assert reasons["2"].startswith("tags: ") and "not valid UTF-8" in reasons["2"]
+    finally:
+        sql(admin, f"DROP DATABASE IF EXISTS {database}")
+        admin.close()
+
+
+def test_server_errors_are_classified_by_sqlstate(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    _orders(connection, schema)
+    role = f"{schema}_reader"
+    sql(connection, f"CREATE ROLE {role} LOGIN")
+    try:
+        runner = project(
+            tmp_path,
+            [
+                {"name": "syntax", "options": {"query": f"SELECT id, FROM {schema}.orders"}},
+                {"name": "data", "options": {"query": f"SELECT id, 1 / (id - 50) AS x FROM {schema}.orders"}},
+                {"name": "cast", "options": {"query": f"SELECT id, status::int AS s FROM {schema}.orders"}},
+            ],
+        )
+        syntax = runner.run("syntax")
+        assert isinstance(syntax.error, ConfigError) and "42601" in str(syntax.error)
+        data = runner.run("data")
+        assert isinstance(data.error, QualityError) and "22012" in str(data.error) and not data.error.transient
+        cast = runner.run("cast")
+        assert isinstance(cast.error, QualityError) and "22P02" in str(cast.error)
+        denied = project(tmp_path / "denied", [{"name": "orders", "options": {"table": f"{schema}.orders"}}], user=role)
+        result = denied.run("orders")
+        assert isinstance(result.error, AuthError) and "42501" in str(result.error)
+        missing = project(tmp_path / "nodb", [{"name": "o", "options": {"table": "o"}}], database=f"{schema}_nope")
+        result = missing.run("o")
+        assert isinstance(result.error, ConfigError) and "does not exist" in str(result.error)
+    finally:
+        sql(connection, f"DROP ROLE IF EXISTS {role}")
+
+
+def test_values_larger_than_a_parse_block_load_exactly(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"CREATE TABLE {schema}.docs (id int PRIMARY KEY, body text, doc jsonb, raw bytea)",
+        f"""INSERT INTO {schema}.docs SELECT i, 'note ' || i || E',\\n"quoted"', NULL, NULL
+            FROM generate_series(1, 5000) i""",
+        f"""INSERT INTO {schema}.docs VALUES
+            (5001, repeat(E'line "a",\\n', 300000), NULL, NULL),
+            (5002, NULL, (SELECT jsonb_agg(g) FROM generate_series(1, 400000) g), NULL),
+            (5003, NULL, NULL, convert_to(repeat('x', 2000000), 'UTF8'))""",
+    )
+    runner = project(tmp_path, [{"name": "docs", "options": {"table": f"{schema}.docs"}}])
+    result = runner.run("docs")
+    assert result.error is None, result.error
+    rows = {r["id"]: r for r in runner.rows("docs")}
+    assert len(rows) == 5003 and rows[7]["body"] == 'note 7,\n"quoted"'
+    assert rows[5001]["body"] == 'line "a",\n' * 300000
+    assert rows[5002]["doc"] == "[" + ", ".join(str(i) for i in range(1, 400001)) + "]"
+    assert rows[5003]["raw"] == b"x" * 2000000
