@@ -95,6 +95,7 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         "dativo/files_rewritten": write.files_rewritten,
         "dativo/duration_s": round(result.duration_s, 3),
         META_CURSOR: write.cursor.to_json() if write.cursor else "null",
+        "dativo/cursor_display": result.cursor_display or "-",
         "dativo/cursor_origin": f"{result.reconciled.origin}: {result.reconciled.note}",
         **{f"dativo/{name}": value for name, value in result.source_stats.items()},
     }

@@ -257,8 +257,9 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
                 say_error(f"{obj.name}: {result.error}")
                 continue
             assert result.write is not None
-            start = result.reconciled.cursor.display() if result.reconciled.cursor else "beginning"
-            after = result.write.cursor.display() if result.write.cursor else "-"
+            codec = source.cursor_codec(obj)
+            start = result.reconciled.cursor.display(codec) if result.reconciled.cursor else "beginning"
+            after = result.write.cursor.display(codec) if result.write.cursor else "-"
             table.add_row(*_cells(obj.name, start, f"{result.write.rows_written:,}", result.write.rows_rejected, after))
     console.print(table)
     say_note("dry run: nothing was written")
@@ -319,7 +320,7 @@ def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any)
         say_ok(
             f"{job.label}/{name} → {md.get('dagster/table_name', '')}: {verb}, "
             f"{written:,} row(s) written ({new:,} new, {rejected:,} rejected), "
-            f"{int(md.get('dagster/row_count', 0)):,} in table, cursor {_short_cursor(str(md.get('dativo/cursor')))}, "
+            f"{int(md.get('dagster/row_count', 0)):,} in table, cursor {md.get('dativo/cursor_display', '-')}, "
             f"snapshot {md.get('dativo/snapshot_id', '-')}"
         )
     failed = [n for n in object_names if n not in done]
@@ -338,21 +339,6 @@ def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any)
         say_warning("some rows were quarantined (see the *__quarantine tables)")
         return EXIT_PARTIAL
     return EXIT_OK
-
-
-def _short_cursor(raw: str) -> str:
-    import json
-
-    if raw in ("null", ""):
-        return "-"
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return raw
-    value = data.get("value")
-    if isinstance(value, dict) and "mtime_ns" in value:
-        return f"files@{value['mtime_ns']}"
-    return f"{data.get('field')}={value}"
 
 
 # --------------------------------------------------------------------------- main

@@ -22,7 +22,7 @@ from dativo_dagster.iceberg.deletes import referenced_data_file
 from dativo_dagster.iceberg.tables import read_table_cursor
 from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult
 from dativo_dagster.logs import log_context
-from dativo_dagster.sources.base import ReadRequest, Source
+from dativo_dagster.sources.base import ReadRequest, Slice, Source
 from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
 from dativo_dagster.types import ContractEnforcer, check_table_schema
 
@@ -49,6 +49,7 @@ class ObjectResult:
     error: DativoError | None = None
     dry_run: bool = False
     duration_s: float = 0.0
+    cursor_display: str | None = None
 
 
 def enforcer_for(obj: ObjectPlan, source: Source) -> ContractEnforcer:
@@ -127,7 +128,11 @@ def ingest_object(
     limit: int | None = None,
     dry_run: bool = False,
 ) -> ObjectResult:
-    """Extract ``obj`` from its committed cursor and commit it (rows + cursor) in one snapshot.
+    """Extract ``obj`` from its committed cursor and commit it, rows and cursor together.
+
+    One commit for the whole read, or, when the source proposes slices (a long API backfill), one
+    commit per slice, each carrying its own cursor, so a run killed mid-way resumes at the last
+    committed slice.
 
     Errors are returned in ``ObjectResult.error`` when they are :class:`DativoError`; anything
     else propagates (an unclassified bug must not look like a handled failure).
@@ -135,32 +140,59 @@ def ingest_object(
     started = time.monotonic()
     with log_context(tenant=obj.tenant, job=obj.job, object=obj.name, run_id=run_id):
         reconciled = ReconciledCursor(None, "none", "not started")
+        codec = source.cursor_codec(obj)
+        stats: dict[str, float] = {}
         try:
             if limit is not None and not dry_run:
                 check_limit_allowed(obj, source, limit)
             reconciled = start_cursor(obj, writer, dagster or DagsterState())
             log.info(
                 "object_started",
-                cursor=reconciled.cursor.display() if reconciled.cursor else None,
+                cursor=reconciled.cursor.display(codec) if reconciled.cursor else None,
                 origin=reconciled.origin,
                 note=reconciled.note,
             )
             base_enforcer = enforcer_for(obj, source)
-            extraction = source.read(ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit))
-            enforcer = base_enforcer.with_lineage(extraction.lineage)
+            request = ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit)
+            planned = source.plan_slices(request)
+            slices: list[Slice | None] = list(planned) if planned else [None]
             if dry_run:
+                extraction = source.read(dataclasses.replace(request, window=slices[0]))
+                enforcer = base_enforcer.with_lineage(extraction.lineage)
                 return _dry_run(obj, extraction, enforcer, reconciled, run_id, started)
-            result = writer.write(
-                obj,
-                iter(extraction),
-                enforcer=enforcer,
-                run_id=run_id,
-                previous_cursor=reconciled.cursor,
-                new_cursor=extraction.new_cursor,
-                keys_unique=extraction.unique_keys,
-                replaces=extraction.replaces,
-                base_snapshot_id=reconciled.table_snapshot_id,
-            )
+            cursor = reconciled.cursor
+            base_snapshot_id = reconciled.table_snapshot_id
+            result: WriteResult | None = None
+            for number, window in enumerate(slices, start=1):
+                extraction = source.read(dataclasses.replace(request, cursor=cursor, window=window))
+                enforcer = base_enforcer.with_lineage(extraction.lineage)
+                part = writer.write(
+                    obj,
+                    iter(extraction),
+                    enforcer=enforcer,
+                    run_id=run_id,
+                    previous_cursor=cursor,
+                    new_cursor=extraction.new_cursor,
+                    keys_unique=extraction.unique_keys,
+                    replaces=extraction.replaces,
+                    base_snapshot_id=base_snapshot_id,
+                    full_refresh=extraction.full_refresh,
+                )
+                _add_stats(stats, extraction.stats.as_metadata())
+                result = part if result is None else _combined(result, part)
+                if window is not None:
+                    stats["slices"] = stats.get("slices", 0) + 1
+                    log.info(
+                        "slice_committed",
+                        slice=window.label or number,
+                        of=len(slices),
+                        rows=part.rows_written,
+                        cursor=part.cursor.display(codec) if part.cursor else None,
+                    )
+                cursor = part.cursor
+                if part.committed:
+                    base_snapshot_id = part.snapshot_id
+            assert result is not None
             total = _total_rows(writer, obj)
             log.info(
                 "object_finished",
@@ -168,21 +200,53 @@ def ingest_object(
                 rejected=result.rows_rejected,
                 snapshot_id=result.snapshot_id,
                 committed=result.committed,
-                cursor=result.cursor.display() if result.cursor else None,
+                cursor=result.cursor.display(codec) if result.cursor else None,
             )
             return ObjectResult(
                 obj=obj,
                 write=result,
                 reconciled=reconciled,
-                source_stats=extraction.stats.as_metadata(),
+                source_stats=stats,
                 total_rows=total,
                 duration_s=time.monotonic() - started,
+                cursor_display=result.cursor.display(codec) if result.cursor else None,
             )
         except DativoError as exc:
             log.error("object_failed", code=exc.code, error=str(exc), error_class=exc.error_class.value)
             return ObjectResult(
-                obj=obj, write=None, reconciled=reconciled, error=exc, duration_s=time.monotonic() - started
+                obj=obj,
+                write=None,
+                reconciled=reconciled,
+                error=exc,
+                duration_s=time.monotonic() - started,
+                source_stats=stats,
             )
+
+
+def _add_stats(total: dict[str, float], part: dict[str, float]) -> None:
+    for name, value in part.items():
+        total[name] = round(total.get(name, 0) + value, 3)
+
+
+def _combined(first: WriteResult, then: WriteResult) -> WriteResult:
+    """Two slices' results as one: counts added, the later snapshot, cursor and schema."""
+    return dataclasses.replace(
+        then,
+        rows_written=first.rows_written + then.rows_written,
+        rows_rejected=first.rows_rejected + then.rows_rejected,
+        rows_read=first.rows_read + then.rows_read,
+        snapshot_id=then.snapshot_id if then.committed else first.snapshot_id,
+        committed=first.committed or then.committed,
+        data_files=first.data_files + then.data_files,
+        bytes_written=first.bytes_written + then.bytes_written,
+        rows_replaced=first.rows_replaced + then.rows_replaced,
+        files_rewritten=first.files_rewritten + then.files_rewritten,
+        delete_files=first.delete_files + then.delete_files,
+        schema_changes=first.schema_changes + then.schema_changes,
+        quarantine_table=then.quarantine_table or first.quarantine_table,
+        duration_s=first.duration_s + then.duration_s,
+        commit_attempts=first.commit_attempts + then.commit_attempts,
+    )
 
 
 def _dry_run(

@@ -8,14 +8,13 @@ may die after the Iceberg commit and before Dagster records the event.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.errors import StateError
+from dativo_dagster.sources.cursors import DEFAULT_CODEC, CursorCodec
 
 # Snapshot-summary property names (Iceberg summary values are strings).
 PROP_CURSOR = "dativo.cursor"
@@ -55,67 +54,20 @@ class CursorState:
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"unreadable cursor state in {where}: {text[:80]!r}") from exc
 
-    def display(self) -> str:
-        """Short human form for logs and the CLI."""
-        value = self.value
-        if isinstance(value, dict) and "mtime_ns" in value:
-            stamp = dt.datetime.fromtimestamp(value["mtime_ns"] / 1e9, tz=dt.timezone.utc)
-            return f"files modified up to {stamp.isoformat(timespec='seconds')}"
-        return f"{self.field}={value}"
+    def display(self, codec: CursorCodec | None = None) -> str:
+        """Short human form for logs and the CLI, as the source's codec shows it."""
+        return (codec or DEFAULT_CODEC).display(self.value, self.field)
 
 
-def cursor_value_from_arrow(value: Any) -> Any:
-    """Normalise a scalar read from an Arrow column into a JSON-able, totally ordered value.
-
-    Timestamps become ISO-8601 strings with microseconds (UTC when zone-aware) so that string
-    order equals time order; decimals become strings only when not integral.
-    """
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
-        return value.isoformat(timespec="microseconds")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
-    if isinstance(value, (int, float, str)):
-        return value
-    raise StateError(f"cursor values of type {type(value).__name__} are not supported")
-
-
-def _order_key(value: Any) -> Any:
-    if isinstance(value, dict) and "mtime_ns" in value:
-        return value["mtime_ns"]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        return value
-    return str(value)
-
-
-def later_cursor(a: Any, b: Any) -> Any:
-    """The later of two cursor values (``None`` is earliest)."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    try:
-        return b if _order_key(b) > _order_key(a) else a
-    except TypeError as exc:
-        raise StateError(f"cursor values {a!r} and {b!r} cannot be compared") from exc
-
-
-def check_forward(previous: CursorState | None, new: CursorState | None, *, label: str) -> None:
+def check_forward(
+    previous: CursorState | None, new: CursorState | None, *, label: str, codec: CursorCodec | None = None
+) -> None:
     """STATE001 if ``new`` moves behind ``previous`` (a source or config went backwards)."""
     if previous is None or new is None:
         return
     if previous.field != new.field or previous.strategy != new.strategy:
-        return  # a strategy change restarts the cursor on purpose; the writer logs it
-    try:
-        moved_back = _order_key(new.value) < _order_key(previous.value)
-    except TypeError as exc:
-        raise StateError(f"{label}: cursor {new.value!r} cannot be compared with {previous.value!r}") from exc
-    if moved_back:
+        return  # a strategy change restarts the cursor on purpose; the engine logs it
+    if (codec or DEFAULT_CODEC).is_before(new.value, previous.value):
         raise StateError(
             f"{label}: cursor would move backwards from {previous.value!r} to {new.value!r}",
             hint="the source was restored from an older copy, or its cursor column changed; reset the cursor",

@@ -251,6 +251,12 @@ class Incremental(StrictModel):
     cursor_field: str | None = None
     lookback_days: float = Field(default=0, ge=0, le=3650)
     initial_value: str | int | None = Field(default=None, description="cursor to start from on first run")
+    cursor_unit: Literal["seconds", "milliseconds", "microseconds"] | None = Field(
+        default=None, description="the unit of a numeric epoch cursor (needed for lookback_days on one)"
+    )
+    slice_days: float | None = Field(
+        default=None, gt=0, le=3650, description="commit a long read in windows of this many days (API sources)"
+    )
 
     @model_validator(mode="after")
     def _cursor_field_needed(self) -> Incremental:

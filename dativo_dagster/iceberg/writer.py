@@ -78,7 +78,6 @@ from dativo_dagster.state import (
     PROP_RUN_ID,
     PROP_STRATEGY,
     CursorState,
-    check_forward,
 )
 from dativo_dagster.types import ContractEnforcer, EnforcedBatch
 
@@ -143,6 +142,7 @@ class _Staged:
     """Everything one commit needs, prepared once and replayable on a refreshed table."""
 
     obj: ObjectPlan
+    mode: WriteMode
     owner: Owner
     label: str
     schema: pa.Schema
@@ -206,6 +206,7 @@ class IcebergWriter:
         keys_unique: bool = False,
         replaces: tuple[str, Callable[[], list[str]]] | None = None,
         base_snapshot_id: int | None = BASE_UNKNOWN,
+        full_refresh: bool = False,
     ) -> WriteResult:
         """Stream ``batches`` into ``obj``'s table in one commit.
 
@@ -250,7 +251,8 @@ class IcebergWriter:
         stats = _StreamStats()
         quarantine: list[pa.RecordBatch] = []
         merge_keys: list[pa.Array] = []
-        is_merge = obj.write_mode is WriteMode.MERGE
+        mode = WriteMode.OVERWRITE if full_refresh else obj.write_mode
+        is_merge = mode is WriteMode.MERGE
         # Keys are kept (8 bytes a row for an integer key) only when something will use them:
         # replacing rows already in the table, or de-duplicating a stream that may repeat keys.
         collect_keys = is_merge and (table.current_snapshot() is not None or not keys_unique)
@@ -274,8 +276,7 @@ class IcebergWriter:
         staged: _Staged | None = None
         try:
             new_files = write_data_files(table, metadata, target_schema, conforming(), self.target_file_rows)
-            cursor = new_cursor()
-            check_forward(previous_cursor, cursor, label=obj.label)
+            cursor = new_cursor()  # STATE001 if it moved backwards (the source's codec decides)
             # Sources re-read this run (a rewritten file): their earlier rows, and earlier
             # rejections, are replaced by this run's.
             replaced = (replaces[0], list(replaces[1]())) if replaces is not None else None
@@ -292,7 +293,7 @@ class IcebergWriter:
                     f"committed to {label}",
                     hint=f"inspect {namespace}.{obj.quarantine_table} (column _dativo_reason)",
                 )
-            if obj.write_mode is WriteMode.OVERWRITE and stats.written == 0:
+            if mode is WriteMode.OVERWRITE and stats.written == 0:
                 _refuse_emptying(table, obj, stats.read, label)
 
             def nothing_committed() -> WriteResult:
@@ -311,10 +312,7 @@ class IcebergWriter:
                 )
 
             unchanged = (
-                stats.written == 0
-                and not changes
-                and obj.write_mode is not WriteMode.OVERWRITE
-                and (cursor == previous_cursor)
+                stats.written == 0 and not changes and mode is not WriteMode.OVERWRITE and (cursor == previous_cursor)
             )
             if unchanged:
                 return nothing_committed()
@@ -333,6 +331,7 @@ class IcebergWriter:
                 replaced_column = replaced[0]
             staged = _Staged(
                 obj=obj,
+                mode=mode,
                 owner=owner,
                 label=label,
                 schema=target_schema,
@@ -452,7 +451,7 @@ class IcebergWriter:
         merge = staged.merge
         add = staged.files + merge.replacement_files
         remove = list(merge.replaced_files)
-        if obj.write_mode is WriteMode.OVERWRITE and table.current_snapshot() is not None:
+        if staged.mode is WriteMode.OVERWRITE and table.current_snapshot() is not None:
             remove = [task.file for task in table.scan().plan_files()]
         try:
             if merge.delete_files:

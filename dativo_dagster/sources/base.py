@@ -13,7 +13,6 @@ import builtins
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +22,8 @@ from pydantic import BaseModel, ConfigDict
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
-from dativo_dagster.state import CursorState, cursor_value_from_arrow, later_cursor
+from dativo_dagster.sources.cursors import DEFAULT_CODEC, CursorCodec
+from dativo_dagster.state import CursorState, check_forward
 
 
 class SourceOptions(BaseModel):
@@ -47,6 +47,9 @@ class SourceStats:
     retries: int = 0
     throttled_s: float = 0.0
     bytes_read: int = 0
+    http_429: int = 0
+    breaker_openings: int = 0
+    slices: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: float) -> None:
@@ -64,16 +67,31 @@ class SourceStats:
                 "retries": self.retries,
                 "throttled_s": round(self.throttled_s, 3),
                 "bytes_read": self.bytes_read,
+                "http_429": self.http_429,
+                "breaker_openings": self.breaker_openings,
             }
 
 
 @dataclass(frozen=True)
+class Slice:
+    """A part of a long extraction that is committed on its own (a window of ``created`` times).
+
+    ``start``/``end`` are cursor values in the source's own terms; ``end`` is exclusive and becomes
+    the committed cursor once the slice's rows are in the table.
+    """
+
+    start: Any
+    end: Any
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class ReadRequest:
-    """What to read: the object, the committed cursor, an optional window and row limit."""
+    """What to read: the object, the committed cursor, an optional slice and row limit."""
 
     obj: ObjectPlan
     cursor: CursorState | None = None
-    window: tuple[datetime, datetime] | None = None
+    window: Slice | None = None
     limit: int | None = None
 
 
@@ -94,6 +112,10 @@ class Extraction:
         replaces: ``(column, callable)``: rows already in the table whose ``column`` holds one of
             the values the callable returns once the stream is drained (e.g. the files re-read
             this run) are replaced by this run's rows, in the same commit.
+        codec: How the source's cursor values are ordered and normalised.
+        full_refresh: This read is a complete copy of the object: it replaces the whole table
+            whatever the object's write mode (a source falling back from an incremental read it
+            can no longer do exactly, e.g. past an API's event retention).
     """
 
     def __init__(
@@ -108,6 +130,8 @@ class Extraction:
         unique_keys: bool = False,
         lineage: list[pa.Field] | None = None,
         replaces: tuple[str, Callable[[], list[str]]] | None = None,
+        codec: CursorCodec = DEFAULT_CODEC,
+        full_refresh: bool = False,
     ) -> None:
         self.schema = schema
         self._batches = batches
@@ -120,6 +144,8 @@ class Extraction:
         self.unique_keys = unique_keys
         self.lineage = list(lineage or [])
         self.replaces = replaces
+        self.codec = codec
+        self.full_refresh = full_refresh
         self._max_seen: Any = None
         self._rows = 0
         self._drained = False
@@ -141,7 +167,7 @@ class Extraction:
                 if field_name is not None:
                     batch_max = pc.max(batch.column(field_name)).as_py()
                     if batch_max is not None:
-                        self._max_seen = later_cursor(self._max_seen, cursor_value_from_arrow(batch_max))
+                        self._max_seen = self.codec.later(self._max_seen, self.codec.from_arrow(batch_max))
                 self._rows += batch.num_rows
                 yield batch
                 if self.request.limit is not None and self._rows >= self.request.limit:
@@ -161,16 +187,22 @@ class Extraction:
                 self._on_close()
 
     def new_cursor(self) -> CursorState | None:
-        """The cursor the drained stream reached (None for full refresh)."""
+        """The cursor the drained stream reached (None for full refresh).
+
+        Raises:
+            StateError: STATE001 if it lies before the cursor the read started from.
+        """
         obj = self.request.obj
         if obj.strategy is Strategy.FULL_REFRESH:
             return None
         previous = self.request.cursor.value if self.request.cursor else None
         override = self._cursor_override
-        value = override() if override is not None else later_cursor(previous, self._max_seen)
+        value = override() if override is not None else self.codec.later(previous, self._max_seen)
         if value is None:
             return self.request.cursor
-        return CursorState(strategy=obj.strategy, field=obj.cursor_field, value=value)
+        reached = CursorState(strategy=obj.strategy, field=obj.cursor_field, value=value)
+        check_forward(self.request.cursor, reached, label=obj.label, codec=self.codec)
+        return reached
 
 
 class Source(abc.ABC):
@@ -225,6 +257,19 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def read(self, request: ReadRequest) -> Extraction:
         """Stream ``request.obj`` from ``request.cursor`` on, in bounded batches."""
+
+    def cursor_codec(self, obj: ObjectPlan) -> CursorCodec:
+        """How this source's cursor values for ``obj`` are ordered, shown and moved back."""
+        return CursorCodec(unit=obj.config.incremental.cursor_unit)
+
+    def plan_slices(self, request: ReadRequest) -> list[Slice] | None:
+        """The slices a read should be committed in (None: one commit for the whole read).
+
+        A source with long extractions (an API backfill) proposes windows here; the engine reads
+        and commits them one after another, each with its own cursor, so a killed run resumes at
+        the last committed slice.
+        """
+        return None
 
     def check_object(self, obj: ObjectPlan) -> None:
         """Raise ConfigError if ``obj`` does not exist at the source (default: discover its schema)."""

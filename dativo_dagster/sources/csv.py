@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import fnmatch
 import os
 import queue
@@ -51,6 +52,7 @@ from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractError
 from dativo_dagster.paths import confine, describe_roots
 from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceOptions, SourceStats
+from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.incremental import lower_bound, row_filter
 from dativo_dagster.types import SOURCE_REASON_COLUMN, arrow_type, cast_column, contract_arrow_schema
 
@@ -234,6 +236,21 @@ def files_after(
 
 
 # --------------------------------------------------------------------------- finding files
+
+
+class FileCursorCodec(CursorCodec):
+    """``file_mtime`` cursors: the latest modification time read, and what was seen at it."""
+
+    def order_key(self, value: Any) -> Any:
+        """Files are ordered by modification time."""
+        return value.get("mtime_ns", -1) if isinstance(value, dict) else -1
+
+    def display(self, value: Any, field: str | None = None) -> str:
+        """``files modified up to 2024-01-01T10:00:00+00:00``."""
+        if not isinstance(value, dict) or "mtime_ns" not in value:
+            return "no file read yet"
+        stamp = dt.datetime.fromtimestamp(value["mtime_ns"] / 1e9, tz=dt.timezone.utc)
+        return f"files modified up to {stamp.isoformat(timespec='seconds')}"
 
 
 @dataclass(frozen=True)
@@ -673,6 +690,12 @@ class CsvSource(Source):
             where = ".".join(["options", *(str(p) for p in first["loc"])])
             raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
+    def cursor_codec(self, obj: ObjectPlan) -> CursorCodec:
+        """File modification times for ``file_mtime``; the cursor column's values otherwise."""
+        if obj.strategy is Strategy.FILE_MTIME:
+            return FileCursorCodec()
+        return super().cursor_codec(obj)
+
     def matching_files(self, obj: ObjectPlan) -> list[CsvFile]:
         """Every regular file the object's path or glob matches, each checked against the data roots.
 
@@ -876,7 +899,9 @@ class CsvSource(Source):
             files = [f for f in listed if (f.mtime_ns, f.relative) in wanted]
         source_columns = [c.source_name or c.name for c in obj.contract.columns]
         schema = pa.schema([pa.field(name, pa.string()) for name in source_columns])
-        bound, inclusive = lower_bound(obj.strategy, request.cursor, obj.config.incremental.lookback_days)
+        bound, inclusive = lower_bound(
+            obj.strategy, request.cursor, obj.config.incremental.lookback_days, self.cursor_codec(obj)
+        )
         cursor_type = None
         cursor_source = None
         if obj.cursor_field:
@@ -932,6 +957,7 @@ class CsvSource(Source):
             request,
             stats,
             cursor_override=new_file_cursor if by_mtime else None,
+            codec=self.cursor_codec(obj),
             on_close=on_close,
             lineage=lineage,
             replaces=(FILE_COLUMN, replaced_files) if by_mtime else None,

@@ -9,38 +9,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dativo_dagster.config.models import Strategy
+from dativo_dagster.sources.cursors import DEFAULT_CODEC, CursorCodec
 from dativo_dagster.state import CursorState
 
 
-def parse_cursor_value(value: Any) -> Any:
-    """Turn a stored cursor value back into a comparable Python value (ISO strings -> datetime)."""
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                return value
-    return value
-
-
-def lower_bound(strategy: Strategy, cursor: CursorState | None, lookback_days: float) -> tuple[Any, bool]:
+def lower_bound(
+    strategy: Strategy, cursor: CursorState | None, lookback_days: float, codec: CursorCodec = DEFAULT_CODEC
+) -> tuple[Any, bool]:
     """Where to start reading: ``(value, inclusive)``; ``(None, True)`` means from the beginning.
 
     * ``append``: strictly after the last id (ids are unique, so no boundary row is lost).
-    * ``updated``/``created``: from the cursor minus the lookback, inclusive, because rows sharing
-      the boundary timestamp may have arrived after the last run read it; the merge on the primary
-      key makes re-reading them harmless.
+    * ``updated``/``created``: from the cursor minus the lookback (the source's codec does the
+      arithmetic), inclusive, because rows sharing the boundary value may have arrived after the
+      last run read it; the merge on the primary key makes re-reading them harmless.
     """
     if cursor is None or cursor.value is None or strategy in (Strategy.FULL_REFRESH, Strategy.FILE_MTIME):
         return None, True
-    value = parse_cursor_value(cursor.value)
     if strategy is Strategy.APPEND:
-        return value, False
-    if lookback_days and isinstance(value, (dt.datetime, dt.date)):
-        value = value - dt.timedelta(days=lookback_days)
-    return value, True
+        return codec.parse(cursor.value), False
+    return codec.minus_lookback(cursor.value, lookback_days), True
 
 
 def row_filter(column: pa.Array, bound: Any, inclusive: bool) -> pa.Array:

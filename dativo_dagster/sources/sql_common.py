@@ -25,6 +25,7 @@ from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, DativoError, PermanentExtractError, QualityError
 from dativo_dagster.sources.base import ConnectionConfig, Source, SourceOptions
+from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.incremental import lower_bound
 from dativo_dagster.state import CursorState
 from dativo_dagster.types import SOURCE_REASON_COLUMN, type_label
@@ -300,7 +301,8 @@ def incremental_predicate(obj: ObjectPlan, cursor: CursorState | None) -> Increm
     """The row filter for an incremental read (the lookback is applied here)."""
     if obj.strategy in (Strategy.FULL_REFRESH, Strategy.FILE_MTIME) or obj.cursor_field is None:
         return IncrementalPredicate(None, "", None)
-    value, inclusive = lower_bound(obj.strategy, cursor, obj.config.incremental.lookback_days)
+    codec = CursorCodec(unit=obj.config.incremental.cursor_unit)
+    value, inclusive = lower_bound(obj.strategy, cursor, obj.config.incremental.lookback_days, codec)
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc)
     return IncrementalPredicate(obj.cursor_field, ">=" if inclusive else ">", value)
@@ -415,9 +417,6 @@ def _first_unconvertible(column: pa.Array, target: pa.DataType) -> str:
         if best.type != target:
             return str(value)
     return "?"
-
-
-
 
 
 ICEBERG_MAX_DECIMAL_DIGITS = 38

@@ -9,14 +9,17 @@ import pytest
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.errors import StateError
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.sources.cursors import DEFAULT_CODEC, CursorCodec, EpochSecondsCodec
 from dativo_dagster.state import (
     CursorState,
     TableCursor,
     check_forward,
-    cursor_value_from_arrow,
-    later_cursor,
     reconcile_cursor,
 )
+
+cursor_value_from_arrow = DEFAULT_CODEC.from_arrow
+later_cursor = DEFAULT_CODEC.later
 
 
 def _cursor(value: object) -> CursorState:
@@ -116,3 +119,27 @@ def test_initial_value_used_on_first_run() -> None:
     )
     assert result.cursor == initial
     assert result.origin == "initial"
+
+
+def test_a_source_codec_decides_order_and_display() -> None:
+    epoch = EpochSecondsCodec()
+    assert epoch.display(1_704_067_200, "created") == "created=2024-01-01T00:00:00+00:00"
+    assert epoch.later(1_704_067_200, 1_704_067_100) == 1_704_067_200
+    with pytest.raises(StateError, match="backwards"):
+        check_forward(
+            CursorState(Strategy.CREATED, "created", 20),
+            CursorState(Strategy.CREATED, "created", 10),
+            label="x",
+            codec=epoch,
+        )
+
+
+def test_lookback_moves_an_epoch_seconds_cursor_back() -> None:
+    assert EpochSecondsCodec().minus_lookback(1_704_067_200, 1) == 1_704_067_200 - 86_400
+    assert CursorCodec(unit="milliseconds").minus_lookback(1_704_067_200_000, 0.5) == 1_704_067_200_000 - 43_200_000
+    assert CursorCodec().minus_lookback("2024-01-10", 2) == dt.datetime(2024, 1, 8)
+
+
+def test_lookback_on_a_number_without_a_unit_is_cfg001() -> None:
+    with pytest.raises(ConfigError, match="cursor_unit"):
+        CursorCodec().minus_lookback(1_704_067_200, 1)

@@ -1,0 +1,366 @@
+"""Every HTTP request an API source makes: rate-limited, guarded, retried, classified, counted.
+
+One :class:`ApiTransport` per credential per run. For each request it takes a token from the
+credential's bucket, asks the credential's circuit breaker, sends, and classifies the response:
+
+* 2xx, and 4xx other than 401/403/429 → returned to the caller (which knows whether a 404 means a
+  missing object or an API change, and raises CFG001/PAGE001 itself);
+* 401/403 → :class:`~dativo_dagster.errors.AuthError` (AUTH001), never retried;
+* 429, 5xx, timeouts, dropped connections → retried with exponential backoff and jitter
+  (tenacity), waiting at least what ``Retry-After`` (or HubSpot's rate-limit headers) asks;
+  when the attempts are spent, or the breaker is open, :class:`RetryExhaustedError` (RETRY001)
+  naming the last failure (EXT001).
+
+A vendor's official client keeps its own models and plugs its HTTP layer into :meth:`ApiTransport.request`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pybreaker
+import structlog
+import urllib3
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from dativo_dagster.api.limits import Bucket
+from dativo_dagster.config.secrets import redact_text
+from dativo_dagster.errors import AuthError, ExtractError, RetryExhaustedError
+
+log = structlog.get_logger("dativo.api")
+
+
+class RetrySettings(BaseModel):
+    """Retries of transient failures (defaults from the design: 5 attempts, 0.5 s to 8 s)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=5, ge=1, le=20, description="tries per request, the first included")
+    initial_s: float = Field(default=0.5, ge=0, le=60)
+    max_s: float = Field(default=8.0, ge=0, le=600)
+    max_retry_after_s: float = Field(
+        default=120, ge=0, le=3600, description="a vendor asking to wait longer than this ends the run (RETRY001)"
+    )
+
+
+class BreakerSettings(BaseModel):
+    """The circuit breaker of a credential."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failures: int = Field(default=5, ge=1, le=1000, description="consecutive failures that open it")
+    reset_s: float = Field(default=30, ge=0.01, le=3600, description="seconds before a half-open probe")
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """What came back: status, headers (lower-case names), body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str = ""
+
+    def header(self, name: str) -> str | None:
+        """A header by case-insensitive name."""
+        return self.headers.get(name.lower())
+
+
+class Sender(Protocol):
+    """Sends one request; raises :class:`TransportFailure` for network-level failures."""
+
+    def __call__(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float
+    ) -> HttpResponse: ...
+
+
+class TransportFailure(Exception):
+    """A request that got no HTTP answer (refused, reset, timed out, TLS failure)."""
+
+
+class Stats(Protocol):
+    """Where counts go (``SourceStats`` of the extraction)."""
+
+    def add(self, **deltas: float) -> None: ...
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt."""
+
+    def __init__(self, message: str, wait_at_least_s: float = 0.0, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.wait_at_least_s = wait_at_least_s
+        self.throttled = throttled
+
+
+class _Throttled(_Retryable):
+    """A 429: retried, but not counted against the circuit breaker (the vendor is healthy)."""
+
+
+def urllib3_sender(pool: urllib3.PoolManager) -> Sender:
+    """A :class:`Sender` over a urllib3 pool (one pool per transport, i.e. per credential)."""
+
+    def send(method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float) -> HttpResponse:
+        try:
+            response = pool.request(
+                method,
+                url,
+                body=body,
+                headers=dict(headers),
+                timeout=urllib3.Timeout(connect=min(timeout_s, 30), read=timeout_s),
+                retries=False,
+                redirect=False,
+                preload_content=True,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransportFailure(f"{type(exc).__name__}: {exc}") from None
+        return HttpResponse(
+            status=response.status,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=response.data or b"",
+            url=url,
+        )
+
+    return send
+
+
+@dataclass
+class Guard:
+    """A credential's circuit breaker, shared by every transport of that credential in the run."""
+
+    name: str
+    settings: BreakerSettings
+    breaker: pybreaker.CircuitBreaker = field(init=False)
+    openings: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        guard = self
+
+        class _Listener(pybreaker.CircuitBreakerListener):
+            def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+                state = getattr(new_state, "name", str(new_state))
+                if state == pybreaker.STATE_OPEN:
+                    with guard._lock:
+                        guard.openings += 1
+                log.warning("metric=breaker_state", component=guard.name, state=state)
+
+        self.breaker = pybreaker.CircuitBreaker(
+            fail_max=self.settings.failures,
+            reset_timeout=self.settings.reset_s,
+            exclude=[lambda exc: not isinstance(exc, _Retryable) or isinstance(exc, _Throttled)],
+            listeners=[_Listener()],
+            name=self.name,
+        )
+
+
+class ApiTransport:
+    """Sends the requests of one credential, within its limits.
+
+    Args:
+        name: What to call it in messages and metric lines (``stripe acme``); never the credential.
+        sender: Sends one request.
+        buckets: Token buckets by name (``"default"`` is used when a request names none).
+        guard: The credential's circuit breaker.
+        retry: Retry settings.
+        stats: Where calls, retries, 429s and seconds throttled are counted.
+        timeout_s: Read timeout per request.
+        redact: Extra secret values to scrub from messages (the credential).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        sender: Sender,
+        buckets: Mapping[str, Bucket],
+        guard: Guard,
+        retry: RetrySettings,
+        stats: Stats,
+        timeout_s: float = 60.0,
+        redact: tuple[str, ...] = (),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self.sender = sender
+        self.buckets = dict(buckets)
+        self.guard = guard
+        self.retry = retry
+        self.stats = stats
+        self.timeout_s = timeout_s
+        self._redact = redact
+        self._sleep = sleep
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        bucket: str = "default",
+        what: str = "",
+    ) -> HttpResponse:
+        """Send one request with the credential's limits, retries and breaker.
+
+        Args:
+            method: HTTP method.
+            url: Full URL.
+            headers: Request headers (the credential is among them; it is never logged).
+            body: Request body.
+            bucket: Which token bucket the request takes from.
+            what: A short label for messages (``GET /v1/charges``); defaults to method and path.
+
+        Raises:
+            AuthError: AUTH001 for 401/403.
+            RetryExhaustedError: RETRY001 when retries are spent or the breaker is open.
+        """
+        label = what or f"{method} {_path(url)}"
+        limiter = self.buckets.get(bucket) or self.buckets["default"]
+        last: list[str] = []
+
+        def attempt() -> HttpResponse:
+            self.stats.add(throttled_s=limiter.acquire())
+            try:
+                return self.guard.breaker.call(self._send_once, method, url, headers or {}, body, label)
+            except pybreaker.CircuitBreakerError:
+                raise RetryExhaustedError(
+                    f"{self.name}: circuit breaker open after {self.guard.settings.failures} consecutive failures; "
+                    f"{label} not sent" + (f" (last failure: {last[-1]})" if last else ""),
+                    hint=f"the source keeps failing; the breaker half-opens after {self.guard.settings.reset_s:g} s",
+                ) from None
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            backoff = min(self.retry.max_s, self.retry.initial_s * 2 ** (state.attempt_number - 1))
+            backoff = random.uniform(backoff / 2, backoff)
+            at_least = exc.wait_at_least_s if isinstance(exc, _Retryable) else 0.0
+            delay = max(backoff, at_least)
+            if isinstance(exc, _Retryable) and exc.throttled:
+                self.stats.add(throttled_s=delay)
+            return delay
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            last.append(str(exc))
+            self.stats.add(retries=1)
+            log.info("api_retry", component=self.name, request=label, attempt=state.attempt_number, reason=str(exc))
+
+        try:
+            for attempt_state in Retrying(
+                stop=stop_after_attempt(self.retry.attempts),
+                wait=wait,
+                retry=retry_if_exception_type(_Retryable),
+                before_sleep=before_sleep,
+                sleep=self._sleep,
+                reraise=True,
+            ):
+                with attempt_state:
+                    return attempt()
+        except _Retryable as exc:
+            raise RetryExhaustedError(
+                f"{self.name}: {label} failed {self.retry.attempts} time(s); last failure: EXT001 {exc}",
+                hint="the source is down or throttling; the next run continues from the committed cursor",
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
+
+    def _send_once(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, label: str
+    ) -> HttpResponse:
+        self.stats.add(api_calls=1)
+        try:
+            response = self.sender(method, url, headers, body, self.timeout_s)
+        except TransportFailure as exc:
+            raise _Retryable(f"{label}: no answer ({self._clean(str(exc))})") from None
+        self.stats.add(bytes_read=len(response.body))
+        status = response.status
+        if status == 429:
+            self.stats.add(http_429=1)
+            retry_after = retry_after_seconds(response)
+            if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                raise RetryExhaustedError(
+                    f"{self.name}: {label}: rate limited and asked to wait {retry_after:.0f} s "
+                    f"(more than {self.retry.max_retry_after_s:.0f} s): the quota is exhausted",
+                    hint="the next run continues from the committed cursor once the quota resets",
+                )
+            raise _Throttled(f"{label}: HTTP 429 rate limited", wait_at_least_s=retry_after or 0.0, throttled=True)
+        if status in (401, 403):
+            raise AuthError(
+                f"{self.name}: {label}: HTTP {status} {_reason(response, self._redact)}",
+                hint="check the credential and the permissions (scopes) it grants",
+            )
+        if status >= 500:
+            raise _Retryable(
+                f"{label}: HTTP {status} {_reason(response, self._redact)}",
+                wait_at_least_s=retry_after_seconds(response) or 0.0,
+            )
+        return response
+
+    def _clean(self, text: str) -> str:
+        for secret in self._redact:
+            if secret:
+                text = text.replace(secret, "***")
+        return redact_text(text)
+
+
+def retry_after_seconds(response: HttpResponse) -> float | None:
+    """How long the vendor asks to wait: ``Retry-After`` (seconds or an HTTP date), or, for
+    HubSpot, its rate-limit interval when the remaining budget is zero."""
+    raw = response.header("retry-after")
+    if raw:
+        raw = raw.strip()
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                return None
+            return max(0.0, when.timestamp() - time.time())
+    remaining = response.header("x-hubspot-ratelimit-remaining")
+    interval = response.header("x-hubspot-ratelimit-interval-milliseconds")
+    if remaining is not None and interval is not None:
+        try:
+            if int(remaining) <= 0:
+                return int(interval) / 1000
+        except ValueError:
+            return None
+    secondly = response.header("x-hubspot-ratelimit-secondly-remaining")
+    if secondly is not None and secondly.strip() == "0":
+        return 1.0
+    return None
+
+
+def _path(url: str) -> str:
+    without_scheme = url.split("://", 1)[-1]
+    path = "/" + without_scheme.split("/", 1)[1] if "/" in without_scheme else "/"
+    return path.split("?", 1)[0]
+
+
+def _reason(response: HttpResponse, secrets: tuple[str, ...]) -> str:
+    text = response.body[:300].decode("utf-8", "replace").replace("\n", " ")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return redact_text(text)
+
+
+__all__ = [
+    "ApiTransport",
+    "BreakerSettings",
+    "ExtractError",
+    "Guard",
+    "HttpResponse",
+    "RetrySettings",
+    "Sender",
+    "TransportFailure",
+    "retry_after_seconds",
+    "urllib3_sender",
+]
