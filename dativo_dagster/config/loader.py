@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -32,6 +32,9 @@ from dativo_dagster.config.plain_yaml import YamlRefused, load_plain
 from dativo_dagster.config.plan import BrokenJob, JobPlan, ObjectPlan, Plan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.paths import confine, tenant_data_roots
+
+if TYPE_CHECKING:
+    from dativo_dagster.sources.base import Source
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -337,15 +340,17 @@ def _load_job(
 
     from dativo_dagster.sources.registry import source_class
 
+    source_cls: type[Source] | None
     try:
         source_cls = source_class(source.type)
     except ConfigError as exc:
         problems.append(f"{loader.label(source_path)}: type: {exc.message}")
-        return None
+        source_cls = None  # go on: the objects' contracts may have problems of their own to report
     data_roots = tenant_data_roots(entry.data_roots or runner.data_roots, job.tenant, root)
     connection = {**source.defaults, **job.source.connection}
-    _check_connection_keys(problems, label, source_cls.connection_model, connection)
-    _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
+    if source_cls is not None:
+        _check_connection_keys(problems, label, source_cls.connection_model, connection)
+        _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
     objects = []
     for obj_index, obj in enumerate(job.objects):
         where = f"{label}: objects[{obj_index}]"
@@ -354,7 +359,9 @@ def _load_job(
             contract = _load_contract(loader, connectors, obj.contract, where, problems)
             if contract is None:
                 continue
-        elif source_cls.needs_contract:
+        if source_cls is None:
+            continue
+        if obj.contract is None and source_cls.needs_contract:
             problems.append(f"{where}.contract: source type '{source.type}' needs a schema contract")
             continue
         options = {**source.objects.get(obj.name, {}), **obj.options}
@@ -411,7 +418,7 @@ def _load_job(
                 allow_empty_refresh=quality.allow_empty_refresh,
             )
         )
-    if problems or len(objects) != len(job.objects):
+    if problems or source_cls is None or len(objects) != len(job.objects):
         return None
     return JobPlan(
         job=job,

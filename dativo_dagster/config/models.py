@@ -167,7 +167,7 @@ class SourceRecipe(StrictModel):
     """connectors/sources/<name>.yaml: how to reach one kind of source."""
 
     name: SafeId
-    type: Literal["csv", "postgres", "mysql", "stripe", "hubspot", "gdrive_csv", "google_sheets"]
+    type: SafeId = Field(description="source type: a module of dativo_dagster.sources, or a registered plugin")
     engine: Engine = Engine.NATIVE
     description: str | None = None
     credentials: dict[str, str] = Field(

@@ -224,6 +224,14 @@ class Source(abc.ABC):
     # skipping rows that sort before the last one read.
     ordered_by_cursor: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass declaring its own ``type`` registers itself (no central list to edit)."""
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("type"), str):
+            from dativo_dagster.sources.registry import register
+
+            register(cls)
+
     def __init__(
         self,
         connection: ConnectionConfig,

@@ -1,44 +1,101 @@
-"""Source types by name, and the one place a Source instance is built from a job plan."""
+"""Source types by name, and the one place a Source instance is built from a job plan.
+
+Sources register themselves: a subclass of :class:`~dativo_dagster.sources.base.Source` that
+declares ``type = "..."`` is registered when its module is imported. A recipe's ``type`` is looked
+up here, importing on first use, so a code location with only CSV jobs never imports database
+drivers or API clients:
+
+1. ``dativo_dagster.sources.<type>`` (one module per source type, named after it);
+2. the ``dativo.sources`` entry-point group, where another package can ship a source.
+
+There is no list to keep in step: the type a recipe names is valid exactly when a module
+registers it.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
+import threading
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from dativo_dagster.config.models import is_safe_identifier
 from dativo_dagster.config.plan import JobPlan
 from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.paths import confine
-from dativo_dagster.sources.base import Source
 
-# Imported lazily so a code location with only CSV jobs never imports database drivers.
-_SOURCE_MODULES: dict[str, str] = {
-    "csv": "dativo_dagster.sources.csv:CsvSource",
-    "postgres": "dativo_dagster.sources.postgres:PostgresSource",
-    "mysql": "dativo_dagster.sources.mysql:MySQLSource",
-}
+if TYPE_CHECKING:
+    from dativo_dagster.sources.base import Source
+
+ENTRY_POINT_GROUP = "dativo.sources"
+
+_TYPES: dict[str, type[Source]] = {}
+_LOCK = threading.RLock()
+
+
+def register(cls: type[Source]) -> type[Source]:
+    """Record ``cls`` under its ``type`` (called for every Source subclass that declares one).
+
+    Raises:
+        ValueError: another class already registered the same type (two modules claim it).
+    """
+    with _LOCK:
+        existing = _TYPES.get(cls.type)
+        if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != (
+            f"{cls.__module__}.{cls.__qualname__}"
+        ):
+            raise ValueError(
+                f"source type '{cls.type}' is registered twice: {existing.__module__}.{existing.__qualname__} "
+                f"and {cls.__module__}.{cls.__qualname__}"
+            )
+        _TYPES[cls.type] = cls
+    return cls
+
+
+def _load(source_type: str) -> None:
+    """Import whatever may register ``source_type``: its module by name, then entry points."""
+    if not is_safe_identifier(source_type):
+        return
+    module = f"{__package__}.{source_type}"
+    if importlib.util.find_spec(module) is not None:
+        importlib.import_module(module)
+    if source_type in _TYPES:
+        return
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name=source_type):
+        entry.load()
 
 
 def available_types() -> list[str]:
-    """Source types this build can run."""
-    return sorted(_SOURCE_MODULES)
+    """Every source type this installation can run (imports every source module: for messages)."""
+    package = importlib.import_module(__package__ or "dativo_dagster.sources")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+    return sorted(_TYPES)
 
 
 def source_class(source_type: str) -> type[Source]:
     """The Source subclass for ``source_type``.
 
     Raises:
-        ConfigError: CFG001 when the type has no implementation yet.
+        ConfigError: CFG001 when no module registers the type.
     """
-    target = _SOURCE_MODULES.get(source_type)
-    if target is None:
+    with _LOCK:
+        if source_type not in _TYPES:
+            _load(source_type)
+        found = _TYPES.get(source_type)
+    if found is None:
         raise ConfigError(
             f"source type '{source_type}' is not available in this build (available: {', '.join(available_types())})"
         )
-    module_name, class_name = target.split(":")
-    cls: type[Source] = getattr(importlib.import_module(module_name), class_name)
-    return cls
+    return found
 
 
 def build_source(job: JobPlan, resolver: SecretResolver) -> Source:
