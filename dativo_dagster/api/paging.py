@@ -65,9 +65,7 @@ def items_at(body: dict[str, Any], key: str, *, where: str, required: Sequence[s
     return items
 
 
-def starting_after(
-    body: dict[str, Any], *, where: str, data_key: str = "data", id_field: str = "id"
-) -> Page[str]:
+def starting_after(body: dict[str, Any], *, where: str, data_key: str = "data", id_field: str = "id") -> Page[str]:
     """Stripe-style lists: ``{"data": [...], "has_more": bool}``; the next page starts after the last id."""
     items = items_at(body, data_key, where=where, required=(id_field,))
     has_more = body.get("has_more")

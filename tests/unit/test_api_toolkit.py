@@ -38,7 +38,9 @@ class Script:
         self.answers = list(answers)
         self.calls = 0
 
-    def __call__(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float) -> HttpResponse:
+    def __call__(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float
+    ) -> HttpResponse:
         self.calls += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
@@ -54,7 +56,9 @@ def status(code: int, **headers: str) -> HttpResponse:
     return HttpResponse(code, {k.replace("_", "-").lower(): v for k, v in headers.items()}, b'{"error": "x"}')
 
 
-def transport(sender: Script, *, attempts: int = 5, failures: int = 5, stats: SourceStats | None = None) -> ApiTransport:
+def transport(
+    sender: Script, *, attempts: int = 5, failures: int = 5, stats: SourceStats | None = None
+) -> ApiTransport:
     registry = LimiterRegistry(redis_url="")
     bucket = registry.bucket(credential_fingerprint("k"), "default", RateLimitSettings(rps=1000, burst=1000))
     waits: list[float] = []
@@ -188,7 +192,11 @@ def test_next_after_and_page_token_and_offset() -> None:
     assert next_after({"results": [{"id": "1"}], "paging": {"next": {"after": "2"}}}, where="w").next_token == "2"
     assert next_after({"results": [{"id": "1"}]}, where="w").next_token is None
     assert page_token({"files": [{"id": 1}], "nextPageToken": "t"}, where="w", data_key="files").next_token == "t"
-    assert next_offset(0, 100, 100) == 100 and next_offset(100, 100, 40) is None and next_offset(0, 10, 10, total=10) is None
+    assert (
+        next_offset(0, 100, 100) == 100
+        and next_offset(100, 100, 40) is None
+        and next_offset(0, 10, 10, total=10) is None
+    )
 
 
 def test_a_body_that_is_not_json_is_page001() -> None:
@@ -200,7 +208,11 @@ def test_a_body_that_is_not_json_is_page001() -> None:
 
 def test_paginate_follows_tokens_and_stops_loops_and_runaways() -> None:
     pages = {None: Page([{"id": 1}], "a"), "a": Page([{"id": 2}], "b"), "b": Page([{"id": 3}], None)}
-    assert [i for items in paginate(lambda t, n: pages[t], where="w") for i in items] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert [i for items in paginate(lambda t, n: pages[t], where="w") for i in items] == [
+        {"id": 1},
+        {"id": 2},
+        {"id": 3},
+    ]
     looping = {None: Page([{"id": 1}], "a"), "a": Page([{"id": 2}], "a")}
     with pytest.raises(PaginationError, match="cursor loop"):
         list(paginate(lambda t, n: looping[t], where="w"))

@@ -8,8 +8,7 @@ import decimal
 import pytest
 
 from dativo_dagster.config.models import Strategy
-from dativo_dagster.errors import StateError
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import ConfigError, StateError
 from dativo_dagster.sources.cursors import DEFAULT_CODEC, CursorCodec, EpochSecondsCodec
 from dativo_dagster.state import (
     CursorState,
