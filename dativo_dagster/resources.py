@@ -38,6 +38,7 @@ class DativoResource(dg.ConfigurableResource):
     project_dir: str | None = None
     _resolver: SecretResolver | None = PrivateAttr(default=None)
     _writers: dict[str, IcebergWriter] = PrivateAttr(default_factory=dict)
+    _runtime: Any = PrivateAttr(default=None)
 
     @property
     def root(self) -> Path:
@@ -51,11 +52,20 @@ class DativoResource(dg.ConfigurableResource):
             self._resolver = SecretResolver()
         return self._resolver
 
+    @property
+    def runtime(self) -> Any:
+        """What the run's API sources share by credential: token buckets, breakers, pools."""
+        if self._runtime is None:
+            from dativo_dagster.api.source import ApiRuntime
+
+            self._runtime = ApiRuntime()
+        return self._runtime
+
     def source_for(self, job: JobPlan) -> Source:
         """A fresh source for ``job`` (one per credential per run)."""
         from dativo_dagster.sources.registry import build_source
 
-        return build_source(job, self.resolver)
+        return build_source(job, self.resolver, self.runtime)
 
     def writer_for(self, target: TargetRecipe) -> IcebergWriter:
         """The Iceberg writer of ``target`` (one catalog connection per target per run)."""

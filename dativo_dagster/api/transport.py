@@ -173,6 +173,8 @@ class ApiTransport:
         stats: Where calls, retries, 429s and seconds throttled are counted.
         timeout_s: Read timeout per request.
         redact: Extra secret values to scrub from messages (the credential).
+        sleep: How to wait between attempts (tests pass a recorder).
+        max_retried_failures: Stop (RETRY001) after this many retried failures in this transport.
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class ApiTransport:
         timeout_s: float = 60.0,
         redact: tuple[str, ...] = (),
         sleep: Callable[[float], None] = time.sleep,
+        max_retried_failures: int | None = None,
     ) -> None:
         self.name = name
         self.sender = sender
@@ -197,6 +200,11 @@ class ApiTransport:
         self.timeout_s = timeout_s
         self._redact = redact
         self._sleep = sleep
+        # A flaky API can pass every request on its third try and still drag a run for hours:
+        # past this many retried failures in one transport (one object), the object stops.
+        self.max_retried_failures = max_retried_failures
+        self._retried = 0
+        self._retried_lock = threading.Lock()
 
     def request(
         self,
@@ -251,6 +259,15 @@ class ApiTransport:
             exc = state.outcome.exception() if state.outcome else None
             last.append(str(exc))
             self.stats.add(retries=1)
+            with self._retried_lock:
+                self._retried += 1
+                too_many = self.max_retried_failures is not None and self._retried > self.max_retried_failures
+            if too_many:
+                raise RetryExhaustedError(
+                    f"{self.name}: more than {self.max_retried_failures} retried failures in one object; stopping it "
+                    f"(last failure: EXT001 {exc})",
+                    hint="the source is unstable; raise max_retried_failures if this is expected",
+                )
             log.info("api_retry", component=self.name, request=label, attempt=state.attempt_number, reason=str(exc))
 
         try:

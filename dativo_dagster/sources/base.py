@@ -246,8 +246,18 @@ class Source(abc.ABC):
         self.data_roots = data_roots
 
     @classmethod
-    def from_plan(cls, connection: ConnectionConfig, credentials: dict[str, str], job: JobPlan) -> Source:
-        """Build an instance for one run of ``job`` (override to pick job-level settings)."""
+    def from_plan(
+        cls, connection: ConnectionConfig, credentials: dict[str, str], job: JobPlan, *, runtime: Any = None
+    ) -> Source:
+        """Build an instance for one run of ``job`` (override to pick job-level settings).
+
+        Args:
+            connection: The validated connection settings.
+            credentials: Resolved credentials.
+            job: The job.
+            runtime: What sources of this run share (API sources: buckets and breakers per
+                credential); ignored by sources that share nothing.
+        """
         return cls(connection, credentials, project_dir=job.project_dir, data_roots=job.data_roots)
 
     @abc.abstractmethod

@@ -19,7 +19,7 @@ import importlib.util
 import pkgutil
 import threading
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -98,10 +98,15 @@ def source_class(source_type: str) -> type[Source]:
     return found
 
 
-def build_source(job: JobPlan, resolver: SecretResolver) -> Source:
+def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) -> Source:
     """Resolve ``${VAR}`` references and build a fresh Source for one run of ``job``.
 
     Credential values are registered for log redaction before anything can log them.
+
+    Args:
+        job: The job.
+        resolver: Resolves ``${VAR}`` references (and remembers the values for redaction).
+        runtime: What sources of the run share (see :meth:`Source.from_plan`).
     """
     cls = source_class(job.source.type)
     where = f"{job.job_file.relative_to(job.project_dir)}: source"
@@ -123,4 +128,4 @@ def build_source(job: JobPlan, resolver: SecretResolver) -> Source:
         first = exc.errors()[0]
         path = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}.connection.{path}: {first['msg']}") from None
-    return cls.from_plan(model, credentials, job)
+    return cls.from_plan(model, credentials, job, runtime=runtime)

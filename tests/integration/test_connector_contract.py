@@ -8,8 +8,10 @@ append-by-id cursor, seeds rows, and can add rows at the source.
 
 from __future__ import annotations
 
-import abc
-import decimal
+import importlib
+import inspect
+import os
+import pkgutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,48 +27,7 @@ from dativo_dagster.iceberg.writer import IcebergWriter
 from dativo_dagster.sources.registry import build_source
 from dativo_dagster.types import type_label
 from tests.conftest import require_server
-
-RUNNER = "version: 1\njobs:\n  - {tenant: acme, job: contract}\n"
-TARGET = "name: local\ncatalog: {type: sql, uri: 'sqlite:///.dativo/catalog.db'}\nwarehouse: .dativo/warehouse\n"
-CONTRACT = """name: contract/items
-version: 1
-primary_key: [id]
-columns:
-  - {name: id, type: int64, required: true}
-  - {name: label, type: string}
-  - {name: price, type: decimal, precision: 10, scale: 2}
-"""
-
-
-class Harness(abc.ABC):
-    """Sets up one connector's source object and project files."""
-
-    name: str
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def write_project(self, source_recipe: str, job: str) -> None:
-        (self.root / "tenants/acme/jobs").mkdir(parents=True, exist_ok=True)
-        (self.root / "connectors/sources").mkdir(parents=True)
-        (self.root / "connectors/targets").mkdir(parents=True)
-        (self.root / "connectors/schemas/contract").mkdir(parents=True)
-        (self.root / "runner.yaml").write_text(RUNNER)
-        (self.root / "connectors/targets/local.yaml").write_text(TARGET)
-        (self.root / "connectors/schemas/contract/items.v1.yaml").write_text(CONTRACT)
-        (self.root / "connectors/sources" / f"{self.name}.yaml").write_text(source_recipe)
-        (self.root / "tenants/acme/jobs/contract.yaml").write_text(job)
-
-    @abc.abstractmethod
-    def setup(self) -> None:
-        """Create the source object with ids 1..10 and the project files."""
-
-    @abc.abstractmethod
-    def add_rows(self, first_id: int, count: int) -> None:
-        """Add rows with consecutive ids at the source."""
-
-    def teardown(self) -> None:  # noqa: B027 - optional
-        """Drop what setup created."""
+from tests.integration.contract_base import Harness
 
 
 class CsvHarness(Harness):
@@ -162,7 +123,23 @@ class MySQLHarness(Harness):
         self.connection.close()
 
 
-HARNESSES: list[type[Harness]] = [CsvHarness, PostgresHarness, MySQLHarness]
+def _more_harnesses() -> list[type[Harness]]:
+    """Harnesses of other connectors: ``harness_<connector>.py`` modules next to this file."""
+    found: list[type[Harness]] = []
+    here = Path(__file__).parent
+    for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda i: i.name):
+        if info.name.startswith("harness_"):
+            module = importlib.import_module(f"{__package__}.{info.name}")
+            found.extend(
+                value
+                for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, Harness) and value is not Harness
+                and value.__module__ == module.__name__ and not inspect.isabstract(value)
+            )  # fmt: skip
+    return found
+
+
+HARNESSES: list[type[Harness]] = [CsvHarness, PostgresHarness, MySQLHarness, *_more_harnesses()]
 
 
 @pytest.fixture(params=HARNESSES, ids=[h.name for h in HARNESSES])
@@ -183,43 +160,41 @@ def _job(root: Path) -> JobPlan:
 def test_connector_contract(harness: Harness) -> None:
     job = _job(harness.root)
     obj = job.objects[0]
-    resolver = SecretResolver()
+    resolver = SecretResolver(environ={**os.environ, **harness.env()})
     writer = IcebergWriter(build_catalog(job.target, resolver, harness.root))
     with build_source(job, resolver) as source:
+        codec = source.cursor_codec(obj)
         # discover
         source.check_connection()
         source.check_object(obj)
         discovered = source.discover_schema(obj)
-        assert {"id", "label", "price"} <= set(discovered.names)
+        assert harness.discovered_columns <= set(discovered.names)
 
         # extract
         first = ingest_object(obj, source=source, writer=writer, run_id="contract-1")
         assert first.error is None, first.error
         assert first.write is not None and first.write.rows_written == 10
-        assert first.write.cursor is not None and first.write.cursor.value == 10
+        assert first.write.cursor is not None
 
         # schema conforms to the contract
         table = writer.load_table(*obj.table_identifier)
         assert table is not None
         arrow = table.scan().to_arrow()
-        assert [(f.name, type_label(f.type)) for f in arrow.schema] == [
-            ("id", "int64"),
-            ("label", "string"),
-            ("price", "decimal(10,2)"),
-        ]
-        assert not table.schema().find_field("id").optional
-        rows = sorted(arrow.to_pylist(), key=lambda r: r["id"])
-        assert rows[2] == {"id": 3, "label": "item 3", "price": decimal.Decimal("3.50")}
+        assert [(f.name, type_label(f.type)) for f in arrow.schema] == harness.expected_schema
+        assert not table.schema().find_field(harness.key).optional
+        harness.check_row(sorted(arrow.to_pylist(), key=lambda r: r[harness.key]))
 
         # cursor advances
         harness.add_rows(11, 5)
         second = ingest_object(obj, source=source, writer=writer, run_id="contract-2")
         assert second.error is None, second.error
         assert second.write is not None and second.write.rows_written == 5
-        assert second.write.cursor is not None and second.write.cursor.value == 15
+        assert second.write.cursor is not None
+        assert codec.is_before(first.write.cursor.value, second.write.cursor.value)
 
         # re-run loads nothing
         third = ingest_object(obj, source=source, writer=writer, run_id="contract-3")
+        assert third.error is None, third.error
         assert third.write is not None and third.write.rows_written == 0 and not third.write.committed
-        ids = writer.load_table(*obj.table_identifier).scan().to_arrow().column("id").to_pylist()  # type: ignore[union-attr]
-        assert sorted(ids) == list(range(1, 16))
+        keys = writer.load_table(*obj.table_identifier).scan().to_arrow().column(harness.key).to_pylist()  # type: ignore[union-attr]
+        assert len(keys) == len(set(keys)) == 15
