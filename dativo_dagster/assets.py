@@ -4,7 +4,7 @@
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.config.secrets import redact_text
-from dativo_dagster.errors import DativoError, ErrorClass, RetryExhaustedError, StateError, UnexpectedError, unexpected
+from dativo_dagster.errors import (
+    DativoError,
+    ErrorClass,
+    RetryExhaustedError,
+    Severity,
+    StateError,
+    UnexpectedError,
+    unexpected,
+)
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import CHECK_CONTRACT, build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
@@ -118,6 +126,7 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
+    metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
 
 
@@ -150,7 +159,69 @@ def contract_check(result: "ObjectResult", key: dg.AssetKey) -> dg.AssetCheckRes
     )
 
 
-def failure_for(job: JobPlan, failures: "list[ObjectResult]", succeeded: int, retry_number: int = 0) -> dg.Failure:
+class ErrorBudget:
+    """When a run stops starting objects: a rejected credential (CRITICAL) at once, or after
+    ``max_failed`` failed objects. Objects already running finish (and commit) normally."""
+
+    def __init__(self, max_failed: int | None) -> None:
+        self.max_failed = max_failed
+        self.count = 0
+        self.stop_reason: str | None = None
+        self.cause: DativoError | None = None
+
+    def failed(self, error: DativoError) -> None:
+        """Record one failed object."""
+        self.count += 1
+        if self.stop_reason is not None:
+            return
+        if error.severity is Severity.CRITICAL:
+            self.stop_reason = f"{error.code} is critical (every object of the job uses the same credential)"
+            self.cause = error
+        elif self.max_failed is not None and self.count >= self.max_failed:
+            self.stop_reason = f"{self.count} object(s) failed (max_failed_objects: {self.max_failed})"
+            self.cause = error
+
+
+def not_started(obj: ObjectPlan, reason: str, cause: DativoError) -> DativoError:
+    """The error of an object the run did not start because it stopped (same code as the cause)."""
+    error = type(cause)(f"{obj.label}: not started: the run stopped because {reason}; first failure: {cause.message}")
+    return error
+
+
+def object_summary(result: "ObjectResult") -> dict[str, object]:
+    """One object's line of the processing summary: rows, requests, throttling, errors by severity."""
+    stats = result.source_stats
+    write = result.write
+    errors = {severity.value: 0 for severity in Severity}
+    errors[Severity.LOW.value] = int(stats.get("retries", 0)) + (write.rows_rejected if write else 0)
+    if result.error is not None:
+        errors[result.error.severity.value] += 1
+    return {
+        "status": "failed"
+        if result.error is not None
+        else ("committed" if write and write.committed else "up to date"),
+        "error_code": result.error.code if result.error is not None else None,
+        "rows_written": write.rows_written if write else 0,
+        "rows_rejected": write.rows_rejected if write else 0,
+        "pages": int(stats.get("pages", 0)),
+        "api_calls": int(stats.get("api_calls", 0)),
+        "retries": int(stats.get("retries", 0)),
+        "http_429": int(stats.get("http_429", 0)),
+        "throttled_s": round(float(stats.get("throttled_s", 0.0)), 3),
+        "breaker_openings": int(stats.get("breaker_openings", 0)),
+        "slices": int(stats.get("slices", 0)),
+        "errors_by_severity": errors,
+        "duration_s": round(result.duration_s, 3),
+    }
+
+
+def failure_for(
+    job: JobPlan,
+    failures: "list[ObjectResult]",
+    succeeded: int,
+    retry_number: int = 0,
+    summary: dict[str, dict[str, object]] | None = None,
+) -> dg.Failure:
     """One Failure for the step.
 
     Retries are allowed only if every failure is transient and the job's retry budget is not
@@ -165,12 +236,12 @@ def failure_for(job: JobPlan, failures: "list[ObjectResult]", succeeded: int, re
     bugs = [e for e in errors if isinstance(e, UnexpectedError)]
     if bugs:
         code = UnexpectedError.code
-    summary = f"{job.label}: {len(failures)} object(s) failed, {succeeded} succeeded — {lines[0]}"
+    description = f"{job.label}: {len(failures)} object(s) failed, {succeeded} succeeded — {lines[0]}"
     retries_left = transient and retry_number < job.retry.max_retries
     if transient and not retries_left:
         code = RetryExhaustedError.code
         attempts = retry_number + 1
-        summary = (
+        description = (
             f"{RetryExhaustedError.code}: {job.label}: retries exhausted after {attempts} attempt(s); "
             f"last failure: {lines[0]}"
         )
@@ -181,11 +252,13 @@ def failure_for(job: JobPlan, failures: "list[ObjectResult]", succeeded: int, re
         "dativo/errors": "\n".join(lines),
         "dativo/attempt": retry_number + 1,
     }
+    if summary is not None:
+        metadata["dativo/summary"] = dg.MetadataValue.json(summary)
     if bugs:
         metadata["dativo/traceback"] = dg.MetadataValue.text(
             "\n\n".join(redact_text(bug.context.get("traceback", "")) for bug in bugs)
         )
-    return dg.Failure(description=redact_text(summary), metadata=metadata, allow_retries=retries_left)  # type: ignore[arg-type]
+    return dg.Failure(description=redact_text(description), metadata=metadata, allow_retries=retries_left)  # type: ignore[arg-type]
 
 
 def ingest_config(raw: object) -> IngestConfig:
@@ -256,42 +329,67 @@ def run_job(
         ) from None
     failures: list[ObjectResult] = []
     succeeded = 0
+    summary: dict[str, dict[str, object]] = {}
     states = {obj.name: dagster_state(context.instance, translator.asset_key(obj)) for obj in objects}
-    with source, ThreadPoolExecutor(max_workers=min(job.job.max_workers, max(len(objects), 1))) as pool:
-        futures = {
-            pool.submit(
-                ingest_object,
-                obj,
-                source=source,
-                writer=writer,
-                run_id=context.run_id,
-                dagster=states[obj.name],
-                limit=config.limit,
-            ): obj
-            for obj in objects
-        }
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except Exception as exc:
-                # An exception no code covers is a bug: this object fails without retry, and the
-                # objects that committed still get their events.
-                bug = unexpected(exc)
-                context.log.error(f"{futures[future].label}: {bug}\n{bug.context['traceback']}")
-                result = ObjectResult(
-                    obj=futures[future], write=None, reconciled=ReconciledCursor(None, "none", "failed"), error=bug
+    budget = ErrorBudget(job.job.max_failed_objects)
+    waiting = list(objects)
+    workers = min(job.job.max_workers, max(len(objects), 1))
+    with source, ThreadPoolExecutor(max_workers=workers) as pool:
+        running: dict[Future[ObjectResult], ObjectPlan] = {}
+        while waiting or running:
+            # Objects start one by one as workers free up, so a run that has to stop (a rejected
+            # credential, too many failures) stops before starting the rest.
+            while waiting and len(running) < workers and budget.stop_reason is None:
+                obj = waiting.pop(0)
+                future = pool.submit(
+                    ingest_object,
+                    obj,
+                    source=source,
+                    writer=writer,
+                    run_id=context.run_id,
+                    dagster=states[obj.name],
+                    limit=config.limit,
                 )
-            key = translator.asset_key(result.obj)
-            check_key = dg.AssetCheckKey(key, CHECK_CONTRACT)
-            if result.error is not None:
-                failures.append(result)
-                context.log.error(redact_text(f"{result.obj.label}: {result.error}"))
+                running[future] = obj
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                obj = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    # An exception no code covers is a bug: this object fails without retry, and
+                    # the objects that committed still get their events.
+                    bug = unexpected(exc)
+                    context.log.error(f"{obj.label}: {bug}\n{bug.context['traceback']}")
+                    result = ObjectResult(
+                        obj=obj, write=None, reconciled=ReconciledCursor(None, "none", "failed"), error=bug
+                    )
+                summary[obj.name] = object_summary(result)
+                key = translator.asset_key(result.obj)
+                check_key = dg.AssetCheckKey(key, CHECK_CONTRACT)
+                if result.error is not None:
+                    failures.append(result)
+                    budget.failed(result.error)
+                    context.log.error(redact_text(f"{result.obj.label}: {result.error}"))
+                    if check_key in checks:
+                        yield contract_check(result, key)
+                    continue
+                succeeded += 1
+                yield materialize_result(result, key, job.target.catalog_name)
                 if check_key in checks:
                     yield contract_check(result, key)
-                continue
-            succeeded += 1
-            yield materialize_result(result, key, job.target.catalog_name)
-            if check_key in checks:
-                yield contract_check(result, key)
+    for obj in waiting:  # never started: the run stopped
+        assert budget.stop_reason is not None and budget.cause is not None
+        skipped = ObjectResult(
+            obj=obj,
+            write=None,
+            reconciled=ReconciledCursor(None, "none", "not started"),
+            error=not_started(obj, budget.stop_reason, budget.cause),
+        )
+        summary[obj.name] = object_summary(skipped)
+        failures.append(skipped)
+    context.log.info("processing_summary " + json.dumps(summary, sort_keys=True))
     if failures:
-        raise failure_for(job, failures, succeeded, retry_number)
+        raise failure_for(job, failures, succeeded, retry_number, summary)

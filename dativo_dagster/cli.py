@@ -237,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         objects = [o for o in objects if o.name in args.object]
     if args.dry_run:
         return _dry_run(plan, job, objects, args.limit)
-    return _materialize(plan, job, [o.name for o in objects], args.limit)
+    return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json)
 
 
 def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
@@ -266,7 +266,9 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
     return EXIT_OK if not failed else (EXIT_FAILED if failed == len(objects) else EXIT_PARTIAL)
 
 
-def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int | None) -> int:
+def _materialize(
+    plan: Plan, job: JobPlan, object_names: list[str], limit: int | None, summary_json: Path | None = None
+) -> int:
     import dagster as dg
 
     from dativo_dagster.build import build_definitions
@@ -301,7 +303,48 @@ def _materialize(plan: Plan, job: JobPlan, object_names: list[str], limit: int |
             raise_on_error=False,
             tags={**translator.run_tags(job), **cli_run_tags()},
         )
-    return _report(job, object_names, result, translator)
+    code = _report(job, object_names, result, translator)
+    if summary_json is not None:
+        write_summary(summary_json, job, result, code)
+    return code
+
+
+def processing_summary(job: JobPlan, result: Any, exit_code: int) -> dict[str, Any]:
+    """The run's processing summary: each object's line (from its materialization or the step's
+    failure), and totals."""
+    objects: dict[str, Any] = {}
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = getattr(event.event_specific_data, "user_failure_data", None)
+            found = data.metadata.get("dativo/summary") if data is not None else None
+            if found is not None:
+                objects.update(found.value)
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        found = materialization.metadata.get("dativo/summary")
+        if found is not None:
+            objects[materialization.asset_key.path[-1]] = found.value
+    totals: dict[str, Any] = {}
+    for line in objects.values():
+        for name, value in line.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[name] = round(totals.get(name, 0) + value, 3)
+            elif name == "errors_by_severity":
+                merged = totals.setdefault(name, {})
+                for severity, count in value.items():
+                    merged[severity] = merged.get(severity, 0) + count
+    return {"job": job.label, "run_id": result.run_id, "exit_code": exit_code, "objects": objects, "totals": totals}
+
+
+def write_summary(path: Path, job: JobPlan, result: Any, exit_code: int) -> None:
+    """Write the processing summary as JSON (for schedulers and alerting outside Dagster)."""
+    import json
+
+    try:
+        path.write_text(json.dumps(processing_summary(job, result, exit_code), indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--summary-json: cannot write {path}: {exc.strerror or exc}") from None
+    say_note(f"processing summary written to {path}")
 
 
 def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any) -> int:
@@ -361,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--object", action="append", help="only this object (repeatable)")
     run.add_argument("--limit", type=int, default=None, help="stop each object after N rows")
     run.add_argument("--dry-run", action="store_true", help="read and validate, write nothing")
+    run.add_argument(
+        "--summary-json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the processing summary (per object: rows, pages, api calls, retries, 429s, throttling, errors)",
+    )
     run.set_defaults(func=cmd_run)
 
     test = sub.add_parser("test-connection", help="reachability, auth and object existence for a job")

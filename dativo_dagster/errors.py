@@ -20,6 +20,34 @@ class ErrorClass(str, enum.Enum):
     PERMANENT = "permanent"
 
 
+class Severity(str, enum.Enum):
+    """How bad an error is, derived from its code (alerts and the processing summary group by it).
+
+    LOW: a row quarantined or a request that passed on retry; MEDIUM: a transient failure of an
+    object (retried as a whole); HIGH: an object failed for good (config, pagination, data
+    quality, state, retries spent, a bug); CRITICAL: the credential is rejected, so every object
+    using it fails: the run stops.
+    """
+
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+SEVERITY_BY_CODE = {
+    "EXT001": Severity.MEDIUM,
+    "STG001": Severity.MEDIUM,
+    "CFG001": Severity.HIGH,
+    "PAGE001": Severity.HIGH,
+    "QUAL001": Severity.HIGH,
+    "STATE001": Severity.HIGH,
+    "RETRY001": Severity.HIGH,
+    "BUG": Severity.HIGH,
+    "AUTH001": Severity.CRITICAL,
+}
+
+
 class DativoError(Exception):
     """Base class of every error dativo raises on purpose.
 
@@ -43,6 +71,14 @@ class DativoError(Exception):
         """True when a retry may succeed."""
         return self.error_class is ErrorClass.TRANSIENT
 
+    @property
+    def severity(self) -> Severity:
+        """The severity of the error's code (a permanent failure of a transient kind is HIGH)."""
+        found = SEVERITY_BY_CODE.get(self.code, Severity.HIGH)
+        if found is Severity.MEDIUM and not self.transient:
+            return Severity.HIGH
+        return found
+
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}"
         if self.hint:
@@ -54,6 +90,7 @@ class DativoError(Exception):
         return {
             "dativo/error_code": self.code,
             "dativo/error_class": self.error_class.value,
+            "dativo/error_severity": self.severity.value,
             "dativo/error": str(self),
         }
 

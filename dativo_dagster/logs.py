@@ -80,8 +80,10 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.processors.KeyValueRenderer(
-            key_order=["event", "tenant", "job", "object", "run_id", "code"], drop_missing=True
+        else _MetricAwareRenderer(
+            structlog.processors.KeyValueRenderer(
+                key_order=["event", "tenant", "job", "object", "run_id", "code"], drop_missing=True
+            )
         )
     )
     structlog.configure(
@@ -99,6 +101,22 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+class _MetricAwareRenderer:
+    """Metric events (``metric=rate_limit``, ``metric=breaker_state``) render as bare
+    ``metric=... key=value`` lines operators can grep; everything else as key=value pairs."""
+
+    def __init__(self, fallback: Any) -> None:
+        self._fallback = fallback
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        event = str(event_dict.get("event", ""))
+        if not event.startswith("metric="):
+            return str(self._fallback(logger, name, event_dict))
+        fields = [f"{key}={value}" for key, value in event_dict.items() if key not in ("event", "level", "timestamp")]
+        tail = f" level={event_dict.get('level', 'info')} timestamp={event_dict.get('timestamp', '')}"
+        return " ".join([event, *fields]) + tail
 
 
 class _CurrentStderr:

@@ -52,6 +52,13 @@ def mysql_server() -> dict[str, object]:
     return {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}
 
 
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the local Redis server (shared rate limits across processes)."""
+    require_server("Redis", "127.0.0.1", 6379)
+    return "redis://127.0.0.1:6379/0"
+
+
 def copy_demo_project(dest: Path) -> Path:
     """Copy runner.yaml, tenants/ and connectors/ of the repository into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,9 @@ class Bucket:
     settings: RateLimitSettings
     limiter: Limiter
     shared: bool
+    component: str = ""
+    _last_report: float = 0.0
+    _waited_since: float = 0.0
 
     def acquire(self) -> float:
         """Take one token, waiting for it; returns the seconds spent waiting."""
@@ -86,15 +89,21 @@ class Bucket:
             if type(exc).__module__.startswith("redis"):
                 raise ExtractError(f"rate-limit store unreachable ({type(exc).__name__}: {exc})") from None
             raise
-        waited = time.monotonic() - started
-        if waited > 0.001:
-            log.debug(
+        now = time.monotonic()
+        waited = now - started
+        self._waited_since += waited
+        if self._waited_since >= 0.05 and now - self._last_report >= 1.0:
+            # At most one line a second per bucket: what throttling cost since the last line.
+            log.info(
                 "metric=rate_limit",
-                component=self.name,
+                component=self.component or self.name,
                 tokens=self.settings.capacity,
                 rate=self.settings.rps,
-                waited_s=round(waited, 3),
+                shared="redis" if self.shared else "process",
+                waited_s=round(self._waited_since, 3),
             )
+            self._last_report = now
+            self._waited_since = 0.0
         return waited
 
 
@@ -140,7 +149,13 @@ class LimiterRegistry:
         else:
             store = InMemoryStateStore()
         bucket = StateBucket([rate], TokenBucket(), store)
-        return Bucket(name=name, settings=settings, limiter=Limiter(bucket), shared=bool(self.redis_url))
+        return Bucket(
+            name=name,
+            settings=settings,
+            limiter=Limiter(bucket),
+            shared=bool(self.redis_url),
+            component=f"{name}@{fingerprint[:8]}",
+        )
 
     def _redis_client(self) -> Any:
         if self._redis is None:

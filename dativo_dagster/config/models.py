@@ -369,6 +369,11 @@ class TenantJob(StrictModel):
     source: SourceRef
     target: TargetRef
     max_workers: int = Field(default=4, ge=1, le=64, description="objects extracted in parallel")
+    max_failed_objects: int | None = Field(
+        default=None,
+        ge=1,
+        description="stop starting objects after this many failed (a rejected credential stops the run at once)",
+    )
     quality: Quality = Field(default_factory=Quality)
     objects: list[ObjectConfig] = Field(min_length=1)
 

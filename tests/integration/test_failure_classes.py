@@ -141,3 +141,41 @@ def test_a_user_asset_cannot_write_a_tenant_namespace(project: Path) -> None:
 
 def test_customers_key_is_used() -> None:
     assert CUSTOMERS.path[-1] == "customers"
+
+
+def test_a_rejected_credential_stops_the_run_before_the_other_objects_start(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.errors import AuthError
+
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("owners:", "max_workers: 1\nowners:"))
+    started: list[str] = []
+
+    def read(self: CsvSource, request: Any) -> Any:
+        started.append(request.obj.name)
+        raise AuthError("the key was revoked")
+
+    monkeypatch.setattr(CsvSource, "read", read)
+    result = run(project, dg.DagsterInstance.ephemeral())
+    assert started == ["orders"]  # customers never started
+    (failure,) = failure_metadata(result)
+    summary = failure["dativo/summary"]
+    assert summary["orders"]["error_code"] == "AUTH001"
+    assert summary["orders"]["errors_by_severity"]["CRITICAL"] == 1
+    assert summary["customers"]["status"] == "failed" and summary["customers"]["error_code"] == "AUTH001"
+
+
+def test_cli_writes_the_processing_summary(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from dativo_dagster.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    out = project / "summary.json"
+    assert main(["--project", str(project), "run", "demo/shop", "--summary-json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["job"] == "demo/shop" and summary["exit_code"] == 0
+    assert summary["objects"]["orders"]["rows_written"] == 3000
+    assert summary["totals"]["rows_written"] == 3500
+    assert set(summary["objects"]["orders"]["errors_by_severity"]) == {"LOW", "MEDIUM", "HIGH", "CRITICAL"}
