@@ -1,0 +1,260 @@
+"""Reading one object's files into text batches shaped for the writer.
+
+:class:`FileReader` reads each file up to its consistent cut, parses it with Arrow (columns as
+text), and hands on batches of the contract's columns: the cursor column typed and filtered by
+the run's bound, a reason on every row the writer must quarantine (malformed, undecodable, or a
+cursor value that does not convert), and, for ``file_mtime``, the file each row came from.
+:class:`ReadState` records what the run read, for the cursor and the replacement of re-read files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import structlog
+
+from dativo_dagster.config.plan import ObjectPlan
+from dativo_dagster.errors import ConfigError, DativoError, ExtractError
+from dativo_dagster.sources.base import SourceStats
+from dativo_dagster.sources.csv.file_cut import SENTINEL_PATTERN, FileCut, last_newline_end, printable
+from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN
+from dativo_dagster.sources.csv.files import CsvFile, FileVanished, open_confined
+from dativo_dagster.sources.csv.header import HeaderMatch, match_file_header
+from dativo_dagster.sources.csv.malformed import MalformedRowParser, MalformedRows
+from dativo_dagster.sources.csv.options import CsvOptions
+from dativo_dagster.sources.csv.prefetch import Prefetch
+from dativo_dagster.sources.incremental import row_filter
+from dativo_dagster.types import SOURCE_REASON_COLUMN, cast_column
+
+log = structlog.get_logger("dativo.sources.csv")
+
+
+@dataclass
+class ReadState:
+    """What one run read, for the cursor and the replacement of re-read files."""
+
+    read: list[tuple[int, str]] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)
+    skipped_rows: int = 0
+    skipped_malformed: list[str] = field(default_factory=list)
+
+
+class FileReader:
+    """Reads one object's files into text batches (one instance per run)."""
+
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        obj: ObjectPlan,
+        options: CsvOptions,
+        source_columns: list[str],
+        cursor_source: str | None,
+        cursor_type: pa.DataType | None,
+        bound: Any,
+        inclusive: bool,
+        by_mtime: bool,
+        state: ReadState,
+        stats: SourceStats,
+    ) -> None:
+        self.roots = roots
+        self.obj = obj
+        self.options = options
+        self.source_columns = source_columns
+        self.cursor_source = cursor_source
+        self.cursor_type = cursor_type
+        self.bound = bound
+        self.inclusive = inclusive
+        self.by_mtime = by_mtime
+        self.state = state
+        self.stats = stats
+        assert obj.contract is not None
+        self.table_names = {c.source_name or c.name: c.name for c in obj.contract.columns}
+
+    def read(self, file: CsvFile) -> Iterator[pa.RecordBatch]:
+        """Batches of one file, cut at its last newline as of now; malformed and undecodable rows carry a reason."""
+        obj, options, relative = self.obj, self.options, file.relative
+        try:
+            fd = open_confined(file, self.roots, label=obj.label)
+        except FileVanished:
+            # Moved away since it was listed (a drop folder being archived): not read, not recorded.
+            log.warning("csv_file_vanished", object=obj.label, file=relative)
+            return
+        try:
+            opened = os.fstat(fd)
+            size = opened.st_size
+            end = last_newline_end(fd, size)
+            if end < size:
+                # The last line is still being written (or lacks its newline): never read half a row.
+                if self.by_mtime:
+                    log.info("csv_file_incomplete_deferred", object=obj.label, file=relative, bytes=size)
+                    self.state.deferred.append(relative)
+                    return
+                log.info("csv_partial_last_line_left", object=obj.label, file=relative, bytes=size - end)
+            if end == 0:
+                if self.by_mtime:
+                    self.state.deferred.append(relative)
+                log.warning("csv_file_has_no_complete_line", object=obj.label, file=relative)
+                return
+            header, match = match_file_header(obj, options, fd, end, relative)
+            yield from self._batches(fd, end, relative, header, match)
+            self.stats.add(api_calls=1, bytes_read=end)
+            self.state.read.append((opened.st_mtime_ns, relative))
+            self.state.sizes[relative] = end
+        finally:
+            os.close(fd)
+
+    def _batches(
+        self, fd: int, end: int, relative: str, header: list[str], match: HeaderMatch
+    ) -> Iterator[pa.RecordBatch]:
+        obj, options = self.obj, self.options
+        included = [match.columns[name] for name in self.source_columns if name in match.columns]
+        cut = FileCut(fd, end, options.encoding, label=f"{obj.label}: {relative}")
+        malformed = MalformedRows()
+        read = pacsv.ReadOptions(
+            block_size=options.block_size_bytes,
+            skip_rows=options.skip_rows,
+            encoding="utf8",  # FileCut hands Arrow UTF-8 whatever the file's encoding
+            column_names=None if options.header else header,
+            use_threads=False,  # row numbers for malformed rows; Prefetch reads ahead instead
+        )
+        parse = pacsv.ParseOptions(
+            delimiter=options.delimiter, quote_char=options.quote_char, invalid_row_handler=malformed.handler
+        )
+        convert = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in included},
+            include_columns=included,
+            strings_can_be_null=True,
+            null_values=options.null_values,
+            quoted_strings_can_be_null=False,
+            check_utf8=False,  # FileCut already guarantees valid UTF-8
+        )
+        try:
+            reader = pacsv.open_csv(cut, read_options=read, parse_options=parse, convert_options=convert)
+        except pa.ArrowInvalid as exc:
+            raise ConfigError(f"{obj.label}: {relative}: malformed CSV ({exc})") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise ExtractError(f"{obj.label}: cannot read {relative}: {exc}") from None
+        cursor_header = match.columns.get(self.cursor_source) if self.cursor_source is not None else None
+        parser = MalformedRowParser(options, header, included, cursor_header)
+        prefetch = Prefetch(reader, malformed)
+        try:
+            for batch, bad_rows in prefetch:
+                if batch is not None and batch.num_rows:
+                    self.stats.add(pages=1)
+                    out = self._finish(self._columns(batch, match, cut.dirty), relative)
+                    if out is not None:
+                        yield out
+                if bad_rows:
+                    parsed, reasons, flags = parser.batch(bad_rows)
+                    columns, byte_reasons = self._columns(parsed, match, cut.dirty)
+                    if byte_reasons is not None:
+                        reasons = [
+                            r if b is None else b if r is None else f"{r}; {b}"
+                            for r, b in zip(reasons, byte_reasons, strict=True)
+                        ]
+                    out = self._finish((columns, reasons), relative, malformed=flags)
+                    if out is not None:
+                        yield out
+        except DativoError:
+            raise
+        except pa.ArrowInvalid as exc:
+            raise ConfigError(f"{obj.label}: {relative}: malformed CSV ({exc})") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise ExtractError(f"{obj.label}: cannot read {relative}: {exc}") from None
+        finally:
+            prefetch.close()
+            reader.close()
+
+    def _columns(
+        self, batch: pa.RecordBatch, match: HeaderMatch, dirty: bool
+    ) -> tuple[dict[str, pa.Array], list[str | None] | None]:
+        """The contract's columns of a parsed batch, and a reason per row holding undecodable bytes."""
+        rows = batch.num_rows
+        columns: dict[str, pa.Array] = {}
+        reasons: list[str | None] | None = None
+        for name in self.source_columns:
+            header_name = match.columns.get(name)
+            if header_name is None:
+                columns[name] = pa.nulls(rows, pa.string())
+                continue
+            column = batch.column(header_name)
+            if dirty:
+                flagged = pc.match_substring_regex(column, SENTINEL_PATTERN)
+                if pc.any(flagged).as_py():
+                    reasons = reasons or [None] * rows
+                    values = column.to_pylist()
+                    for i, bad in enumerate(flagged.to_pylist()):
+                        if bad:
+                            shown = printable(values[i])[:60]
+                            text = f"{self.table_names[name]}: not valid {self.options.encoding} text ({shown!r})"
+                            reasons[i] = text if reasons[i] is None else f"{reasons[i]}; {text}"
+                    column = pa.array([None if v is None else printable(v) for v in values], pa.string())
+            columns[name] = column
+        return columns, reasons
+
+    def _finish(
+        self,
+        parts: tuple[dict[str, pa.Array], list[str | None] | None],
+        relative: str,
+        *,
+        malformed: list[bool] | None = None,
+    ) -> pa.RecordBatch | None:
+        """One output batch: contract columns, typed cursor filtered by the bound, reason, file lineage.
+
+        Args:
+            parts: The contract's columns (as text) and a reason per row (or None).
+            relative: The file, for the ``_dativo_file`` lineage column.
+            malformed: Per row, whether it is a malformed row (its cursor may be unknown).
+        """
+        columns, reasons = parts
+        names = list(self.source_columns)
+        arrays = [columns[name] for name in names]
+        rows = len(arrays[0])
+        extra_names: list[str] = []
+        extra: list[pa.Array] = []
+        keep = None
+        if self.cursor_source is not None and self.cursor_type is not None:
+            typed, errors = cast_column(columns[self.cursor_source], self.cursor_type)
+            if errors is not None:
+                # A cursor value that does not convert exactly: quarantine the row with the reason
+                # rather than let it pass as a row without a cursor.
+                reasons = reasons or [None] * rows
+                for i, error in enumerate(errors):
+                    if error is not None and not (malformed and malformed[i]):
+                        text = f"{self.obj.cursor_field}: {error}"
+                        reasons[i] = text if reasons[i] is None else f"{reasons[i]}; {text}"
+            if self.bound is not None:
+                keep = row_filter(typed, self.bound, self.inclusive)
+                # Rows without a usable cursor were offered on the first run (and quarantined there if
+                # the column is required); later runs skip them.
+                if typed.null_count:
+                    for i, valid in enumerate(typed.is_valid().to_pylist()):
+                        if valid:
+                            continue
+                        if malformed and malformed[i] and reasons is not None:
+                            self.state.skipped_malformed.append((reasons[i] or "").split(":", 1)[0])
+                        else:
+                            self.state.skipped_rows += 1
+            if self.obj.cursor_field != self.cursor_source:
+                extra_names.append(self.obj.cursor_field or "")
+                extra.append(typed)
+            else:
+                arrays[names.index(self.cursor_source)] = typed
+        if reasons is not None:
+            extra_names.append(SOURCE_REASON_COLUMN)
+            extra.append(pa.array(reasons, pa.string()))
+        if self.by_mtime:
+            extra_names.append(FILE_COLUMN)
+            extra.append(pa.array([relative] * rows, pa.string()))
+        batch = pa.RecordBatch.from_arrays(arrays + extra, names=names + extra_names)
+        if keep is not None:
+            batch = batch.filter(keep)
+        return batch if batch.num_rows else None
