@@ -28,7 +28,9 @@ RATE_LIMIT_URL_ENV = "DATIVO_RATE_LIMIT_URL"
 """``redis://host:port/db``: share every credential's bucket between processes."""
 
 API_RPS_ENV = "DATIVO_API_RPS"
-"""Overrides the requests per second of every API bucket (for a deployment's stricter account)."""
+"""Caps the requests per second of every API bucket (a deployment whose accounts have lower limits,
+or that shares them with other tools). It only ever lowers a bucket: a vendor's tighter limit on one
+endpoint (HubSpot's search) is never raised by it."""
 
 KEY_PREFIX = "dativo:ratelimit:"
 
@@ -54,7 +56,7 @@ def credential_fingerprint(*parts: str) -> str:
 
 
 def effective_limit(settings: RateLimitSettings, environ: dict[str, str] | None = None) -> RateLimitSettings:
-    """``settings`` with ``DATIVO_API_RPS`` applied (it lowers or raises every bucket's rate)."""
+    """``settings`` capped by ``DATIVO_API_RPS`` (which lowers a bucket's rate, never raises it)."""
     raw = (environ if environ is not None else os.environ).get(API_RPS_ENV, "").strip()
     if not raw:
         return settings
@@ -64,7 +66,9 @@ def effective_limit(settings: RateLimitSettings, environ: dict[str, str] | None 
         raise ConfigError(f"{API_RPS_ENV}={raw!r} is not a number of requests per second") from None
     if rps <= 0:
         raise ConfigError(f"{API_RPS_ENV} must be positive")
-    return RateLimitSettings(rps=rps, burst=min(settings.capacity, max(1, int(rps))) if settings.burst else 0)
+    if rps >= settings.rps:
+        return settings
+    return RateLimitSettings(rps=rps, burst=min(settings.capacity, max(1, int(rps))))
 
 
 @dataclass

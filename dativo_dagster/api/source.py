@@ -17,8 +17,9 @@ import urllib3
 from pydantic import Field
 
 from dativo_dagster.api.limits import Bucket, LimiterRegistry, RateLimitSettings, credential_fingerprint
-from dativo_dagster.api.transport import ApiTransport, BreakerSettings, Guard, RetrySettings, urllib3_sender
+from dativo_dagster.api.transport import ApiTransport, BreakerSettings, Guard, RetrySettings, Sender, urllib3_sender
 from dativo_dagster.config.plan import JobPlan
+from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.base import ConnectionConfig, Source, SourceStats
 
 
@@ -29,6 +30,10 @@ class ApiConnection(ConnectionConfig):
     timeout_s: float = Field(default=60, gt=0, le=600, description="read timeout per request")
     rate_limit: RateLimitSettings | None = Field(
         default=None, description="requests per second and burst for this credential (default: the vendor's limit)"
+    )
+    rate_limits: dict[str, RateLimitSettings] = Field(
+        default_factory=dict,
+        description="limits of the source's other buckets by name (e.g. HubSpot's 'search'); unknown names are refused",
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
@@ -116,19 +121,42 @@ class ApiSource(Source):
         """The credential's bucket and breaker name: a digest of the base URL and the secrets."""
         return credential_fingerprint(self.base_url, *self.credential_secrets())
 
-    def buckets(self) -> dict[str, Bucket]:
-        """The credential's buckets; a job's ``rate_limit`` replaces the default bucket's limit."""
+    def rate_limits(self) -> dict[str, RateLimitSettings]:
+        """The limit of each bucket: the vendor's defaults, then the connection's ``rate_limit``
+        (the default bucket) and ``rate_limits`` (others by name).
+
+        Raises:
+            ConfigError: CFG001 naming a bucket the source does not have.
+        """
         limits = dict(self.default_rate_limits)
         if self.settings.rate_limit is not None:
             limits["default"] = self.settings.rate_limit
-        return {name: self.runtime.limits.bucket(self.fingerprint, name, limit) for name, limit in limits.items()}
+        for name, limit in self.settings.rate_limits.items():
+            if name not in limits:
+                raise ConfigError(
+                    f"source.connection.rate_limits.{name}: {self.vendor} has no '{name}' bucket "
+                    f"(buckets: {', '.join(sorted(limits))})"
+                )
+            limits[name] = limit
+        return limits
+
+    def buckets(self) -> dict[str, Bucket]:
+        """The credential's buckets, shared by the run's threads (and processes, with Redis)."""
+        return {
+            name: self.runtime.limits.bucket(self.fingerprint, name, limit)
+            for name, limit in self.rate_limits().items()
+        }
+
+    def sender(self) -> Sender:
+        """How a request goes on the wire (override to adapt a vendor's quirks around the default)."""
+        return urllib3_sender(self.runtime.pool(self.fingerprint))
 
     def transport(self, stats: SourceStats, *, name: str | None = None) -> ApiTransport:
         """A transport for one object's reads, counting into ``stats``, sharing the credential's limits."""
         label = name or f"{self.vendor} ({self.fingerprint[:8]})"
         return ApiTransport(
             name=label,
-            sender=urllib3_sender(self.runtime.pool(self.fingerprint)),
+            sender=self.sender(),
             buckets=self.buckets(),
             guard=self.runtime.guard(self.fingerprint, label, self.settings.breaker),
             retry=self.settings.retry,

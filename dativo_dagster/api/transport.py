@@ -236,6 +236,7 @@ class ApiTransport:
 
         def attempt() -> HttpResponse:
             self.stats.add(throttled_s=limiter.acquire())
+            openings = self.guard.openings
             try:
                 return self.guard.breaker.call(self._send_once, method, url, headers or {}, body, label)
             except pybreaker.CircuitBreakerError:
@@ -244,6 +245,9 @@ class ApiTransport:
                     f"{label} not sent" + (f" (last failure: {last[-1]})" if last else ""),
                     hint=f"the source keeps failing; the breaker half-opens after {self.guard.settings.reset_s:g} s",
                 ) from None
+            finally:
+                if self.guard.openings != openings:
+                    self.stats.add(breaker_openings=self.guard.openings - openings)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None

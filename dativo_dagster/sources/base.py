@@ -157,13 +157,17 @@ class Extraction:
         return self._rows
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        field_name = self.request.obj.cursor_field
+        # The typed cursor column under its table name when the source provides one, else the
+        # column the contract maps to it (``source_name``).
+        table_name = self.request.obj.cursor_field
+        source_name = _cursor_source_name(self.request.obj)
         try:
             for batch in self._batches:
                 if batch.num_rows == 0:
                     continue
                 if self.request.limit is not None and self._rows + batch.num_rows > self.request.limit:
                     batch = batch.slice(0, self.request.limit - self._rows)
+                field_name = table_name if table_name in batch.schema.names else source_name
                 if field_name is not None:
                     batch_max = pc.max(batch.column(field_name)).as_py()
                     if batch_max is not None:
@@ -203,6 +207,18 @@ class Extraction:
         reached = CursorState(strategy=obj.strategy, field=obj.cursor_field, value=value)
         check_forward(self.request.cursor, reached, label=obj.label, codec=self.codec)
         return reached
+
+
+def _cursor_source_name(obj: ObjectPlan) -> str | None:
+    """The cursor column as the source's batches name it (a contract may rename it with source_name)."""
+    name = obj.cursor_field
+    if name is None or obj.contract is None:
+        return name
+    try:
+        column = obj.contract.column(name)
+    except KeyError:
+        return name
+    return column.source_name or name
 
 
 class Source(abc.ABC):

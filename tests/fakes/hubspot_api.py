@@ -11,6 +11,8 @@ to the emulator (``HubSpot(access_token=token, host=url)``):
   ``limit`` ≤ 200 and offset ``after``, including the 10,000-result cap (``after`` ≥ 10,000
   answers HTTP 400);
 * ``GET /crm/v3/owners``, ``GET /crm/v3/properties/{type}``;
+* ``POST /crm/v4/associations/{from}/{to}/batch/read`` (search results carry no associations;
+  this is how a client reads them for a page of search hits);
 * HubSpot's limits: a rolling ten-second window per app with the ``X-HubSpot-RateLimit-*``
   headers, a daily quota, and a separate, tighter limit on search (5/s) whose answers carry
   no rate-limit headers; 429 bodies with ``errorType: RATE_LIMIT`` and ``policyName``.
@@ -614,7 +616,8 @@ class HubSpotEmulator(Emulator):
 
     def _crm(self, req: Request) -> Response:
         parts = [p for p in req.path.split("/") if p]
-        if len(parts) < 3 or parts[0] != "crm" or parts[1] != "v3":
+        v4_associations = len(parts) == 7 and parts[1:3] == ["v4", "associations"] and parts[5:] == ["batch", "read"]
+        if len(parts) < 3 or parts[0] != "crm" or (parts[1] != "v3" and not v4_associations):
             raise HubSpotError(404, "OBJECT_NOT_FOUND", f"No route for {req.method} {req.path}")
         info = self._authenticate(req)
         search = parts[2] == "objects" and len(parts) == 5 and parts[4] == "search" and req.method == "POST"
@@ -635,6 +638,10 @@ class HubSpotEmulator(Emulator):
 
     def _route(self, req: Request, parts: list[str], info: TokenInfo) -> dict[str, Any]:
         section = parts[2]
+        if parts[1] == "v4" and req.method == "POST":
+            type_ = _canonical_type(parts[3])
+            self._require_scope(info, f"crm.objects.{type_}.read")
+            return self._association_batch_read(req, info.portal, type_, _canonical_type(parts[4], strict=False))
         if section == "owners":
             self._require_scope(info, "crm.objects.owners.read")
             if req.method != "GET":
@@ -773,6 +780,30 @@ class HubSpotEmulator(Emulator):
             # Like HubSpot, a next cursor is offered even when it points at the cap.
             result["paging"] = {"next": {"after": str(end)}}
         return result
+
+    def _association_batch_read(self, req: Request, portal: Portal, type_: str, other: str) -> dict[str, Any]:
+        """Associations v4 batch read: ``{"inputs": [{"id": ...}]}`` → one result per record that has
+        associations of type ``other`` (records without any are left out)."""
+        try:
+            body = req.json() or {}
+        except ValueError:
+            raise HubSpotError(400, "VALIDATION_ERROR", "Invalid input JSON on line 1") from None
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not all(isinstance(i, dict) and "id" in i for i in inputs):
+            raise HubSpotError(400, "VALIDATION_ERROR", "inputs must be a list of objects with an id")
+        results = []
+        for item in inputs:
+            raw = str(item["id"])
+            rec = portal.records[type_].get(int(raw)) if raw.isdigit() else None
+            linked = sorted(set((rec.get("assoc") or {}).get(other) or [])) if rec and not rec["a"] else []
+            if linked:
+                # Unlabeled HubSpot-defined associations carry a null label.
+                kinds = [{"category": "HUBSPOT_DEFINED", "typeId": 1, "label": None}]
+                results.append(
+                    {"from": {"id": raw}, "to": [{"toObjectId": i, "associationTypes": kinds} for i in linked]}
+                )
+        stamp = iso_ms(int(self.clock.now() * 1000))
+        return {"status": "COMPLETE", "results": results, "startedAt": stamp, "completedAt": stamp}
 
     # -- owners --
 
