@@ -126,6 +126,8 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
+    if result.notes:
+        metadata["dativo/notes"] = "\n".join(result.notes)
     metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
 
@@ -212,6 +214,7 @@ def object_summary(result: "ObjectResult") -> dict[str, object]:
         "slices": int(stats.get("slices", 0)),
         "errors_by_severity": errors,
         "duration_s": round(result.duration_s, 3),
+        "notes": list(result.notes),
     }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import structlog
@@ -50,6 +49,7 @@ class ObjectResult:
     dry_run: bool = False
     duration_s: float = 0.0
     cursor_display: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def enforcer_for(obj: ObjectPlan, source: Source) -> ContractEnforcer:
@@ -142,6 +142,7 @@ def ingest_object(
         reconciled = ReconciledCursor(None, "none", "not started")
         codec = source.cursor_codec(obj)
         stats: dict[str, float] = {}
+        notes: list[str] = []
         try:
             if limit is not None and not dry_run:
                 check_limit_allowed(obj, source, limit)
@@ -157,9 +158,7 @@ def ingest_object(
             planned = source.plan_slices(request)
             slices: list[Slice | None] = list(planned) if planned else [None]
             if dry_run:
-                extraction = source.read(dataclasses.replace(request, window=slices[0]))
-                enforcer = base_enforcer.with_lineage(extraction.lineage)
-                return _dry_run(obj, extraction, enforcer, reconciled, run_id, started)
+                return _dry_run(obj, source, request, slices, base_enforcer, reconciled, run_id, started)
             cursor = reconciled.cursor
             base_snapshot_id = reconciled.table_snapshot_id
             result: WriteResult | None = None
@@ -179,6 +178,7 @@ def ingest_object(
                     full_refresh=extraction.full_refresh,
                 )
                 _add_stats(stats, extraction.stats.as_metadata())
+                notes.extend(n for n in extraction.stats.notes if n not in notes)
                 result = part if result is None else _combined(result, part)
                 if window is not None:
                     stats["slices"] = stats.get("slices", 0) + 1
@@ -210,6 +210,7 @@ def ingest_object(
                 total_rows=total,
                 duration_s=time.monotonic() - started,
                 cursor_display=result.cursor.display(codec) if result.cursor else None,
+                notes=notes,
             )
         except DativoError as exc:
             log.error("object_failed", code=exc.code, error=str(exc), error_class=exc.error_class.value)
@@ -220,6 +221,7 @@ def ingest_object(
                 error=exc,
                 duration_s=time.monotonic() - started,
                 source_stats=stats,
+                notes=notes,
             )
 
 
@@ -251,18 +253,28 @@ def _combined(first: WriteResult, then: WriteResult) -> WriteResult:
 
 def _dry_run(
     obj: ObjectPlan,
-    extraction: Any,
-    enforcer: ContractEnforcer,
+    source: Source,
+    request: ReadRequest,
+    slices: list[Slice | None],
+    base_enforcer: ContractEnforcer,
     reconciled: ReconciledCursor,
     run_id: str,
     started: float,
 ) -> ObjectResult:
+    """Read every slice and enforce the contract, writing nothing: what a run would load."""
     read = rejected = 0
-    for batch in extraction:
-        enforced = enforcer.enforce(batch, run_id)
-        read += batch.num_rows
-        rejected += enforced.rejected_rows
-    cursor = extraction.new_cursor()
+    cursor = reconciled.cursor
+    stats: dict[str, float] = {}
+    enforcer = base_enforcer
+    for window in slices:
+        extraction = source.read(dataclasses.replace(request, cursor=cursor, window=window))
+        enforcer = base_enforcer.with_lineage(extraction.lineage)
+        for batch in extraction:
+            enforced = enforcer.enforce(batch, run_id)
+            read += batch.num_rows
+            rejected += enforced.rejected_rows
+        cursor = extraction.new_cursor()
+        _add_stats(stats, extraction.stats.as_metadata())
     preview = WriteResult(
         table=".".join(obj.table_identifier),
         rows_written=read - rejected,
@@ -277,7 +289,7 @@ def _dry_run(
         obj=obj,
         write=preview,
         reconciled=reconciled,
-        source_stats=extraction.stats.as_metadata(),
+        source_stats=stats,
         dry_run=True,
         duration_s=time.monotonic() - started,
     )

@@ -1,15 +1,52 @@
-"""Pure functions: validated plan → AssetSpecs and AssetCheckSpecs (no I/O, no secrets)."""
+"""Pure functions: validated plan → AssetSpecs and AssetCheckSpecs (no I/O, no secrets).
+
+Every process that loads the code location builds one spec and one check spec per object (10,000
+of each for 1,000 tenant jobs), so what the specs share is built once: a contract's column schema
+(one immutable :class:`dagster.TableSchema` for all its objects), a job's kinds and owners. Nothing
+here imports pyarrow (an import a code server need not pay): the column types shown for a
+contract are the labels :func:`dativo_dagster.types.type_label` gives their Arrow types, computed
+from the contract.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
-from dativo_dagster.config.models import SchemaContract
+from dativo_dagster.config.models import ColumnContract, ColumnType, SchemaContract
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.translator import DativoTranslator
-from dativo_dagster.types import column_schema_metadata, contract_arrow_schema
 
 CHECK_CONTRACT = "rows_conform_to_contract"
+
+# What types.type_label(types.arrow_type(column)) says for each contract type (a unit test holds
+# the two together); the run's own column schema metadata uses those labels.
+_SCALAR_LABELS: dict[ColumnType, str] = {
+    ColumnType.INT32: "int32",
+    ColumnType.INT64: "int64",
+    ColumnType.FLOAT32: "float",
+    ColumnType.FLOAT64: "double",
+    ColumnType.STRING: "string",
+    ColumnType.BOOLEAN: "boolean",
+    ColumnType.DATE: "date",
+    ColumnType.TIME: "time",
+    ColumnType.TIMESTAMP: "timestamp",
+    ColumnType.TIMESTAMPTZ: "timestamptz",
+    ColumnType.BINARY: "binary",
+    ColumnType.UUID: "uuid",
+    ColumnType.JSON: "string",
+}
+
+
+def column_type_label(column: ColumnContract) -> str:
+    """The type shown for a contract column (as the run's metadata shows the column's Arrow type)."""
+    if column.type is ColumnType.DECIMAL:
+        return f"decimal({column.precision or 38},{column.scale or 0})"
+    if column.type is ColumnType.LIST:
+        assert column.item_type is not None  # guaranteed by the model validator
+        return f"list<{_SCALAR_LABELS[column.item_type]}>"
+    return _SCALAR_LABELS[column.type]
 
 
 # Objects sharing a contract share one (immutable) TableSchema: building it is most of the cost of
@@ -26,31 +63,40 @@ def table_schema(obj: ObjectPlan) -> dg.TableSchema | None:
     cached = _SCHEMAS.get(id(contract))
     if cached is not None and cached[0] is contract:
         return cached[1]
-    schema = _table_schema(contract)
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=column.name,
+                type=column_type_label(column),
+                description=column.description or None,
+                constraints=dg.TableColumnConstraints(nullable=not column.required, unique=False),
+            )
+            for column in contract.columns
+        ]
+    )
     if len(_SCHEMAS) >= _SCHEMAS_MAX:
         _SCHEMAS.clear()
     _SCHEMAS[id(contract)] = (contract, schema)
     return schema
 
 
-def _table_schema(contract: SchemaContract) -> dg.TableSchema:
-    descriptions = {c.name: c.description for c in contract.columns if c.description}
-    rows = column_schema_metadata(contract_arrow_schema(contract), descriptions)
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=r["name"],
-                type=r["type"],
-                description=r["description"],
-                constraints=dg.TableColumnConstraints(nullable=not r["required"], unique=False),
-            )
-            for r in rows
-        ]
-    )
+def build_asset_spec(
+    obj: ObjectPlan,
+    job: JobPlan,
+    translator: DativoTranslator,
+    *,
+    kinds: set[str] | None = None,
+    owners: Sequence[str] | None = None,
+) -> dg.AssetSpec:
+    """The AssetSpec of one object.
 
-
-def build_asset_spec(obj: ObjectPlan, job: JobPlan, translator: DativoTranslator) -> dg.AssetSpec:
-    """The AssetSpec of one object."""
+    Args:
+        obj: The object.
+        job: Its tenant job.
+        translator: Decides key, group, description, tags and kinds.
+        kinds: The job's kinds when already computed (every object of a job has them).
+        owners: The job's owners when already computed.
+    """
     metadata: dict[str, object] = {
         "dagster/table_name": f"{job.target.catalog_name}.{obj.namespace}.{obj.table}",
         "dativo/strategy": obj.strategy.value,
@@ -66,8 +112,8 @@ def build_asset_spec(obj: ObjectPlan, job: JobPlan, translator: DativoTranslator
         group_name=translator.group_name(obj),
         description=translator.description(obj),
         tags=translator.tags(obj),
-        kinds=translator.kinds(job),
-        owners=list(job.job.owners),
+        kinds=kinds if kinds is not None else translator.kinds(job),
+        owners=owners if owners is not None else list(job.job.owners),
         metadata=metadata,
         skippable=True,
     )
@@ -75,7 +121,9 @@ def build_asset_spec(obj: ObjectPlan, job: JobPlan, translator: DativoTranslator
 
 def build_asset_specs(job: JobPlan, translator: DativoTranslator) -> list[dg.AssetSpec]:
     """One AssetSpec per object of ``job``."""
-    return [build_asset_spec(obj, job, translator) for obj in job.objects]
+    kinds = translator.kinds(job)
+    owners = list(job.job.owners)
+    return [build_asset_spec(obj, job, translator, kinds=kinds, owners=owners) for obj in job.objects]
 
 
 def build_check_specs(job: JobPlan, translator: DativoTranslator) -> list[dg.AssetCheckSpec]:

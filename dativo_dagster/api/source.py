@@ -81,6 +81,7 @@ class ApiSource(Source):
     :class:`~dativo_dagster.sources.base.Source` methods using :meth:`transport`."""
 
     vendor: ClassVar[str] = "API"
+    default_primary_key = ("id",)
     default_base_url: ClassVar[str]
     default_rate_limits: ClassVar[Mapping[str, RateLimitSettings]] = {"default": RateLimitSettings(rps=10, burst=10)}
 

@@ -378,7 +378,9 @@ def _load_job(
             )
             continue
         primary_key = tuple(
-            obj.primary_key if obj.primary_key is not None else (contract.primary_key if contract else [])
+            obj.primary_key
+            if obj.primary_key is not None
+            else (contract.primary_key if contract else list(source_cls.default_primary_key))
         )
         if contract is not None:
             declared = {c.name for c in contract.columns}

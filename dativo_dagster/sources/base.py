@@ -50,6 +50,7 @@ class SourceStats:
     http_429: int = 0
     breaker_openings: int = 0
     slices: int = 0
+    notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: float) -> None:
@@ -57,6 +58,12 @@ class SourceStats:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+
+    def note(self, text: str) -> None:
+        """Something an operator should read about this object's run (shown as ``dativo/notes``)."""
+        with self._lock:
+            if text not in self.notes:
+                self.notes.append(text)
 
     def as_metadata(self) -> dict[str, float]:
         """Plain dict of the counters."""
@@ -233,6 +240,8 @@ class Source(abc.ABC):
     options_model: ClassVar[builtins.type[SourceOptions]]
     supported_strategies: ClassVar[frozenset[Strategy]]
     needs_contract: ClassVar[bool] = False
+    # The key of an object without a contract or a configured primary key (an API's ``id``).
+    default_primary_key: ClassVar[tuple[str, ...]] = ()
     # Connection fields naming local files; each must lie in the tenant's data roots (links
     # followed), checked at load for literal values and at run time after ``${VAR}`` resolution.
     local_path_fields: ClassVar[frozenset[str]] = frozenset()

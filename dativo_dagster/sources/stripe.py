@@ -655,6 +655,8 @@ class StripeStats(SourceStats):
     def absorb(self, other: SourceStats) -> None:
         """Add ``other``'s counters (requests made while planning count for the first slice)."""
         self.add(**{k: v for k, v in other.as_metadata().items() if hasattr(self, k)})
+        for text in other.notes:
+            self.note(text)
 
 
 SliceKind = Literal["created", "events", "refresh", "full"]
@@ -1026,6 +1028,10 @@ class StripeSource(ApiSource):
                     "Stripe; re-reading every object and replacing the table",
                 )
                 stats.add(events_retention_fallback=1)
+                stats.note(
+                    f"events retention exceeded: updates since {self._codec.display(events, 'events')} are no longer "
+                    "listed by Stripe; the object was re-read in full and its table replaced"
+                )
                 return [StripeSlice(None, hi, "full refresh (events retention)", kind="refresh", events_to=hi)]
         slices: list[StripeSlice] = []
         lo = created - lookback if created is not None else None
@@ -1070,6 +1076,7 @@ class StripeSource(ApiSource):
                 detail=f"{obj.label}: events between {_iso(created)} and {_iso(floor)} are no longer listed by Stripe",
             )
             stats.add(events_retention_gap=1)
+            stats.note(f"events between {_iso(created)} and {_iso(floor)} are no longer listed by Stripe")
         lo = max(created - lookback, floor) if created is not None else floor
         windows = created_windows(lo, hi, size)
         slices = [StripeSlice(a, b, f"{_iso(a or lo)}..{_iso(b)}", kind="created") for a, b in windows]
