@@ -1,12 +1,21 @@
 # The dativo code-location image: a Dagster gRPC code server for k8s or ECS run launchers.
+# Each container serves one of runner.yaml's code locations (`dativo workspace` lists them),
+# chosen at run time by DATIVO_CODE_LOCATION, or baked in at build time by the build argument:
 #   docker build -t dativo .
-#   docker run -p 4000:4000 -e DATIVO_DAGSTER_PG_URL=... dativo
+#   docker run -p 4000:4000 -e DATIVO_DAGSTER_PG_URL=... dativo                  # location "dativo"
+#   docker run -p 4000:4000 -e DATIVO_CODE_LOCATION=eu -e DATIVO_DAGSTER_PG_URL=... dativo
+#   docker build --build-arg DATIVO_CODE_LOCATION=dativo_2 -t dativo-2 .
+# Run launchers (k8s, ECS) start run workers from the same image with their own command, which
+# replaces CMD below; the worker loads the location its run belongs to.
 FROM python:3.11-slim
+
+ARG DATIVO_CODE_LOCATION=dativo
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     DATIVO_PROJECT_DIR=/opt/dativo \
+    DATIVO_CODE_LOCATION=${DATIVO_CODE_LOCATION} \
     DAGSTER_HOME=/opt/dagster/home
 
 WORKDIR /opt/dativo
@@ -26,9 +35,12 @@ COPY --chown=dativo tenants ./tenants
 
 USER dativo
 EXPOSE 4000
-# Fail the build if the configuration is invalid (no secrets needed at load). The load also
-# fills .dativo/cache, so the code server and every run worker start without parsing YAML.
-RUN dativo validate --offline
+# Fail the build if the configuration is invalid (no secrets needed at load) or workspace.yaml
+# does not match runner.yaml's code locations. Loading every location's plan fills .dativo/cache,
+# so the code server and every run worker start without parsing or validating YAML.
+RUN dativo validate --offline \
+    && dativo workspace --check \
+    && python -c "import dativo_dagster.locations as l; [l.location_plan(n) for n in l.location_names()]"
 
-CMD ["dagster", "code-server", "start", "--host", "0.0.0.0", "--port", "4000", \
-     "--module-name", "dativo_dagster.definitions", "--location-name", "dativo"]
+# A name runner.yaml does not define fails the load with CFG001 listing the names it does define.
+CMD ["/bin/sh", "-c", "exec dagster code-server start --host 0.0.0.0 --port 4000 --module-name dativo_dagster.locations --attribute \"$DATIVO_CODE_LOCATION\" --location-name \"$DATIVO_CODE_LOCATION\""]

@@ -21,6 +21,7 @@ import pickle  # noqa: E402
 import sys  # noqa: E402
 import sysconfig  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager, suppress  # noqa: E402
 from functools import cache  # noqa: E402
@@ -240,6 +241,7 @@ def _read_plan(root: Path, location: str | None) -> Plan:
         cached = _cached_plan(path, root)
         if cached is not None:
             return cached
+    started = time.time()
     full = _PLANS.get((root, None))
     if full is None:
         full = _PLANS[(root, None)] = load_plan(root)
@@ -250,7 +252,7 @@ def _read_plan(root: Path, location: str | None) -> Plan:
     else:
         return full.for_location(location)  # empty; the caller reports the unknown name, nothing is cached
     if path is not None:
-        _store_plan(path, plan, location)
+        _store_plan(path, plan, location, started)
     return plan
 
 
@@ -291,9 +293,15 @@ def _cached_plan(path: Path, root: Path) -> Plan | None:
     return plan if isinstance(plan, Plan) and plan.project_dir == root else None
 
 
-def _store_plan(path: Path, plan: Plan, location: str | None) -> None:
+def _store_plan(path: Path, plan: Plan, location: str | None, started: float) -> None:
     try:
-        header = {"code": _code_fingerprint(), "inputs": _plan_inputs(plan, location)}
+        inputs = _plan_inputs(plan, location)
+        # A file edited while the plan was being read may be recorded with its new bytes next to
+        # a plan validated from the old ones: such a plan is not kept (clocks and file systems
+        # round timestamps, hence the margin).
+        if any(_modified_since(plan.project_dir / rel, started - 2) for rel in inputs["files"]):
+            return
+        header = {"code": _code_fingerprint(), "inputs": inputs}
         with _gc_paused():
             payload = pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,6 +398,13 @@ def _inputs_unchanged(root: Path, inputs: Any) -> bool:
         if resolve(value) != real:
             return False
     return all(resolve.data_roots(templates, tenant) == resolved for tenant, templates, resolved in inputs["roots"])
+
+
+def _modified_since(path: Path, moment: float) -> bool:
+    try:
+        return path.stat().st_mtime >= moment
+    except OSError:
+        return False
 
 
 def _digest(path: Path) -> str | None:

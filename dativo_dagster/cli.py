@@ -72,7 +72,17 @@ def _fail(message: str) -> int:
 
 
 def _plan(args: argparse.Namespace) -> Plan:
-    return load_plan(args.project)
+    """The project's plan as the code location sees it: jobs repeating an asset key set aside too."""
+    import dataclasses
+
+    from dativo_dagster.build import split_asset_key_clashes
+    from dativo_dagster.translator import DativoTranslator
+
+    plan = load_plan(args.project)
+    kept, clashes = split_asset_key_clashes(plan, DativoTranslator())
+    if not clashes:
+        return plan
+    return dataclasses.replace(plan, jobs=tuple(kept), broken=(*plan.broken, *clashes))
 
 
 def _find_job(plan: Plan, label: str) -> JobPlan:

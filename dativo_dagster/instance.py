@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from dativo_dagster.compat.dagster import (
+from dativo_dagster.compat.dagster_instance import (
     ConfigurableClass,
     ConfigurableClassData,
     DagsterSqliteStorage,

@@ -8,12 +8,6 @@ from typing import Any
 # schedules target it by name. No public constant exists.
 from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
-# Instance wiring for EnvSelectedStorage (dagster.yaml ``storage: custom``).
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.storage.base_storage import DagsterStorage
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
-
 # Cron validation with Dagster's own rules, so runner.yaml is refused at load, not at first tick.
 from dagster._utils.schedules import is_valid_cron_string
 
@@ -29,11 +23,8 @@ def free_concurrency_slots(instance: Any, run_id: str) -> bool:
 
 __all__ = [
     "IMPLICIT_ASSET_JOB_NAME",
-    "ConfigurableClass",
-    "ConfigurableClassData",
-    "DagsterSqliteStorage",
-    "DagsterStorage",
-    "InstanceRef",
     "free_concurrency_slots",
     "is_valid_cron_string",
 ]
+# The instance-wiring symbols (storage classes, InstanceRef) live in compat.dagster_instance: they
+# import Dagster's storage layer, which loading a code location never needs.

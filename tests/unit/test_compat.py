@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from dativo_dagster.compat import dagster as dagster_compat
+from dativo_dagster.compat import dagster_instance
 from dativo_dagster.compat import pyiceberg as iceberg_compat
 
 
@@ -112,14 +113,26 @@ def test_cron_validation() -> None:
 
 
 def test_storage_classes(tmp_path: Path) -> None:
-    storage = dagster_compat.DagsterSqliteStorage.from_local(str(tmp_path))
-    assert isinstance(storage, dagster_compat.DagsterStorage)
-    assert issubclass(dagster_compat.DagsterSqliteStorage, dagster_compat.ConfigurableClass)
-    assert {"module_name", "class_name", "config_yaml"} <= set(dagster_compat.ConfigurableClassData._fields)
+    storage = dagster_instance.DagsterSqliteStorage.from_local(str(tmp_path))
+    assert isinstance(storage, dagster_instance.DagsterStorage)
+    assert issubclass(dagster_instance.DagsterSqliteStorage, dagster_instance.ConfigurableClass)
+    assert {"module_name", "class_name", "config_yaml"} <= set(dagster_instance.ConfigurableClassData._fields)
 
 
 def test_instance_ref_from_dir(tmp_path: Path) -> None:
-    assert {"base_dir", "config_dir"} <= set(_params(dagster_compat.InstanceRef.from_dir))
+    assert {"base_dir", "config_dir"} <= set(_params(dagster_instance.InstanceRef.from_dir))
+
+
+def test_loading_definitions_does_not_import_the_storage_layer() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dativo_dagster.compat.dagster, dativo_dagster.build\n"
+        "print('dagster._core.storage.sqlite_storage' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_free_concurrency_slots() -> None:

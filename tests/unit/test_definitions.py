@@ -122,3 +122,124 @@ def test_run_config_limit_reaches_the_run() -> None:
     assert ingest_config({"limit": 5}).limit == 5
     assert ingest_config({"limit": None}).limit is None
     assert ingest_config(None).limit is None
+
+
+# --------------------------------------------------------------------------- broken tenant jobs
+
+
+def _add_job(project: Path, name: str, replacements: dict[str, str]) -> Path:
+    text = (project / "tenants/demo/jobs/shop.yaml").read_text().replace("\nname: shop\n", f"\nname: {name}\n")
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    path = project / f"tenants/demo/jobs/{name}.yaml"
+    path.write_text(text)
+    with (project / "runner.yaml").open("a") as runner:
+        runner.write(f"  - {{tenant: demo, job: {name}}}\n")
+    return path
+
+
+def test_a_broken_job_is_a_placeholder_asset_next_to_the_working_ones(project: Path) -> None:
+    _add_job(project, "crm", {"strategy: append": "strategy: sometimes"})
+    defs = build_definitions(load_plan(project))
+    dg.Definitions.validate_loadable(defs)
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    assert {"demo/csv/orders", "demo/csv/customers", "demo/config_error/crm"} == set(specs)
+    placeholder = specs["demo/config_error/crm"]
+    assert placeholder.group_name == "demo"
+    assert placeholder.kinds == {"config"}
+    assert placeholder.tags["dativo/config"] == "broken" and placeholder.tags["dativo/job"] == "crm"
+    assert "CFG001 tenants/demo/jobs/crm.yaml: objects[0].incremental.strategy" in (placeholder.description or "")
+    assert placeholder.metadata["dativo/job_file"] == "tenants/demo/jobs/crm.yaml"
+    # No schedule for it, and the working job's schedule is untouched.
+    assert [s.name for s in defs.get_repository_def().schedule_defs] == ["demo__shop__schedule"]
+
+
+def test_materializing_a_placeholder_fails_at_once_without_retry(project: Path) -> None:
+    _add_job(project, "crm", {"strategy: append": "strategy: sometimes"})
+    defs = build_definitions(load_plan(project))
+    key = dg.AssetKey(["demo", "config_error", "crm"])
+    result = dg.materialize(
+        assets=list(defs.assets or []),  # type: ignore[arg-type]
+        selection=[key],
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    events = [e.event_type_value for e in result.all_events]
+    assert "STEP_FAILURE" in events and "STEP_UP_FOR_RETRY" not in events
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    description = failure.event_specific_data.user_failure_data.description  # type: ignore[union-attr]
+    assert description.startswith("CFG001 demo/crm is not loaded: tenants/demo/jobs/crm.yaml: objects[0]")
+    (placeholder,) = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and key in a.keys]
+    with pytest.raises(dg.Failure) as raised:
+        placeholder.op.compute_fn.decorated_fn(None)  # type: ignore[union-attr]
+    assert raised.value.allow_retries is False
+
+
+def test_the_code_location_shows_broken_jobs(project: Path) -> None:
+    import dativo_dagster.definitions as module
+
+    _add_job(project, "crm", {"strategy: append": "strategy: sometimes"})
+    defs = importlib.reload(module).defs
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"demo/csv/orders", "demo/csv/customers", "demo/config_error/crm"}
+
+
+def test_two_jobs_defining_one_asset_key_keep_the_location_loadable(project: Path) -> None:
+    # Same tenant, recipe and object names, other tables: the loader lets it through, Dagster would not.
+    _add_job(
+        project,
+        "shop_copy",
+        {
+            "options: {path: orders.csv}": "options: {path: orders.csv}\n    table: orders_copy",
+            "options: {path: customers.csv}": "options: {path: customers.csv}\n    table: customers_copy",
+        },
+    )
+    plan = load_plan(project, strict=True)
+    defs = build_definitions(plan)
+    dg.Definitions.validate_loadable(defs)
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    assert specs["demo/csv/orders"].tags["dativo/job"] == "shop"  # the first job in runner.yaml keeps it
+    problems = specs["demo/config_error/shop_copy"].metadata["dativo/problems"]
+    assert problems.splitlines()[0] == (
+        "tenants/demo/jobs/shop_copy.yaml: objects[0].name: asset key demo/csv/orders is already defined by "
+        "demo/shop (tenants/demo/jobs/shop.yaml objects[0]); two tenant jobs cannot define the same Dagster "
+        "asset (rename the object or use another source recipe)"
+    )
+    assert len(problems.splitlines()) == 2
+
+
+def test_asset_key_clashes_are_found_before_dagster_sees_them(project: Path) -> None:
+    from dativo_dagster.build import split_asset_key_clashes
+    from dativo_dagster.translator import DativoTranslator
+
+    _add_job(
+        project,
+        "shop_copy",
+        {
+            "options: {path: customers.csv}": "options: {path: customers.csv}\n    table: customers_copy",
+            "- name: orders": "- name: invoices",
+        },
+    )
+    kept, broken = split_asset_key_clashes(load_plan(project, strict=True), DativoTranslator())
+    assert [job.label for job in kept] == ["demo/shop"]
+    (clash,) = broken
+    assert clash.label == "demo/shop_copy" and clash.code_location == "dativo"
+    assert ["customers" in line for line in clash.problems] == [True]
+
+
+def test_contract_column_types_read_as_the_runs_arrow_types() -> None:
+    """The load shows a contract's column types without pyarrow; a run shows its Arrow types: the same."""
+    from dativo_dagster.config.models import ColumnContract, ColumnType
+    from dativo_dagster.specs import column_type_label
+    from dativo_dagster.types import arrow_type, type_label
+
+    columns = [ColumnContract(name="c", type=t) for t in ColumnType if t not in (ColumnType.DECIMAL, ColumnType.LIST)]
+    columns += [ColumnContract(name="d", type=ColumnType.DECIMAL, precision=12, scale=2)]
+    columns += [
+        ColumnContract(name="l", type=ColumnType.LIST, item_type=t)
+        for t in ColumnType
+        if t not in (ColumnType.DECIMAL, ColumnType.LIST)
+    ]
+    for column in columns:
+        assert column_type_label(column) == type_label(arrow_type(column)), column

@@ -184,3 +184,15 @@ def test_cli_run_of_a_healthy_job_works_while_another_is_broken(
     (root / "tenants/acme/jobs/crm.yaml").write_text("tenant: acme\n")
     assert main(["--project", str(root), "run", "demo/shop", "--dry-run"]) == 0
     assert main(["--project", str(root), "run", "acme/crm", "--dry-run"]) == 2
+
+
+def test_validate_reports_two_jobs_defining_one_asset_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = copy_demo_project(tmp_path / "p")
+    add_job(root, "acme", "first")
+    add_job(root, "acme", "second", obj="orders")
+    second = root / "tenants/acme/jobs/second.yaml"
+    # another table, so only the asset key [acme, csv, orders] is shared
+    second.write_text(second.read_text().replace("    contract:", "    table: orders_copy\n    contract:"))
+    assert not load_plan(root).broken
+    assert main(["--project", str(root), "validate", "--offline"]) == 2
+    assert "asset key acme/csv/orders is already defined by acme/first" in capsys.readouterr().err
