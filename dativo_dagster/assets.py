@@ -256,6 +256,13 @@ def failure_for(
         "dativo/attempt": retry_number + 1,
     }
     if summary is not None:
+        if code == RetryExhaustedError.code:
+            # The summary says what the step says: these objects' retries are spent.
+            for failure in failures:
+                line = summary.get(failure.obj.name)
+                if line is not None and failure.error is not None and failure.error.transient:
+                    line["cause"] = failure.error.code
+                    line["error_code"] = RetryExhaustedError.code
         metadata["dativo/summary"] = dg.MetadataValue.json(summary)
     if bugs:
         metadata["dativo/traceback"] = dg.MetadataValue.text(

@@ -172,11 +172,29 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
     schedules = []
     with _gc_paused():
         jobs, clashes = split_asset_key_clashes(plan, translator)
+        built: list[JobPlan] = []
         for job in jobs:
-            assets.append(build_job_assets(job, translator))
-            schedule = build_schedule(job, translator)
+            try:
+                job_assets = build_job_assets(job, translator)
+                schedule = build_schedule(job, translator)
+            except (dg.DagsterInvalidDefinitionError, dg.DagsterInvariantViolationError) as exc:
+                # Dagster refused something of this job that the config models let through: the
+                # job is set aside with Dagster's reason, and every other job still loads.
+                clashes.append(
+                    BrokenJob(
+                        job.tenant,
+                        job.name,
+                        (f"{_relative(job.job_file, plan.project_dir)}: Dagster refused the job: {exc}",),
+                        job.job_file,
+                        job.code_location,
+                    )
+                )
+                continue
+            built.append(job)
+            assets.append(job_assets)
             if schedule is not None:
                 schedules.append(schedule)
+        jobs = built
         if plan.broken or clashes:
             taken = {translator.asset_key(obj) for job in jobs for obj in job.objects}
             for broken in (*plan.broken, *clashes):

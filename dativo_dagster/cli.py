@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import MutableMapping, Sequence
@@ -36,9 +37,20 @@ console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
 
 
+# Control characters (ESC sequences that retitle or recolour the terminal, carriage returns that
+# overwrite a line) and invisible bidi/zero-width marks can come from any source-controlled text a
+# message quotes (a column name, a server's error): shown escaped, never interpreted.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(message: str) -> str:
+    """``message`` with control and invisible formatting characters shown as escapes."""
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), message)
+
+
 def _line(marker: str, style: str, message: str) -> Text:
     text = Text(marker + " ", style=style)
-    text.append(message)
+    text.append(printable(message))
     return text
 
 
@@ -49,7 +61,7 @@ def say_ok(message: str) -> None:
 
 def say_note(message: str) -> None:
     """A dim remark on stdout."""
-    console.print(Text(message, style="dim"), soft_wrap=True)
+    console.print(Text(printable(message), style="dim"), soft_wrap=True)
 
 
 def say_warning(message: str) -> None:
@@ -63,7 +75,7 @@ def say_error(message: str) -> None:
 
 
 def _cells(*values: object) -> list[Text]:
-    return [Text(str(value)) for value in values]
+    return [Text(printable(str(value))) for value in values]
 
 
 def _fail(message: str) -> int:
@@ -461,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from dativo_dagster.config.secrets import redact_text
 
-        errors.print(Text(redact_text(traceback.format_exc()), style="dim"), soft_wrap=True)
+        errors.print(Text(printable(redact_text(traceback.format_exc())), style="dim"), soft_wrap=True)
         return _fail(
             f"unexpected error (a bug in dativo, not a problem with your data or config): "
             f"{type(exc).__name__}: {redact_text(str(exc))[:300]}"

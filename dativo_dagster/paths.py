@@ -19,14 +19,33 @@ from dativo_dagster.errors import ConfigError
 def tenant_data_roots(templates: Iterable[str], tenant: str, project_dir: Path) -> tuple[Path, ...]:
     """The data roots of ``tenant``: each template with ``{tenant}`` filled, anchored at the project.
 
-    The roots are resolved (links followed) so that containment is checked on real paths.
+    The part of a template before ``{tenant}`` is the platform's: its links are followed. From the
+    component holding ``{tenant}`` on, the directories are the tenant's own, and a tenant that can
+    turn one into a symbolic link would move its root anywhere (``tenants/evil/data -> /etc``): none
+    of those components may be a link. A root that does not exist yet is fine (nothing to read).
+
+    Raises:
+        ConfigError: CFG001 naming the root when a tenant-controlled part of it is a link.
     """
     roots = []
     for template in templates:
-        path = Path(os.path.expanduser(template.format(tenant=tenant)))
-        if not path.is_absolute():
-            path = project_dir / path
-        roots.append(Path(os.path.realpath(path)))
+        expanded = Path(os.path.expanduser(template))
+        parts = expanded.parts
+        at = next((i for i, part in enumerate(parts) if "{tenant}" in part), len(parts))
+        platform = Path(*parts[:at]) if at else Path(".")
+        if not platform.is_absolute():
+            platform = project_dir / platform
+        root = Path(os.path.realpath(platform))
+        for part in parts[at:]:
+            root = root / part.format(tenant=tenant)
+            if root.is_symlink():
+                shown = describe_roots((root,), project_dir)
+                raise ConfigError(
+                    f"data root '{template.format(tenant=tenant)}': {shown} is a symbolic link; a tenant's "
+                    "data root must be a real directory (a link would let it read anywhere)",
+                    hint="replace the link by a directory, or add the real location to data_roots in runner.yaml",
+                )
+        roots.append(root)
     return tuple(roots)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import json
 import math
 import re
@@ -66,9 +67,38 @@ def arrow_type(column: ColumnContract) -> pa.DataType:
 def contract_arrow_schema(contract: SchemaContract) -> pa.Schema:
     """Arrow schema of a contract; ``required`` columns are non-nullable (Iceberg ``required``)."""
     return pa.schema(
-        [pa.field(c.name, arrow_type(c), nullable=not c.required) for c in contract.columns],
+        [
+            pa.field(
+                c.name,
+                arrow_type(c),
+                nullable=not c.required,
+                metadata=JSON_FIELD_METADATA if c.type is ColumnType.JSON else None,
+            )
+            for c in contract.columns
+        ],
         metadata={"dativo.contract": f"{contract.name}.v{contract.version}"},
     )
+
+
+JSON_FIELD_METADATA = {b"dativo.type": b"json"}
+"""Marks a string field whose values must be JSON documents (a contract's ``json`` type)."""
+
+
+def invalid_json(column: pa.Array) -> list[str | None] | None:
+    """Per row, why a text value is not a JSON document (None: every value is one)."""
+    errors: list[str | None] = []
+    bad = False
+    for value in column.to_pylist():
+        if value is None:
+            errors.append(None)
+            continue
+        try:
+            json.loads(value, parse_constant=_no_constant)
+            errors.append(None)
+        except ValueError as exc:
+            bad = True
+            errors.append(f"cannot convert {_shown(value)!r} to json (is not a JSON document: {str(exc)[:60]})")
+    return errors if bad else None
 
 
 def type_label(data_type: pa.DataType) -> str:
@@ -100,8 +130,31 @@ def type_label(data_type: pa.DataType) -> str:
 # reason; the row then goes to quarantine. None of them rounds, truncates or guesses.
 
 
+_FRACTION = re.compile(r"[T ]?\d{1,2}:\d{2}(?::\d{2})?[.,](\d+)", re.ASCII)
+
+
+def _check_fraction(text: str) -> None:
+    """Refuse sub-microsecond digits that are not zero (Python would drop them silently)."""
+    match = _FRACTION.search(text)
+    if match and len(match.group(1)) > 6 and match.group(1)[6:].strip("0"):
+        raise ValueError("has more than microsecond precision")
+
+
+def _parse_time(text: str) -> dt.time:
+    text = text.strip()
+    _check_fraction(text)
+    value = dt.time.fromisoformat(text)
+    if value.tzinfo is not None:
+        raise ValueError("has a zone offset but a time column has no time zone")
+    return value
+
+
 def _parse_timestamp(text: str, *, aware: bool) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    text = text.strip()
+    if not text.isascii():
+        raise ValueError("is not an ISO-8601 timestamp")
+    _check_fraction(text)
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if aware:
         # A CSV timestamp with no offset headed for a timestamptz column is read as UTC (documented).
         return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
@@ -111,32 +164,54 @@ def _parse_timestamp(text: str, *, aware: bool) -> dt.datetime:
 
 
 _INFINITY_TEXT = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan", "+nan", "-nan"}
+_NUMBER_TEXT = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$", re.ASCII)
+"""A number as a number is written: ASCII digits only (Python also reads ``1_000``, ``١٢٣`` and
+full-width digits, none of which a data file means as a number)."""
+_ZERO_TEXT = re.compile(r"^[+-]?(?:0+\.?0*|\.0+)(?:[eE][+-]?[0-9]+)?$", re.ASCII)
+
+
+def _number_text(value: str) -> str:
+    text = value.strip()
+    if not _NUMBER_TEXT.match(text):
+        raise ValueError("is not a number")
+    return text
 
 
 def _to_float(value: Any) -> float:
-    """A float from text or a number; a finite value that overflows to infinity is refused."""
+    """A float from text or a number; a value that overflows to infinity or underflows to zero is refused."""
     if isinstance(value, bool):
         raise TypeError("is a boolean, not a number")
     if isinstance(value, str):
         text = value.strip()
-        result = float(text)
-        if math.isinf(result) and text.lower() not in _INFINITY_TEXT:
+        if text.lower() in _INFINITY_TEXT:
+            return float(text)
+        result = float(_number_text(text))
+        if math.isinf(result):
             raise ValueError("is out of the floating-point range")
+        if result == 0 and not _ZERO_TEXT.match(text):
+            raise ValueError("is too small for a floating-point number (it would become 0)")
         return result
     result = float(value)
     if math.isinf(result) and not (isinstance(value, float) and math.isinf(value)):
         raise ValueError("is out of the floating-point range")
+    if result == 0 and value != 0:
+        raise ValueError("is too small for a floating-point number (it would become 0)")
     return result
 
 
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
+_FLOAT32_MIN_SUBNORMAL = 1.401298464324817e-45
+
+
 def _to_float32(value: Any) -> float:
-    """A float headed for a 32-bit column: refused when it lies beyond that type's range."""
+    """A float headed for a 32-bit column: refused beyond that type's range or below its smallest value."""
     result = _to_float(value)
     if math.isfinite(result) and abs(result) > _FLOAT32_MAX:
         raise ValueError("is out of the 32-bit floating-point range")
+    if result != 0 and abs(result) < _FLOAT32_MIN_SUBNORMAL / 2:
+        raise ValueError("is too small for a 32-bit floating-point number (it would become 0)")
     return result
 
 
@@ -185,7 +260,10 @@ def _decimal_converter(scale: int) -> Callable[[Any], decimal.Decimal]:
         if isinstance(value, bool):
             raise TypeError("is a boolean, not a number")
         # A float's shortest repr is the value it was written as (0.1, not 0.1000000000000000055...).
-        number = decimal.Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        if isinstance(value, str):
+            number = decimal.Decimal(_number_text(value))
+        else:
+            number = decimal.Decimal(repr(value) if isinstance(value, float) else str(value))
         if not number.is_finite():
             raise ValueError("is not a finite number")
         exponent = number.as_tuple().exponent
@@ -195,6 +273,12 @@ def _decimal_converter(scale: int) -> Callable[[Any], decimal.Decimal]:
         return number
 
     return to_decimal
+
+
+def _ascii(text: str) -> str:
+    if not text.isascii():
+        raise ValueError("is not an ISO-8601 value")
+    return text
 
 
 def _to_text(value: Any) -> str:
@@ -234,7 +318,13 @@ def _list_converter(item_target: pa.DataType) -> Callable[[Any], list[Any]]:
     convert_item = _python_converter(item_target)
 
     def to_list(value: Any) -> list[Any]:
-        items = json.loads(value) if isinstance(value, str) else value
+        # JSON numbers stay text until the item type reads them: json would turn 1e400 into
+        # infinity and 1.10 into 1.1 on the way.
+        items = (
+            json.loads(value, parse_float=str, parse_int=str, parse_constant=_no_constant)
+            if isinstance(value, str)
+            else value
+        )
         if not isinstance(items, (list, tuple)):
             raise ValueError("is not an array")
         out = []
@@ -250,6 +340,10 @@ def _list_converter(item_target: pa.DataType) -> Callable[[Any], list[Any]]:
     return to_list
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"holds {name}, which is not JSON")
+
+
 def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
     """A converter for one value, used only where the vectorised cast failed or is not exact."""
 
@@ -260,9 +354,9 @@ def _python_converter(target: pa.DataType) -> Callable[[Any], Any]:
         aware = target.tz is not None
         return lambda v: from_text(v, lambda s: _parse_timestamp(s, aware=aware))
     if pa.types.is_time(target):
-        return lambda v: from_text(v, lambda s: dt.time.fromisoformat(s.strip()))
+        return lambda v: from_text(v, _parse_time)
     if pa.types.is_date(target):
-        return lambda v: from_text(v, lambda s: dt.date.fromisoformat(s.strip()))
+        return lambda v: from_text(v, lambda s: dt.date.fromisoformat(_ascii(s.strip())))
     if pa.types.is_decimal(target):
         return _decimal_converter(target.scale)
     if pa.types.is_boolean(target):
@@ -344,13 +438,26 @@ def _needs_exact_path(column: pa.Array, target: pa.DataType) -> bool:
 
 
 def _overflowed(column: pa.Array, result: pa.Array) -> bool:
-    """A float cast that turned a finite value into infinity (Arrow does not flag it), in a flat
-    column or in the elements of a list column."""
+    """A float cast that turned a finite value into infinity or a non-zero one into zero (Arrow
+    flags neither), in a flat column or in the elements of a list column."""
     if (pa.types.is_list(result.type) or pa.types.is_large_list(result.type)) and (
         pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
     ):
         return _overflowed(pc.list_flatten(column), pc.list_flatten(result))
-    if not pa.types.is_floating(result.type) or not pc.any(pc.is_inf(result)).as_py():
+    if not pa.types.is_floating(result.type):
+        return False
+    zeros = pc.equal(result, 0)
+    if pc.any(zeros).as_py():
+        numeric = pa.types.is_floating(column.type) or pa.types.is_decimal(column.type)
+        if numeric or pa.types.is_integer(column.type):
+            underflowed = pc.and_(zeros, pc.not_equal(column, 0))
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            underflowed = pc.and_(zeros, pc.invert(pc.match_substring_regex(column, _ZERO_TEXT.pattern)))
+        else:
+            underflowed = pa.array([False])
+        if pc.any(underflowed).as_py():
+            return True  # a non-zero value became zero
+    if not pc.any(pc.is_inf(result)).as_py():
         return False
     if pa.types.is_floating(column.type):
         return bool(pc.any(pc.and_(pc.is_inf(result), pc.invert(pc.is_inf(column)))).as_py())
@@ -493,6 +600,12 @@ class ContractEnforcer:
             else:
                 original = batch.column(source_name)
                 casted, errors = cast_column(original, field.type)
+                if errors is None and field.metadata and field.metadata.get(b"dativo.type") == b"json":
+                    errors = invalid_json(casted)
+                    if errors is not None:
+                        casted = pc.if_else(
+                            pa.array([e is None for e in errors]), casted, pa.nulls(len(casted), casted.type)
+                        )
                 if errors is not None:
                     note([f"{field.name}: {e}" if e else None for e in errors])
                 if not field.nullable and casted.null_count:
@@ -535,17 +648,23 @@ class ContractEnforcer:
         return EnforcedBatch(good, rejected)
 
     def _row_keys(self, text_columns: list[pa.Array]) -> pa.Array:
-        """The primary key of each rejected row as text (null when a part is missing)."""
+        """What identifies each rejected row across runs: its primary key as text, or, for a row
+        without one (no key declared, or the key itself missing), a digest of all its values."""
         count = len(text_columns[0]) if text_columns else 0
-        if not self.primary_key:
-            return pa.nulls(count, pa.string())
-        index = {f.name: i for i, f in enumerate(self.schema)}
-        parts = [text_columns[index[name]] for name in self.primary_key if name in index]
-        if len(parts) != len(self.primary_key):
-            return pa.nulls(count, pa.string())
-        if len(parts) == 1:
-            return parts[0]
-        return pc.binary_join_element_wise(*parts, "\x1f")
+        keys: pa.Array = pa.nulls(count, pa.string())
+        if self.primary_key:
+            index = {f.name: i for i, f in enumerate(self.schema)}
+            parts = [text_columns[index[name]] for name in self.primary_key if name in index]
+            if len(parts) == len(self.primary_key):
+                keys = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+        if keys.null_count == 0:
+            return keys
+        rows = zip(*(column.to_pylist() for column in text_columns), strict=True) if text_columns else iter(())
+        digests = [
+            None if present else "row:" + hashlib.blake2b(repr(row).encode(), digest_size=12).hexdigest()
+            for present, row in zip(pc.is_valid(keys).to_pylist(), rows, strict=False)
+        ]
+        return pc.coalesce(keys, pa.array(digests, pa.string()))
 
 
 def _as_text(array: pa.Array) -> pa.Array:

@@ -8,6 +8,7 @@ The loader collects all problems before raising so an operator fixes them in one
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,7 +29,7 @@ from dativo_dagster.config.models import (
     check_references,
 )
 from dativo_dagster.config.parse_cache import MISSING, ParseCache, content_digest
-from dativo_dagster.config.plain_yaml import YamlRefused, load_plain
+from dativo_dagster.config.plain_yaml import MAX_FILE_BYTES, YamlRefused, load_plain
 from dativo_dagster.config.plan import BrokenJob, JobPlan, ObjectPlan, Plan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.paths import confine, tenant_data_roots
@@ -53,6 +54,40 @@ class ConfigProblems(ConfigError):
     def __str__(self) -> str:
         # Definitions load shows this text: every problem on its own actionable line.
         return "\n".join(f"{self.code}: {line}" for line in self.problems)
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """A config file's bytes, refusing what is not a small regular file before reading it.
+
+    A FIFO or a device would block or never end; a sparse gigabyte would be read whole. The file
+    is opened without blocking and checked on the open descriptor, so it cannot be swapped between
+    the check and the read.
+
+    Raises:
+        FileNotFoundError: it does not exist.
+        ConfigError: it is not a regular file, or larger than the limit.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError("not a regular file (a config file must be a plain file)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"larger than {MAX_FILE_BYTES >> 20} MB ({info.st_size:,} bytes)")
+        chunks = []
+        remaining = MAX_FILE_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        raw = b"".join(chunks)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(f"larger than {MAX_FILE_BYTES >> 20} MB")
+        return raw
+    finally:
+        os.close(fd)
 
 
 def default_project_dir() -> Path:
@@ -128,9 +163,12 @@ class _Loader:
         if path in self._file_problems:
             return None
         try:
-            raw = path.read_bytes()
+            raw = read_config_bytes(path)
         except FileNotFoundError:
             self._problem(path, f"{self.label(path)}: file not found")
+            return None
+        except ConfigError as exc:
+            self._problem(path, f"{self.label(path)}: {exc.message}")
             return None
         except OSError as exc:
             self._problem(path, f"{self.label(path)}: cannot be read ({exc.__class__.__name__})")
@@ -309,7 +347,9 @@ def _load_job(
             f"runner.yaml: jobs[{index}]: job file {loader.label(job_path)} not found for {entry.tenant}/{entry.job}"
         )
         return None
-    if not _inside(job_path, tenant_dir):
+    # The tenants directory is the platform's (its links are followed); the tenant's own directory
+    # and what is under it may not lead elsewhere.
+    if not _inside(job_path, Path(os.path.realpath(root / runner.tenants_dir)) / entry.tenant):
         problems.append(
             f"{loader.label(job_path)}: the file links outside {loader.label(tenant_dir)} (a tenant's job files "
             "live in its own directory)"
@@ -346,7 +386,11 @@ def _load_job(
     except ConfigError as exc:
         problems.append(f"{loader.label(source_path)}: type: {exc.message}")
         source_cls = None  # go on: the objects' contracts may have problems of their own to report
-    data_roots = tenant_data_roots(entry.data_roots or runner.data_roots, job.tenant, root)
+    try:
+        data_roots = tenant_data_roots(entry.data_roots or runner.data_roots, job.tenant, root)
+    except ConfigError as exc:
+        problems.append(f"{label}: {exc.message}")
+        return None
     connection = {**source.defaults, **job.source.connection}
     if source_cls is not None:
         _check_connection_keys(problems, label, source_cls.connection_model, connection)
@@ -440,9 +484,8 @@ def _load_job(
 
 
 def _inside(path: Path, directory: Path) -> bool:
-    real = Path(os.path.realpath(path))
-    parent = Path(os.path.realpath(directory))
-    return parent in real.parents
+    """Whether the real ``path`` lies inside ``directory`` (taken as it is, links not followed)."""
+    return directory in Path(os.path.realpath(path)).parents
 
 
 def _check_local_paths(

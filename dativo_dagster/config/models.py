@@ -359,13 +359,25 @@ class TargetRef(StrictModel):
     )
 
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _owner(value: str) -> str:
+    """An asset owner as Dagster accepts it: an e-mail address or ``team:<name>``."""
+    if _EMAIL.match(value) or (value.startswith("team:") and len(value) > 5):
+        return value
+    raise ValueError(f"owner {value!r} must be an e-mail address or 'team:<name>'")
+
+
 class TenantJob(StrictModel):
     """tenants/<tenant>/jobs/<job>.yaml."""
 
     tenant: SafeId
     name: SafeId
     description: str | None = None
-    owners: list[str] = Field(default_factory=list)
+    owners: list[Annotated[str, AfterValidator(_owner)]] = Field(
+        default_factory=list, description="e-mail addresses or 'team:<name>' (shown on every asset)"
+    )
     source: SourceRef
     target: TargetRef
     max_workers: int = Field(default=4, ge=1, le=64, description="objects extracted in parallel")

@@ -6,8 +6,9 @@ nodes once anything walks it (validation, the parse cache, pydantic), and an ali
 anchor makes a cycle. It also keeps the last of two equal keys without a word. This module parses
 with the same C parser, then inspects the node graph before anything is built from it:
 
-* aliases may add at most :data:`MAX_ALIAS_EXPANSION` nodes beyond the document's own, and may
-  not refer to an enclosing node (a cycle);
+* aliases may add at most :data:`MAX_ALIAS_EXPANSION` nodes and :data:`MAX_ALIAS_EXPANSION_BYTES`
+  of text beyond the document's own, and may not refer to an enclosing node (a cycle);
+* an explicitly tagged scalar (``!!int abc``) must hold a value of its tag;
 * nesting is at most :data:`MAX_DEPTH` levels, a file at most :data:`MAX_FILE_BYTES`;
 * a mapping may not repeat a key, use a merge key (``<<``) or a non-scalar key;
 * only plain tags: strings, integers, floats, booleans, null, sequences and mappings. A bare
@@ -32,6 +33,9 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 MAX_FILE_BYTES = 4 << 20
 MAX_DEPTH = 64
 MAX_ALIAS_EXPANSION = 10_000
+MAX_ALIAS_EXPANSION_BYTES = 1 << 20
+"""Aliases may add at most this much scalar text to a document (a 2.5 MB string repeated by a
+thousand aliases would otherwise become gigabytes in every process that walks it)."""
 
 _YAML = "tag:yaml.org,2002:"
 _STR = _YAML + "str"
@@ -78,16 +82,17 @@ def load_plain(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _inspect(node)
+        _inspect(node, loader)
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _inspect(root: Node) -> None:
+def _inspect(root: Node, loader: Any) -> None:
     """Walk the node graph once (shared nodes once), refusing what :func:`load_plain` refuses."""
     distinct = 0
-    expanded: dict[int, int] = {}  # node id -> nodes it stands for, aliases expanded
+    distinct_bytes = 0
+    expanded: dict[int, tuple[int, int]] = {}  # node id -> (nodes, scalar bytes) it stands for, aliases expanded
     on_path: set[int] = set()
     # Iterative post-order walk: (node, depth, children done?)
     stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
@@ -96,7 +101,12 @@ def _inspect(root: Node) -> None:
         key = id(node)
         if done:
             on_path.discard(key)
-            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            nodes, size = 1, len(node.value) if isinstance(node, ScalarNode) else 0
+            for child in _children(node):
+                child_nodes, child_size = expanded[id(child)]
+                nodes += child_nodes
+                size += child_size
+            expanded[key] = (nodes, size)
             continue
         if key in on_path:
             raise YamlRefused("an alias refers to a node that contains it (a cycle)", node)
@@ -105,17 +115,26 @@ def _inspect(root: Node) -> None:
         if depth > MAX_DEPTH:
             raise YamlRefused(f"nesting deeper than {MAX_DEPTH} levels", node)
         distinct += 1
-        _check_node(node)
+        if isinstance(node, ScalarNode):
+            distinct_bytes += len(node.value)
+        _check_node(node, loader)
         on_path.add(key)
         stack.append((node, depth, True))
         for child in _children(node):
             if id(child) in on_path:
                 raise YamlRefused("an alias refers to a node that contains it (a cycle)", child)
             stack.append((child, depth + 1, False))
-    extra = expanded[id(root)] - distinct
-    if extra > MAX_ALIAS_EXPANSION:
+    nodes, size = expanded[id(root)]
+    if nodes - distinct > MAX_ALIAS_EXPANSION:
         raise YamlRefused(
-            f"aliases expand the document by {extra:,} nodes (at most {MAX_ALIAS_EXPANSION:,} are allowed)", root
+            f"aliases expand the document by {nodes - distinct:,} nodes (at most {MAX_ALIAS_EXPANSION:,} are allowed)",
+            root,
+        )
+    if size - distinct_bytes > MAX_ALIAS_EXPANSION_BYTES:
+        raise YamlRefused(
+            f"aliases expand the document by {size - distinct_bytes:,} bytes of text "
+            f"(at most {MAX_ALIAS_EXPANSION_BYTES:,} are allowed)",
+            root,
         )
 
 
@@ -127,12 +146,17 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
-def _check_node(node: Node) -> None:
+def _check_node(node: Node, loader: Any) -> None:
     if isinstance(node, ScalarNode):
         if node.tag == _TIMESTAMP:
             node.tag = _STR  # a date stays the text it was written as
         elif node.tag not in _PLAIN_SCALARS:
             raise YamlRefused(f"tag {_short(node.tag)} is not plain data", node)
+        elif node.tag != _STR:
+            try:
+                loader.construct_object(node)  # an explicit !!int abc fails here, at its own line
+            except (ValueError, TypeError, KeyError, OverflowError, yaml.YAMLError):
+                raise YamlRefused(f"{node.value[:40]!r} is not a valid {_short(node.tag)}", node) from None
     elif isinstance(node, SequenceNode):
         if node.tag != _SEQ:
             raise YamlRefused(f"tag {_short(node.tag)} is not plain data", node)

@@ -158,7 +158,9 @@ def is_sensitive_key(key: str) -> bool:
     return bool(_SENSITIVE_KEY.search(str(key)))
 
 
-_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:(?P<password>[^@\s]+)@", re.I)
+# scheme://user:password@host... : the password runs to the LAST '@' of the authority, since a
+# password may itself hold '@' (unencoded, as people paste them) or '/'.
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:(?P<password>[^\s]+)@[^@\s]*$", re.I)
 
 
 def secret_parts(value: Any, *, sensitive: bool) -> list[str]:
@@ -168,9 +170,12 @@ def secret_parts(value: Any, *, sensitive: bool) -> list[str]:
     for text in _strings(value):
         if sensitive:
             parts.append(text)
-        match = _URL_PASSWORD.match(text)
+        match = _URL_PASSWORD.match(text.split("?", 1)[0])
         if match:
-            parts.extend({match.group("password"), unquote(match.group("password"))})
+            password = match.group("password")
+            # Also each piece between '@'s: a driver that misparses such a URL quotes the pieces.
+            pieces = {password, unquote(password), *(p for p in password.split("@") if len(p) >= 4)}
+            parts.extend(sorted(pieces))
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not sensitive and is_sensitive_key(key):

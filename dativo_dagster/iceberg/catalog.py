@@ -9,7 +9,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog, load_catalog
 
 from dativo_dagster.config.models import TargetRecipe
-from dativo_dagster.config.secrets import SecretResolver
+from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.iceberg.failures import storage_failure
 
@@ -73,6 +73,13 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
     if not warehouse:
         raise ConfigError(f"{where}: warehouse: resolves to an empty string")
     props["warehouse"] = resolve_warehouse(warehouse, project_dir, what=f"{where}: warehouse")
+    # Catalog credentials (REST tokens, account keys, a password in the URI) are secrets like a
+    # source's: scrubbed from every log line and message from now on.
+    register_secrets(
+        part
+        for key, value in {**props, "uri": resolver.resolve(target.catalog.uri or "", where=where)}.items()
+        for part in secret_parts(value, sensitive=is_sensitive_key(str(key)))
+    )
     if target.catalog.uri:
         uri = resolver.resolve(target.catalog.uri, where=f"{where}: catalog.uri")
         props["uri"] = (

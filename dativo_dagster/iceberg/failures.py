@@ -112,6 +112,9 @@ def _driver_failure(exc: BaseException, what: str, message: str) -> DativoError 
     if module.startswith("sqlalchemy"):
         import sqlalchemy.exc as sa
 
+        from_driver = _postgres_failure(getattr(exc, "orig", None), what)
+        if from_driver is not None:
+            return from_driver
         if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, sa.DisconnectionError)):
             text = str(exc).lower()
             if "password authentication failed" in text or "access denied" in text:
@@ -136,6 +139,24 @@ def _driver_failure(exc: BaseException, what: str, message: str) -> DativoError 
         return StorageStateError(message) if code else None
     if module.startswith(("requests", "urllib3")):
         return StorageError(message)
+    return None
+
+
+def _postgres_failure(orig: Any, what: str) -> DativoError | None:
+    """A PostgreSQL catalog's error, classified by SQLSTATE as the PostgreSQL source does: a missing
+    database, a bad option or an unknown role are not worth a retry."""
+    if orig is None or not type(orig).__module__.startswith("psycopg2"):
+        return None
+    from dativo_dagster.errors import ExtractError, QualityError
+    from dativo_dagster.sources.postgres import classify
+
+    mapped = classify(orig, f"{what} (Iceberg catalog)")
+    if isinstance(mapped, (AuthError, ConfigError)):
+        return mapped
+    if isinstance(mapped, ExtractError):
+        return StorageError(mapped.message) if mapped.transient else StorageStateError(mapped.message)
+    if isinstance(mapped, QualityError):
+        return StorageStateError(mapped.message)
     return None
 
 

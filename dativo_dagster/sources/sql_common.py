@@ -94,8 +94,8 @@ _LOCK_AFTER_FOR = frozenset({"update", "share", "no", "key"})
 
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # "word", "punct", "literal" (string, quoted identifier)
-    text: str  # lower-cased word, the punctuation character, or "" for a literal
+    kind: str  # "word", "punct", "literal" (string), "quoted" (quoted identifier)
+    text: str  # lower-cased word, the punctuation character, the identifier's name, or "" for a literal
     start: int
     end: int
 
@@ -159,10 +159,13 @@ def _sql_tokens(query: str, *, postgres: bool) -> list[_Token]:
             tokens.append(_Token("literal", "", start, i))
         elif ch == '"':
             start, i = i, skip_quoted(i, '"', not postgres)
-            tokens.append(_Token("literal", "", start, i))
+            if postgres:  # a quoted identifier: it can still name a function
+                tokens.append(_Token("quoted", query[start + 1 : i - 1].replace('""', '"'), start, i))
+            else:
+                tokens.append(_Token("literal", "", start, i))
         elif ch == "`":
             start, i = i, skip_quoted(i, "`", False)
-            tokens.append(_Token("literal", "", start, i))
+            tokens.append(_Token("quoted", query[start + 1 : i - 1].replace("``", "`"), start, i))
         elif ch == "$" and (match := _DOLLAR_QUOTE.match(query, i)) and not (tokens and tokens[-1].end == i):
             tag = match.group(0)
             end = query.find(tag, i + len(tag))
@@ -192,10 +195,16 @@ _DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$")
 def _modifying_construct(tokens: list[_Token]) -> str | None:
     """What in ``tokens`` could modify data or lock rows, or None."""
     for index, token in enumerate(tokens):
+        after = tokens[index + 1] if index + 1 < len(tokens) else None
+        if token.kind == "quoted":
+            # "pg_terminate_backend"(...) calls the function as surely as the bare name does.
+            name = token.text.lower()
+            if name in _SIDE_EFFECT_FUNCTIONS and after is not None and after.kind == "punct" and after.text == "(":
+                return f"a call of {name}(), which writes, locks or acts on the server"
+            continue
         if token.kind != "word":
             continue
         before = tokens[index - 1] if index else None
-        after = tokens[index + 1] if index + 1 < len(tokens) else None
         word = token.text
         if word in _SIDE_EFFECT_FUNCTIONS and after is not None and after.text == "(":
             return f"a call of {word}(), which writes, locks or acts on the server"

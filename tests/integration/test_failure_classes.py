@@ -179,3 +179,16 @@ def test_cli_writes_the_processing_summary(project: Path, monkeypatch: pytest.Mo
     assert summary["objects"]["orders"]["rows_written"] == 3000
     assert summary["totals"]["rows_written"] == 3500
     assert set(summary["objects"]["orders"]["errors_by_severity"]) == {"LOW", "MEDIUM", "HIGH", "CRITICAL"}
+
+
+def test_the_summary_says_retry001_when_retries_are_spent(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_retries(project, 1)
+
+    def read(self: CsvSource, request: Any) -> Any:
+        raise ExtractError("source timed out")
+
+    monkeypatch.setattr(CsvSource, "read", read)
+    result = run(project, dg.DagsterInstance.ephemeral(), ORDERS)
+    (failure,) = failure_metadata(result)
+    line = failure["dativo/summary"]["orders"]
+    assert line["error_code"] == "RETRY001" and line["cause"] == "EXT001"

@@ -307,3 +307,26 @@ def test_a_full_refresh_reading_nothing_never_empties_the_table(writer: IcebergW
 def test_a_full_refresh_of_an_empty_table_may_read_nothing(writer: IcebergWriter, catalog: SqlCatalog) -> None:
     result = write(writer, make_obj(strategy="full_refresh"), [])
     assert result.rows_written == 0
+
+
+def test_a_row_without_a_key_rejected_again_is_kept_once(writer: IcebergWriter, catalog: SqlCatalog) -> None:
+    obj = make_obj(strategy="updated", max_rejected_rate=0.9)
+
+    def keyless(ids: list[object], previous: int | None) -> WriteResult:
+        prev = CursorState(obj.strategy, "id", previous) if previous is not None else None
+        batch = pa.RecordBatch.from_pydict(
+            {"id": pa.array([None if i is None else str(i) for i in ids]), "amount": pa.array(["1.00"] * len(ids))}
+        )
+        reached = CursorState(obj.strategy, "id", max(i for i in ids if i is not None))
+        return writer.write(
+            obj,
+            iter([batch]),
+            enforcer=ContractEnforcer.for_contract(CONTRACT, obj.primary_key),
+            run_id="r",
+            previous_cursor=prev,
+            new_cursor=lambda: reached,
+        )
+
+    keyless([1, None], None)
+    keyless([2, None], 1)  # the same keyless row, re-read by a lookback
+    assert quarantined(catalog).num_rows == 1

@@ -60,3 +60,12 @@ class _Args:
         self.project = root
         self.verbose = False
         self.command = "list"
+
+
+def test_control_characters_in_quoted_text_are_shown_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from dativo_dagster.cli import say_error
+
+    say_error('column "\x1b]0;PWNED\x07\x1b[2J" \u202eevil')
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u202e" not in err
+    assert "\\x1b]0;PWNED\\x07" in err and "\\u202e" in err

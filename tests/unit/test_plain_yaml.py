@@ -91,3 +91,37 @@ def test_duplicate_key_in_a_job_file_is_cfg001(tmp_path: Path) -> None:
     job.write_text(job.read_text() + "name: shadow\n")
     with pytest.raises(ConfigProblems, match=r"shop.yaml: line \d+, column 1: duplicate key 'name'"):
         load_plan(root, strict=True)
+
+
+def test_an_explicit_tag_with_a_bad_value_is_cfg001_with_its_line() -> None:
+    with pytest.raises(YamlRefused, match=r"line 2, column 14: 'abc' is not a valid !!int"):
+        load_plain("name: x\nmax_workers: !!int abc\n")
+
+
+def test_aliases_are_bounded_by_the_text_they_add_too() -> None:
+    text = 'd: &d "' + "x" * 600_000 + '"\nobjects: [*d, *d]\n'
+    with pytest.raises(YamlRefused, match="bytes of text"):
+        load_plain(text)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "sparse", "directory"])
+def test_a_job_file_that_is_not_a_small_regular_file_breaks_only_its_job(tmp_path: Path, kind: str) -> None:
+    import os
+
+    root = copy_demo_project(tmp_path / "p")
+    jobs = root / "tenants/evil/jobs"
+    jobs.mkdir(parents=True)
+    target = jobs / "x.yaml"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "sparse":
+        with target.open("wb") as handle:
+            handle.truncate(1 << 30)
+    else:
+        target.mkdir()
+    with (root / "runner.yaml").open("a") as runner:
+        runner.write("  - {tenant: evil, job: x}\n")
+    plan = load_plan(root)  # returns at once: nothing blocks, nothing big is read
+    assert [j.label for j in plan.jobs] == ["demo/shop"]
+    (broken,) = plan.broken
+    assert any(m in broken.problems[0] for m in ("not a regular file", "larger than 4 MB", "cannot be read"))

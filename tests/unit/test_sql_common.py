@@ -615,3 +615,29 @@ def test_dictionary_encoding_only_for_repetitive_columns() -> None:
     )
     assert dictionary_columns(data) == ["status", "tags.list.element"]
     assert dictionary_columns(data.slice(0, 10)) is None  # too few rows to judge: pyarrow's default
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'SELECT a.pid AS id, "pg_terminate_backend"(a.pid) AS killed FROM pg_stat_activity a',
+        'SELECT "dblink_exec"(\'x\', \'delete from t\')',
+        'SELECT "pg_advisory_lock"(1)',
+        'SELECT "PG_TERMINATE_BACKEND"(1)',
+        "SELECT `GET_LOCK`('x', 1)",
+        'SELECT pg_catalog."pg_terminate_backend"(1)',
+    ],
+)
+def test_a_quoted_function_name_is_still_a_call(query: str) -> None:
+    from dativo_dagster.sources.sql_common import check_read_only_query
+
+    with pytest.raises(ValueError, match="a call of"):
+        check_read_only_query(query)
+
+
+def test_a_quoted_column_named_like_a_function_is_fine() -> None:
+    from dativo_dagster.sources.sql_common import check_read_only_query
+
+    assert check_read_only_query('SELECT "pg_terminate_backend", "nextval" FROM t') == (
+        'SELECT "pg_terminate_backend", "nextval" FROM t'
+    )

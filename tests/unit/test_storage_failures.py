@@ -47,3 +47,30 @@ def test_unknown_exceptions_are_not_mapped_so_they_surface_as_bugs() -> None:
             raise KeyError("x")
         except KeyError as exc:
             raise_storage_failure(exc, "commit")
+
+
+def test_a_postgres_catalog_that_is_misconfigured_is_not_retried(postgres_server: dict[str, object]) -> None:
+    import sqlalchemy
+
+    cases = {
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/no_such_database_here": ConfigError,
+        "postgresql+psycopg2://no_such_role_here:pw@127.0.0.1:5432/test": AuthError,
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/test?sslmode=bogus": ConfigError,
+    }
+    for url, kind in cases.items():
+        try:
+            sqlalchemy.create_engine(url).connect()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            mapped = storage_failure(exc, "opening the catalog")
+            assert isinstance(mapped, kind), (url, mapped)
+            assert not mapped.transient
+        else:  # pragma: no cover - the server accepted a bad URL
+            raise AssertionError(url)
+
+
+def test_a_password_holding_at_signs_is_redacted_whole_and_in_pieces() -> None:
+    from dativo_dagster.config.secrets import redact_text, register_secrets, secret_parts
+
+    register_secrets(secret_parts("postgresql://postgres:Sup3r@S3cretPW@127.0.0.1:5432/x", sensitive=False))
+    shown = redact_text('could not translate host name "S3cretPW@127.0.0.1" to address')
+    assert "S3cretPW" not in shown

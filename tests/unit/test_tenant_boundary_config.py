@@ -196,3 +196,37 @@ def test_validate_reports_two_jobs_defining_one_asset_key(tmp_path: Path, capsys
     assert not load_plan(root).broken
     assert main(["--project", str(root), "validate", "--offline"]) == 2
     assert "asset key acme/csv/orders is already defined by acme/first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("link", ["data", "tenant_dir"])
+def test_a_tenant_cannot_move_its_data_root_with_a_link(tmp_path: Path, link: str) -> None:
+    root = copy_demo_project(tmp_path / "p")
+    outside = tmp_path / "elsewhere"
+    (outside / "data").mkdir(parents=True)
+    (outside / "data" / "orders.csv").write_text("order_id\n1\n")
+    if link == "data":
+        (root / "tenants/evil/jobs").mkdir(parents=True)
+        os.symlink(outside / "data", root / "tenants/evil/data")
+    else:
+        (outside / "jobs").mkdir()
+        os.symlink(outside, root / "tenants/evil")
+    (root / "tenants/evil/jobs/x.yaml").write_text(
+        JOB.format(tenant="evil", job="x", obj="orders", namespace="", connection="")
+    )
+    with (root / "runner.yaml").open("a") as runner:
+        runner.write("  - {tenant: evil, job: x}\n")
+    (broken,) = load_plan(root).broken
+    assert "is a symbolic link" in broken.problems[0] or "links outside tenants/evil" in broken.problems[0]
+
+
+def test_a_platform_root_may_be_a_link(tmp_path: Path) -> None:
+    root = copy_demo_project(tmp_path / "p")
+    landing = tmp_path / "mnt" / "landing"
+    (landing / "acme").mkdir(parents=True)
+    os.symlink(tmp_path / "mnt", root / "shared")  # the platform's own mount point
+    add_job(root, "acme", "crm", connection="base_path: shared/landing/acme")
+    runner = root / "runner.yaml"
+    runner.write_text(
+        runner.read_text().replace("jobs:", "data_roots: ['tenants/{tenant}/data', 'shared/landing/{tenant}']\njobs:")
+    )
+    assert not load_plan(root).broken
