@@ -156,7 +156,9 @@ class LimiterRegistry:
         return Bucket(
             name=name,
             settings=settings,
-            limiter=Limiter(bucket),
+            # buffer_ms=0: pyrate-limiter otherwise sleeps 50 ms past every computed wait, which
+            # turns a 4.7/s bucket into 3.8/s.
+            limiter=Limiter(bucket, buffer_ms=0),
             shared=bool(self.redis_url),
             component=f"{name}@{fingerprint[:8]}",
         )

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import pybreaker
 import structlog
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,34 +130,76 @@ def urllib3_sender(pool: urllib3.PoolManager) -> Sender:
     return send
 
 
+class BreakerOpen(Exception):
+    """The credential's circuit is open: the request is not sent."""
+
+
 @dataclass
 class Guard:
-    """A credential's circuit breaker, shared by every transport of that credential in the run."""
+    """A credential's circuit breaker, shared by every transport of that credential in the run.
+
+    Closed, it lets every request through and counts consecutive failures (5xx, timeouts, dropped
+    connections; a 429 or any other answer means the vendor is alive and resets the count). After
+    ``failures`` in a row it opens: requests are refused without being sent. After ``reset_s`` one
+    probe goes through (half-open): its success closes the circuit, its failure opens it again.
+
+    The lock covers the state only, never a request: requests of one credential run in parallel
+    (pybreaker holds its lock for the whole wrapped call, which allowed one request in flight per
+    credential; that is why this is not pybreaker).
+    """
 
     name: str
     settings: BreakerSettings
-    breaker: pybreaker.CircuitBreaker = field(init=False)
     openings: int = 0
+    _failures: int = 0
+    _opened_at: float | None = None
+    _probing: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __post_init__(self) -> None:
-        guard = self
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        with self._lock:
+            if self._opened_at is None:
+                return "closed"
+            return "half-open" if self._probing else "open"
 
-        class _Listener(pybreaker.CircuitBreakerListener):
-            def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-                state = getattr(new_state, "name", str(new_state))
-                if state == pybreaker.STATE_OPEN:
-                    with guard._lock:
-                        guard.openings += 1
-                log.warning("metric=breaker_state", component=guard.name, state=state)
+    def before(self) -> bool:
+        """Whether a request may go (True: it is the half-open probe).
 
-        self.breaker = pybreaker.CircuitBreaker(
-            fail_max=self.settings.failures,
-            reset_timeout=self.settings.reset_s,
-            exclude=[lambda exc: not isinstance(exc, _Retryable) or isinstance(exc, _Throttled)],
-            listeners=[_Listener()],
-            name=self.name,
-        )
+        Raises:
+            BreakerOpen: the circuit is open, or its probe is already in flight.
+        """
+        with self._lock:
+            if self._opened_at is None:
+                return False
+            if self._probing or time.monotonic() - self._opened_at < self.settings.reset_s:
+                raise BreakerOpen()
+            self._probing = True
+        log.warning("metric=breaker_state", component=self.name, state="half-open")
+        return True
+
+    def succeeded(self) -> None:
+        """The vendor answered (whatever the status): close the circuit, reset the count."""
+        with self._lock:
+            was_open = self._opened_at is not None
+            self._failures = 0
+            self._opened_at = None
+            self._probing = False
+        if was_open:
+            log.warning("metric=breaker_state", component=self.name, state="closed")
+
+    def failed(self) -> None:
+        """A failure worth a retry (no answer, 5xx): count it, open the circuit at the limit."""
+        with self._lock:
+            self._failures += 1
+            opens = self._probing or (self._opened_at is None and self._failures >= self.settings.failures)
+            if opens:
+                self._opened_at = time.monotonic()
+                self._probing = False
+                self.openings += 1
+        if opens:
+            log.warning("metric=breaker_state", component=self.name, state="open", failures=self._failures)
 
 
 class ApiTransport:
@@ -238,13 +279,27 @@ class ApiTransport:
             self.stats.add(throttled_s=limiter.acquire())
             openings = self.guard.openings
             try:
-                return self.guard.breaker.call(self._send_once, method, url, headers or {}, body, label)
-            except pybreaker.CircuitBreakerError:
+                self.guard.before()
+            except BreakerOpen:
                 raise RetryExhaustedError(
                     f"{self.name}: circuit breaker open after {self.guard.settings.failures} consecutive failures; "
                     f"{label} not sent" + (f" (last failure: {last[-1]})" if last else ""),
                     hint=f"the source keeps failing; the breaker half-opens after {self.guard.settings.reset_s:g} s",
                 ) from None
+            try:
+                response = self._send_once(method, url, headers or {}, body, label)
+            except _Throttled:
+                self.guard.succeeded()  # the vendor answered: it is alive, only busy
+                raise
+            except _Retryable:
+                self.guard.failed()
+                raise
+            except BaseException:
+                self.guard.succeeded()  # an answer (401, 403, a quota) or our own error: not an outage
+                raise
+            else:
+                self.guard.succeeded()
+                return response
             finally:
                 if self.guard.openings != openings:
                     self.stats.add(breaker_openings=self.guard.openings - openings)

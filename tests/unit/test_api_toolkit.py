@@ -218,3 +218,41 @@ def test_paginate_follows_tokens_and_stops_loops_and_runaways() -> None:
         list(paginate(lambda t, n: looping[t], where="w"))
     with pytest.raises(PaginationError, match="more than 2 pages"):
         list(paginate(lambda t, n: pages[t], where="w", max_pages=2))
+
+
+def test_requests_of_one_credential_run_in_parallel() -> None:
+    both_in_flight = threading.Barrier(2, timeout=10)
+
+    def sender(method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float) -> HttpResponse:
+        both_in_flight.wait()  # returns only when two requests are inside the sender at once
+        return ok()
+
+    api = transport(Script(ok()))
+    api.sender = sender
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(api.request("GET", "http://x/a").status)) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200, 200]
+
+
+def test_the_breaker_half_opens_after_its_cooldown_and_closes_on_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dativo_dagster.api.transport as transport_module
+
+    now = [1000.0]
+    monkeypatch.setattr(transport_module.time, "monotonic", lambda: now[0])
+    script = Script(status(500), status(500), status(500), ok())
+    api = transport(script, attempts=1, failures=3)
+    for _ in range(3):
+        with pytest.raises(RetryExhaustedError):
+            api.request("GET", "http://x/a")
+    assert api.guard.state == "open"
+    with pytest.raises(RetryExhaustedError, match="circuit breaker open"):
+        api.request("GET", "http://x/a")
+    now[0] += 31  # past the 30 s cooldown: one probe goes through and succeeds
+    assert api.request("GET", "http://x/a").status == 200
+    assert api.guard.state == "closed" and api.guard.openings == 1
