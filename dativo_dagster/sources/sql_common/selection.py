@@ -1,0 +1,72 @@
+"""What a read selects: the rows past the cursor, and the columns (the contract's, or all).
+
+Cursor values are always bound as parameters (:class:`IncrementalPredicate`), never spliced
+into SQL text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from dativo_dagster.config.models import Strategy
+from dativo_dagster.config.plan import ObjectPlan
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.sources.cursors import CursorCodec
+from dativo_dagster.sources.incremental import lower_bound
+from dativo_dagster.state import CursorState
+
+
+@dataclass(frozen=True)
+class IncrementalPredicate:
+    """``WHERE <column> >= / > %s`` with its bound parameter (or no predicate)."""
+
+    column: str | None
+    operator: str
+    value: Any
+
+    @property
+    def active(self) -> bool:
+        """True when rows must be filtered."""
+        return self.column is not None and self.value is not None
+
+
+def incremental_predicate(obj: ObjectPlan, cursor: CursorState | None) -> IncrementalPredicate:
+    """The row filter for an incremental read (the lookback is applied here)."""
+    if obj.strategy in (Strategy.FULL_REFRESH, Strategy.FILE_MTIME) or obj.cursor_field is None:
+        return IncrementalPredicate(None, "", None)
+    codec = CursorCodec(unit=obj.config.incremental.cursor_unit)
+    value, inclusive = lower_bound(obj.strategy, cursor, obj.config.incremental.lookback_days, codec)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc)
+    return IncrementalPredicate(obj.cursor_field, ">=" if inclusive else ">", value)
+
+
+ColumnT = TypeVar("ColumnT")
+
+
+def contract_columns(obj: ObjectPlan, columns: list[ColumnT], name_of: Callable[[ColumnT], str]) -> list[ColumnT]:
+    """Columns to read: the contract's (by source name, in contract order) when there is one, else all.
+
+    Raises:
+        ConfigError: CFG001 naming a required contract column the source does not have.
+    """
+    if obj.contract is None:
+        return columns
+    by_name = {name_of(c): c for c in columns}
+    required = [c.source_name or c.name for c in obj.contract.columns if c.required]
+    missing_columns(required, list(by_name), obj)
+    wanted = [c.source_name or c.name for c in obj.contract.columns]
+    return [by_name[name] for name in wanted if name in by_name]
+
+
+def missing_columns(wanted: list[str], available: list[str], obj: ObjectPlan) -> None:
+    """CFG001 naming the first configured column the source does not have."""
+    have = set(available)
+    for name in wanted:
+        if name not in have:
+            raise ConfigError(
+                f"{obj.label}: column '{name}' does not exist in the source (available: {', '.join(available)})"
+            )
