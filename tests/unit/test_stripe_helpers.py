@@ -283,3 +283,32 @@ def test_the_clients_errors_map_to_codes() -> None:
     ):
         bug = classify(odd)
         assert isinstance(bug, UnexpectedError) and not bug.transient and bug.__cause__ is odd
+
+
+def test_sub_windows_cover_the_window_exactly_once() -> None:
+    from dativo_dagster.sources.stripe.streams import sub_windows
+
+    parts = sub_windows(1_000, 1_000 + 86_400 * 30, 3)
+    assert parts[0][0] == 1_000 and parts[-1][1] == 1_000 + 86_400 * 30
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    assert sub_windows(5, 6, 3) == [(5, 6)]
+
+
+def test_parallel_pages_yield_every_page_and_raise_a_chains_failure() -> None:
+    import pytest
+
+    from dativo_dagster.errors import PaginationError
+    from dativo_dagster.sources.stripe.streams import parallel_pages
+
+    def chain(n: int):  # type: ignore[no-untyped-def]
+        return lambda: iter([[{"id": f"{n}-{i}"}] for i in range(50)])
+
+    ids = sorted(item["id"] for page in parallel_pages([chain(0), chain(1), chain(2)]) for item in page)
+    assert len(ids) == 150 == len(set(ids))
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield [{"id": "x"}]
+        raise PaginationError("page 2 is truncated")
+
+    with pytest.raises(PaginationError, match="truncated"):
+        list(parallel_pages([chain(0), broken]))

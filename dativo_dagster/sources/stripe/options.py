@@ -35,6 +35,12 @@ class StripeConnection(ApiConnection):
         default=30, gt=0, le=3650, description="window per commit when the object sets no incremental.slice_days"
     )
     page_size: int = Field(default=100, ge=1, le=100, description="objects per list request (Stripe allows 100)")
+    page_streams: int = Field(
+        default=3,
+        ge=1,
+        le=8,
+        description="parallel page chains per window of creation times (one chain is one request per round trip)",
+    )
     api_version: str | None = Field(
         default=None,
         pattern=r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$",
