@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,12 @@ class CsvProject:
 
     def quarantine(self) -> list[dict[str, Any]]:
         return self._scan("items__quarantine")
+
+
+def settle(path: Path, seconds: int = 3600) -> None:
+    """Make ``path`` look last modified ``seconds`` ago (older than the default settle_seconds)."""
+    stamp = time.time_ns() - seconds * 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
 
 
 def error_of(result: ObjectResult) -> str:
@@ -279,12 +286,14 @@ def test_file_mtime_leaves_an_incomplete_file_for_a_later_run(tmp_path: Path) ->
     drops.mkdir()
     (drops / "a.csv").write_text(HEADER + "1,a,1.00\n")
     (drops / "b.csv").write_text(HEADER + "2,b,2.00\n3,b,3.0")
-    os.utime(drops / "b.csv", ns=(1_000_000_000, 1_000_000_000))  # older than a.csv: only 'pending' brings it back
+    # older than a.csv (only 'pending' brings it back), but younger than settle_seconds: still being written
+    older = (drops / "a.csv").stat().st_mtime_ns - 1_000_000_000
+    os.utime(drops / "b.csv", ns=(older, older))
     project.ok()
     assert [r["id"] for r in project.rows()] == [1]
     with (drops / "b.csv").open("a") as handle:
         handle.write("0\n")
-    os.utime(drops / "b.csv", ns=(1_000_000_000, 1_000_000_000))  # a copy that keeps an old mtime
+    os.utime(drops / "b.csv", ns=(older, older))  # a copy that keeps an old mtime
     project.ok()
     assert [(r["id"], str(r["amount"])) for r in project.rows()] == [(1, "1.00"), (2, "2.00"), (3, "3.00")]
     again = project.ok()
@@ -339,6 +348,7 @@ def test_unterminated_quote_does_not_swallow_the_rows_after_it(tmp_path: Path) -
     project = CsvProject(tmp_path / "p", quality=0.9)
     data = project.data / "items.csv"
     data.write_text(HEADER + '1,a,1.00\n2,"unterminated,2.00\n3,c,3.00\n' + "x" * 300 + "\n4,d,4.00\n")
+    settle(data)  # (while the file is young, an open quote at its end may be a value still being written)
     result = project.ok()
     assert [r["id"] for r in project.rows()] == [1, 3, 4]
     reasons = sorted(r["_dativo_reason"] for r in project.quarantine())
@@ -350,6 +360,7 @@ def test_unterminated_quote_does_not_swallow_the_rows_after_it(tmp_path: Path) -
     # the open quote runs on into rows appended later: they still load, once
     with data.open("a") as handle:
         handle.write("5,e,5.00\n6,f,6.00\n")
+    settle(data)
     again = project.ok()
     assert again.write is not None and (again.write.rows_written, again.write.rows_rejected) == (2, 0)
     assert [r["id"] for r in project.rows()] == [1, 3, 4, 5, 6]
@@ -383,3 +394,252 @@ def test_cp1252_undefined_byte_is_quarantined(tmp_path: Path) -> None:
     assert [r["name"] for r in project.rows()] == ["€uro"]
     (row,) = project.quarantine()
     assert row["_dativo_reason"].startswith("name: not valid cp1252 text")
+
+
+# --------------------------------------------------------------------------- records still being written
+
+
+def warnings_about(logs: list[dict[str, Any]], file: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e.get("log_level") == "warning" and e.get("file") == file]
+
+
+@pytest.mark.parametrize(
+    "head, tail, value",
+    [
+        ('2,"first line\n', 'second line",2.00\n', "first line\nsecond line"),
+        ('2,"say ""hi""\r\n', 'and go",2.00\r\n', 'say "hi"\r\nand go'),  # doubled quotes, CRLF
+        ('2,"a\n\nb\n', '",2.00\n', "a\n\nb\n"),  # blank lines inside the value
+    ],
+)
+def test_open_quoted_value_is_left_until_complete(tmp_path: Path, head: str, tail: str, value: str) -> None:
+    project = CsvProject(tmp_path / "p")
+    data = project.data / "items.csv"
+    data.write_bytes((HEADER + "1,a,1.00\n" + head).encode())  # a writer is half-way through a quoted value
+    with capture_logs() as logs:
+        first = project.ok()
+    assert first.write is not None and first.write.rows_written == 1
+    assert [r["id"] for r in project.rows()] == [1]
+    (left,) = [e for e in warnings_about(logs, "items.csv") if e["event"] == "csv_partial_last_line_left"]
+    assert "quoted value" in left["reason"]
+    with data.open("ab") as handle:
+        handle.write((tail + "3,x,3.00\n").encode())
+    second = project.ok()
+    assert second.write is not None and (second.write.rows_written, second.write.rows_rejected) == (2, 0)
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, "a"), (2, value), (3, "x")]
+
+
+def test_full_refresh_never_commits_a_half_written_quoted_value(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", strategy="full_refresh", quote_char="'")
+    data = project.data / "items.csv"
+    data.write_text("id,amount,name\n1,1.00,a\n2,2.00,'first line\n")  # as many fields as the header
+    project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, "a")]
+    data.write_text("id,amount,name\n1,1.00,a\n2,2.00,'first line\nsecond line'\n")
+    project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, "a"), (2, "first line\nsecond line")]
+
+
+def test_file_mtime_waits_for_a_file_whose_quoted_value_is_open(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", path="drops/*.csv", strategy="file_mtime")
+    drops = project.data / "drops"
+    drops.mkdir()
+    (drops / "a.csv").write_text(HEADER + '1,a,1.00\n2,"open\n')
+    with capture_logs() as logs:
+        project.ok()
+    assert project.rows() == []
+    assert [e["event"] for e in warnings_about(logs, "drops/a.csv")] == ["csv_file_incomplete_deferred"]
+    with (drops / "a.csv").open("a") as handle:
+        handle.write('value",2.00\n')
+    project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, "a"), (2, "open\nvalue")]
+
+
+def test_stray_quotes_in_unquoted_fields_defer_nothing(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p")
+    data = project.data / "items.csv"
+    data.write_text(HEADER + '1,5\'11",1.00\n2,b,2.00\n3,x"y"z,3.00\n4,d,4.00\n')
+    with capture_logs() as logs:
+        result = project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, "5'11\""), (2, "b"), (3, 'x"y"z'), (4, "d")]
+    assert result.write is not None and result.write.rows_rejected == 0
+    assert warnings_about(logs, "items.csv") == []
+    # an odd number of stray quotes before it does not hide a value still being written
+    with data.open("a") as handle:
+        handle.write('5,"open\n')
+    project.ok()
+    assert [r["id"] for r in project.rows()] == [1, 2, 3, 4]
+    with data.open("a") as handle:
+        handle.write('value",5.00\n')
+    project.ok()
+    assert project.rows()[-1]["name"] == "open\nvalue"
+
+
+def test_settled_file_quarantines_a_quote_that_never_closes(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", quality=0.9, strategy="full_refresh")
+    data = project.data / "items.csv"
+    data.write_text(HEADER + '1,a,1.00\n2,"never closed,2.00\n3,c,3.00\n')
+    settle(data)
+    with capture_logs() as logs:
+        result = project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, "a"), (3, "c")]
+    (row,) = project.quarantine()
+    assert row["_dativo_reason"].startswith('line 3: expected 3 fields, found 2: 2,"never closed,2.00')
+    assert result.write is not None and result.write.rows_rejected == 1
+    assert [e["event"] for e in warnings_about(logs, "items.csv")] == ["csv_lines_quarantined_unread"]
+    # the same with as many fields as the header: the reason says what is wrong
+    data.write_text(HEADER + '1,a,1.00\n2,b,"2.00\n')
+    settle(data)
+    project.ok()
+    (row,) = project.quarantine()
+    assert row["_dativo_reason"] == 'line 3: unterminated quote: 2,b,"2.00'
+    assert [r["id"] for r in project.rows()] == [1]
+
+
+def test_multiline_value_across_a_block_boundary_loads_whole(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", strategy="full_refresh", block_size_bytes=1 << 16)
+    value = "\n".join(f"line {i}" for i in range(2000))  # ~16 KiB, placed across the first 64 KiB boundary
+    rows = [f"{i},n{i},1.00\n" for i in range(1, 5000)]
+    text = HEADER + "".join(rows[:4000]) + f'9000,"{value}",2.00\n' + "".join(rows[4000:])
+    (project.data / "items.csv").write_text(text)
+    result = project.ok()
+    assert result.write is not None and (result.write.rows_written, result.write.rows_rejected) == (5000, 0)
+    assert {r["id"]: r["name"] for r in project.rows()}[9000] == value
+
+
+def test_an_open_quote_far_from_the_end_of_a_young_file_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.sources.csv import file_cut
+
+    monkeypatch.setattr(file_cut, "MAX_RECORD_BYTES", 1 << 17)  # the longest record: 128 KiB here
+    project = CsvProject(tmp_path / "p", quality=0.9, block_size_bytes=1 << 16)
+    rows = "".join(f"{i},n{i},1.00\n" for i in range(3, 20003))  # ~300 KiB after the stray quote
+    (project.data / "items.csv").write_text(HEADER + '1,a,1.00\n2,"stray,2.00\n' + rows)
+    with capture_logs() as logs:
+        result = project.ok()
+    assert result.write is not None and (result.write.rows_written, result.write.rows_rejected) == (20001, 1)
+    (row,) = project.quarantine()
+    assert row["_dativo_reason"].startswith('line 3: expected 3 fields, found 2: 2,"stray,2.00')
+    (warning,) = warnings_about(logs, "items.csv")
+    assert warning["event"] == "csv_lines_quarantined_unread" and warning["unterminated_quote"] == 1
+
+
+# --------------------------------------------------------------------------- a last line without a line end
+
+
+@pytest.mark.parametrize("strategy", ["full_refresh", "append"])
+def test_last_line_without_a_line_end_loads_once_the_file_settles(tmp_path: Path, strategy: str) -> None:
+    project = CsvProject(tmp_path / "p", strategy=strategy)
+    data = project.data / "items.csv"
+    data.write_text(HEADER + "1,a,1.00\n2,b,2.00")  # complete, but no line end after the last row
+    with capture_logs() as logs:
+        project.ok()
+    assert [r["id"] for r in project.rows()] == [1]
+    (left,) = warnings_about(logs, "items.csv")
+    assert left["event"] == "csv_partial_last_line_left" and "no line end" in left["reason"]
+    settle(data, seconds=61)
+    project.ok()
+    assert [(r["id"], str(r["amount"])) for r in project.rows()] == [(1, "1.00"), (2, "2.00")]
+
+
+def test_settle_seconds_zero_reads_the_last_line_at_once(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", strategy="full_refresh", settle_seconds=0)
+    (project.data / "items.csv").write_text(HEADER + "1,a,1.00\n2,b,2.00")
+    project.ok()
+    assert [r["id"] for r in project.rows()] == [1, 2]
+    project.configure(path="items.csv", strategy="full_refresh", settle_seconds=3600)
+    settle(project.data / "items.csv", seconds=600)
+    project.ok()
+    assert [r["id"] for r in project.rows()] == [1]
+
+
+def test_file_mtime_reads_a_settled_file_without_a_final_line_end(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", path="*.csv", strategy="file_mtime")
+    (project.data / "a.csv").write_text(HEADER + "1,a,1.00\n2,b,2.00")
+    (project.data / "b.csv").write_text(HEADER + "3,c,3.00")
+    settle(project.data / "b.csv")
+    with capture_logs() as logs:
+        project.ok()
+    assert [r["id"] for r in project.rows()] == [3]
+    assert [e["event"] for e in warnings_about(logs, "a.csv")] == ["csv_file_incomplete_deferred"]
+    settle(project.data / "a.csv")
+    project.ok()
+    assert [r["id"] for r in project.rows()] == [1, 2, 3]
+    assert project.ok().write.rows_written == 0  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+@pytest.mark.parametrize("encoding", ["utf_7", "iso2022_jp", "unicode_escape", "raw_unicode_escape", "hz", "utf-16"])
+def test_encodings_not_safe_row_by_row_are_refused_at_config_load(tmp_path: Path, encoding: str) -> None:
+    project = CsvProject(tmp_path / "p", encoding=encoding)
+    with pytest.raises(ConfigProblems) as info:
+        load_plan(project.root, strict=True)
+    assert info.value.code == "CFG001"
+    assert any("objects[0].options.encoding" in line for line in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize("encoding", ["shift_jis", "cp932", "gbk", "gb18030", "big5", "euc_jp", "euc_kr", "cp949"])
+def test_multibyte_encodings_quarantine_invalid_sequences_row_by_row(tmp_path: Path, encoding: str) -> None:
+    project = CsvProject(tmp_path / "p", encoding=encoding, quality=0.9)
+    good = "東京" if encoding not in ("euc_kr", "cp949") else "서울"
+    raw = (HEADER + f"1,{good},1.00\n").encode(encoding)
+    # a lead byte before a line end (twice) and before a comma: each stays in its own row
+    raw += b"2,bad\x81\n3,c,3.00\n4,\x81,4.00\n5,e,5.00\n6,\x81\n7,g,7.00\n"
+    (project.data / "items.csv").write_bytes(raw)
+    result = project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, good), (3, "c"), (5, "e"), (7, "g")]
+    reasons = sorted(r["_dativo_reason"] for r in project.quarantine())
+    assert reasons[0].startswith("line 3: expected 3 fields, found 2: 2,bad\\x81")
+    assert reasons[1].startswith("line 7: expected 3 fields, found 2: 6,\\x81")
+    assert reasons[2].startswith(f"name: not valid {encoding} text ('\\\\x81")
+    assert result.write is not None and result.write.rows_rejected == 3
+
+
+# --------------------------------------------------------------------------- records larger than a block
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_field_larger_than_the_block_loads_exactly(tmp_path: Path, quoted: bool) -> None:
+    project = CsvProject(tmp_path / "p", strategy="full_refresh", block_size_bytes=1 << 16)
+    big = "x" * 300_000 if not quoted else 'y, "z"\n' * 40_000
+    shown = big if not quoted else '"' + big.replace('"', '""') + '"'
+    data = project.data / "items.csv"
+    data.write_text(HEADER + f"1,{shown},1.00\n2,b,2.00\n" + "".join(f"{i},n,1.00\n" for i in range(3, 30000)))
+    result = project.ok()
+    assert result.write is not None and (result.write.rows_written, result.write.rows_rejected) == (29999, 0)
+    rows = {r["id"]: r["name"] for r in project.rows()}
+    assert rows[1] == big and rows[2] == "b"
+
+
+def test_a_large_field_in_latin1_loads_exactly(tmp_path: Path) -> None:
+    project = CsvProject(tmp_path / "p", strategy="full_refresh", block_size_bytes=1 << 16, encoding="latin1")
+    big = "é" * 200_000  # twice as long once re-encoded as UTF-8
+    (project.data / "items.csv").write_bytes((HEADER + f"1,{big},1.00\n2,b,2.00\n").encode("latin1"))
+    project.ok()
+    assert [(r["id"], r["name"]) for r in project.rows()] == [(1, big), (2, "b")]
+
+
+def test_a_row_longer_than_the_limit_is_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dativo_dagster.sources.csv import file_cut
+
+    monkeypatch.setattr(file_cut, "MAX_RECORD_BYTES", 1 << 18)  # 256 KiB here (64 MiB by default)
+    project = CsvProject(tmp_path / "p", quality=0.9, block_size_bytes=1 << 16)
+    data = project.data / "items.csv"
+    data.write_text(HEADER + "1,a,1.00\n2," + "x" * 300_000 + ",2.00\n3,c,3.00\n" + '4,"' + "q\n" * 150_000 + '",4\n')
+    settle(data)
+    with capture_logs() as logs:
+        result = project.ok()
+    assert [r["id"] for r in project.rows()] == [1, 3]
+    reasons = sorted((r["id"], r["_dativo_reason"]) for r in project.quarantine())
+    # each quarantined whole, with its cursor value where the text shows it
+    assert reasons[0][0] == "2" and reasons[0][1].startswith(
+        "line 3: longer than 262,144 bytes (300,008 bytes), not read: 2,xxx"
+    )
+    assert reasons[1][0] == "4" and reasons[1][1].startswith(
+        'line 5: longer than 262,144 bytes (300,007 bytes), not read: 4,"'
+    )
+    assert result.write is not None and result.write.rows_rejected == 2
+    (warning,) = warnings_about(logs, "items.csv")
+    assert warning["longer_than_limit"] == 2

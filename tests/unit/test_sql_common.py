@@ -621,7 +621,7 @@ def test_dictionary_encoding_only_for_repetitive_columns() -> None:
     "query",
     [
         'SELECT a.pid AS id, "pg_terminate_backend"(a.pid) AS killed FROM pg_stat_activity a',
-        'SELECT "dblink_exec"(\'x\', \'delete from t\')',
+        "SELECT \"dblink_exec\"('x', 'delete from t')",
         'SELECT "pg_advisory_lock"(1)',
         'SELECT "PG_TERMINATE_BACKEND"(1)',
         "SELECT `GET_LOCK`('x', 1)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import json
 
 import pyarrow as pa
@@ -290,7 +291,7 @@ def test_sub_windows_cover_the_window_exactly_once() -> None:
 
     parts = sub_windows(1_000, 1_000 + 86_400 * 30, 3)
     assert parts[0][0] == 1_000 and parts[-1][1] == 1_000 + 86_400 * 30
-    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
     assert sub_windows(5, 6, 3) == [(5, 6)]
 
 

@@ -2,7 +2,9 @@
 
 The cursor is a dict: the latest modification time read (``mtime_ns``), the files seen at exactly
 that time (``paths``, with their ``sizes``, so a file that grows within one timestamp tick is read
-again) and the files left for a later run because their last line was incomplete (``pending``).
+again) and the files left for a later run because their last row was incomplete: a last line
+without a line end in a file modified within ``settle_seconds``, or a quoted value still open at
+its end (``pending``).
 Every helper here is pure: it works on ``(mtime_ns, relative path)`` pairs, not on files.
 """
 
@@ -32,7 +34,7 @@ def file_cursor(
         previous: The cursor the run started from.
         sizes: Bytes read per file; kept for the files at the latest mtime, so a file that grows
             within the same timestamp tick is read again.
-        pending: Files left for a later run (their last line was incomplete); a later run reads
+        pending: Files left for a later run (their last row was incomplete); a later run reads
             them whatever their modification time.
     """
     pending_list = sorted(set(pending))

@@ -17,7 +17,7 @@ import structlog
 
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError
-from dativo_dagster.sources.csv.file_cut import SENTINEL_RE, FileCut, printable
+from dativo_dagster.sources.csv.file_cut import SENTINEL_RE, CutPlan, FileCut, printable
 from dativo_dagster.sources.csv.options import CsvOptions
 
 log = structlog.get_logger("dativo.sources.csv")
@@ -95,7 +95,9 @@ def match_header(header: Sequence[str], wanted: Sequence[str], *, where: str) ->
     return HeaderMatch(columns, respelled, missing, ignored)
 
 
-def read_header(options: CsvOptions, fd: int, end: int, *, label: str, relative: str) -> list[str]:
+def read_header(
+    options: CsvOptions, fd: int, end: int, *, label: str, relative: str, plan: CutPlan | None = None
+) -> list[str]:
     """The file's header names, as Arrow reads them.
 
     Args:
@@ -104,19 +106,34 @@ def read_header(options: CsvOptions, fd: int, end: int, *, label: str, relative:
         end: Where the file's consistent cut ends.
         label: The object's label, for messages.
         relative: The file, for messages.
+        plan: The file's cut plan, if the read made one (else its records are found by quote
+            parity, looking at most a block or a MiB ahead: only the header must come out whole).
 
     Raises:
         ConfigError: CFG001 when Arrow cannot read the file as CSV, or a header name is not
             valid text in the file's encoding.
     """
     parse = pacsv.ParseOptions(
-        delimiter=options.delimiter, quote_char=options.quote_char, invalid_row_handler=lambda _row: "skip"
+        delimiter=options.delimiter,
+        quote_char=options.quote_char,
+        newlines_in_values=True,
+        invalid_row_handler=lambda _row: "skip",
     )
     # Arrow infers types on the whole first block: a small one keeps this cheap for a file set
-    # of thousands; a header wider than that is read again with the configured block.
+    # of thousands; a header wider than that is read again with the configured block. (FileCut
+    # hands Arrow whole records, so a first row longer than either still arrives in one piece.)
     sizes = sorted({min(options.block_size_bytes, HEADER_BLOCK_BYTES), options.block_size_bytes})
     for attempt, block_size in enumerate(sizes, 1):
-        cut = FileCut(fd, end, options.encoding, label=f"{label}: {relative}")
+        cut = FileCut(
+            fd,
+            end,
+            options.encoding,
+            label=f"{label}: {relative}",
+            quote=options.quote_char,
+            plan=plan,
+            delimiter=options.delimiter,
+            limit=None if plan else max(block_size, 1 << 20),
+        )
         read = pacsv.ReadOptions(block_size=block_size, skip_rows=options.skip_rows, encoding="utf8", use_threads=False)
         try:
             with pacsv.open_csv(
@@ -141,7 +158,7 @@ def read_header(options: CsvOptions, fd: int, end: int, *, label: str, relative:
 
 
 def match_file_header(
-    obj: ObjectPlan, options: CsvOptions, fd: int, end: int, relative: str
+    obj: ObjectPlan, options: CsvOptions, fd: int, end: int, relative: str, plan: CutPlan | None = None
 ) -> tuple[list[str], HeaderMatch]:
     """Read and match one file's header; CFG001 for what cannot be loaded exactly.
 
@@ -151,6 +168,7 @@ def match_file_header(
         fd: The open file.
         end: Where the file's consistent cut ends.
         relative: The file, for messages and logs.
+        plan: The file's cut plan, if the read made one.
 
     Returns:
         The header names (``column 1``, ... for a file without a header) and how they match
@@ -163,7 +181,7 @@ def match_file_header(
         # number of fields is malformed (quarantined), never shifted.
         header = [f"column {i + 1}" for i in range(len(wanted))]
         return header, HeaderMatch(dict(zip(wanted, header, strict=True)), [], [], [])
-    header = read_header(options, fd, end, label=obj.label, relative=relative)
+    header = read_header(options, fd, end, label=obj.label, relative=relative, plan=plan)
     where = f"{obj.label}: {relative}"
     match = match_header(header, wanted, where=where)
     for spelled, name in match.respelled:

@@ -10,6 +10,7 @@ cursor value that does not convert), and, for ``file_mtime``, the file each row 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +24,45 @@ import structlog
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, DativoError, ExtractError
 from dativo_dagster.sources.base import SourceStats
-from dativo_dagster.sources.csv.file_cut import SENTINEL_PATTERN, FileCut, last_newline_end, printable
+from dativo_dagster.sources.csv import file_cut
+from dativo_dagster.sources.csv.file_cut import SENTINEL_PATTERN, CutPlan, FileCut, decode_text, plan_cut, printable
 from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN
 from dativo_dagster.sources.csv.files import CsvFile, FileVanished, open_confined
 from dativo_dagster.sources.csv.header import HeaderMatch, match_file_header
-from dativo_dagster.sources.csv.malformed import MalformedRowParser, MalformedRows
+from dativo_dagster.sources.csv.malformed import MalformedRowParser, MalformedRows, UnreadLine
 from dativo_dagster.sources.csv.options import CsvOptions
 from dativo_dagster.sources.csv.prefetch import Prefetch
 from dativo_dagster.sources.incremental import row_filter
 from dativo_dagster.types import SOURCE_REASON_COLUMN, cast_column
 
 log = structlog.get_logger("dativo.sources.csv")
+
+
+_LEFT_REASONS = {
+    "line": "its last line has no line end yet",
+    "quote": "a quoted value is still open at its last line end",
+}
+
+
+def settled(mtime_ns: int, settle_seconds: float, now_ns: int | None = None) -> bool:
+    """Whether a file last modified at ``mtime_ns`` has not been modified for ``settle_seconds``."""
+    if settle_seconds <= 0:
+        return True
+    now = time.time_ns() if now_ns is None else now_ns
+    return now - mtime_ns >= settle_seconds * 1e9
+
+
+def record_limit(options: CsvOptions) -> int:
+    """The longest record a read takes (longer ones are quarantined)."""
+    return max(file_cut.MAX_RECORD_BYTES, options.block_size_bytes)
+
+
+def block_size(options: CsvOptions, longest: int) -> int:
+    """Arrow's block: the configured one, or one that holds the file's longest record with room to spare."""
+    if longest + (longest >> 2) <= options.block_size_bytes:
+        return options.block_size_bytes
+    need = longest + (longest >> 2) + (1 << 16)
+    return min(-(-need // (1 << 16)) * (1 << 16), (1 << 31) - 1)
 
 
 @dataclass
@@ -79,7 +108,7 @@ class FileReader:
         self.table_names = {c.source_name or c.name: c.name for c in obj.contract.columns}
 
     def read(self, file: CsvFile) -> Iterator[pa.RecordBatch]:
-        """Batches of one file, cut at its last newline as of now; malformed and undecodable rows carry a reason."""
+        """Batches of one file as its consistent cut allows; malformed, undecodable and overlong rows carry a reason."""
         obj, options, relative = self.obj, self.options, file.relative
         try:
             fd = open_confined(file, self.roots, label=obj.label)
@@ -88,45 +117,95 @@ class FileReader:
             log.warning("csv_file_vanished", object=obj.label, file=relative)
             return
         try:
-            opened = os.fstat(fd)
+            opened = os.fstat(fd)  # size and modification time as of the moment the read starts
             size = opened.st_size
-            end = last_newline_end(fd, size)
-            if end < size:
-                # The last line is still being written (or lacks its newline): never read half a row.
+            plan = plan_cut(
+                fd,
+                size,
+                quote=options.quote_char,
+                delimiter=options.delimiter,
+                settled=settled(opened.st_mtime_ns, options.settle_seconds),
+                limit=record_limit(options),
+                chunk=options.block_size_bytes,
+                label=f"{obj.label}: {relative}",
+            )
+            if plan.left is not None:
+                # Never read a row half: a line or a quoted value still being written waits.
                 if self.by_mtime:
-                    log.info("csv_file_incomplete_deferred", object=obj.label, file=relative, bytes=size)
+                    log.warning(
+                        "csv_file_incomplete_deferred",
+                        object=obj.label,
+                        file=relative,
+                        bytes=size,
+                        reason=_LEFT_REASONS[plan.left],
+                        settle_seconds=options.settle_seconds,
+                    )
                     self.state.deferred.append(relative)
                     return
-                log.info("csv_partial_last_line_left", object=obj.label, file=relative, bytes=size - end)
-            if end == 0:
+                log.warning(
+                    "csv_partial_last_line_left",
+                    object=obj.label,
+                    file=relative,
+                    bytes=size - plan.end,
+                    reason=_LEFT_REASONS[plan.left],
+                    settle_seconds=options.settle_seconds,
+                )
+            if plan.end == 0:
                 if self.by_mtime:
                     self.state.deferred.append(relative)
                 log.warning("csv_file_has_no_complete_line", object=obj.label, file=relative)
                 return
-            header, match = match_file_header(obj, options, fd, end, relative)
-            yield from self._batches(fd, end, relative, header, match)
-            self.stats.add(api_calls=1, bytes_read=end)
+            if plan.skips:
+                log.warning(
+                    "csv_lines_quarantined_unread",
+                    object=obj.label,
+                    file=relative,
+                    unterminated_quote=sum(1 for s in plan.skips if s.kind == "unterminated"),
+                    longer_than_limit=sum(1 for s in plan.skips if s.kind == "too_long"),
+                )
+            header, match = match_file_header(obj, options, fd, plan.end, relative, plan)
+            yield from self._batches(fd, plan, relative, header, match)
+            self.stats.add(api_calls=1, bytes_read=plan.end)
             self.state.read.append((opened.st_mtime_ns, relative))
-            self.state.sizes[relative] = end
+            self.state.sizes[relative] = plan.end
         finally:
             os.close(fd)
 
     def _batches(
-        self, fd: int, end: int, relative: str, header: list[str], match: HeaderMatch
+        self, fd: int, plan: CutPlan, relative: str, header: list[str], match: HeaderMatch
     ) -> Iterator[pa.RecordBatch]:
         obj, options = self.obj, self.options
         included = [match.columns[name] for name in self.source_columns if name in match.columns]
-        cut = FileCut(fd, end, options.encoding, label=f"{obj.label}: {relative}")
+        cut = FileCut(
+            fd,
+            plan.end,
+            options.encoding,
+            label=f"{obj.label}: {relative}",
+            quote=options.quote_char,
+            plan=plan,
+            columns=len(header),
+            delimiter=options.delimiter,
+            limit=record_limit(options),
+        )
+        limit = record_limit(options)
+        unread = {
+            i: UnreadLine(s.kind, decode_text(s.head, options.encoding).rstrip("\r\n"), s.stop - s.start, limit)
+            for i, s in enumerate(plan.skips)
+        }
         malformed = MalformedRows()
         read = pacsv.ReadOptions(
-            block_size=options.block_size_bytes,
+            block_size=block_size(options, plan.longest),
             skip_rows=options.skip_rows,
             encoding="utf8",  # FileCut hands Arrow UTF-8 whatever the file's encoding
             column_names=None if options.header else header,
             use_threads=False,  # row numbers for malformed rows; Prefetch reads ahead instead
         )
         parse = pacsv.ParseOptions(
-            delimiter=options.delimiter, quote_char=options.quote_char, invalid_row_handler=malformed.handler
+            delimiter=options.delimiter,
+            quote_char=options.quote_char,
+            # FileCut ends every read at a record end; Arrow's quote-aware chunking is the second guard.
+            newlines_in_values=True,
+            invalid_row_handler=malformed.handler,
         )
         convert = pacsv.ConvertOptions(
             column_types={c: pa.string() for c in included},
@@ -143,7 +222,7 @@ class FileReader:
         except (OSError, pa.ArrowException) as exc:
             raise ExtractError(f"{obj.label}: cannot read {relative}: {exc}") from None
         cursor_header = match.columns.get(self.cursor_source) if self.cursor_source is not None else None
-        parser = MalformedRowParser(options, header, included, cursor_header)
+        parser = MalformedRowParser(options, header, included, cursor_header, unread)
         prefetch = Prefetch(reader, malformed)
         try:
             for batch, bad_rows in prefetch:

@@ -28,7 +28,7 @@ from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN, FileCursorCodec, 
 from dativo_dagster.sources.csv.files import CsvFile, FileVanished, find_files, is_glob, open_confined
 from dativo_dagster.sources.csv.header import match_file_header
 from dativo_dagster.sources.csv.options import CsvConnection, CsvOptions
-from dativo_dagster.sources.csv.reader import FileReader, ReadState
+from dativo_dagster.sources.csv.reader import FileReader, ReadState, settled
 from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.incremental import lower_bound
 from dativo_dagster.types import arrow_type, contract_arrow_schema
@@ -110,7 +110,10 @@ class CsvSource(Source):
         except FileVanished:
             raise ConfigError(f"{obj.label}: {files[0].relative} disappeared while it was being checked") from None
         try:
-            end = last_newline_end(fd, os.fstat(fd).st_size)
+            opened = os.fstat(fd)
+            end = last_newline_end(fd, opened.st_size)
+            if end < opened.st_size and settled(opened.st_mtime_ns, options.settle_seconds):
+                end = opened.st_size  # a last line without a line end counts once the file has settled
             if end == 0:
                 raise ConfigError(
                     f"{obj.label}: {files[0].relative}: no complete line yet (empty, or its first line is still "
