@@ -28,9 +28,9 @@ RATE_LIMIT_URL_ENV = "DATIVO_RATE_LIMIT_URL"
 """``redis://host:port/db``: share every credential's bucket between processes."""
 
 API_RPS_ENV = "DATIVO_API_RPS"
-"""Caps the requests per second of every API bucket (a deployment whose accounts have lower limits,
-or that shares them with other tools). It only ever lowers a bucket: a vendor's tighter limit on one
-endpoint (HubSpot's search) is never raised by it."""
+"""Sets the requests per second of every credential's default bucket, over the recipe's and the
+job's (a deployment whose accounts have other limits). The vendor's endpoint-specific buckets
+(HubSpot's search) are only ever lowered by it, never raised past the vendor's own limit."""
 
 KEY_PREFIX = "dativo:ratelimit:"
 
@@ -55,8 +55,11 @@ def credential_fingerprint(*parts: str) -> str:
     return digest[:24]
 
 
-def effective_limit(settings: RateLimitSettings, environ: dict[str, str] | None = None) -> RateLimitSettings:
-    """``settings`` capped by ``DATIVO_API_RPS`` (which lowers a bucket's rate, never raises it)."""
+def effective_limit(
+    settings: RateLimitSettings, environ: dict[str, str] | None = None, *, bucket: str = "default"
+) -> RateLimitSettings:
+    """``settings`` with ``DATIVO_API_RPS`` applied: the default bucket takes its rate; another
+    bucket is only capped by it."""
     raw = (environ if environ is not None else os.environ).get(API_RPS_ENV, "").strip()
     if not raw:
         return settings
@@ -66,6 +69,10 @@ def effective_limit(settings: RateLimitSettings, environ: dict[str, str] | None 
         raise ConfigError(f"{API_RPS_ENV}={raw!r} is not a number of requests per second") from None
     if rps <= 0:
         raise ConfigError(f"{API_RPS_ENV} must be positive")
+    if bucket == "default":
+        return RateLimitSettings(
+            rps=rps, burst=min(settings.capacity, max(1, int(rps))) if rps < settings.rps else settings.burst
+        )
     if rps >= settings.rps:
         return settings
     return RateLimitSettings(rps=rps, burst=min(settings.capacity, max(1, int(rps))))
@@ -130,7 +137,7 @@ class LimiterRegistry:
 
     def bucket(self, fingerprint: str, name: str, settings: RateLimitSettings) -> Bucket:
         """The bucket ``name`` of the credential ``fingerprint`` (created on first use)."""
-        settings = effective_limit(settings)
+        settings = effective_limit(settings, bucket=name)
         key = (fingerprint, name)
         with self._lock:
             found = self._buckets.get(key)

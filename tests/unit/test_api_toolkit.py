@@ -171,6 +171,10 @@ def test_a_bucket_is_shared_by_the_threads_of_a_credential_and_paces_them() -> N
 
 def test_the_rate_can_be_overridden_by_the_environment() -> None:
     assert effective_limit(RateLimitSettings(rps=25, burst=25), {"DATIVO_API_RPS": "5"}).rps == 5
+    assert effective_limit(RateLimitSettings(rps=25, burst=20), {"DATIVO_API_RPS": "90"}).rps == 90
+    # a vendor's endpoint bucket (HubSpot's search) is capped, never raised
+    assert effective_limit(RateLimitSettings(rps=4.7, burst=1), {"DATIVO_API_RPS": "90"}, bucket="search").rps == 4.7
+    assert effective_limit(RateLimitSettings(rps=4.7, burst=1), {"DATIVO_API_RPS": "2"}, bucket="search").rps == 2
     with pytest.raises(ConfigError):
         effective_limit(RateLimitSettings(rps=25), {"DATIVO_API_RPS": "fast"})
 
