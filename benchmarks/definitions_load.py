@@ -7,8 +7,9 @@ same assets and checks, measured the same way a moment apart.
 Generates throw-away projects (in a temp dir) with ``N / 10`` tenants of one CSV job of 10 objects
 each. Every object reads its own CSV file through the shared ``csv`` source recipe, writes through
 the shared ``local`` target recipe and uses one shared schema contract; ``runner.yaml`` lists every
-tenant job with an hourly cron schedule. So N objects give N assets, N asset checks, N/10
-multi_assets and N/10 schedules (each launching its job's assets in Dagster's asset job).
+tenant job with an hourly cron schedule. So N objects give N assets (each with its job's cron as
+its automation condition), N asset checks, N/10 multi_assets and N/10 automation sensors (one per
+tenant).
 
 Every measurement is a fresh interpreter (imports included in the total) running what
 ``dagster definitions validate`` does in-process (``InProcessCodeLocation`` → ``LoadedRepositories``):
@@ -315,6 +316,10 @@ def child(args: argparse.Namespace) -> None:
         "assets": len(list(repo.asset_graph.get_all_asset_keys())),
         "checks": len(list(repo.asset_graph.asset_check_keys)),
         "schedules": len(list(repo.schedule_defs)),
+        "sensors": len(list(repo.sensor_defs)),
+        "automated_assets": sum(
+            1 for key in repo.asset_graph.get_all_asset_keys() if repo.asset_graph.get(key).automation_condition
+        ),
         "jobs": len(repo.get_all_jobs()),
     }
     if args.dump_layout:
@@ -359,7 +364,9 @@ def measure_cli(project: Path) -> float:
     """Wall time of the real ``dagster definitions validate`` on the project (teardown included)."""
     env = {**os.environ, "DATIVO_PROJECT_DIR": str(project), "DATIVO_HOME": str(project / ".dativo")}
     env.pop("DAGSTER_HOME", None)
-    dagster = shutil.which("dagster") or "dagster"
+    # The interpreter's own console script first: the benchmark may run without its venv activated.
+    beside = Path(sys.executable).with_name("dagster")
+    dagster = str(beside) if beside.exists() else (shutil.which("dagster") or "dagster")
     command = [dagster, "definitions", "validate", "-m", "dativo_dagster.definitions"]
     # Run from the generated project (no dagster.yaml there): an ephemeral instance, as in CI.
     measured = run_measured(command, env=env, cwd=project)

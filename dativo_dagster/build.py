@@ -1,4 +1,4 @@
-"""Plan → Definitions: assets, schedules and resources; and the plan a code location loads.
+"""Plan → Definitions: assets (with their automation), sensors and resources; and the plan a code location loads.
 
 Building is pure apart from the plan. The plan comes from :func:`code_location_plan`: read once per
 process and, between processes, from a cache of the *validated* plan that is used only while every
@@ -32,7 +32,7 @@ import dagster as dg  # noqa: E402
 
 import dativo_dagster  # noqa: E402
 from dativo_dagster.assets import build_job_assets  # noqa: E402
-from dativo_dagster.compat.dagster import IMPLICIT_ASSET_JOB_NAME  # noqa: E402
+from dativo_dagster.automation import build_automation_sensors  # noqa: E402
 from dativo_dagster.config.loader import default_project_dir, load_plan  # noqa: E402
 from dativo_dagster.config.models import is_safe_identifier  # noqa: E402
 from dativo_dagster.config.parse_cache import CACHE_ENV as PARSE_CACHE_ENV  # noqa: E402
@@ -41,37 +41,6 @@ from dativo_dagster.config.plain_yaml import load_plain  # noqa: E402
 from dativo_dagster.config.plan import BrokenJob, JobPlan, Plan  # noqa: E402
 from dativo_dagster.resources import DativoResource, IcebergIOManager  # noqa: E402
 from dativo_dagster.translator import DativoTranslator  # noqa: E402
-
-
-def build_schedule(job: JobPlan, translator: DativoTranslator) -> dg.ScheduleDefinition | None:
-    """The schedule of a tenant job, when runner.yaml gives one.
-
-    Each tick requests a run of the job's assets (their checks come with them) in the code
-    location's asset job, the run Dagster's "Materialize" button launches for those assets; its
-    tags put it under the tenant's run limit (dagster.yaml).
-
-    There is no ``define_asset_job`` per tenant job because Dagster resolves and snapshots every job
-    each time the code location loads (code server, daemon, every run worker): with 1,000 tenant
-    jobs that was a third of a 10,000-asset load, while a run request's asset selection costs
-    nothing until its tick.
-    """
-    if job.schedule is None:
-        return None
-    asset_keys = [translator.asset_key(obj) for obj in job.objects]
-    run_tags = translator.run_tags(job)
-
-    def request_tenant_job_run(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(asset_selection=asset_keys, tags=run_tags)
-
-    return dg.ScheduleDefinition(
-        name=translator.schedule_name(job),
-        job_name=IMPLICIT_ASSET_JOB_NAME,
-        cron_schedule=job.schedule.cron_expression,
-        execution_timezone=job.schedule.timezone,
-        execution_fn=request_tenant_job_run,
-        default_status=dg.DefaultScheduleStatus.RUNNING if job.schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
-        description=f"Ingest {job.label}",
-    )
 
 
 def build_broken_job_asset(
@@ -159,9 +128,10 @@ def split_asset_key_clashes(plan: Plan, translator: DativoTranslator) -> tuple[l
 def build_definitions(plan: Plan, translator: DativoTranslator | None = None) -> dg.Definitions:
     """Everything the code location exposes for ``plan``.
 
-    Working tenant jobs become multi_assets (with their schedules); broken ones, and jobs repeating
-    another job's asset key, become placeholder assets, so one tenant's bad file never keeps the
-    others, or itself, out of sight.
+    Working tenant jobs become multi_assets whose assets carry their schedule as an automation
+    condition, evaluated by one automation sensor per tenant (:mod:`dativo_dagster.automation`);
+    broken ones, and jobs repeating another job's asset key, become placeholder assets, so one
+    tenant's bad file never keeps the others, or itself, out of sight.
     """
     translator = translator or DativoTranslator()
     resources = {
@@ -169,14 +139,12 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
         "io_manager": IcebergIOManager(project_dir=str(plan.project_dir)),
     }
     assets = []
-    schedules = []
     with _gc_paused():
         jobs, clashes = split_asset_key_clashes(plan, translator)
         built: list[JobPlan] = []
         for job in jobs:
             try:
                 job_assets = build_job_assets(job, translator)
-                schedule = build_schedule(job, translator)
             except (dg.DagsterInvalidDefinitionError, dg.DagsterInvariantViolationError) as exc:
                 # Dagster refused something of this job that the config models let through: the
                 # job is set aside with Dagster's reason, and every other job still loads.
@@ -192,9 +160,8 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
                 continue
             built.append(job)
             assets.append(job_assets)
-            if schedule is not None:
-                schedules.append(schedule)
         jobs = built
+        sensors = build_automation_sensors(jobs, translator)
         if plan.broken or clashes:
             taken = {translator.asset_key(obj) for job in jobs for obj in job.objects}
             for broken in (*plan.broken, *clashes):
@@ -203,7 +170,7 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
                 # placeholder then steps aside rather than hide the broken job.
                 placeholder = key if key not in taken else dg.AssetKey([*key.path, "job"])
                 assets.append(build_broken_job_asset(broken, translator, plan.project_dir, placeholder))
-    return dg.Definitions(assets=assets, schedules=schedules, resources=resources)
+    return dg.Definitions(assets=assets, sensors=sensors, resources=resources)
 
 
 # --------------------------------------------------------------------------- the plan a code location loads

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -291,7 +291,6 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
 def _materialize(
     plan: Plan, job: JobPlan, object_names: list[str], limit: int | None, summary_json: Path | None = None
 ) -> int:
-    import dagster as dg
 
     from dativo_dagster.build import build_definitions
     from dativo_dagster.cli_runs import cli_run_tags, release_dead_runs
@@ -316,12 +315,12 @@ def _materialize(
     progress = _Progress(object_names)
     add_event_listener(progress)
     with progress.live:
-        result = dg.materialize(
-            assets=cast(list[Any], list(defs.assets or [])),
-            selection=keys,
-            instance=instance,
-            resources=defs.resources,
+        # Dagster's asset job, as the UI's "Materialize" launches it: the run is shown with the
+        # assets it materialized (not as an anonymous ephemeral job).
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             run_config=run_config,
+            instance=instance,
+            asset_selection=keys,
             raise_on_error=False,
             tags={**translator.run_tags(job), **cli_run_tags()},
         )

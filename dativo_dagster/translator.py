@@ -34,6 +34,14 @@ class DativoTranslator:
         """Name of a tenant job's schedule (unique per code location)."""
         return f"{job.tenant}__{job.name}__schedule"
 
+    def automation_sensor_name(self, tenant: str) -> str:
+        """Name of the sensor that runs a tenant's scheduled jobs (unique per code location)."""
+        return f"{tenant}__automation"
+
+    def paused_automation_sensor_name(self, tenant: str) -> str:
+        """Name of the stopped sensor holding a tenant's jobs whose schedule is disabled."""
+        return f"{tenant}__automation_paused"
+
     def pool(self, job: JobPlan) -> str:
         """Concurrency pool per tenant: one tenant's load never starves another's."""
         return f"dativo-tenant-{job.tenant}"

@@ -44,7 +44,7 @@ def _graphql(port: int, query: str) -> dict[str, object]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-RUNS = "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
+RUNS = "{ runsOrError { ... on Runs { results { runId status jobName assetSelection { path } tags { key value } } } } }"
 
 
 def test_cli_runs_appear_in_dagster_dev_without_any_environment(project: Path) -> None:
@@ -82,6 +82,10 @@ def test_cli_runs_appear_in_dagster_dev_without_any_environment(project: Path) -
             break
         assert runs, "dagster dev did not answer in time"
         assert [r["status"] for r in runs] == ["SUCCESS"]
+        # Shown as the assets it materialized (Dagster's asset job), not an anonymous job.
+        assert runs[0]["jobName"] == "__ASSET_JOB"
+        selected = sorted("/".join(key["path"]) for key in runs[0]["assetSelection"])  # type: ignore[index,union-attr]
+        assert selected == ["demo/csv/customers", "demo/csv/orders"]
         tags = {t["key"]: t["value"] for t in runs[0]["tags"]}  # type: ignore[index,union-attr]
         assert tags["dativo/tenant"] == "demo" and tags["dativo/job"] == "shop"
     finally:

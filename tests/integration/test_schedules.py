@@ -1,23 +1,25 @@
-"""runner.yaml schedules through Dagster's own scheduler: a tick launches the tenant job's run.
+"""runner.yaml schedules through Dagster's own daemons: a cron tick launches each tenant's run.
 
-The scheduler is driven the way ``dagster-daemon`` drives it (``launch_scheduled_runs`` against a
-code server of ``dativo_dagster.definitions``, the default run launcher starting a run worker), with
-the clock passed in: Dagster's test utilities, fine with the pinned dagster==1.13.27.
+The asset daemon evaluates the tenants' automation sensors and the queued-run daemon hands the runs
+to the default run launcher (a run worker per run), as ``dagster-daemon`` does, against a code
+server of ``dativo_dagster.definitions``; the instance's run coordinator is dativo's, as in the
+project's dagster.yaml. The clock is frozen by Dagster's test utilities, and the daemons' iterations
+are called directly: private APIs, fine with the pinned dagster==1.13.27.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._scheduler.scheduler import launch_scheduled_runs
+from dagster._daemon.asset_daemon import AssetDaemon
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from dativo_dagster.specs import CHECK_CONTRACT
 
@@ -49,8 +51,7 @@ def _wait_for_end(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 
 
 def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: Path, tmp_path: Path) -> None:
     _add_tenant(project, "acme")
-    # Runs start as soon as the tick requests them (no queue daemon in this test).
-    coordinator = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    coordinator = {"module": "dativo_dagster.run_coordinator", "class": "TenantRunCoordinator"}
     home = tmp_path / "dagster_home"
     home.mkdir()
     target = ModuleTarget(
@@ -63,21 +64,33 @@ def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: 
         dg.instance_for_test(temp_dir=str(home), overrides={"run_coordinator": coordinator}) as instance,
         create_test_daemon_workspace_context(target, instance) as workspace,
     ):
-        logger = logging.getLogger("dativo.test.scheduler")
-        # demo/shop and acme/shop run hourly: the first pass starts their schedules, the second is
-        # past the next hour and launches exactly one run per tenant job.
-        started = datetime.datetime(2026, 11, 28, 10, 30, tzinfo=datetime.timezone.utc)
-        list(launch_scheduled_runs(workspace, logger, started, {}))
-        assert instance.get_runs() == []
-        list(launch_scheduled_runs(workspace, logger, started + datetime.timedelta(hours=1), {}))
+        asset_daemon = AssetDaemon(settings=instance.get_settings("auto_materialize"), pre_sensor_interval_seconds=0)
+        queue_daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
 
+        def tick(now: datetime.datetime) -> None:
+            with freeze_time(now):
+                asset_daemon._run_iteration_impl(
+                    workspace, threadpool_executor=None, amp_tick_futures={}, debug_crash_flags={}
+                )
+                list(queue_daemon.run_iteration(workspace))
+
+        # demo/shop and acme/shop run hourly: the first pass starts their tenants' sensors, the
+        # second is past the next hour and launches exactly one run per tenant, the third (a
+        # minute later) launches nothing more.
+        started = datetime.datetime(2026, 11, 28, 10, 30, tzinfo=datetime.timezone.utc)
+        tick(started)
+        assert instance.get_runs() == []
+        tick(started + datetime.timedelta(hours=1))
+        tick(started + datetime.timedelta(hours=1, minutes=1))
+
+        assert len(instance.get_runs()) == 2
         runs = {run.tags["dativo/tenant"]: run for run in instance.get_runs()}
         assert sorted(runs) == ["acme", "demo"]
         for tenant, run in runs.items():
             keys = {dg.AssetKey([tenant, "csv", name]) for name in OBJECTS}
             assert run.asset_selection == keys
             assert run.tags["dativo/job"] == "shop"
-            assert run.tags["dagster/schedule_name"] == f"{tenant}__shop__schedule"
+            assert run.tags["dagster/sensor_name"] == f"{tenant}__automation"
         assert runs["demo"].tags["team"] == "data-platform" and "team" not in runs["acme"].tags
 
         for tenant, run in runs.items():

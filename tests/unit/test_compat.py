@@ -143,3 +143,11 @@ def test_free_concurrency_slots() -> None:
         assert isinstance(storage.supports_global_concurrency_limits, bool)
         assert callable(storage.free_concurrency_slots_for_run)
         assert dagster_compat.free_concurrency_slots(instance, "no-such-run") in (True, False)
+
+
+def test_coordinator_instance() -> None:
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        coordinator = instance.run_coordinator
+        assert dagster_instance.coordinator_instance(coordinator) is instance

@@ -47,23 +47,60 @@ def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path)
     assert policy is not None and policy.max_retries == 3 and policy.backoff == dg.Backoff.EXPONENTIAL
 
 
-def test_schedule_from_runner_yaml_requests_the_tenant_job_assets(project: Path) -> None:
+def test_schedule_from_runner_yaml_is_each_assets_automation_under_its_tenants_sensor(project: Path) -> None:
     defs = build_definitions(load_plan(project, strict=True))
-    schedule = defs.resolve_schedule_def("demo__shop__schedule")
-    assert schedule.cron_schedule == "0 * * * *"
-    assert schedule.execution_timezone == "UTC"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert schedule.job_name == defs.resolve_implicit_global_asset_job_def().name
-    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 28, 11, tzinfo=timezone.utc)) as context:
-        (request,) = schedule.evaluate_tick(context).run_requests or []
-    assert set(request.asset_selection or []) == {dg.AssetKey(["demo", "csv", k]) for k in ("orders", "customers")}
-    assert request.tags["dativo/tenant"] == "demo" and request.tags["dativo/job"] == "shop"
+    keys = {dg.AssetKey(["demo", "csv", k]) for k in ("orders", "customers")}
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.automation_condition == dg.AutomationCondition.on_cron("0 * * * *", "UTC")
+    sensor = defs.resolve_sensor_def("demo__automation")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.run_tags == {"dativo/tenant": "demo"}
+    assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == keys
+    assert "shop: 0 * * * * (UTC)" in (sensor.description or "")
 
 
-def test_no_job_per_tenant_job(project: Path) -> None:
-    """Schedules launch the tenant's assets in the asset job: Dagster resolves one job per load."""
+def test_cron_condition_requests_the_tenant_job_once_per_tick() -> None:
+    from dativo_dagster.automation import cron_condition
+
+    condition = cron_condition(Schedule(cron="0 * * * *"))
+    assert condition is cron_condition(Schedule(interval_minutes=60))  # shared by every asset on that cron
+
+    @dg.asset(automation_condition=condition)
+    def orders() -> None:
+        return None
+
+    with dg.instance_for_test() as instance:
+        before = datetime(2026, 11, 28, 10, 30, tzinfo=timezone.utc)
+        result = dg.evaluate_automation_conditions(defs=[orders], instance=instance, evaluation_time=before)
+        assert result.total_requested == 0
+        after = datetime(2026, 11, 28, 11, 1, tzinfo=timezone.utc)
+        result = dg.evaluate_automation_conditions(
+            defs=[orders], instance=instance, evaluation_time=after, cursor=result.cursor
+        )
+        assert result.total_requested == 1
+        later = datetime(2026, 11, 28, 11, 2, tzinfo=timezone.utc)
+        result = dg.evaluate_automation_conditions(
+            defs=[orders], instance=instance, evaluation_time=later, cursor=result.cursor
+        )
+        assert result.total_requested == 0  # not again before the next tick
+
+
+def test_disabled_schedule_goes_to_a_stopped_sensor(project: Path) -> None:
+    runner = project / "runner.yaml"
+    paused = runner.read_text().replace("      timezone: UTC\n", "      timezone: UTC\n      enabled: false\n")
+    runner.write_text(paused)
+    defs = build_definitions(load_plan(project, strict=True))
+    names = [s.name for s in defs.get_repository_def().sensor_defs]
+    assert names == ["demo__automation_paused"]
+    assert defs.resolve_sensor_def("demo__automation_paused").default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_no_job_and_no_schedule_per_tenant_job(project: Path) -> None:
+    """Dagster resolves every job at every load: the asset job is the only one."""
     repository = build_definitions(load_plan(project, strict=True)).get_repository_def()
     assert [job.name for job in repository.get_all_jobs()] == [repository.get_implicit_global_asset_job_def().name]
+    assert list(repository.schedule_defs) == []
 
 
 @pytest.mark.parametrize(
@@ -150,8 +187,9 @@ def test_a_broken_job_is_a_placeholder_asset_next_to_the_working_ones(project: P
     assert placeholder.tags["dativo/config"] == "broken" and placeholder.tags["dativo/job"] == "crm"
     assert "CFG001 tenants/demo/jobs/crm.yaml: objects[0].incremental.strategy" in (placeholder.description or "")
     assert placeholder.metadata["dativo/job_file"] == "tenants/demo/jobs/crm.yaml"
-    # No schedule for it, and the working job's schedule is untouched.
-    assert [s.name for s in defs.get_repository_def().schedule_defs] == ["demo__shop__schedule"]
+    # Nothing automates it, and the working job's automation is untouched.
+    assert [s.name for s in defs.get_repository_def().sensor_defs] == ["demo__automation"]
+    assert specs["demo/config_error/crm"].automation_condition is None
 
 
 def test_materializing_a_placeholder_fails_at_once_without_retry(project: Path) -> None:

@@ -1,0 +1,209 @@
+"""What an operator sees and does in the Dagster UI, read and done over GraphQL as the UI does it.
+
+A real ``dagster-webserver`` and ``dagster-daemon`` serve the demo project from an instance holding
+the project's dagster.yaml (dativo's run coordinator, queued runs, per-tenant limits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+LOCATION = "dativo_dagster.definitions"
+REPOSITORY = "__repository__"
+DEMO_ASSETS = {"demo/csv/orders", "demo/csv/customers"}
+
+ASSETS_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    automationCondition { label expandedLabel }
+    targetingInstigators { __typename ... on Sensor { name } ... on Schedule { name } }
+    assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
+  }
+}
+"""
+
+REPOSITORY_QUERY = """
+query ($selector: RepositorySelector!) {
+  repositoryOrError(repositorySelector: $selector) {
+    __typename
+    ... on Repository {
+      sensors { name sensorType sensorState { status } assetSelection { assetKeys { path } } }
+      schedules { name }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+LAUNCH_RUN = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+RUN_QUERY = """
+query ($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status jobName tags { key value } assetSelection { path } }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer["errors"]
+    return answer["data"]  # type: ignore[no-any-return]
+
+
+def _env(project: Path, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATIVO_FAULT_INJECT",)}
+    env.update(DAGSTER_HOME=str(home), DATIVO_PROJECT_DIR=str(project), DATIVO_HOME=str(project / ".dativo"))
+    return env
+
+
+@contextmanager
+def _serving(project: Path, home: Path, logs: Path) -> Iterator[str]:
+    """``dagster-webserver`` and ``dagster-daemon`` for the project; yields the GraphQL URL once it answers."""
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    commands = {
+        "webserver": [str(bin_dir / "dagster-webserver"), "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-m", LOCATION],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, command in commands.items():
+            with (logs / f"{name}.log").open("wb") as log:
+                processes[name] = subprocess.Popen(
+                    command,
+                    cwd=project,
+                    env=_env(project, home),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        url = f"http://127.0.0.1:{port}/graphql"
+        deadline = time.monotonic() + 180
+        while True:
+            for name, process in processes.items():
+                assert process.poll() is None, f"{name} exited:\n{(logs / f'{name}.log').read_text()[-3000:]}"
+            try:
+                _graphql(url, "{ version }")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                assert time.monotonic() < deadline, "the webserver did not answer in time"
+                time.sleep(0.5)  # not listening yet: poll again
+        yield url
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_for_run(url: str, run_id: str, timeout_s: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = _graphql(url, RUN_QUERY, {"runId": run_id})["runOrError"]
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return run  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"run {run_id} is still {run['status']}"
+        time.sleep(1)  # the daemon dequeues and launches it: poll its status
+
+
+def _path(key: dict[str, Any]) -> str:
+    return "/".join(key["path"])
+
+
+@pytest.fixture
+def served(project: Path, tmp_path: Path) -> Iterator[str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with _serving(project, home, logs) as url:
+        yield url
+
+
+def test_assets_name_their_automation_and_sensors_list_their_targets(served: str) -> None:
+    nodes = {_path(node["assetKey"]): node for node in _graphql(served, ASSETS_QUERY)["assetNodes"]}
+    assert set(nodes) == DEMO_ASSETS
+    for key, node in nodes.items():
+        assert node["automationCondition"] is not None, f"{key} shows no automation"
+        assert "0 * * * *" in json.dumps(node["automationCondition"])
+        instigators = {(i["__typename"], i["name"]) for i in node["targetingInstigators"]}
+        assert ("Sensor", "demo__automation") in instigators, f"{key}: {instigators}"
+        checks = {check["name"] for check in node["assetChecksOrError"]["checks"]}
+        assert "rows_conform_to_contract" in checks
+
+    selector = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION}
+    repository = _graphql(served, REPOSITORY_QUERY, {"selector": selector})["repositoryOrError"]
+    assert repository["__typename"] == "Repository", repository
+    sensors = {sensor["name"]: sensor for sensor in repository["sensors"]}
+    automation = sensors["demo__automation"]
+    assert automation["sensorType"] in ("AUTOMATION", "AUTO_MATERIALIZE")  # Dagster names it either way
+    assert automation["sensorState"]["status"] == "RUNNING"
+    assert {_path(key) for key in automation["assetSelection"]["assetKeys"]} == DEMO_ASSETS
+
+
+def test_a_run_launched_from_the_ui_carries_the_tenant_tags_and_succeeds(served: str) -> None:
+    params = {
+        "selector": {
+            "repositoryName": REPOSITORY,
+            "repositoryLocationName": LOCATION,
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["demo", "csv", "orders"]}],
+        },
+        "runConfigData": {},
+        "mode": "default",
+    }
+    launched = _graphql(served, LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = _wait_for_run(served, launched["run"]["runId"])
+    assert run["status"] == "SUCCESS"
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert tags["dativo/tenant"] == "demo" and tags["dativo/job"] == "shop"
+    assert tags["team"] == "data-platform"  # the job's runner.yaml tags come with it
