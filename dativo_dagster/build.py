@@ -32,7 +32,7 @@ import dagster as dg  # noqa: E402
 
 import dativo_dagster  # noqa: E402
 from dativo_dagster.assets import build_job_assets  # noqa: E402
-from dativo_dagster.automation import build_automation_sensors  # noqa: E402
+from dativo_dagster.automation import build_schedule_sensors  # noqa: E402
 from dativo_dagster.config.loader import default_project_dir, load_plan  # noqa: E402
 from dativo_dagster.config.models import is_safe_identifier  # noqa: E402
 from dativo_dagster.config.parse_cache import CACHE_ENV as PARSE_CACHE_ENV  # noqa: E402
@@ -128,10 +128,10 @@ def split_asset_key_clashes(plan: Plan, translator: DativoTranslator) -> tuple[l
 def build_definitions(plan: Plan, translator: DativoTranslator | None = None) -> dg.Definitions:
     """Everything the code location exposes for ``plan``.
 
-    Working tenant jobs become multi_assets whose assets carry their schedule as an automation
-    condition, evaluated by one automation sensor per tenant (:mod:`dativo_dagster.automation`);
-    broken ones, and jobs repeating another job's asset key, become placeholder assets, so one
-    tenant's bad file never keeps the others, or itself, out of sight.
+    Working tenant jobs become multi_assets, with a cron sensor per scheduled job targeting its
+    assets (:mod:`dativo_dagster.automation`); broken ones, and jobs repeating another job's asset
+    key, become placeholder assets, so one tenant's bad file never keeps the others, or itself, out
+    of sight.
     """
     translator = translator or DativoTranslator()
     resources = {
@@ -161,7 +161,7 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
             built.append(job)
             assets.append(job_assets)
         jobs = built
-        sensors = build_automation_sensors(jobs, translator)
+        sensors = build_schedule_sensors(jobs, translator)
         if plan.broken or clashes:
             taken = {translator.asset_key(obj) for job in jobs for obj in job.objects}
             for broken in (*plan.broken, *clashes):

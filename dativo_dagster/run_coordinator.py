@@ -1,6 +1,6 @@
 """A queued run coordinator that puts the tenant's tags on every run, however it was launched.
 
-Runs from a tenant's automation sensor carry ``dativo/tenant``; runs from the UI's "Materialize"
+Runs from a tenant job's schedule sensor carry the job's tags; runs from the UI's "Materialize"
 button, a backfill or ``dagster asset materialize`` carry no dativo tag at all, so dagster.yaml's
 per-tenant run limit (``tag_concurrency_limits`` on ``dativo/tenant``) would not hold them. Before a
 run is queued, this coordinator reads the steps it will execute (each tenant job's op carries its

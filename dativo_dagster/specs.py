@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dativo_dagster.automation import automation_condition as job_automation_condition
 from dativo_dagster.config.models import ColumnContract, ColumnType, SchemaContract
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.translator import DativoTranslator
@@ -88,7 +87,6 @@ def build_asset_spec(
     *,
     kinds: set[str] | None = None,
     owners: Sequence[str] | None = None,
-    automation_condition: dg.AutomationCondition | None = None,
 ) -> dg.AssetSpec:
     """The AssetSpec of one object.
 
@@ -98,7 +96,6 @@ def build_asset_spec(
         translator: Decides key, group, description, tags and kinds.
         kinds: The job's kinds when already computed (every object of a job has them).
         owners: The job's owners when already computed.
-        automation_condition: When Dagster materializes it (the job's schedule), if ever.
     """
     metadata: dict[str, object] = {
         "dagster/table_name": f"{job.target.catalog_name}.{obj.namespace}.{obj.table}",
@@ -119,7 +116,6 @@ def build_asset_spec(
         owners=owners if owners is not None else list(job.job.owners),
         metadata=metadata,
         skippable=True,
-        automation_condition=automation_condition,
     )
 
 
@@ -127,11 +123,7 @@ def build_asset_specs(job: JobPlan, translator: DativoTranslator) -> list[dg.Ass
     """One AssetSpec per object of ``job``."""
     kinds = translator.kinds(job)
     owners = list(job.job.owners)
-    condition = job_automation_condition(job)
-    return [
-        build_asset_spec(obj, job, translator, kinds=kinds, owners=owners, automation_condition=condition)
-        for obj in job.objects
-    ]
+    return [build_asset_spec(obj, job, translator, kinds=kinds, owners=owners) for obj in job.objects]
 
 
 def build_check_specs(job: JobPlan, translator: DativoTranslator) -> list[dg.AssetCheckSpec]:

@@ -31,16 +31,8 @@ class DativoTranslator:
         return f"{job.tenant}__{job.name}"
 
     def schedule_name(self, job: JobPlan) -> str:
-        """Name of a tenant job's schedule (unique per code location)."""
+        """Name of a tenant job's schedule: the cron sensor that runs it (unique per code location)."""
         return f"{job.tenant}__{job.name}__schedule"
-
-    def automation_sensor_name(self, tenant: str) -> str:
-        """Name of the sensor that runs a tenant's scheduled jobs (unique per code location)."""
-        return f"{tenant}__automation"
-
-    def paused_automation_sensor_name(self, tenant: str) -> str:
-        """Name of the stopped sensor holding a tenant's jobs whose schedule is disabled."""
-        return f"{tenant}__automation_paused"
 
     def pool(self, job: JobPlan) -> str:
         """Concurrency pool per tenant: one tenant's load never starves another's."""

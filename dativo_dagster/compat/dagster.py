@@ -8,8 +8,9 @@ from typing import Any
 # schedules target it by name. No public constant exists.
 from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
-# Cron validation with Dagster's own rules, so runner.yaml is refused at load, not at first tick.
-from dagster._utils.schedules import is_valid_cron_string
+# Cron validation with Dagster's own rules, so runner.yaml is refused at load, not at first tick;
+# and the latest cron tick at an instant, with Dagster's own timezone and DST handling.
+from dagster._utils.schedules import get_latest_completed_cron_tick, is_valid_cron_string
 
 
 def free_concurrency_slots(instance: Any, run_id: str) -> bool:
@@ -24,6 +25,7 @@ def free_concurrency_slots(instance: Any, run_id: str) -> bool:
 __all__ = [
     "IMPLICIT_ASSET_JOB_NAME",
     "free_concurrency_slots",
+    "get_latest_completed_cron_tick",
     "is_valid_cron_string",
 ]
 # The instance-wiring symbols (storage classes, InstanceRef) live in compat.dagster_instance: they

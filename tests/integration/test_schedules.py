@@ -1,25 +1,29 @@
-"""runner.yaml schedules through Dagster's own daemons: a cron tick launches each tenant's run.
+"""runner.yaml schedules through Dagster's own daemons: a cron tick launches each tenant job's run.
 
-The asset daemon evaluates the tenants' automation sensors and the queued-run daemon hands the runs
-to the default run launcher (a run worker per run), as ``dagster-daemon`` does, against a code
-server of ``dativo_dagster.definitions``; the instance's run coordinator is dativo's, as in the
-project's dagster.yaml. The clock is frozen by Dagster's test utilities, and the daemons' iterations
-are called directly: private APIs, fine with the pinned dagster==1.13.27.
+The sensor daemon evaluates each tenant job's cron sensor against a code server of
+``dativo_dagster.definitions`` and the queued-run daemon hands the runs to the default run launcher
+(a run worker per run), as ``dagster-daemon`` does; the instance's run coordinator is dativo's, as
+in the project's dagster.yaml. The daemons' iterations are called directly, and a passed cron tick
+is made by moving a sensor's stored cursor an hour back: private APIs, fine with the pinned
+dagster==1.13.27.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.scheduler.instigation import InstigatorType
+from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.asset_daemon import AssetDaemon
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster._daemon.sensor import execute_sensor_iteration
 
 from dativo_dagster.specs import CHECK_CONTRACT
 
@@ -64,24 +68,34 @@ def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: 
         dg.instance_for_test(temp_dir=str(home), overrides={"run_coordinator": coordinator}) as instance,
         create_test_daemon_workspace_context(target, instance) as workspace,
     ):
-        asset_daemon = AssetDaemon(settings=instance.get_settings("auto_materialize"), pre_sensor_interval_seconds=0)
         queue_daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        logger = logging.getLogger("dativo.test.sensors")
 
-        def tick(now: datetime.datetime) -> None:
-            with freeze_time(now):
-                asset_daemon._run_iteration_impl(
-                    workspace, threadpool_executor=None, amp_tick_futures={}, debug_crash_flags={}
-                )
-                list(queue_daemon.run_iteration(workspace))
+        def tick() -> None:
+            list(execute_sensor_iteration(workspace, logger, None, None))
+            list(queue_daemon.run_iteration(workspace))
 
-        # demo/shop and acme/shop run hourly: the first pass starts their tenants' sensors, the
-        # second is past the next hour and launches exactly one run per tenant, the third (a
-        # minute later) launches nothing more.
-        started = datetime.datetime(2026, 11, 28, 10, 30, tzinfo=datetime.timezone.utc)
-        tick(started)
+        def states() -> dict[str, Any]:
+            found = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            return {state.instigator_name: state for state in found}
+
+        # demo/shop and acme/shop run hourly. The first pass starts their sensors, which record
+        # the latest tick as their cursor and launch nothing; an hour later (the cursors moved an
+        # hour back, the sensors due again) each launches exactly one run; a pass right after
+        # launches nothing more.
+        tick()
         assert instance.get_runs() == []
-        tick(started + datetime.timedelta(hours=1))
-        tick(started + datetime.timedelta(hours=1, minutes=1))
+        assert set(states()) == {"demo__shop__schedule", "acme__shop__schedule"}
+        for state in states().values():
+            data = state.instigator_data
+            hour_ago = datetime.datetime.fromisoformat(data.cursor) - datetime.timedelta(hours=1)
+            earlier = data.last_tick_start_timestamp - 3600
+            moved = data._replace(
+                cursor=hour_ago.isoformat(), last_tick_timestamp=earlier, last_tick_start_timestamp=earlier
+            )
+            instance.update_instigator_state(state.with_data(moved))
+        tick()
+        tick()
 
         assert len(instance.get_runs()) == 2
         runs = {run.tags["dativo/tenant"]: run for run in instance.get_runs()}
@@ -90,7 +104,7 @@ def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: 
             keys = {dg.AssetKey([tenant, "csv", name]) for name in OBJECTS}
             assert run.asset_selection == keys
             assert run.tags["dativo/job"] == "shop"
-            assert run.tags["dagster/sensor_name"] == f"{tenant}__automation"
+            assert run.tags["dagster/sensor_name"] == f"{tenant}__shop__schedule"
         assert runs["demo"].tags["team"] == "data-platform" and "team" not in runs["acme"].tags
 
         for tenant, run in runs.items():

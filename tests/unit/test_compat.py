@@ -151,3 +151,13 @@ def test_coordinator_instance() -> None:
     with dg.instance_for_test() as instance:
         coordinator = instance.run_coordinator
         assert dagster_instance.coordinator_instance(coordinator) is instance
+
+
+def test_latest_completed_cron_tick() -> None:
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 11, 28, 10, 30, tzinfo=timezone.utc)
+    tick = dagster_compat.get_latest_completed_cron_tick("0 * * * *", now, "UTC")
+    assert tick == datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+    paris = dagster_compat.get_latest_completed_cron_tick("0 9 * * *", now, "Europe/Paris")
+    assert paris.isoformat() == "2026-11-28T09:00:00+01:00"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -47,53 +47,63 @@ def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path)
     assert policy is not None and policy.max_retries == 3 and policy.backoff == dg.Backoff.EXPONENTIAL
 
 
-def test_schedule_from_runner_yaml_is_each_assets_automation_under_its_tenants_sensor(project: Path) -> None:
+def test_schedule_from_runner_yaml_is_a_cron_sensor_targeting_the_job_assets(project: Path) -> None:
     defs = build_definitions(load_plan(project, strict=True))
     keys = {dg.AssetKey(["demo", "csv", k]) for k in ("orders", "customers")}
-    for spec in defs.resolve_all_asset_specs():
-        assert spec.automation_condition == dg.AutomationCondition.on_cron("0 * * * *", "UTC")
-    sensor = defs.resolve_sensor_def("demo__automation")
-    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    sensor = defs.resolve_sensor_def("demo__shop__schedule")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.run_tags == {"dativo/tenant": "demo"}
+    assert sensor.asset_selection is not None
     assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == keys
-    assert "shop: 0 * * * * (UTC)" in (sensor.description or "")
+    assert "`0 * * * *` (UTC)" in (sensor.description or "")
+
+    with dg.build_sensor_context(cursor=None, definitions=defs) as context:
+        first = sensor.evaluate_tick(context)
+    assert first.run_requests == [] and first.cursor is not None  # starting now waits for the next tick
+
+    an_hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1, minutes=1)).isoformat()
+    with dg.build_sensor_context(cursor=an_hour_ago, definitions=defs) as context:
+        due = sensor.evaluate_tick(context)
+    (request,) = due.run_requests or []
+    assert set(request.asset_selection or []) == keys
+    assert request.tags["dativo/tenant"] == "demo" and request.tags["dativo/job"] == "shop"
+    assert request.tags["team"] == "data-platform"
+    assert request.run_key == request.tags["dativo/scheduled_for"] == due.cursor
 
 
-def test_cron_condition_requests_the_tenant_job_once_per_tick() -> None:
-    from dativo_dagster.automation import cron_condition
+@pytest.mark.parametrize(
+    ("cursor", "now", "tick", "kept"),
+    [
+        (None, "2026-11-28T10:30:00+00:00", None, "2026-11-28T10:00:00+00:00"),
+        ("2026-11-28T10:00:00+00:00", "2026-11-28T10:59:59+00:00", None, "2026-11-28T10:00:00+00:00"),
+        ("2026-11-28T10:00:00+00:00", "2026-11-28T11:00:30+00:00", "2026-11-28T11:00:00+00:00", None),
+        # The daemon was down for hours: the missed ticks become one run (an incremental load catches up).
+        ("2026-11-28T06:00:00+00:00", "2026-11-28T11:20:00+00:00", "2026-11-28T11:00:00+00:00", None),
+        ("edited by hand", "2026-11-28T11:20:00+00:00", None, "2026-11-28T11:00:00+00:00"),
+    ],
+)
+def test_due_tick(cursor: str | None, now: str, tick: str | None, kept: str | None) -> None:
+    from dativo_dagster.automation import due_tick
 
-    condition = cron_condition(Schedule(cron="0 * * * *"))
-    assert condition is cron_condition(Schedule(interval_minutes=60))  # shared by every asset on that cron
-
-    @dg.asset(automation_condition=condition)
-    def orders() -> None:
-        return None
-
-    with dg.instance_for_test() as instance:
-        before = datetime(2026, 11, 28, 10, 30, tzinfo=timezone.utc)
-        result = dg.evaluate_automation_conditions(defs=[orders], instance=instance, evaluation_time=before)
-        assert result.total_requested == 0
-        after = datetime(2026, 11, 28, 11, 1, tzinfo=timezone.utc)
-        result = dg.evaluate_automation_conditions(
-            defs=[orders], instance=instance, evaluation_time=after, cursor=result.cursor
-        )
-        assert result.total_requested == 1
-        later = datetime(2026, 11, 28, 11, 2, tzinfo=timezone.utc)
-        result = dg.evaluate_automation_conditions(
-            defs=[orders], instance=instance, evaluation_time=later, cursor=result.cursor
-        )
-        assert result.total_requested == 0  # not again before the next tick
+    found, new_cursor = due_tick(Schedule(cron="0 * * * *"), datetime.fromisoformat(now), cursor)
+    assert found == tick
+    assert new_cursor == (kept or tick)
 
 
-def test_disabled_schedule_goes_to_a_stopped_sensor(project: Path) -> None:
+def test_due_tick_in_the_schedules_timezone() -> None:
+    from dativo_dagster.automation import due_tick
+
+    daily = Schedule(cron="0 9 * * *", timezone="Europe/Paris")
+    now = datetime(2026, 11, 28, 8, 30, tzinfo=timezone.utc)  # 09:30 in Paris
+    found, _ = due_tick(daily, now, "2026-11-27T09:00:00+01:00")
+    assert found == "2026-11-28T09:00:00+01:00"
+
+
+def test_disabled_schedule_is_a_stopped_sensor(project: Path) -> None:
     runner = project / "runner.yaml"
     paused = runner.read_text().replace("      timezone: UTC\n", "      timezone: UTC\n      enabled: false\n")
     runner.write_text(paused)
     defs = build_definitions(load_plan(project, strict=True))
-    names = [s.name for s in defs.get_repository_def().sensor_defs]
-    assert names == ["demo__automation_paused"]
-    assert defs.resolve_sensor_def("demo__automation_paused").default_status == dg.DefaultSensorStatus.STOPPED
+    assert defs.resolve_sensor_def("demo__shop__schedule").default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_no_job_and_no_schedule_per_tenant_job(project: Path) -> None:
@@ -188,8 +198,7 @@ def test_a_broken_job_is_a_placeholder_asset_next_to_the_working_ones(project: P
     assert "CFG001 tenants/demo/jobs/crm.yaml: objects[0].incremental.strategy" in (placeholder.description or "")
     assert placeholder.metadata["dativo/job_file"] == "tenants/demo/jobs/crm.yaml"
     # Nothing automates it, and the working job's automation is untouched.
-    assert [s.name for s in defs.get_repository_def().sensor_defs] == ["demo__automation"]
-    assert specs["demo/config_error/crm"].automation_condition is None
+    assert [s.name for s in defs.get_repository_def().sensor_defs] == ["demo__shop__schedule"]
 
 
 def test_materializing_a_placeholder_fails_at_once_without_retry(project: Path) -> None:

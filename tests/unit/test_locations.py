@@ -72,7 +72,7 @@ def test_each_location_loads_only_its_own_tenants(split_project: Path) -> None:
     assert tenants_of(eu) == {"acme", "globex"}
     assert tenants_of(us) == {"demo", "initech"}
     sensors = {s.name for s in eu.get_repository_def().sensor_defs}
-    assert sensors == {"acme__automation", "globex__automation"}
+    assert sensors == {"acme__shop__schedule", "globex__shop__schedule"}
 
 
 def test_module_attribute_is_the_location_built_once_per_process(split_project: Path) -> None:
