@@ -253,3 +253,27 @@ def test_quarantine_growth_beyond_its_bound(project: Path, instance: dg.DagsterI
         and grown.metadata["quarantine_table"].value == "demo.orders__quarantine"
     )
     assert "| 2 | amount: cannot convert" in grown.metadata["reasons"].value
+
+
+def test_every_contract_type_matches_the_table_dativo_creates(tmp_path: Path) -> None:
+    """No false drift: each contract type reads back from Iceberg as the same column."""
+    from dativo_dagster.checks import evaluate, facts
+    from dativo_dagster.config.models import SchemaContract
+    from dativo_dagster.iceberg.tables import Owner, Tables
+    from dativo_dagster.types import contract_arrow_schema
+
+    types = ["int32", "int64", "float32", "float64", "string", "boolean", "date", "time", "timestamp"]
+    types += ["timestamptz", "binary", "uuid", "json"]
+    columns: list[dict[str, Any]] = [
+        {"name": f"c_{name}", "type": name, "required": index % 2 == 0} for index, name in enumerate(types)
+    ]
+    columns += [
+        {"name": "c_decimal", "type": "decimal", "precision": 12, "scale": 2},
+        {"name": "c_list", "type": "list", "item_type": "string"},
+    ]
+    contract = SchemaContract.model_validate({"name": "x/all", "version": 1, "columns": columns})
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}")
+    table = Tables(catalog).ensure("demo", "all", contract_arrow_schema(contract), Owner("demo", "demo/x/all"))
+    expected = facts.contract_columns(contract)
+    assert len(expected) == len(columns)
+    assert evaluate.schema_differences(expected, facts.table_columns(table)) == []
