@@ -138,7 +138,7 @@ def contract_outcome(
         severity,
         metadata,
         f"{rows_rejected} of {rows_read} rows ({rate:.2%}) violate the contract, above the {threshold:.1%} "
-        "threshold: nothing was committed",
+        "threshold (a run above it fails with QUAL001 and commits nothing)",
     )
 
 

@@ -19,7 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import dagster as dg
 
@@ -37,7 +38,7 @@ from dativo_dagster.checks.specs import (
     required_columns,
 )
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import DativoError, QualityError, unexpected
+from dativo_dagster.errors import DativoError, QualityError, UnexpectedError, unexpected
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from dativo_dagster.iceberg.writer import IcebergWriter
     from dativo_dagster.sources.base import Source
     from dativo_dagster.translator import DativoTranslator
+
+T = TypeVar("T")
 
 META_ROWS_READ = "dativo/rows_read"
 META_ROWS_REJECTED = "dativo/rows_rejected"
@@ -122,18 +125,13 @@ def checks_after_ingest(
         # Only the rejected-row threshold is a verdict on the rows; every other failure means
         # the rows were never judged.
         if CHECK_CONTRACT in names and isinstance(error, QualityError) and "rows_read" in error.context:
-            return _guarded(
-                lambda: [
-                    _contract(
-                        obj, writer, run_id, int(error.context["rows_read"]), int(error.context["rows_rejected"])
-                    ).result(key, CHECK_CONTRACT)
-                ]
-            )
+            read, rejected = int(error.context["rows_read"]), int(error.context["rows_rejected"])
+            return _results(obj, key, [CHECK_CONTRACT], writer, run_id, read, rejected, [])
         return CheckedObject()
     write = result.write
     assert write is not None
     earlier = history.rows(obj.checks.volume.history)
-    return _guarded(lambda: _results(obj, key, names, writer, run_id, write.rows_read, write.rows_rejected, earlier))
+    return _results(obj, key, names, writer, run_id, write.rows_read, write.rows_rejected, earlier)
 
 
 def checks_standing(
@@ -142,18 +140,25 @@ def checks_standing(
     """The selected checks of an object, against its table as it stands and its last recorded run."""
     last = history.runs[0] if history.runs else None
     if last is None:
-        return _guarded(lambda: _results(obj, key, names, writer, None, 0, 0, []))
+        return _results(obj, key, names, writer, None, 0, 0, [])
     earlier = history.rows(obj.checks.volume.history, skip=1)
-    return _guarded(lambda: _results(obj, key, names, writer, last.run_id, last.rows_read, last.rows_rejected, earlier))
+    return _results(obj, key, names, writer, last.run_id, last.rows_read, last.rows_rejected, earlier)
 
 
-def _guarded(evaluate: Callable[[], list[dg.AssetCheckResult]]) -> CheckedObject:
+@dataclass
+class _Evaluated(Generic[T]):
+    value: T | None = None
+    error: DativoError | None = None
+
+
+def _guarded(evaluate: Callable[[], T]) -> _Evaluated[T]:
+    """Run ``evaluate``; a failure is kept as a coded error (an unclassified one is a bug, with its traceback)."""
     try:
-        return CheckedObject(results=evaluate())
+        return _Evaluated(value=evaluate())
     except DativoError as exc:
-        return CheckedObject(error=exc)
+        return _Evaluated(error=exc)
     except Exception as exc:
-        return CheckedObject(error=unexpected(exc))
+        return _Evaluated(error=unexpected(exc))
 
 
 def _contract(obj: ObjectPlan, writer: IcebergWriter, run_id: str | None, read: int, rejected: int) -> ev.Outcome:
@@ -172,42 +177,64 @@ def _results(
     rows_read: int,
     rows_rejected: int,
     history: list[int],
-) -> list[dg.AssetCheckResult]:
-    """Evaluate ``names`` for one run's counts (``run_id`` None: the object never ran)."""
-    config = obj.checks
+) -> CheckedObject:
+    """Evaluate ``names`` for one run's counts (``run_id`` None: the object never ran).
+
+    Each check stands alone: one that cannot be evaluated leaves the others' results.
+    """
+    checked = CheckedObject()
     table: Table | None = None
     if any(name not in (CHECK_CONTRACT, CHECK_VOLUME, CHECK_QUARANTINE) for name in names):
-        table = writer.load_table(*obj.table_identifier)
-    results = []
+        loaded = _guarded(lambda: writer.load_table(*obj.table_identifier))
+        if loaded.error is not None:
+            return CheckedObject(error=loaded.error)
+        table = loaded.value
     for name in names:
-        if name == CHECK_CONTRACT:
-            outcome = _contract(obj, writer, run_id, rows_read, rows_rejected)
-            if run_id is None:
-                outcome = ev.Outcome(True, outcome.severity, outcome.metadata, "No run has loaded this object yet")
-        elif name == CHECK_NOT_NULL:
-            outcome = _not_null(obj, table)
-        elif name == CHECK_PRIMARY_KEY:
-            outcome = _primary_key(obj, table)
-        elif name == CHECK_SCHEMA:
-            assert obj.contract is not None  # the check exists only with a contract
-            columns = facts.table_columns(table) if table is not None else []
-            differences = ev.schema_differences(facts.contract_columns(obj.contract), columns)
-            label = f"{obj.contract.name} v{obj.contract.version}"
-            outcome = ev.schema_outcome(label, differences, config.schema_drift.severity)
-        elif name == CHECK_VOLUME:
-            volume = config.volume
-            outcome = ev.volume_outcome(rows_read, history, volume.max_drop_fraction, volume.severity)
-        elif name == CHECK_FRESHNESS:
-            freshness = config.freshness
-            assert freshness.max_age_minutes is not None  # the check exists only with an SLA
-            last = facts.last_commit_ms(table) if table is not None else None
-            outcome = ev.freshness_outcome(last, int(time.time() * 1000), freshness.max_age_minutes, freshness.severity)
-        elif name == CHECK_QUARANTINE:
-            outcome = _quarantine(obj, writer, run_id)
-        else:  # pragma: no cover - names come from applicable_checks
-            raise ValueError(f"unknown check {name!r}")
-        results.append(outcome.result(key, name))
-    return results
+        evaluated = _guarded(partial(_outcome, name, obj, table, writer, run_id, rows_read, rows_rejected, history))
+        if evaluated.error is not None:
+            checked.error = checked.error or evaluated.error
+        elif evaluated.value is not None:
+            checked.results.append(evaluated.value.result(key, name))
+    return checked
+
+
+def _outcome(
+    name: str,
+    obj: ObjectPlan,
+    table: Table | None,
+    writer: IcebergWriter,
+    run_id: str | None,
+    rows_read: int,
+    rows_rejected: int,
+    history: list[int],
+) -> ev.Outcome:
+    config = obj.checks
+    if name == CHECK_CONTRACT:
+        outcome = _contract(obj, writer, run_id, rows_read, rows_rejected)
+        if run_id is None:
+            return ev.Outcome(True, outcome.severity, outcome.metadata, "No run has loaded this object yet")
+        return outcome
+    if name == CHECK_NOT_NULL:
+        return _not_null(obj, table)
+    if name == CHECK_PRIMARY_KEY:
+        return _primary_key(obj, table)
+    if name == CHECK_SCHEMA:
+        assert obj.contract is not None  # the check exists only with a contract
+        columns = facts.table_columns(table) if table is not None else []
+        differences = ev.schema_differences(facts.contract_columns(obj.contract), columns)
+        label = f"{obj.contract.name} v{obj.contract.version}"
+        return ev.schema_outcome(label, differences, config.schema_drift.severity)
+    if name == CHECK_VOLUME:
+        volume = config.volume
+        return ev.volume_outcome(rows_read, history, volume.max_drop_fraction, volume.severity)
+    if name == CHECK_FRESHNESS:
+        freshness = config.freshness
+        assert freshness.max_age_minutes is not None  # the check exists only with an SLA
+        last = facts.last_commit_ms(table) if table is not None else None
+        return ev.freshness_outcome(last, int(time.time() * 1000), freshness.max_age_minutes, freshness.severity)
+    if name == CHECK_QUARANTINE:
+        return _quarantine(obj, writer, run_id)
+    raise ValueError(f"unknown check {name!r}")  # pragma: no cover - names come from applicable_checks
 
 
 def _not_null(obj: ObjectPlan, table: Table | None) -> ev.Outcome:
@@ -243,9 +270,15 @@ def check_failure(errors: Sequence[tuple[str, DativoError]]) -> dg.Failure:
     from dativo_dagster.config.secrets import redact_text
 
     lines = [redact_text(f"{label}: {error.code}: {error}") for label, error in errors]
+    metadata: dict[str, object] = {"dativo/error_code": errors[0][1].code, "dativo/errors": "\n".join(lines)}
+    bugs = [error for _, error in errors if isinstance(error, UnexpectedError)]
+    if bugs:
+        metadata["dativo/traceback"] = dg.MetadataValue.text(
+            "\n\n".join(redact_text(bug.context.get("traceback", "")) for bug in bugs)
+        )
     return dg.Failure(
         description=f"{len(errors)} object(s) could not be checked — {lines[0]}",
-        metadata={"dativo/error_code": errors[0][1].code, "dativo/errors": "\n".join(lines)},
+        metadata=metadata,  # type: ignore[arg-type]
         allow_retries=False,
     )
 

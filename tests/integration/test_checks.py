@@ -277,3 +277,24 @@ def test_every_contract_type_matches_the_table_dativo_creates(tmp_path: Path) ->
     expected = facts.contract_columns(contract)
     assert len(expected) == len(columns)
     assert evaluate.schema_differences(expected, facts.table_columns(table)) == []
+
+
+def test_a_check_that_cannot_be_evaluated_fails_the_step_not_the_check(
+    project: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.checks import facts
+    from dativo_dagster.errors import StorageError
+
+    def unreachable(table: Table, primary_key: Any) -> None:
+        raise StorageError("catalog unreachable")
+
+    monkeypatch.setattr(facts, "duplicate_keys", unreachable)
+    result = run(project, instance, [ORDERS])
+    assert not result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [ORDERS]  # the data is in
+    found = evaluations(result)
+    assert "primary_key_unique" not in found and found["rows_conform_to_contract"].passed is True
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    data = failure.step_failure_data.user_failure_data
+    assert data.metadata["dativo/error_code"].value == "STG001"
+    assert "could not be checked" in data.description
