@@ -226,3 +226,22 @@ def test_no_primary_key_or_contract_no_such_check() -> None:
         checks=ChecksConfig(),
     )
     assert applicable_checks(obj) == [CHECK_CONTRACT, CHECK_VOLUME, CHECK_QUARANTINE]
+
+
+def test_selected_check_names_follow_the_selection(project: Path) -> None:
+    from dativo_dagster.checks.runtime import selected_check_names
+    from dativo_dagster.translator import DativoTranslator
+
+    job = load_plan(project, strict=True).job("demo/shop")
+    orders = dg.AssetKey(["demo", "csv", "orders"])
+    selected = {dg.AssetCheckKey(orders, CHECK_VOLUME), dg.AssetCheckKey(orders, CHECK_CONTRACT)}
+    names = selected_check_names(job.objects, DativoTranslator(), selected)
+    assert names == {"orders": [CHECK_CONTRACT, CHECK_VOLUME], "customers": []}
+
+
+def test_history_rows_newest_first() -> None:
+    from dativo_dagster.checks.runtime import History, RecordedRun
+
+    history = History(tuple(RecordedRun(f"r{i}", rows, 0) for i, rows in enumerate([5, 10, 20, 30])))
+    assert history.rows(2) == [5, 10]
+    assert history.rows(2, skip=1) == [10, 20]  # executed alone: the last run against the ones before it
