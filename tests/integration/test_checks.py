@@ -298,3 +298,29 @@ def test_a_check_that_cannot_be_evaluated_fails_the_step_not_the_check(
     data = failure.step_failure_data.user_failure_data
     assert data.metadata["dativo/error_code"].value == "STG001"
     assert "could not be checked" in data.description
+
+
+def test_a_blocking_check_failing_with_error_stops_downstream_assets(
+    project: Path, instance: dg.DagsterInstance
+) -> None:
+    configure(project, "checks: {primary_key: {blocking: true}}\n")
+    assert run(project, instance, [ORDERS]).success
+    table = orders_table(project)
+    table.append(table.scan(limit=1).to_arrow().cast(table.schema().as_arrow()))  # a duplicate key
+
+    @dg.asset(deps=[ORDERS], key=["demo_reports", "daily_orders"])
+    def daily_orders() -> None:
+        return None
+
+    defs = build_definitions(load_plan(project, strict=True))
+    result = dg.materialize(
+        assets=[*(defs.assets or []), daily_orders],
+        selection=[ORDERS, daily_orders.key],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    check = evaluations(result)["primary_key_unique"]
+    assert check.passed is False and check.severity == ERROR
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert ORDERS in materialized and daily_orders.key not in materialized
