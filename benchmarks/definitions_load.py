@@ -7,9 +7,11 @@ same assets and checks, measured the same way a moment apart.
 Generates throw-away projects (in a temp dir) with ``N / 10`` tenants of one CSV job of 10 objects
 each. Every object reads its own CSV file through the shared ``csv`` source recipe, writes through
 the shared ``local`` target recipe and uses one shared schema contract; ``runner.yaml`` lists every
-tenant job with an hourly cron schedule. So N objects give N assets (each with its job's cron as
-its automation condition), N asset checks, N/10 multi_assets and N/10 automation sensors (one per
-tenant).
+tenant job with an hourly cron schedule. Each job keeps the default checks and sets a freshness SLA,
+as a real user would, so every object gets dativo's seven checks (contract conformance, required
+columns not null, primary key unique, schema matches contract, volume, freshness, quarantine
+growth). So N objects give N assets, 7N asset checks, N/10 multi_assets and N/10 cron sensors (one
+per tenant job, targeting its assets).
 
 Every measurement is a fresh interpreter (imports included in the total) running what
 ``dagster definitions validate`` does in-process (``InProcessCodeLocation`` → ``LoadedRepositories``):
@@ -41,7 +43,7 @@ the slowest location, ``sharded_over_floor`` that location's load over its floor
 
 Also timed: the real CLI ``dagster definitions validate -m dativo_dagster.definitions`` at the
 largest size (interpreter start and teardown included), and a naive reference (one ``@asset`` with
-its check, one asset job and one schedule per object) at 1,000 objects (``--naive-size``; Dagster
+its checks, one asset job and one schedule per object) at 1,000 objects (``--naive-size``; Dagster
 resolves each of those jobs against the whole graph, so the naive time grows quadratically).
 
 Run: ``python benchmarks/definitions_load.py [--quick] [--sizes 100,1000,10000] [--repeat 2]
@@ -65,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ratio, run_measured
 
 OBJECTS_PER_JOB = 10
+CHECKS_PER_OBJECT = 7
 TARGET_OVER_FLOOR = 1.3
 NAIVE_OBJECTS = 1000
 SHARDS = 4
@@ -125,6 +128,7 @@ def generate_project(root: Path, objects: int, shards: int = 0) -> Path:
             # Inside the tenant's default data root: a path outside it makes the job broken.
             f"source: {{recipe: csv, connection: {{base_path: tenants/{tenant}/data}}}}",
             "target: {recipe: local}",
+            "checks: {freshness: {max_age_minutes: 120}}",
             "objects:",
         ]
         for o in range(OBJECTS_PER_JOB):
@@ -148,16 +152,19 @@ def generate_project(root: Path, objects: int, shards: int = 0) -> Path:
 
 
 def naive_definitions(plan):  # type: ignore[no-untyped-def]
-    """Reference: one @asset (with its check), one asset job and one schedule per object."""
+    """Reference: one @asset (with its checks), one asset job and one schedule per object."""
     import dagster as dg
 
     from dativo_dagster.resources import DativoResource
-    from dativo_dagster.specs import CHECK_CONTRACT, build_asset_spec
+    from dativo_dagster.specs import build_asset_spec, build_check_specs
     from dativo_dagster.translator import DativoTranslator
 
     translator = DativoTranslator()
     assets, jobs, schedules = [], [], []
     for job in plan.jobs:
+        checks_by_key: dict = {}
+        for check in build_check_specs(job, translator):
+            checks_by_key.setdefault(check.asset_key, []).append(check)
         for obj in job.objects:
             spec = build_asset_spec(obj, job, translator)
             op_name = f"{obj.tenant}__{obj.job}__{obj.name}"
@@ -171,7 +178,7 @@ def naive_definitions(plan):  # type: ignore[no-untyped-def]
                 kinds=spec.kinds,
                 owners=spec.owners,
                 metadata=spec.metadata,
-                check_specs=[dg.AssetCheckSpec(name=CHECK_CONTRACT, asset=spec.key, blocking=False)],
+                check_specs=checks_by_key[spec.key],
                 op_tags=translator.run_tags(job),
                 pool=translator.pool(job),
             )
@@ -317,9 +324,6 @@ def child(args: argparse.Namespace) -> None:
         "checks": len(list(repo.asset_graph.asset_check_keys)),
         "schedules": len(list(repo.schedule_defs)),
         "sensors": len(list(repo.sensor_defs)),
-        "automated_assets": sum(
-            1 for key in repo.asset_graph.get_all_asset_keys() if repo.asset_graph.get(key).automation_condition
-        ),
         "jobs": len(repo.get_all_jobs()),
     }
     if args.dump_layout:
@@ -377,8 +381,11 @@ def measure_cli(project: Path) -> float:
 
 def _check_counts(result: dict[str, float], assets: int, what: str) -> None:
     # A project whose jobs are all set aside as broken loads fast and empty: never report that.
-    if result["assets"] != assets or result["checks"] != assets:
-        raise RuntimeError(f"{what}: loaded {result['assets']} assets and {result['checks']} checks, expected {assets}")
+    if result["assets"] != assets or result["checks"] != assets * CHECKS_PER_OBJECT:
+        raise RuntimeError(
+            f"{what}: loaded {result['assets']} assets and {result['checks']} checks, "
+            f"expected {assets} and {assets * CHECKS_PER_OBJECT}"
+        )
 
 
 def compare_with_floor(project: Path, n: int, repeat: int, workdir: Path, summary: dict[str, object]) -> None:

@@ -5,6 +5,7 @@
 import json
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -23,7 +24,7 @@ from dativo_dagster.errors import (
     unexpected,
 )
 from dativo_dagster.resources import DativoResource
-from dativo_dagster.specs import CHECK_CONTRACT, build_asset_specs, build_check_specs
+from dativo_dagster.specs import build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
 from dativo_dagster.translator import DativoTranslator
 
@@ -130,35 +131,6 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/notes"] = "\n".join(result.notes)
     metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
-
-
-def contract_check(result: "ObjectResult", key: dg.AssetKey) -> dg.AssetCheckResult:
-    """Result of the in-run contract check for one object."""
-    write = result.write
-    obj = result.obj
-    if write is None:
-        error = result.error
-        rejected_msg = str(error) if error else "not evaluated"
-        return dg.AssetCheckResult(
-            asset_key=key,
-            check_name=CHECK_CONTRACT,
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"error": rejected_msg},
-        )
-    rate = write.rows_rejected / write.rows_read if write.rows_read else 0.0
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=CHECK_CONTRACT,
-        passed=rate <= obj.max_rejected_rate,
-        severity=dg.AssetCheckSeverity.WARN if write.rows_rejected else dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "rows_rejected": write.rows_rejected,
-            "rows_read": write.rows_read,
-            "rejected_rate": round(rate, 6),
-            "threshold": obj.max_rejected_rate,
-        },
-    )
 
 
 class ErrorBudget:
@@ -314,13 +286,26 @@ def run_job(
     config: IngestConfig,
     checks: set[dg.AssetCheckKey] | frozenset[dg.AssetCheckKey],
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end."""
-    from dativo_dagster.engine import ObjectResult, ingest_object
+    """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end.
+
+    Selected checks are evaluated after their object's ingestion; checks selected without their
+    asset (the UI's "Execute" on a check) are evaluated against the table as it stands.
+    """
+    from dativo_dagster.checks.runtime import (
+        CheckedObject,
+        History,
+        check_failure,
+        checks_standing,
+        ingest_and_check,
+        read_history,
+        selected_check_names,
+    )
+    from dativo_dagster.engine import ObjectResult
     from dativo_dagster.state import ReconciledCursor
 
     retry_number = context.retry_number
     try:
-        source = dativo.source_for(job)
+        source = dativo.source_for(job) if objects else None  # checks alone read no source
         writer = dativo.writer_for(job.target)
     except DativoError as exc:
         retries_left = exc.transient and retry_number < job.retry.max_retries
@@ -341,19 +326,30 @@ def run_job(
     succeeded = 0
     summary: dict[str, dict[str, object]] = {}
     states = {obj.name: dagster_state(context.instance, translator.asset_key(obj)) for obj in objects}
+    check_names = selected_check_names(job.objects, translator, checks)
+    histories = {
+        obj.name: read_history(context.instance, translator.asset_key(obj), obj.checks.volume.history, context.run_id)
+        for obj in job.objects
+        if check_names[obj.name]
+    }
+    check_errors: list[tuple[str, DativoError]] = []
     budget = ErrorBudget(job.job.max_failed_objects)
     waiting = list(objects)
     workers = min(job.job.max_workers, max(len(objects), 1))
-    with source, ThreadPoolExecutor(max_workers=workers) as pool:
-        running: dict[Future[ObjectResult], ObjectPlan] = {}
+    with source if source is not None else nullcontext(), ThreadPoolExecutor(max_workers=workers) as pool:
+        running: dict[Future[tuple[ObjectResult, CheckedObject]], ObjectPlan] = {}
         while waiting or running:
             # Objects start one by one as workers free up, so a run that has to stop (a rejected
             # credential, too many failures) stops before starting the rest.
             while waiting and len(running) < workers and budget.stop_reason is None:
                 obj = waiting.pop(0)
+                assert source is not None  # built whenever objects are selected
                 future = pool.submit(
-                    ingest_object,
+                    ingest_and_check,
                     obj,
+                    translator.asset_key(obj),
+                    check_names[obj.name],
+                    histories.get(obj.name, History()),
                     source=source,
                     writer=writer,
                     run_id=context.run_id,
@@ -366,8 +362,9 @@ def run_job(
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 obj = running.pop(future)
+                checked = CheckedObject()
                 try:
-                    result = future.result()
+                    result, checked = future.result()
                 except Exception as exc:
                     # An exception no code covers is a bug: this object fails without retry, and
                     # the objects that committed still get their events.
@@ -378,18 +375,28 @@ def run_job(
                     )
                 summary[obj.name] = object_summary(result)
                 key = translator.asset_key(result.obj)
-                check_key = dg.AssetCheckKey(key, CHECK_CONTRACT)
+                if checked.error is not None:
+                    check_errors.append((obj.label, checked.error))
+                    context.log.error(redact_text(f"{obj.label}: checks not evaluated: {checked.error}"))
                 if result.error is not None:
                     failures.append(result)
                     budget.failed(result.error)
                     context.log.error(redact_text(f"{result.obj.label}: {result.error}"))
-                    if check_key in checks:
-                        yield contract_check(result, key)
+                    yield from checked.results
                     continue
                 succeeded += 1
                 yield materialize_result(result, key, job.target.catalog_name)
-                if check_key in checks:
-                    yield contract_check(result, key)
+                yield from checked.results
+    ingested = {obj.name for obj in objects}
+    for obj in job.objects:
+        if check_names[obj.name] and obj.name not in ingested:
+            checked = checks_standing(
+                obj, translator.asset_key(obj), check_names[obj.name], writer, histories[obj.name]
+            )
+            if checked.error is not None:
+                check_errors.append((obj.label, checked.error))
+                context.log.error(redact_text(f"{obj.label}: checks not evaluated: {checked.error}"))
+            yield from checked.results
     for obj in waiting:  # never started: the run stopped
         assert budget.stop_reason is not None and budget.cause is not None
         skipped = ObjectResult(
@@ -400,6 +407,9 @@ def run_job(
         )
         summary[obj.name] = object_summary(skipped)
         failures.append(skipped)
-    context.log.info("processing_summary " + json.dumps(summary, sort_keys=True))
+    if objects:
+        context.log.info("processing_summary " + json.dumps(summary, sort_keys=True))
     if failures:
         raise failure_for(job, failures, succeeded, retry_number, summary)
+    if check_errors:
+        raise check_failure(check_errors)

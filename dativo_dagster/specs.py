@@ -1,8 +1,9 @@
 """Pure functions: validated plan → AssetSpecs and AssetCheckSpecs (no I/O, no secrets).
 
-Every process that loads the code location builds one spec and one check spec per object (10,000
-of each for 1,000 tenant jobs), so what the specs share is built once: a contract's column schema
-(one immutable :class:`dagster.TableSchema` for all its objects), a job's kinds and owners. Nothing
+Every process that loads the code location builds one spec per object (10,000 for 1,000 tenant
+jobs; their check specs come from :mod:`dativo_dagster.checks.specs`), so what the specs share is
+built once: a contract's column schema (one immutable :class:`dagster.TableSchema` for all its
+objects), a job's kinds and owners. Nothing
 here imports pyarrow (an import a code server need not pay): the column types shown for a
 contract are the labels :func:`dativo_dagster.types.type_label` gives their Arrow types, computed
 from the contract.
@@ -14,11 +15,12 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from dativo_dagster.checks.specs import CHECK_CONTRACT, build_check_specs
 from dativo_dagster.config.models import ColumnContract, ColumnType, SchemaContract
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.translator import DativoTranslator
 
-CHECK_CONTRACT = "rows_conform_to_contract"
+__all__ = ["CHECK_CONTRACT", "build_asset_spec", "build_asset_specs", "build_check_specs", "table_schema"]
 
 # What types.type_label(types.arrow_type(column)) says for each contract type (a unit test holds
 # the two together); the run's own column schema metadata uses those labels.
@@ -124,19 +126,3 @@ def build_asset_specs(job: JobPlan, translator: DativoTranslator) -> list[dg.Ass
     kinds = translator.kinds(job)
     owners = list(job.job.owners)
     return [build_asset_spec(obj, job, translator, kinds=kinds, owners=owners) for obj in job.objects]
-
-
-def build_check_specs(job: JobPlan, translator: DativoTranslator) -> list[dg.AssetCheckSpec]:
-    """In-run checks evaluated from what the write observed (no second scan of the table)."""
-    return [
-        dg.AssetCheckSpec(
-            name=CHECK_CONTRACT,
-            asset=translator.asset_key(obj),
-            description=(
-                f"Share of rows violating the contract stays at or under {obj.max_rejected_rate:.1%}; "
-                f"violations are kept in {obj.namespace}.{obj.quarantine_table}"
-            ),
-            blocking=False,
-        )
-        for obj in job.objects
-    ]

@@ -462,6 +462,7 @@ def _load_job(
                 table=obj.table or obj.name,
                 max_rejected_rate=quality.max_rejected_rate,
                 allow_empty_refresh=quality.allow_empty_refresh,
+                checks=job.checks.overridden_by(obj.checks),
             )
         )
     if problems or source_cls is None or len(objects) != len(job.objects):

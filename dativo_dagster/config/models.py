@@ -279,6 +279,74 @@ class Quality(StrictModel):
     )
 
 
+class CheckSeverity(str, enum.Enum):
+    """Severity of a failed asset check (Dagster's WARN or ERROR)."""
+
+    WARN = "warn"
+    ERROR = "error"
+
+
+class CheckSettings(StrictModel):
+    """One kind of asset check: whether it is generated, how bad its failure is, whether it blocks."""
+
+    enabled: bool = True
+    severity: CheckSeverity = CheckSeverity.ERROR
+    blocking: bool = Field(default=False, description="an ERROR failure stops downstream assets of the run")
+
+
+class WarnCheckSettings(CheckSettings):
+    """A check whose failure is a warning unless configured otherwise."""
+
+    severity: CheckSeverity = CheckSeverity.WARN
+
+
+class VolumeCheckSettings(WarnCheckSettings):
+    """Rows read by a run against the object's own recent runs."""
+
+    max_drop_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="fail when a run reads this fraction fewer rows than its history's median"
+    )
+    history: int = Field(default=10, ge=1, le=100, description="earlier runs the median is taken over")
+
+
+class FreshnessCheckSettings(WarnCheckSettings):
+    """Age of the table's last commit against a per-job SLA (generated only when the SLA is set)."""
+
+    max_age_minutes: float | None = Field(default=None, gt=0, le=525_600)
+
+
+class QuarantineCheckSettings(WarnCheckSettings):
+    """Rows one run adds to ``<table>__quarantine``."""
+
+    max_growth_rows: int = Field(default=1000, ge=0)
+
+
+class ChecksConfig(StrictModel):
+    """The ``checks:`` section of a tenant job (or of one object, overriding the job's per kind)."""
+
+    contract: CheckSettings = Field(default_factory=CheckSettings)
+    not_null: CheckSettings = Field(default_factory=CheckSettings)
+    primary_key: CheckSettings = Field(default_factory=CheckSettings)
+    schema_drift: CheckSettings = Field(default_factory=CheckSettings)
+    volume: VolumeCheckSettings = Field(default_factory=VolumeCheckSettings)
+    freshness: FreshnessCheckSettings = Field(default_factory=FreshnessCheckSettings)
+    quarantine: QuarantineCheckSettings = Field(default_factory=QuarantineCheckSettings)
+
+    def overridden_by(self, other: ChecksConfig | None) -> ChecksConfig:
+        """These settings with the fields ``other`` sets explicitly taking precedence (an object's override).
+
+        An object writing ``volume: {max_drop_fraction: 0.9}`` keeps the job's other volume settings.
+        """
+        if other is None or not other.model_fields_set:
+            return self
+        update: dict[str, CheckSettings] = {}
+        for kind in other.model_fields_set:
+            mine: CheckSettings = getattr(self, kind)
+            theirs: CheckSettings = getattr(other, kind)
+            update[kind] = mine.model_copy(update={name: getattr(theirs, name) for name in theirs.model_fields_set})
+        return self.model_copy(update=update)
+
+
 class ContractRef(StrictModel):
     """Reference to connectors/schemas/<name>.v<version>.yaml."""
 
@@ -299,6 +367,7 @@ class ObjectConfig(StrictModel):
     write_mode: WriteMode | None = None
     primary_key: list[str] | None = None
     quality: Quality | None = None
+    checks: ChecksConfig | None = Field(default=None, description="per-kind overrides of the job's checks")
     table: SafeId | None = Field(default=None, description="Iceberg table name (default: object name)")
 
     @property
@@ -387,6 +456,7 @@ class TenantJob(StrictModel):
         description="stop starting objects after this many failed (a rejected credential stops the run at once)",
     )
     quality: Quality = Field(default_factory=Quality)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig, description="asset checks generated per object")
     objects: list[ObjectConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

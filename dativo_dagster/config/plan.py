@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dativo_dagster.config.models import (
+    ChecksConfig,
     ObjectConfig,
     RetryConfig,
     RunnerConfig,
@@ -35,6 +36,7 @@ class ObjectPlan:
     table: str
     max_rejected_rate: float
     allow_empty_refresh: bool = False
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     @property
     def name(self) -> str:

@@ -292,6 +292,8 @@ class IcebergWriter:
                     f"violate the contract, above the {obj.max_rejected_rate:.1%} threshold; nothing was "
                     f"committed to {label}",
                     hint=f"inspect {namespace}.{obj.quarantine_table} (column _dativo_reason)",
+                    rows_read=stats.read,
+                    rows_rejected=stats.rejected,
                 )
             if mode is WriteMode.OVERWRITE and stats.written == 0:
                 _refuse_emptying(table, obj, stats.read, label)

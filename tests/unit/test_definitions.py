@@ -42,7 +42,16 @@ def test_one_multi_asset_per_job_with_subsetting_retry_and_checks(project: Path)
     (assets,) = list(defs.assets or [])
     assert isinstance(assets, dg.AssetsDefinition)
     assert assets.can_subset
-    assert len(assets.check_specs_by_output_name) == 2
+    names = {(spec.asset_key.path[-1], spec.name) for spec in assets.check_specs_by_output_name.values()}
+    expected = {
+        "rows_conform_to_contract",
+        "required_columns_not_null",
+        "primary_key_unique",
+        "schema_matches_contract",
+        "volume_within_history",
+        "quarantine_growth",
+    }
+    assert names == {(obj, name) for obj in ("orders", "customers") for name in expected}
     policy = assets.op.retry_policy
     assert policy is not None and policy.max_retries == 3 and policy.backoff == dg.Backoff.EXPONENTIAL
 
