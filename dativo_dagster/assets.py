@@ -22,6 +22,7 @@ from dativo_dagster.errors import (
     UnexpectedError,
     unexpected,
 )
+from dativo_dagster.resets import ResetRequest, run_user
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import CHECK_CONTRACT, build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
@@ -38,6 +39,7 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     limit: int | None = Field(default=None, ge=1, description="stop each object after this many rows")
+    reset: ResetRequest | None = Field(default=None, description="reset the selected objects first (audited)")
 
 
 # Dagster's schema for IngestConfig, declared once: inferring it from a ``dg.Config`` annotation
@@ -48,7 +50,29 @@ INGEST_CONFIG_SCHEMA = {
         default_value=None,
         is_required=False,
         description="stop each object after this many rows (at least 1)",
-    )
+    ),
+    "reset": dg.Field(
+        dg.Noneable(
+            {
+                "to": dg.Field(
+                    dg.Noneable(str),
+                    default_value=None,
+                    is_required=False,
+                    description="the cursor value the selected objects are read from (in the source's terms)",
+                ),
+                "full_refresh": dg.Field(
+                    bool,
+                    default_value=False,
+                    is_required=False,
+                    description="read the selected objects from the beginning and replace their tables' rows",
+                ),
+            }
+        ),
+        default_value=None,
+        is_required=False,
+        description="reset the selected objects before reading: exactly one of 'to' or 'full_refresh: true'; "
+        "recorded in each table's snapshot history with the launching user",
+    ),
 }
 
 
@@ -126,6 +150,21 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
+    if write.quarantine_sample:
+        from dativo_dagster.quarantine_view import preview_markdown
+        from dativo_dagster.state import reset_command
+
+        command = reset_command(result.obj.label).replace("dativo reset", "dativo quarantine", 1)
+        run_id = write.quarantine_sample[0].get("run_id")
+        metadata["dativo/quarantined_rows"] = write.rows_rejected
+        metadata["dativo/quarantine_preview"] = dg.MetadataValue.md(
+            preview_markdown(
+                write.quarantine_sample,
+                rejected=write.rows_rejected,
+                table=write.quarantine_table or "",
+                command=f"{command} --run {run_id}" if run_id else command,
+            )
+        )
     if result.notes:
         metadata["dativo/notes"] = "\n".join(result.notes)
     metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
@@ -319,6 +358,7 @@ def run_job(
     from dativo_dagster.state import ReconciledCursor
 
     retry_number = context.retry_number
+    reset_by = run_user(context.run.tags) if config.reset is not None else "dagster"
     try:
         source = dativo.source_for(job)
         writer = dativo.writer_for(job.target)
@@ -359,6 +399,8 @@ def run_job(
                     run_id=context.run_id,
                     dagster=states[obj.name],
                     limit=config.limit,
+                    reset=config.reset,
+                    reset_by=reset_by,
                 )
                 running[future] = obj
             if not running:
