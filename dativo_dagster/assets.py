@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
@@ -40,6 +40,12 @@ class IngestConfig(BaseModel):
 
     limit: int | None = Field(default=None, ge=1, description="stop each object after this many rows")
     reset: ResetRequest | None = Field(default=None, description="reset the selected objects first (audited)")
+
+    @model_validator(mode="after")
+    def _no_partial_refresh(self) -> "IngestConfig":
+        if self.limit is not None and self.reset is not None and self.reset.full_refresh:
+            raise ValueError("a row limit with a full refresh would replace the tables with that many rows")
+        return self
 
 
 # Dagster's schema for IngestConfig, declared once: inferring it from a ``dg.Config`` annotation

@@ -246,9 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"object(s) {', '.join(unknown)} not in {job.label} (objects: {', '.join(o.name for o in objects)})"
             )
         objects = [o for o in objects if o.name in args.object]
+    if args.full_refresh and (args.dry_run or args.limit is not None):
+        raise ConfigError("--full-refresh replaces the tables' rows: it takes neither --dry-run nor --limit")
     if args.dry_run:
-        if args.full_refresh:
-            raise ConfigError("--full-refresh records a reset; it cannot be part of a --dry-run")
         return _dry_run(plan, job, objects, args.limit)
     return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json, args.full_refresh)
 

@@ -17,9 +17,12 @@ from dativo_dagster import cli
 from dativo_dagster.build import build_definitions
 from dativo_dagster.cli import main
 from dativo_dagster.config.loader import load_plan
-from dativo_dagster.iceberg.tables import OWNER_PROPERTY
+from dativo_dagster.engine import enforcer_for
+from dativo_dagster.errors import StorageError
+from dativo_dagster.iceberg.tables import OWNER_PROPERTY, latest_dativo_snapshot_id
 from dativo_dagster.resets import ResetRequest, apply_reset
 from dativo_dagster.resources import DativoResource
+from dativo_dagster.sources.base import ReadRequest
 from dativo_dagster.state import (
     PROP_CURSOR,
     PROP_RESET_AT,
@@ -208,6 +211,32 @@ def test_a_retried_step_does_not_reset_twice(project: Path, instance: dg.Dagster
     assert first.committed and not again.committed
     assert "(this run)" in again.note
     assert [p.get(PROP_RESET_KIND) for p in history(project, "customers")].count("cursor") == 1
+
+
+def test_a_run_that_read_its_cursor_before_a_reset_commits_nothing(project: Path, instance: dg.DagsterInstance) -> None:
+    """The reset is a dativo snapshot: a run racing it fails its commit (STG001, transient) and its
+    retry starts from the reset."""
+    assert run(project, instance, ORDERS).success
+    plan = load_plan(project, strict=True)
+    job = plan.job("demo/shop")
+    obj = job.object("orders")
+    runtime = DativoResource(project_dir=str(project))
+    writer = runtime.writer_for(job.target)
+    source = runtime.source_for(job)
+    base = latest_dativo_snapshot_id(table(project, "orders"))
+    apply_reset(obj, writer, source.cursor_codec(obj), ResetRequest(full_refresh=True), by="ana", run_id="r-1")
+    extraction = source.read(ReadRequest(obj=obj))
+    with pytest.raises(StorageError, match="another run committed"):
+        writer.write(
+            obj,
+            iter(extraction),
+            enforcer=enforcer_for(obj, source),
+            run_id="racing-run",
+            previous_cursor=None,
+            new_cursor=extraction.new_cursor,
+            base_snapshot_id=base,
+        )
+    assert table(project, "orders").scan().to_arrow().num_rows == 3000
 
 
 def test_a_bad_reset_value_is_cfg001_and_commits_nothing(

@@ -87,6 +87,8 @@ def test_run_config_reset_is_validated_and_refused_without_retry() -> None:
         ingest_config({"reset": {"to": None, "full_refresh": False}})
     assert "CFG001" in str(info.value) and "exactly one" in str(info.value)
     assert info.value.allow_retries is False  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="row limit with a full refresh"):
+        ingest_config({"limit": 10, "reset": {"full_refresh": True}})
 
 
 def test_reset_by_is_the_launching_user_or_dagster() -> None:
