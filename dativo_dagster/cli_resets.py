@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dativo_dagster.resets import ResetOutcome
 
 DEFAULT_QUARANTINE_ROWS = 20
 
@@ -63,11 +67,13 @@ def cmd_reset(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     by = os_user()
     run_id = f"reset-{_token()}"
+    committed = []
     for item in prepared:
         outcome = commit_prepared(item, codecs[item.obj.name], by=by, run_id=run_id)
         if not outcome.committed:
             say_note(outcome.note)
             continue
+        committed.append(outcome)
         assert outcome.record is not None
         then = (
             "its next run reads everything and replaces the table's rows"
@@ -76,7 +82,48 @@ def cmd_reset(args: argparse.Namespace) -> int:
         )
         snapshot = outcome.record.snapshot_id
         say_ok(f"{item.obj.label}: reset recorded in {item.label} (snapshot {snapshot}, by {by}); {then}")
+    if committed:
+        _observe(plan.project_dir, committed)
     return EXIT_OK
+
+
+def _observe(project_dir: Path, outcomes: list[ResetOutcome]) -> None:
+    """Show each reset on its asset's page in the UI: an observation in the project's Dagster instance.
+
+    The table's snapshot is the record that counts (the next run starts from it); an instance that
+    cannot be reached only means the UI learns of the reset from the next run's materialization.
+    """
+    import dagster as dg
+
+    from dativo_dagster.cli import say_warning
+    from dativo_dagster.instance import instance_for_project
+    from dativo_dagster.translator import DativoTranslator
+
+    translator = DativoTranslator()
+    try:
+        with instance_for_project(project_dir) as instance:
+            for outcome in outcomes:
+                record = outcome.record
+                assert record is not None
+                instance.report_runless_asset_event(
+                    dg.AssetObservation(
+                        asset_key=translator.asset_key(outcome.obj),
+                        description=record.describe(),
+                        metadata={
+                            "dativo/reset_kind": record.kind.value,
+                            "dativo/reset_by": record.by,
+                            "dativo/reset_at": record.at,
+                            "dativo/reset_from": record.from_cursor,
+                            "dativo/reset_to": record.to_cursor,
+                            "dativo/reset_snapshot_id": record.snapshot_id,
+                        },
+                    )
+                )
+    except Exception as exc:
+        say_warning(
+            f"the reset is recorded in the table, but the Dagster instance could not be told "
+            f"({type(exc).__name__}: {exc}); the UI shows it with the next run"
+        )
 
 
 def _raw_cursor(raw: str) -> str:

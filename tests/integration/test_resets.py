@@ -20,6 +20,7 @@ from dativo_dagster.config.loader import load_plan
 from dativo_dagster.engine import enforcer_for
 from dativo_dagster.errors import StorageError
 from dativo_dagster.iceberg.tables import OWNER_PROPERTY, latest_dativo_snapshot_id
+from dativo_dagster.instance import instance_for_project
 from dativo_dagster.resets import ResetRequest, apply_reset
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.sources.base import ReadRequest
@@ -112,6 +113,12 @@ def test_reset_to_an_earlier_cursor_rereads_from_there_without_duplicates_and_is
     assert cursor_value(reset) == "2024-03-01T00:00:00.000000+00:00"
     # the reset snapshot itself changes no row
     assert table(project, "customers").scan().to_arrow().num_rows == rows_before
+    # and the UI shows it on the asset's page (an observation in the project's instance)
+    with instance_for_project(project) as project_instance:
+        (observed,) = project_instance.fetch_observations(CUSTOMERS, limit=1).records
+        observation = observed.asset_observation
+        assert observation is not None and observation.metadata["dativo/reset_by"].value == getpass.getuser()
+        assert observation.metadata["dativo/reset_from"].value == committed[PROP_CURSOR]
 
     # Dagster's latest materialization still shows the later cursor; the table's reset wins
     second = run(project, instance, CUSTOMERS)
