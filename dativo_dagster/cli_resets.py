@@ -151,7 +151,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     """Print an object's quarantined rows, newest first."""
     from rich.table import Table
 
-    from dativo_dagster.cli import EXIT_OK, _cells, _find_job, _plan, console, say_note
+    from dativo_dagster.cli import EXIT_OK, _cells, _find_job, _plan, console, say_note, say_warning
     from dativo_dagster.iceberg.quarantine import newest_rows
     from dativo_dagster.quarantine_view import json_line, quarantine_records, shown, values_text
     from dativo_dagster.resources import DativoResource
@@ -165,7 +165,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     label = f"{obj.namespace}.{obj.quarantine_table}"
     table = writer.load_table(obj.namespace, obj.quarantine_table)
     if table is None or table.current_snapshot() is None:
-        say_note(f"{obj.label}: no quarantine table ({label}): no row of it was ever rejected")
+        message = f"{obj.label}: no quarantine table ({label}): no row of it was ever rejected"
+        # JSON lines on stdout stay parseable: the remark goes to stderr there.
+        (say_warning if args.json else say_note)(message)
         return EXIT_OK
     records = quarantine_records([newest_rows(table, args.limit, args.run)])
     if args.json:

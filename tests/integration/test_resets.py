@@ -301,6 +301,9 @@ def test_quarantine_command_and_preview(
 ) -> None:
     assert main(["quarantine", "demo/shop", "--object", "orders"]) == 0
     assert "no quarantine table" in capsys.readouterr().out
+    assert main(["quarantine", "demo/shop", "--object", "orders", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no quarantine table" in captured.err
 
     job = project / "tenants/demo/jobs/shop.yaml"
     job.write_text(job.read_text().replace("objects:\n", "quality: {max_rejected_rate: 0.7}\nobjects:\n", 1))
