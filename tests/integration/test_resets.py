@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +341,31 @@ def test_quarantine_command_and_preview(
     assert main(["quarantine", "demo/shop", "--object", "orders", "--json", "--run", "no-such-run"]) == 0
     assert capsys.readouterr().out == ""
     assert main(["quarantine", "demo/shop", "--object", "nope"]) == 2
+
+
+def test_reset_of_a_file_mtime_object_rereads_files_modified_since(project: Path, instance: dg.DagsterInstance) -> None:
+    drops = project / "tenants/demo/data/drops"
+    drops.mkdir()
+    header = "order_id,customer_id,status,amount,currency,ordered_at\n"
+    (drops / "a.csv").write_text(header + "1,1,paid,1.00,EUR,2024-01-01T00:00:00Z\n")
+    (drops / "b.csv").write_text(header + "2,1,paid,1.00,EUR,2024-01-01T00:00:00Z\n")
+    jan, mar = (dt.datetime(2024, m, 1, tzinfo=dt.timezone.utc).timestamp() for m in (1, 3))
+    os.utime(drops / "a.csv", (jan, jan))
+    os.utime(drops / "b.csv", (mar, mar))
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(
+        job.read_text()
+        .replace("options: {path: orders.csv}", "options: {path: 'drops/*.csv'}")
+        .replace(
+            "strategy: append        # order_id only grows: new rows are those past the last id\n"
+            "      cursor_field: order_id",
+            "strategy: file_mtime",
+        )
+    )
+    assert metadata(run(project, instance, ORDERS), ORDERS)["dativo/rows_written"] == 2
+    assert main(["reset", "demo/shop", "--object", "orders", "--to", "2024-02-01", "--yes"]) == 0
+    result = run(project, instance, ORDERS)
+    md = metadata(result, ORDERS)
+    assert md["dativo/rows_written"] == 1  # b.csv only, replacing its own earlier row
+    rows = sorted((r["order_id"], r["_dativo_file"]) for r in table(project, "orders").scan().to_arrow().to_pylist())
+    assert rows == [(1, "drops/a.csv"), (2, "drops/b.csv")]
