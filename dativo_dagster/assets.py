@@ -158,9 +158,9 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/quarantine_table"] = write.quarantine_table
     if write.quarantine_sample:
         from dativo_dagster.quarantine_view import preview_markdown
-        from dativo_dagster.state import reset_command
+        from dativo_dagster.state import object_command
 
-        command = reset_command(result.obj.label).replace("dativo reset", "dativo quarantine", 1)
+        command = object_command("quarantine", result.obj.label)
         run_id = write.quarantine_sample[0].get("run_id")
         metadata["dativo/quarantined_rows"] = write.rows_rejected
         metadata["dativo/quarantine_preview"] = dg.MetadataValue.md(

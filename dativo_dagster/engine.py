@@ -155,12 +155,12 @@ def ingest_object(
         stats: dict[str, float] = {}
         notes: list[str] = []
         try:
+            if limit is not None and not dry_run:
+                check_limit_allowed(obj, source, limit)
             if reset is not None and not dry_run:
                 from dativo_dagster.resets import apply_reset
 
                 notes.append(apply_reset(obj, writer, codec, reset, by=reset_by, run_id=run_id).note)
-            if limit is not None and not dry_run:
-                check_limit_allowed(obj, source, limit)
             reconciled = start_cursor(obj, writer, dagster or DagsterState())
             if limit is not None and not dry_run and reconciled.full_refresh:
                 raise ConfigError(

@@ -227,11 +227,6 @@ class PreparedReset:
     new: CursorState | None
     already: ResetRecord | None = None  # this run recorded it already
 
-    @property
-    def needed(self) -> bool:
-        """Whether there is anything to commit (the table exists and the run has not reset it yet)."""
-        return self.table is not None and self.already is None
-
 
 @dataclass(frozen=True)
 class ResetOutcome:

@@ -68,11 +68,16 @@ class CursorState:
         return (codec or DEFAULT_CODEC).display(self.value, self.field)
 
 
-def reset_command(label: str) -> str:
-    """The ``dativo reset`` command line for an object labelled ``tenant/job/object``."""
+def object_command(command: str, label: str) -> str:
+    """The ``dativo <command>`` line for an object labelled ``tenant/job/object``."""
     tenant, _, rest = label.partition("/")
     job, _, name = rest.partition("/")
-    return f"dativo reset {tenant}/{job} --object {name}"
+    return f"dativo {command} {tenant}/{job} --object {name}"
+
+
+def reset_command(label: str) -> str:
+    """The ``dativo reset`` command line for an object labelled ``tenant/job/object``."""
+    return object_command("reset", label)
 
 
 def check_forward(
