@@ -156,25 +156,34 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
-    if write.quarantine_sample:
-        from dativo_dagster.quarantine_view import preview_markdown
-        from dativo_dagster.state import object_command
-
-        command = object_command("quarantine", result.obj.label)
-        run_id = write.quarantine_sample[0].get("run_id")
+    preview = quarantine_preview(result)
+    if preview is not None:
         metadata["dativo/quarantined_rows"] = write.rows_rejected
-        metadata["dativo/quarantine_preview"] = dg.MetadataValue.md(
-            preview_markdown(
-                write.quarantine_sample,
-                rejected=write.rows_rejected,
-                table=write.quarantine_table or "",
-                command=f"{command} --run {run_id}" if run_id else command,
-            )
-        )
+        metadata["dativo/quarantine_preview"] = preview
     if result.notes:
         metadata["dativo/notes"] = "\n".join(result.notes)
     metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
+
+
+def quarantine_preview(result: "ObjectResult") -> dg.MetadataValue | None:
+    """Markdown of the first rows this run quarantined (None when it quarantined none)."""
+    write = result.write
+    if write is None or not write.quarantine_sample:
+        return None
+    from dativo_dagster.quarantine_view import preview_markdown
+    from dativo_dagster.state import object_command
+
+    command = object_command("quarantine", result.obj.label)
+    run_id = write.quarantine_sample[0].get("run_id")
+    return dg.MetadataValue.md(
+        preview_markdown(
+            write.quarantine_sample,
+            rejected=write.rows_rejected,
+            table=write.quarantine_table or "",
+            command=f"{command} --run {run_id}" if run_id else command,
+        )
+    )
 
 
 def contract_check(result: "ObjectResult", key: dg.AssetKey) -> dg.AssetCheckResult:
@@ -192,17 +201,21 @@ def contract_check(result: "ObjectResult", key: dg.AssetKey) -> dg.AssetCheckRes
             metadata={"error": rejected_msg},
         )
     rate = write.rows_rejected / write.rows_read if write.rows_read else 0.0
+    metadata: dict[str, object] = {
+        "rows_rejected": write.rows_rejected,
+        "rows_read": write.rows_read,
+        "rejected_rate": round(rate, 6),
+        "threshold": obj.max_rejected_rate,
+    }
+    preview = quarantine_preview(result)
+    if preview is not None:
+        metadata["quarantine_preview"] = preview
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=CHECK_CONTRACT,
         passed=rate <= obj.max_rejected_rate,
         severity=dg.AssetCheckSeverity.WARN if write.rows_rejected else dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "rows_rejected": write.rows_rejected,
-            "rows_read": write.rows_read,
-            "rejected_rate": round(rate, 6),
-            "threshold": obj.max_rejected_rate,
-        },
+        metadata=metadata,  # type: ignore[arg-type]
     )
 
 

@@ -322,6 +322,8 @@ def test_quarantine_command_and_preview(
     assert "cannot convert 'not-a-number'" in preview and "required value is missing" in preview
     assert "\x1b" not in preview and "EUR\\\\x1b[2J\\|" in preview
     assert f"--run {result.run_id}" in preview
+    (check,) = result.get_asset_check_evaluations()  # the contract check shows the same rows
+    assert check.metadata["quarantine_preview"].value == preview
 
     capsys.readouterr()
     monkeypatch.setattr(cli.console, "width", 400)  # one line per row, so the test reads whole cells
