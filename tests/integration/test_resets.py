@@ -371,3 +371,23 @@ def test_reset_of_a_file_mtime_object_rereads_files_modified_since(project: Path
     assert md["dativo/rows_written"] == 1  # b.csv only, replacing its own earlier row
     rows = sorted((r["order_id"], r["_dativo_file"]) for r in table(project, "orders").scan().to_arrow().to_pylist())
     assert rows == [(1, "drops/a.csv"), (2, "drops/b.csv")]
+
+
+def test_an_unreadable_cursor_names_the_reset_that_repairs_it(project: Path, instance: dg.DagsterInstance) -> None:
+    assert run(project, instance, ORDERS).success
+    orders = table(project, "orders")
+    txn = orders.transaction()
+    with txn.update_snapshot(snapshot_properties={PROP_RUN_ID: "hand-edit", PROP_CURSOR: "{broken"}).fast_append():
+        pass
+    txn.commit_transaction()
+    broken = run(project, instance, ORDERS)
+    assert not broken.success
+    (failure,) = [e for e in broken.all_events if e.event_type_value == "STEP_FAILURE"]
+    description = failure.step_failure_data.user_failure_data.description
+    assert "STATE001" in description and "dativo reset demo/shop --object orders" in description
+
+    assert main(["reset", "demo/shop", "--object", "orders", "--full-refresh", "--yes"]) == 0
+    assert history(project, "orders")[-1][PROP_RESET_FROM] == "{broken"  # kept as it was, for the audit
+    repaired = run(project, instance, ORDERS)
+    assert repaired.success
+    assert metadata(repaired, ORDERS)["dagster/row_count"] == 3000
