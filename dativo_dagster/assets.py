@@ -167,20 +167,30 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
 
 
 def quarantine_preview(result: "ObjectResult") -> dg.MetadataValue | None:
-    """Markdown of the first rows this run quarantined (None when it quarantined none)."""
-    write = result.write
-    if write is None or not write.quarantine_sample:
-        return None
+    """Markdown of the first rows this run quarantined (None when it quarantined none).
+
+    From the write, or, for a run that failed on its rejected-row rate (QUAL001), from the error.
+    """
     from dativo_dagster.quarantine_view import preview_markdown
     from dativo_dagster.state import object_command
 
+    write, error = result.write, result.error
+    if write is not None:
+        sample, rejected, table = write.quarantine_sample, write.rows_rejected, write.quarantine_table
+    elif error is not None:
+        sample = error.context.get("quarantine_sample") or []
+        rejected, table = error.context.get("rows_rejected", len(sample)), error.context.get("quarantine_table")
+    else:
+        return None
+    if not sample:
+        return None
     command = object_command("quarantine", result.obj.label)
-    run_id = write.quarantine_sample[0].get("run_id")
+    run_id = sample[0].get("run_id")
     return dg.MetadataValue.md(
         preview_markdown(
-            write.quarantine_sample,
-            rejected=write.rows_rejected,
-            table=write.quarantine_table or "",
+            sample,
+            rejected=rejected,
+            table=table or "",
             command=f"{command} --run {run_id}" if run_id else command,
         )
     )
@@ -193,12 +203,16 @@ def contract_check(result: "ObjectResult", key: dg.AssetKey) -> dg.AssetCheckRes
     if write is None:
         error = result.error
         rejected_msg = str(error) if error else "not evaluated"
+        failed: dict[str, object] = {"error": rejected_msg}
+        preview = quarantine_preview(result)  # a QUAL001 failure: the rows that caused it
+        if preview is not None:
+            failed["quarantine_preview"] = preview
         return dg.AssetCheckResult(
             asset_key=key,
             check_name=CHECK_CONTRACT,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"error": rejected_msg},
+            metadata=failed,  # type: ignore[arg-type]
         )
     rate = write.rows_rejected / write.rows_read if write.rows_read else 0.0
     metadata: dict[str, object] = {
@@ -313,6 +327,10 @@ def failure_for(
         "dativo/errors": "\n".join(lines),
         "dativo/attempt": retry_number + 1,
     }
+    previews = [(f.obj.name, quarantine_preview(f)) for f in failures]
+    shown = [f"#### {name}\n\n{preview.value}" for name, preview in previews if preview is not None]
+    if shown:
+        metadata["dativo/quarantine_preview"] = dg.MetadataValue.md("\n".join(shown))
     if summary is not None:
         if code == RetryExhaustedError.code:
             # The summary says what the step says: these objects' retries are spent.

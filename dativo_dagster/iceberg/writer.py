@@ -305,6 +305,9 @@ class IcebergWriter:
                     f"violate the contract, above the {obj.max_rejected_rate:.1%} threshold; nothing was "
                     f"committed to {label}",
                     hint=f"inspect {namespace}.{obj.quarantine_table} (column _dativo_reason)",
+                    quarantine_sample=sample,
+                    rows_rejected=stats.rejected,
+                    quarantine_table=quarantine_name,
                 )
             if mode is WriteMode.OVERWRITE and stats.written == 0:
                 _refuse_emptying(table, obj, stats.read, label)

@@ -391,3 +391,20 @@ def test_an_unreadable_cursor_names_the_reset_that_repairs_it(project: Path, ins
     repaired = run(project, instance, ORDERS)
     assert repaired.success
     assert metadata(repaired, ORDERS)["dagster/row_count"] == 3000
+
+
+def test_a_qual001_failure_shows_the_rows_that_caused_it(project: Path, instance: dg.DagsterInstance) -> None:
+    assert run(project, instance, ORDERS).success
+    with (project / "tenants/demo/data/orders.csv").open("a") as handle:
+        for i in range(1, 5):
+            handle.write(f"{3000 + i},1,paid,bad-{i},EUR,2025-02-01T00:00:00Z\n")
+    result = run(project, instance, ORDERS)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    data = failure.step_failure_data.user_failure_data
+    assert data.metadata["dativo/error_code"].value == "QUAL001"
+    preview = data.metadata["dativo/quarantine_preview"].value
+    assert "#### orders" in preview and "4 row(s) quarantined by this run" in preview
+    assert "cannot convert 'bad-4'" in preview
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and "cannot convert 'bad-4'" in check.metadata["quarantine_preview"].value
