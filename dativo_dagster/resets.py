@@ -17,8 +17,8 @@ what (``dativo.reset-to``) and which kind (``dativo.reset-kind``: ``cursor`` or 
 
 A reset goes through the owner check of every commit and commits like the writer does: on a
 conflict the table is refreshed, the cursor it moves from read again, and the commit tried again.
-A run (or a run of someone else) that read its cursor before the reset committed finds a newer
-dativo snapshot at its own commit and commits nothing (STG001, retried from the reset).
+A run that read its cursor before the reset committed finds a newer dativo snapshot at its own
+commit and commits nothing (STG001, transient: its retry starts from the reset).
 
 Resets come from ``dativo reset`` (``reset-by`` is the OS user) and from a run's config
 (``reset: {to: ..., full_refresh: ...}`` in the launchpad, or ``dativo run --full-refresh``):
