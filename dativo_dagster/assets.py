@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
@@ -23,6 +23,7 @@ from dativo_dagster.errors import (
     UnexpectedError,
     unexpected,
 )
+from dativo_dagster.resets import ResetRequest, run_user
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
@@ -39,6 +40,13 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     limit: int | None = Field(default=None, ge=1, description="stop each object after this many rows")
+    reset: ResetRequest | None = Field(default=None, description="reset the selected objects first (audited)")
+
+    @model_validator(mode="after")
+    def _no_partial_refresh(self) -> "IngestConfig":
+        if self.limit is not None and self.reset is not None and self.reset.full_refresh:
+            raise ValueError("a row limit with a full refresh would replace the tables with that many rows")
+        return self
 
 
 # Dagster's schema for IngestConfig, declared once: inferring it from a ``dg.Config`` annotation
@@ -49,7 +57,29 @@ INGEST_CONFIG_SCHEMA = {
         default_value=None,
         is_required=False,
         description="stop each object after this many rows (at least 1)",
-    )
+    ),
+    "reset": dg.Field(
+        dg.Noneable(
+            {
+                "to": dg.Field(
+                    dg.Noneable(str),
+                    default_value=None,
+                    is_required=False,
+                    description="the cursor value the selected objects are read from (in the source's terms)",
+                ),
+                "full_refresh": dg.Field(
+                    bool,
+                    default_value=False,
+                    is_required=False,
+                    description="read the selected objects from the beginning and replace their tables' rows",
+                ),
+            }
+        ),
+        default_value=None,
+        is_required=False,
+        description="reset the selected objects before reading: exactly one of 'to' or 'full_refresh: true'; "
+        "recorded in each table's snapshot history with the launching user",
+    ),
 }
 
 
@@ -127,10 +157,44 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
+    preview = quarantine_preview(result)
+    if preview is not None:
+        metadata["dativo/quarantined_rows"] = write.rows_rejected
+        metadata["dativo/quarantine_preview"] = preview
     if result.notes:
         metadata["dativo/notes"] = "\n".join(result.notes)
     metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
+
+
+def quarantine_preview(result: "ObjectResult") -> dg.MetadataValue | None:
+    """Markdown of the first rows this run quarantined (None when it quarantined none).
+
+    From the write, or, for a run that failed on its rejected-row rate (QUAL001), from the error.
+    """
+    from dativo_dagster.quarantine_view import preview_markdown
+    from dativo_dagster.state import object_command
+
+    write, error = result.write, result.error
+    if write is not None:
+        sample, rejected, table = write.quarantine_sample, write.rows_rejected, write.quarantine_table
+    elif error is not None:
+        sample = error.context.get("quarantine_sample") or []
+        rejected, table = error.context.get("rows_rejected", len(sample)), error.context.get("quarantine_table")
+    else:
+        return None
+    if not sample:
+        return None
+    command = object_command("quarantine", result.obj.label)
+    run_id = sample[0].get("run_id")
+    return dg.MetadataValue.md(
+        preview_markdown(
+            sample,
+            rejected=rejected,
+            table=table or "",
+            command=f"{command} --run {run_id}" if run_id else command,
+        )
+    )
 
 
 class ErrorBudget:
@@ -227,6 +291,10 @@ def failure_for(
         "dativo/errors": "\n".join(lines),
         "dativo/attempt": retry_number + 1,
     }
+    previews = [(f.obj.name, quarantine_preview(f)) for f in failures]
+    shown = [f"#### {name}\n\n{preview.value}" for name, preview in previews if preview is not None]
+    if shown:
+        metadata["dativo/quarantine_preview"] = dg.MetadataValue.md("\n".join(shown))
     if summary is not None:
         if code == RetryExhaustedError.code:
             # The summary says what the step says: these objects' retries are spent.
@@ -304,6 +372,7 @@ def run_job(
     from dativo_dagster.state import ReconciledCursor
 
     retry_number = context.retry_number
+    reset_by = run_user(context.run.tags) if config.reset is not None else "dagster"
     try:
         source = dativo.source_for(job) if objects else None  # checks alone read no source
         writer = dativo.writer_for(job.target)
@@ -355,6 +424,8 @@ def run_job(
                     run_id=context.run_id,
                     dagster=states[obj.name],
                     limit=config.limit,
+                    reset=config.reset,
+                    reset_by=reset_by,
                 )
                 running[future] = obj
             if not running:

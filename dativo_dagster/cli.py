@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import MutableMapping, Sequence
@@ -28,6 +27,7 @@ from dativo_dagster.config.plan import JobPlan, Plan
 from dativo_dagster.config.secrets import SecretResolver, required_references
 from dativo_dagster.errors import ConfigError, DativoError
 from dativo_dagster.logs import add_event_listener, configure_logging
+from dativo_dagster.text import printable
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
@@ -35,17 +35,6 @@ EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 # markup: every line is a Text built from a fixed marker and the literal message.
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
-
-
-# Control characters (ESC sequences that retitle or recolour the terminal, carriage returns that
-# overwrite a line) and invisible bidi/zero-width marks can come from any source-controlled text a
-# message quotes (a column name, a server's error): shown escaped, never interpreted.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(message: str) -> str:
-    """``message`` with control and invisible formatting characters shown as escapes."""
-    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), message)
 
 
 def _line(marker: str, style: str, message: str) -> Text:
@@ -257,9 +246,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"object(s) {', '.join(unknown)} not in {job.label} (objects: {', '.join(o.name for o in objects)})"
             )
         objects = [o for o in objects if o.name in args.object]
+    if args.full_refresh and (args.dry_run or args.limit is not None):
+        raise ConfigError("--full-refresh replaces the tables' rows: it takes neither --dry-run nor --limit")
     if args.dry_run:
         return _dry_run(plan, job, objects, args.limit)
-    return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json)
+    return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json, args.full_refresh)
 
 
 def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
@@ -289,7 +280,12 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
 
 
 def _materialize(
-    plan: Plan, job: JobPlan, object_names: list[str], limit: int | None, summary_json: Path | None = None
+    plan: Plan,
+    job: JobPlan,
+    object_names: list[str],
+    limit: int | None,
+    summary_json: Path | None = None,
+    full_refresh: bool = False,
 ) -> int:
 
     from dativo_dagster.build import build_definitions
@@ -310,8 +306,13 @@ def _materialize(
             "marked failed, its pool slot freed"
         )
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    op_config: dict[str, Any] = {}
     if limit is not None:
-        run_config["ops"] = {translator.op_name(job): {"config": {"limit": limit}}}
+        op_config["limit"] = limit
+    if full_refresh:
+        op_config["reset"] = {"full_refresh": True}
+    if op_config:
+        run_config["ops"] = {translator.op_name(job): {"config": op_config}}
     progress = _Progress(object_names)
     add_event_listener(progress)
     with progress.live:
@@ -426,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, default=None, help="stop each object after N rows")
     run.add_argument("--dry-run", action="store_true", help="read and validate, write nothing")
     run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="reset the objects first (audited): read everything and replace their tables' rows",
+    )
+    run.add_argument(
         "--summary-json",
         type=Path,
         default=None,
@@ -441,9 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list jobs and objects")
     listing.set_defaults(func=cmd_list)
 
+    from dativo_dagster.cli_resets import add_reset_commands
     from dativo_dagster.cli_workspace import add_workspace_command
 
     add_workspace_command(sub)
+    add_reset_commands(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import structlog
@@ -21,9 +22,13 @@ from dativo_dagster.iceberg.deletes import referenced_data_file
 from dativo_dagster.iceberg.tables import read_table_cursor
 from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult
 from dativo_dagster.logs import log_context
+from dativo_dagster.quarantine_view import PREVIEW_ROWS
 from dativo_dagster.sources.base import ReadRequest, Slice, Source
 from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
 from dativo_dagster.types import ContractEnforcer, check_table_schema
+
+if TYPE_CHECKING:
+    from dativo_dagster.resets import ResetRequest
 
 log = structlog.get_logger("dativo.engine")
 
@@ -127,12 +132,18 @@ def ingest_object(
     dagster: DagsterState | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    reset: ResetRequest | None = None,
+    reset_by: str = "dagster",
 ) -> ObjectResult:
     """Extract ``obj`` from its committed cursor and commit it, rows and cursor together.
 
     One commit for the whole read, or, when the source proposes slices (a long API backfill), one
     commit per slice, each carrying its own cursor, so a run killed mid-way resumes at the last
     committed slice.
+
+    With ``reset``, the run first records the reset on the table (once per run, audited as
+    ``reset_by``; see :mod:`~dativo_dagster.resets`) and then loads from there. After a full-refresh
+    reset, the first commit replaces the table's rows.
 
     Errors are returned in ``ObjectResult.error`` when they are :class:`DativoError`; anything
     else propagates (an unclassified bug must not look like a handled failure).
@@ -146,7 +157,17 @@ def ingest_object(
         try:
             if limit is not None and not dry_run:
                 check_limit_allowed(obj, source, limit)
+            if reset is not None and not dry_run:
+                from dativo_dagster.resets import apply_reset
+
+                notes.append(apply_reset(obj, writer, codec, reset, by=reset_by, run_id=run_id).note)
             reconciled = start_cursor(obj, writer, dagster or DagsterState())
+            if limit is not None and not dry_run and reconciled.full_refresh:
+                raise ConfigError(
+                    f"{obj.label}: a full refresh is pending (reset); a row limit would replace the table with "
+                    f"{limit} rows",
+                    hint="run without a limit",
+                )
             log.info(
                 "object_started",
                 cursor=reconciled.cursor.display(codec) if reconciled.cursor else None,
@@ -161,6 +182,8 @@ def ingest_object(
                 return _dry_run(obj, source, request, slices, base_enforcer, reconciled, run_id, started)
             cursor = reconciled.cursor
             base_snapshot_id = reconciled.table_snapshot_id
+            # A full-refresh reset: the first commit replaces the table's rows, whatever the write mode.
+            replace_table = reconciled.full_refresh
             result: WriteResult | None = None
             for number, window in enumerate(slices, start=1):
                 extraction = source.read(dataclasses.replace(request, cursor=cursor, window=window))
@@ -175,7 +198,7 @@ def ingest_object(
                     keys_unique=extraction.unique_keys,
                     replaces=extraction.replaces,
                     base_snapshot_id=base_snapshot_id,
-                    full_refresh=extraction.full_refresh,
+                    full_refresh=extraction.full_refresh or replace_table,
                 )
                 _add_stats(stats, extraction.stats.as_metadata())
                 notes.extend(n for n in extraction.stats.notes if n not in notes)
@@ -192,6 +215,7 @@ def ingest_object(
                 cursor = part.cursor
                 if part.committed:
                     base_snapshot_id = part.snapshot_id
+                    replace_table = False
             assert result is not None
             total = _total_rows(writer, obj)
             log.info(
@@ -246,6 +270,7 @@ def _combined(first: WriteResult, then: WriteResult) -> WriteResult:
         delete_files=first.delete_files + then.delete_files,
         schema_changes=first.schema_changes + then.schema_changes,
         quarantine_table=then.quarantine_table or first.quarantine_table,
+        quarantine_sample=(first.quarantine_sample + then.quarantine_sample)[:PREVIEW_ROWS],
         duration_s=first.duration_s + then.duration_s,
         commit_attempts=first.commit_attempts + then.commit_attempts,
     )

@@ -8,7 +8,9 @@ may die after the Iceberg commit and before Dagster records the event.
 
 from __future__ import annotations
 
+import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,13 @@ PROP_CURSOR_FIELD = "dativo.cursor-field"
 PROP_RUN_ID = "dativo.run-id"
 PROP_OBJECT = "dativo.object"
 PROP_ROWS = "dativo.rows"
+
+# A reset's audit record, in the summary of the snapshot that moved the cursor (see resets.py).
+PROP_RESET_KIND = "dativo.reset-kind"
+PROP_RESET_BY = "dativo.reset-by"
+PROP_RESET_AT = "dativo.reset-at"
+PROP_RESET_FROM = "dativo.reset-from"
+PROP_RESET_TO = "dativo.reset-to"
 
 # Dagster materialization metadata keys.
 META_CURSOR = "dativo/cursor"
@@ -59,6 +68,18 @@ class CursorState:
         return (codec or DEFAULT_CODEC).display(self.value, self.field)
 
 
+def object_command(command: str, label: str) -> str:
+    """The ``dativo <command>`` line for an object labelled ``tenant/job/object``."""
+    tenant, _, rest = label.partition("/")
+    job, _, name = rest.partition("/")
+    return f"dativo {command} {tenant}/{job} --object {name}"
+
+
+def reset_command(label: str) -> str:
+    """The ``dativo reset`` command line for an object labelled ``tenant/job/object``."""
+    return object_command("reset", label)
+
+
 def check_forward(
     previous: CursorState | None, new: CursorState | None, *, label: str, codec: CursorCodec | None = None
 ) -> None:
@@ -70,8 +91,60 @@ def check_forward(
     if (codec or DEFAULT_CODEC).is_before(new.value, previous.value):
         raise StateError(
             f"{label}: cursor would move backwards from {previous.value!r} to {new.value!r}",
-            hint="the source was restored from an older copy, or its cursor column changed; reset the cursor",
+            hint=(
+                "the source was restored from an older copy, or its cursor column changed; if the source really "
+                f"went back, move the cursor on purpose: {reset_command(label)} --to VALUE (or --full-refresh)"
+            ),
         )
+
+
+class ResetKind(str, enum.Enum):
+    """What a reset asked for."""
+
+    CURSOR = "cursor"  # the next run reads from the given cursor
+    FULL_REFRESH = "full_refresh"  # the next run reads everything and replaces the table
+
+
+@dataclass(frozen=True)
+class ResetRecord:
+    """A reset as recorded in the summary of the snapshot that made it: who, when, from what, to what.
+
+    ``from_cursor``/``to_cursor`` are the cursor JSON exactly as recorded (``"null"``: none), so a
+    cursor nothing can parse any more can still be reset and audited.
+    """
+
+    kind: ResetKind
+    by: str
+    at: str
+    from_cursor: str
+    to_cursor: str
+    run_id: str | None = None
+    snapshot_id: int | None = None
+
+    @classmethod
+    def from_summary(cls, props: Mapping[str, str], snapshot_id: int | None = None) -> ResetRecord | None:
+        """The reset a snapshot summary records, or None if the snapshot is not a reset."""
+        kind = props.get(PROP_RESET_KIND)
+        if kind is None:
+            return None
+        try:
+            parsed = ResetKind(kind)
+        except ValueError as exc:
+            raise StateError(f"unreadable reset record in snapshot {snapshot_id}: kind {kind[:40]!r}") from exc
+        return cls(
+            kind=parsed,
+            by=props.get(PROP_RESET_BY, "unknown"),
+            at=props.get(PROP_RESET_AT, "unknown"),
+            from_cursor=props.get(PROP_RESET_FROM, "null"),
+            to_cursor=props.get(PROP_RESET_TO, "null"),
+            run_id=props.get(PROP_RUN_ID),
+            snapshot_id=snapshot_id,
+        )
+
+    def describe(self) -> str:
+        """One line for notes and logs."""
+        what = "full refresh" if self.kind is ResetKind.FULL_REFRESH else f"cursor set to {self.to_cursor}"
+        return f"reset by {self.by} at {self.at}: {what} (was {self.from_cursor})"
 
 
 @dataclass(frozen=True)
@@ -82,6 +155,7 @@ class TableCursor:
     snapshot_id: int
     run_id: str | None
     ancestor_ids: frozenset[int]
+    reset: ResetRecord | None = None  # the latest dativo snapshot is a reset: the next run starts from it
 
 
 @dataclass(frozen=True)
@@ -89,9 +163,15 @@ class ReconciledCursor:
     """Result of :func:`reconcile_cursor`."""
 
     cursor: CursorState | None
-    origin: str  # "table", "dagster", "initial" or "none"
+    origin: str  # "table", "reset", "initial" or "none"
     note: str
     table_snapshot_id: int | None = None  # the dativo snapshot the table's cursor was read from
+    reset: ResetRecord | None = None  # the run starts from this reset (a full refresh replaces the table)
+
+    @property
+    def full_refresh(self) -> bool:
+        """A full-refresh reset is pending: this run reads everything and replaces the table's rows."""
+        return self.reset is not None and self.reset.kind is ResetKind.FULL_REFRESH
 
 
 def reconcile_cursor(
@@ -107,11 +187,20 @@ def reconcile_cursor(
     Rules, in order:
 
     1. The table has a dativo snapshot: it wins. If Dagster recorded a snapshot the table does not
-       contain in its history, the table was rolled back or recreated; the note says so.
+       contain in its history, the table was rolled back or recreated; the note says so. When the
+       latest dativo snapshot is a reset, the reset's cursor wins however far ahead Dagster's copy
+       looks (a full refresh starts from ``initial``, else from the beginning).
     2. The table exists without dativo state (created by hand, or emptied): start from ``initial``.
     3. The table does not exist: start from ``initial`` even if Dagster remembers a cursor, since
        the rows that cursor covered are gone; reloading is the only way to avoid a gap.
     """
+    if table is not None and table.reset is not None:
+        reset = table.reset
+        if reset.kind is ResetKind.FULL_REFRESH:
+            note = f"{reset.describe()}; reading from the beginning and replacing the table's rows"
+            return ReconciledCursor(initial, "reset", note, table.snapshot_id, reset)
+        note = f"{reset.describe()}; starting from the reset cursor"
+        return ReconciledCursor(table.cursor, "reset", note, table.snapshot_id, reset)
     if table is not None:
         if dagster_snapshot_id is None:
             note = "cursor taken from the table (Dagster has no record of it yet)"

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from dativo_dagster.engine import DagsterState, ObjectResult
     from dativo_dagster.iceberg.writer import IcebergWriter
+    from dativo_dagster.resets import ResetRequest
     from dativo_dagster.sources.base import Source
     from dativo_dagster.translator import DativoTranslator
 
@@ -308,9 +309,20 @@ def ingest_and_check(
     run_id: str,
     dagster: DagsterState,
     limit: int | None,
+    reset: ResetRequest | None = None,
+    reset_by: str = "dagster",
 ) -> tuple[ObjectResult, CheckedObject]:
     """Ingest one object, then evaluate its selected checks (in the worker thread: scans run in parallel)."""
     from dativo_dagster.engine import ingest_object
 
-    result = ingest_object(obj, source=source, writer=writer, run_id=run_id, dagster=dagster, limit=limit)
+    result = ingest_object(
+        obj,
+        source=source,
+        writer=writer,
+        run_id=run_id,
+        dagster=dagster,
+        limit=limit,
+        reset=reset,
+        reset_by=reset_by,
+    )
     return result, checks_after_ingest(result, key, names, writer, run_id, history)

@@ -139,3 +139,30 @@ def _equal(column: str, value: str) -> BooleanExpression:
 
 def _one_of(column: str, values: list[str]) -> BooleanExpression:
     return In(column, values)  # type: ignore[call-arg, arg-type]
+
+
+def newest_rows(table: Table, limit: int, run_id: str | None = None) -> pa.Table:
+    """The ``limit`` most recently quarantined rows (of one run, with ``run_id``), newest first.
+
+    The table is streamed batch by batch and only the newest ``limit`` rows are kept, so memory
+    does not grow with the quarantine table.
+    """
+    from dativo_dagster.types import REJECTED_AT_COLUMN, RUN_ID_COLUMN
+
+    columns = set(table.schema().column_names)
+    if run_id is not None and RUN_ID_COLUMN not in columns:
+        return table.schema().as_arrow().empty_table()
+    scan = table.scan(row_filter=_equal(RUN_ID_COLUMN, run_id)) if run_id is not None else table.scan()
+    order = [(REJECTED_AT_COLUMN, "descending")] if REJECTED_AT_COLUMN in columns else []
+    kept: pa.Table | None = None
+    try:
+        for batch in scan.to_arrow_batch_reader():
+            if not batch.num_rows:
+                continue
+            current = pa.Table.from_batches([batch])
+            merged = current if kept is None else pa.concat_tables([kept, current], promote_options="default")
+            kept = (merged.sort_by(order) if order else merged).slice(0, limit)
+    except Exception as exc:
+        raise_storage_failure(exc, f"reading {'.'.join(table.name())}")
+        raise
+    return kept if kept is not None else table.schema().as_arrow().empty_table()

@@ -18,9 +18,17 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import ConfigError, StateError
 from dativo_dagster.iceberg.failures import raise_storage_failure
-from dativo_dagster.state import PROP_CURSOR, PROP_OBJECT, PROP_RUN_ID, CursorState, TableCursor
+from dativo_dagster.state import (
+    PROP_CURSOR,
+    PROP_OBJECT,
+    PROP_RUN_ID,
+    CursorState,
+    ResetRecord,
+    TableCursor,
+    reset_command,
+)
 
 log = structlog.get_logger("dativo.iceberg")
 
@@ -192,7 +200,12 @@ def check_owner(table: Table, owner: Owner) -> bool:
 
 
 def read_table_cursor(table: Table) -> TableCursor | None:
-    """Latest dativo cursor recorded in the table's snapshot lineage (current snapshot backwards)."""
+    """Latest dativo cursor recorded in the table's snapshot lineage (current snapshot backwards),
+    with the reset that set it when the latest dativo snapshot is a reset.
+
+    Raises:
+        StateError: STATE001 when that cursor (or reset record) cannot be read.
+    """
     snapshot = table.current_snapshot()
     ancestors: list[int] = []
     found = None
@@ -208,23 +221,39 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     snap, props = found
     raw = props.get(PROP_CURSOR)
     cursor = None
-    if raw and raw != "null":
-        cursor = CursorState.from_json(raw, where=f"snapshot {snap.snapshot_id} of {'.'.join(table.name())}")
+    try:
+        if raw and raw != "null":
+            cursor = CursorState.from_json(raw, where=f"snapshot {snap.snapshot_id} of {'.'.join(table.name())}")
+        reset = ResetRecord.from_summary(props, snap.snapshot_id)
+    except StateError as exc:
+        owner = table.properties.get(OWNER_PROPERTY)
+        if owner is None or owner.count("/") != 2:
+            raise
+        raise StateError(
+            exc.message, hint=f"write a readable cursor with: {reset_command(owner)} --to VALUE (or --full-refresh)"
+        ) from exc
     return TableCursor(
         cursor=cursor,
         snapshot_id=snap.snapshot_id,
         run_id=props.get(PROP_RUN_ID),
         ancestor_ids=frozenset(ancestors),
+        reset=reset,
     )
 
 
-def latest_dativo_snapshot_id(table: Table) -> int | None:
-    """The id of the newest snapshot in the table's lineage that dativo committed."""
+def latest_dativo_summary(table: Table) -> tuple[int, dict[str, str]] | None:
+    """The id and summary properties of the newest snapshot in the table's lineage that dativo committed."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
         props = snapshot.summary.additional_properties if snapshot.summary else {}
         if PROP_RUN_ID in props:
-            return snapshot.snapshot_id
+            return snapshot.snapshot_id, dict(props)
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
     return None
+
+
+def latest_dativo_snapshot_id(table: Table) -> int | None:
+    """The id of the newest snapshot in the table's lineage that dativo committed."""
+    found = latest_dativo_summary(table)
+    return found[0] if found is not None else None

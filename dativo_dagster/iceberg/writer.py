@@ -70,6 +70,7 @@ from dativo_dagster.iceberg.tables import (
     latest_dativo_snapshot_id,
     read_table_cursor,
 )
+from dativo_dagster.quarantine_view import PREVIEW_ROWS, quarantine_records
 from dativo_dagster.state import (
     PROP_CURSOR,
     PROP_CURSOR_FIELD,
@@ -128,6 +129,8 @@ class WriteResult:
     duration_s: float = 0.0
     schema: pa.Schema | None = None
     commit_attempts: int = 0
+    quarantine_sample: list[dict[str, Any]] = field(default_factory=list)
+    """The first rows this write quarantined (see :func:`~dativo_dagster.quarantine_view.quarantine_records`)."""
 
 
 @dataclass
@@ -253,9 +256,17 @@ class IcebergWriter:
         merge_keys: list[pa.Array] = []
         mode = WriteMode.OVERWRITE if full_refresh else obj.write_mode
         is_merge = mode is WriteMode.MERGE
+        # A full refresh of a merge object (a reset, an API's retention fallback) still holds one
+        # row per key: a stream that may repeat keys is de-duplicated before it replaces the table.
+        dedupe_refresh = (
+            mode is WriteMode.OVERWRITE
+            and obj.write_mode is WriteMode.MERGE
+            and bool(obj.primary_key)
+            and not keys_unique
+        )
         # Keys are kept (8 bytes a row for an integer key) only when something will use them:
         # replacing rows already in the table, or de-duplicating a stream that may repeat keys.
-        collect_keys = is_merge and (table.current_snapshot() is not None or not keys_unique)
+        collect_keys = (is_merge and (table.current_snapshot() is not None or not keys_unique)) or dedupe_refresh
 
         def conforming() -> Iterator[pa.RecordBatch]:
             for batch in batches:
@@ -281,11 +292,13 @@ class IcebergWriter:
             # rejections, are replaced by this run's.
             replaced = (replaces[0], list(replaces[1]())) if replaces is not None else None
             quarantine_name = None
+            sample: list[dict[str, Any]] = []
             if quarantine:
                 cursor_from = previous_cursor.to_json() if previous_cursor is not None else ""
                 quarantine_name = commit_quarantine(
                     self.tables, obj, enforcer, quarantine, run_id, cursor_from, replaced
                 )
+                sample = quarantine_records(quarantine, PREVIEW_ROWS)
             if stats.read and stats.rejected / stats.read > obj.max_rejected_rate:
                 raise QualityError(
                     f"{obj.label}: {stats.rejected} of {stats.read} rows ({stats.rejected / stats.read:.1%}) "
@@ -294,6 +307,8 @@ class IcebergWriter:
                     hint=f"inspect {namespace}.{obj.quarantine_table} (column _dativo_reason)",
                     rows_read=stats.read,
                     rows_rejected=stats.rejected,
+                    quarantine_sample=sample,
+                    quarantine_table=quarantine_name,
                 )
             if mode is WriteMode.OVERWRITE and stats.written == 0:
                 _refuse_emptying(table, obj, stats.read, label)
@@ -311,6 +326,7 @@ class IcebergWriter:
                     quarantine_table=quarantine_name,
                     duration_s=time.monotonic() - started,
                     schema=target_schema,
+                    quarantine_sample=sample,
                 )
 
             unchanged = (
@@ -328,7 +344,19 @@ class IcebergWriter:
                         table, metadata, new_files, keys, obj.primary_key, obj.cursor_field
                     )
                     stats.written -= dropped
-            elif replaced is not None and replaced[1] and replaced[0] in table.schema().column_names:
+            elif dedupe_refresh and merge_keys:
+                all_keys = pa.chunked_array(merge_keys).combine_chunks()
+                merge_keys.clear()
+                new_files, dropped = dedupe_new_files(
+                    table, metadata, new_files, all_keys, obj.primary_key, obj.cursor_field
+                )
+                stats.written -= dropped
+            elif (
+                replaced is not None
+                and replaced[1]
+                and replaced[0] in table.schema().column_names
+                and mode is not WriteMode.OVERWRITE  # an overwrite replaces every row anyway
+            ):
                 keys = pa.array(replaced[1], pa.string())
                 replaced_column = replaced[0]
             staged = _Staged(
@@ -395,6 +423,7 @@ class IcebergWriter:
             duration_s=time.monotonic() - started,
             schema=target_schema,
             commit_attempts=attempts,
+            quarantine_sample=sample,
         )
 
     # ------------------------------------------------------------------ commit

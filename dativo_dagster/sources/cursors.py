@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from typing import Any
+import math
+import re
+from typing import TYPE_CHECKING, Any
 
 from dativo_dagster.errors import ConfigError, StateError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class CursorCodec:
@@ -75,6 +83,76 @@ class CursorCodec:
         """Short human form for logs and the CLI."""
         return f"{field}={value}" if field else str(value)
 
+    # ------------------------------------------------------------------ typed by a person
+
+    def from_text(self, text: str, value_type: pa.DataType | None = None) -> Any:
+        """A cursor value a person typed (``dativo reset --to``), in the form this codec stores.
+
+        Args:
+            text: The value as typed: an ISO-8601 time or date, a number, or text.
+            value_type: The cursor column's Arrow type in the table, when known; the value must be
+                one that column can hold exactly (``1.5`` is not an integer, ``2024-13-01`` not a date).
+
+        Raises:
+            ConfigError: CFG001 when the text is not such a value.
+        """
+        import pyarrow as pa
+
+        raw = text.strip()
+        if not raw:
+            raise ConfigError("an empty cursor value")
+        shown = _described(value_type)
+        try:
+            if value_type is None:
+                return self._guessed(raw)
+            if pa.types.is_timestamp(value_type):
+                return self.from_arrow(parse_iso_time(raw, aware=value_type.tz is not None))
+            if pa.types.is_date(value_type):
+                return dt.date.fromisoformat(raw).isoformat()
+            if pa.types.is_integer(value_type):
+                if self.unit is not None and not _INTEGER.fullmatch(raw):
+                    return self._epoch(raw)
+                if not _INTEGER.fullmatch(raw):
+                    raise ValueError(raw)
+                return int(raw)
+            if pa.types.is_floating(value_type) or pa.types.is_decimal(value_type):
+                number = decimal.Decimal(raw) if _NUMBER.fullmatch(raw) else None
+                if number is None or not number.is_finite():
+                    raise ValueError(raw)
+                return self.from_arrow(number) if pa.types.is_decimal(value_type) else float(number)
+            if pa.types.is_string(value_type) or pa.types.is_large_string(value_type):
+                return text
+        except (ValueError, ArithmeticError):
+            raise ConfigError(f"{text!r} is not {shown}") from None
+        raise ConfigError(f"a cursor column of type {value_type} cannot be set from text")
+
+    def _guessed(self, raw: str) -> Any:
+        """The column type is unknown: a number, else a time or date, else the text itself."""
+        if _INTEGER.fullmatch(raw):
+            return int(raw)
+        if self.unit is not None:
+            return self._epoch(raw)
+        if _NUMBER.fullmatch(raw) and math.isfinite(float(raw)):
+            return float(raw)
+        if "T" in raw or " " in raw:
+            try:
+                return self.from_arrow(parse_iso_time(raw, aware=None))
+            except ValueError:
+                pass
+        try:
+            return dt.date.fromisoformat(raw).isoformat()
+        except ValueError:
+            return raw
+
+    def _epoch(self, raw: str) -> int:
+        """An ISO time as a number in the codec's epoch unit (UTC when no zone is given)."""
+        if self.unit is None:
+            raise ValueError(raw)
+        when = parse_iso_time(raw, aware=True)
+        scale = {"seconds": 1, "milliseconds": 1_000, "microseconds": 1_000_000}[self.unit]
+        delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        return (delta.days * 86_400 + delta.seconds) * scale + delta.microseconds * scale // 1_000_000
+
     # ------------------------------------------------------------------ reading
 
     def parse(self, value: Any) -> Any:
@@ -108,6 +186,43 @@ class CursorCodec:
         raise ConfigError(f"lookback_days cannot move the cursor value {parsed!r} back (not a time)")
 
 
+def _described(value_type: pa.DataType | None) -> str:
+    """What a value of ``value_type`` looks like, for messages."""
+    import pyarrow as pa
+
+    if value_type is None:
+        return "a cursor value"
+    if pa.types.is_timestamp(value_type):
+        zone = "" if value_type.tz is None else ", UTC unless it names a zone"
+        return f"an ISO-8601 time or date (the column is {value_type}{zone})"
+    if pa.types.is_date(value_type):
+        return "an ISO-8601 date (YYYY-MM-DD)"
+    if pa.types.is_integer(value_type):
+        return f"an integer (the column is {value_type})"
+    return f"a number (the column is {value_type})"
+
+
+def parse_iso_time(raw: str, *, aware: bool | None) -> dt.datetime:
+    """An ISO-8601 time or date as a datetime: zone-aware in UTC (``aware``), naive, or as written (None).
+
+    A time without a zone for a zone-aware column is taken as UTC.
+
+    Raises:
+        ValueError: the text is not a time or date.
+    """
+    text = raw.replace("Z", "+00:00") if raw.endswith("Z") else raw
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        day = dt.date.fromisoformat(raw)
+        when = dt.datetime(day.year, day.month, day.day)
+    if aware is True and when.tzinfo is None:
+        return when.replace(tzinfo=dt.timezone.utc)
+    if aware is False and when.tzinfo is not None:
+        return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when
+
+
 class EpochSecondsCodec(CursorCodec):
     """Integer epoch seconds (an API's ``created``), shown as UTC times; lookback in seconds."""
 
@@ -123,6 +238,14 @@ class EpochSecondsCodec(CursorCodec):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return int(value)
         raise StateError(f"an epoch-seconds cursor cannot hold {value!r}")
+
+    def from_text(self, text: str, value_type: pa.DataType | None = None) -> Any:
+        """Epoch seconds from digits or an ISO time or date (UTC when no zone is given)."""
+        raw = text.strip()
+        try:
+            return int(raw) if _INTEGER.fullmatch(raw) else self._epoch(raw)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{text!r} is not a time (an ISO-8601 time or date, or epoch seconds)") from None
 
     def parse(self, value: Any) -> Any:
         """Stored as an integer already."""

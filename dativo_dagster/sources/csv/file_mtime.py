@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from dativo_dagster.sources.cursors import CursorCodec
+from dativo_dagster.sources.cursors import CursorCodec, parse_iso_time
 
 FILE_COLUMN = "_dativo_file"
 """Lineage column of ``file_mtime`` objects: the file a row came from, relative to base_path."""
@@ -107,6 +107,20 @@ class FileCursorCodec(CursorCodec):
     def order_key(self, value: Any) -> Any:
         """Files are ordered by modification time."""
         return value.get("mtime_ns", -1) if isinstance(value, dict) else -1
+
+    def from_text(self, text: str, value_type: Any = None) -> Any:
+        """Files modified at or after an ISO time or date (UTC when no zone is given) are read again."""
+        from dativo_dagster.errors import ConfigError
+
+        try:
+            when = parse_iso_time(text.strip(), aware=True)
+        except ValueError:
+            raise ConfigError(f"{text!r} is not a time (an ISO-8601 time or date)") from None
+        delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        # Integer arithmetic: a float timestamp loses nanoseconds; a file modified at exactly
+        # this instant is read again too (none is listed as seen at it).
+        mtime_ns = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
+        return {"mtime_ns": mtime_ns, "paths": []}
 
     def display(self, value: Any, field: str | None = None) -> str:
         """``files modified up to 2024-01-01T10:00:00+00:00``."""

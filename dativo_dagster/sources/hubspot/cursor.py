@@ -78,6 +78,13 @@ class HubSpotCursorCodec(CursorCodec):
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"HubSpot cursor value {value!r} is not a time (an ISO time or epoch ms)") from None
 
+    def from_text(self, text: str, value_type: Any = None) -> Any:
+        """Epoch milliseconds from an ISO time, a date or epoch-ms digits (``dativo reset --to``)."""
+        try:
+            return parse_time_ms(text)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{text!r} is not a time (an ISO-8601 time or date, or epoch milliseconds)") from None
+
     def order_key(self, value: Any) -> Any:
         """Milliseconds (so an ISO ``initial_value`` orders with stored integers)."""
         return self.parse(value)
