@@ -1,0 +1,362 @@
+"""What the alert sensors do at each tick: find what failed, build alerts, send them.
+
+Imported by the sensors' tick functions only (never at definitions load).
+
+* Run failures (:func:`run_failure_alerts`): Dagster's run-failure sensor hands over each failed
+  run of the code location once (its cursor). A run Dagster is about to re-execute (run retries,
+  ``dagster/will_retry``) is skipped: only its last attempt alerts. Op retries (the jobs'
+  RetryPolicy) happen inside one run, so they never alert on their own. One alert per tenant job
+  whose step failed, with the step's error code, class and message.
+* Failed ERROR checks (:func:`check_failure_alerts`): evaluated when a run ends (succeeded or
+  failed), from the run's last evaluation of each check, so a check evaluated by every op retry
+  alerts once; again not for a run that is about to be re-executed. The sensor's cursor is the
+  storage id of the last run-end event it handled, per kind of end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+import structlog
+
+from dativo_dagster.alerts.delivery import deliver
+from dativo_dagster.alerts.notifications import (
+    CHECK_FAILURE,
+    RUN_FAILURE,
+    Alert,
+    error_code_in,
+    redacted_message,
+    run_url,
+)
+from dativo_dagster.config.models import AlertsConfig, JobEntry
+from dativo_dagster.config.plan import JobPlan, Plan
+from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, secret_parts
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.translator import TAG_JOB, TAG_TENANT, DativoTranslator
+
+log = structlog.get_logger("dativo.alerts")
+
+WILL_RETRY_TAG = "dagster/will_retry"
+RUN_END_EVENTS = {"success": dg.DagsterEventType.RUN_SUCCESS, "failure": dg.DagsterEventType.RUN_FAILURE}
+RUN_ENDS_PER_TICK = 25
+"""Run ends a check-sensor tick handles per kind; the rest wait for the next tick (the cursor)."""
+
+
+class PlanIndex:
+    """The code location's tenant jobs by step (op) name, asset key and ``tenant/job`` label.
+
+    Built at the first tick, not at definitions load: a code location with 10,000 assets must
+    load fast, and most processes that load it never evaluate a sensor.
+    """
+
+    def __init__(self, plan: Plan, translator: DativoTranslator) -> None:
+        self.plan = plan
+        self.translator = translator
+        self.by_step = {translator.op_name(job): job for job in plan.jobs}
+        self.by_label = {job.label: job for job in plan.jobs}
+        self.by_key: dict[dg.AssetKey, JobPlan] = {}
+        for job in plan.jobs:
+            for obj in job.objects:
+                # The first job keeps a contested key, as the definitions do.
+                self.by_key.setdefault(translator.asset_key(obj), job)
+        self.entries: dict[str, JobEntry] = {f"{e.tenant}/{e.job}": e for e in plan.runner.jobs}
+
+    def asset_keys(self, job: JobPlan) -> list[dg.AssetKey]:
+        """The asset keys of a tenant job, in object order."""
+        return [self.translator.asset_key(obj) for obj in job.objects]
+
+    def route_names(self, job: JobPlan) -> list[str]:
+        """Where alerts of ``job`` go: its runner.yaml entry's routes, its tenant's, or the default."""
+        entry = self.entries.get(job.label)
+        return self.plan.runner.alerts.route_names(job.tenant, entry.alerts if entry is not None else None)
+
+
+# --------------------------------------------------------------------------- run failures
+
+
+@dataclass(frozen=True)
+class _StepFailure:
+    description: str
+    metadata: Mapping[str, Any]
+
+
+def will_be_retried(run: dg.DagsterRun) -> bool:
+    """True if Dagster's run retries will re-execute this failed run (its next attempt alerts)."""
+    return run.tags.get(WILL_RETRY_TAG, "").lower() == "true"
+
+
+def run_failure_alerts(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, failure_message: str, index: PlanIndex, alerts: AlertsConfig
+) -> list[Alert]:
+    """The alerts of one failed run: one per tenant job of this code location that it ran.
+
+    Args:
+        instance: The Dagster instance (events, latest materializations).
+        run: The failed run.
+        failure_message: The run-failure event's message (used when no step of a tenant job failed,
+            e.g. a run worker that died).
+        index: The code location's tenant jobs.
+        alerts: runner.yaml's alerts section (``base_url``).
+    """
+    if will_be_retried(run):
+        return []
+    failures = _step_failures(instance, run.run_id, index)
+    jobs: dict[str, JobPlan] = {label: index.by_label[label] for label in failures}
+    for job in _jobs_of_run(run, index):
+        jobs.setdefault(job.label, job)
+    found = []
+    for label, job in jobs.items():
+        step = failures.get(label)
+        if step is not None:
+            metadata = step.metadata
+            keys = _failed_keys(job, metadata, index) or _selected_keys(run, job, index)
+            message = step.description
+            code = _text(metadata.get("dativo/error_code"))
+            error_class = _text(metadata.get("dativo/error_class"))
+        else:
+            keys = _selected_keys(run, job, index)
+            message = failure_message
+            code = error_code_in(failure_message)
+            error_class = None
+        found.append(
+            Alert(
+                kind=RUN_FAILURE,
+                tenant=job.tenant,
+                job=job.name,
+                assets=tuple(key.to_user_string() for key in keys),
+                error_code=code,
+                error_class=error_class,
+                message=redacted_message(message, job_secret_values(job)),
+                run_id=run.run_id,
+                run_url=run_url(run.run_id, alerts.base_url),
+                last_success={key.to_user_string(): _last_materialized(instance, key) for key in keys},
+            )
+        )
+    return found
+
+
+def _step_failures(instance: dg.DagsterInstance, run_id: str, index: PlanIndex) -> dict[str, _StepFailure]:
+    """The last step failure of each tenant job of this location in the run, by ``tenant/job``."""
+    found: dict[str, _StepFailure] = {}
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        job = index.by_step.get(event.step_key.split("[", 1)[0])  # a mapped step is "op[key]"
+        if job is None:
+            continue
+        data = event.step_failure_data
+        user = data.user_failure_data
+        if user is not None:
+            description = user.description or user.label
+            metadata = {key: value.value for key, value in user.metadata.items()}
+        else:
+            description = data.error.message if data.error is not None else event.message or "step failed"
+            metadata = {}
+        found[job.label] = _StepFailure(description, metadata)
+    return found
+
+
+def _jobs_of_run(run: dg.DagsterRun, index: PlanIndex) -> list[JobPlan]:
+    """The tenant jobs a run covers, by its ``dativo/tenant`` and ``dativo/job`` tags, else by its
+    asset selection (runs launched from the UI may carry no dativo tag)."""
+    tenant, name = run.tags.get(TAG_TENANT), run.tags.get(TAG_JOB)
+    if tenant and name and f"{tenant}/{name}" in index.by_label:
+        return [index.by_label[f"{tenant}/{name}"]]
+    jobs: dict[str, JobPlan] = {}
+    for key in run.asset_selection or ():
+        job = index.by_key.get(key)
+        if job is not None:
+            jobs.setdefault(job.label, job)
+    return list(jobs.values())
+
+
+def _failed_keys(job: JobPlan, metadata: Mapping[str, Any], index: PlanIndex) -> list[dg.AssetKey]:
+    names = [name.strip() for name in str(metadata.get("dativo/failed_objects") or "").split(",") if name.strip()]
+    keys = []
+    for name in names:
+        try:
+            keys.append(index.translator.asset_key(job.object(name)))
+        except KeyError:
+            continue  # a name the job no longer has: the run's selection says the rest
+    return keys
+
+
+def _selected_keys(run: dg.DagsterRun, job: JobPlan, index: PlanIndex) -> list[dg.AssetKey]:
+    keys = index.asset_keys(job)
+    if run.asset_selection:
+        selected = [key for key in keys if key in run.asset_selection]
+        return selected or keys
+    return keys
+
+
+def _last_materialized(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    event = instance.get_latest_materialization_event(key)
+    return _iso(event.timestamp) if event is not None else None
+
+
+# --------------------------------------------------------------------------- failed checks
+
+
+def check_failure_alerts(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, index: PlanIndex, alerts: AlertsConfig
+) -> list[Alert]:
+    """The alerts of one finished run's failed ERROR checks on this location's assets.
+
+    Each check counts once per run, by its last evaluation in the run (an op retried three times
+    evaluates its checks four times).
+    """
+    if will_be_retried(run):
+        return []
+    last: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation] = {}
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.asset_key in index.by_key:
+            last[evaluation.asset_check_key] = evaluation
+    found = []
+    for check_key, evaluation in last.items():
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        job = index.by_key[check_key.asset_key]
+        metadata = {key: value.value for key, value in evaluation.metadata.items()}
+        message = evaluation.description or "; ".join(f"{key}: {value}" for key, value in metadata.items())
+        found.append(
+            Alert(
+                kind=CHECK_FAILURE,
+                tenant=job.tenant,
+                job=job.name,
+                assets=(check_key.asset_key.to_user_string(),),
+                check=check_key.name,
+                error_code=_text(metadata.get("dativo/error_code")) or _code_in(evaluation.description, metadata),
+                error_class=_text(metadata.get("dativo/error_class")),
+                message=redacted_message(message or "check failed", job_secret_values(job)),
+                run_id=run.run_id,
+                run_url=run_url(run.run_id, alerts.base_url),
+                last_success={check_key.to_user_string(): _last_passed(instance, check_key)},
+            )
+        )
+    return found
+
+
+def _code_in(description: str | None, metadata: Mapping[str, Any]) -> str | None:
+    """The error code a check's description, or one of its text metadata values, starts with."""
+    for text in (description, *metadata.values()):
+        code = error_code_in(text) if isinstance(text, str) else None
+        if code is not None:
+            return code
+    return None
+
+
+def _last_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> str | None:
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check_key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
+    )
+    if not records:
+        return None
+    event = records[0].event
+    return _iso(event.timestamp if event is not None else records[0].create_timestamp)
+
+
+def check_sensor_tick(context: dg.SensorEvaluationContext, index: PlanIndex, alerts: AlertsConfig) -> dg.SkipReason:
+    """One tick of the check-failure sensor: handle the runs that ended since its cursor.
+
+    The cursor (shown in the UI, kept by Dagster across daemon restarts) is
+    ``{"success": <storage id>, "failure": <storage id>}``: the last run-end event of each kind
+    this sensor handled. On its first tick the sensor starts from the latest ones, so turning
+    alerts on does not replay history.
+    """
+    instance = context.instance
+    cursor = parse_check_cursor(context.cursor)
+    if cursor is None:
+        cursor = {name: _latest_run_end(instance, event_type) for name, event_type in RUN_END_EVENTS.items()}
+        context.update_cursor(json.dumps(cursor, sort_keys=True))
+        return dg.SkipReason(f"Starting after the latest run ends: {cursor}")
+    sent = 0
+    handled = 0
+    for name, event_type in RUN_END_EVENTS.items():
+        records = instance.fetch_run_status_changes(
+            records_filter=dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=cursor[name]),  # type: ignore[arg-type]
+            limit=RUN_ENDS_PER_TICK,
+            ascending=True,
+        ).records
+        for record in records:
+            run = instance.get_run_by_id(record.event_log_entry.run_id)
+            if run is not None:
+                for alert in check_failure_alerts(instance, run, index, alerts):
+                    send(alert, index, alerts)
+                    sent += 1
+            handled += 1
+            cursor[name] = record.storage_id
+            context.update_cursor(json.dumps(cursor, sort_keys=True))
+    return dg.SkipReason(f"{handled} finished run(s) read, {sent} check alert(s) sent")
+
+
+def parse_check_cursor(text: str | None) -> dict[str, int] | None:
+    """The check sensor's cursor, or None when unset or not one of ours (it then starts afresh)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or set(value) != set(RUN_END_EVENTS):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+        return None
+    return {str(k): int(v) for k, v in value.items()}
+
+
+def _latest_run_end(instance: dg.DagsterInstance, event_type: dg.DagsterEventType) -> int:
+    records = instance.fetch_run_status_changes(records_filter=event_type, limit=1, ascending=False).records
+    return records[0].storage_id if records else -1
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def send(alert: Alert, index: PlanIndex, alerts: AlertsConfig) -> None:
+    """Send ``alert`` to its job's routes (a failed route is logged by :func:`deliver`)."""
+    job = index.by_label[f"{alert.tenant}/{alert.job}"]
+    names = index.route_names(job)
+    if not names:
+        log.info("alert_not_routed", tenant=alert.tenant, job=alert.job, alert=alert.kind, run_id=alert.run_id)
+        return
+    deliver(alert, alerts.routes, names)
+
+
+def job_secret_values(job: JobPlan, environ: Mapping[str, str] | None = None) -> set[str]:
+    """The job's credential values (and secret parts of its connection) as resolvable here.
+
+    Failure messages are redacted in the run already; the sensor scrubs them once more with what
+    it can resolve, so a secret that slipped into a message never leaves by an alert.
+    """
+    resolver = SecretResolver(environ)
+    values: set[str] = set()
+    for sensitive, settings in ((True, job.credentials), (False, job.connection)):
+        for key, value in settings.items():
+            try:
+                resolved = resolver.resolve(value, where=key)
+            except ConfigError:
+                continue  # not set in this process: nothing of it to scrub here
+            values.update(secret_parts(resolved, sensitive=sensitive or is_sensitive_key(key)))
+    return values
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
