@@ -33,6 +33,7 @@ from dativo_dagster.alerts.notifications import (
     redacted_message,
     run_url,
 )
+from dativo_dagster.compat.dagster import last_passed_check_timestamp
 from dativo_dagster.config.models import AlertsConfig, JobEntry
 from dativo_dagster.config.plan import JobPlan, Plan
 from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, secret_parts
@@ -42,6 +43,7 @@ from dativo_dagster.translator import TAG_JOB, TAG_TENANT, DativoTranslator
 log = structlog.get_logger("dativo.alerts")
 
 WILL_RETRY_TAG = "dagster/will_retry"
+"""Dagster sets it on a failed run: ``true`` when its run retries will re-execute the run."""
 RUN_END_EVENTS = {"success": dg.DagsterEventType.RUN_SUCCESS, "failure": dg.DagsterEventType.RUN_FAILURE}
 RUN_ENDS_PER_TICK = 25
 """Run ends a check-sensor tick handles per kind; the rest wait for the next tick (the cursor)."""
@@ -258,15 +260,8 @@ def _code_in(description: str | None, metadata: Mapping[str, Any]) -> str | None
 
 
 def _last_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> str | None:
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        check_key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
-    )
-    if not records:
-        return None
-    event = records[0].event
-    return _iso(event.timestamp if event is not None else records[0].create_timestamp)
+    timestamp = last_passed_check_timestamp(instance, check_key)
+    return _iso(timestamp) if timestamp is not None else None
 
 
 def check_sensor_tick(context: dg.SensorEvaluationContext, index: PlanIndex, alerts: AlertsConfig) -> dg.SkipReason:
