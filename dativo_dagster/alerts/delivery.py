@@ -148,9 +148,7 @@ def _post_with_retries(name: str, route: AlertRoute, url: str, headers: dict[str
     import tenacity
     import urllib3
 
-    http = urllib3.PoolManager(
-        retries=False, timeout=urllib3.Timeout(connect=route.timeout_s, read=route.timeout_s), num_pools=1
-    )
+    http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=route.timeout_s), num_pools=1)
     request_headers = {"Content-Type": "application/json", "User-Agent": "dativo-alerts", **headers}
     attempts = 0
 

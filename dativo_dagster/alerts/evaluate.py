@@ -2,27 +2,34 @@
 
 Imported by the sensors' tick functions only (never at definitions load).
 
-* Run failures (:func:`run_failure_alerts`): Dagster's run-failure sensor hands over each failed
-  run of the code location once (its cursor). A run Dagster is about to re-execute (run retries,
+Both sensors read the instance's run-end events (run failures; for checks, successes too) after
+their cursor, oldest first (:func:`run_end_tick`), and handle each run once:
+
+* Run failures (:func:`run_failure_alerts`): a run Dagster is about to re-execute (run retries,
   ``dagster/will_retry``) is skipped: only its last attempt alerts. Op retries (the jobs'
   RetryPolicy) happen inside one run, so they never alert on their own. One alert per tenant job
   whose step failed, with the step's error code, class and message.
-* Failed ERROR checks (:func:`check_failure_alerts`): evaluated when a run ends (succeeded or
-  failed), from the run's last evaluation of each check, so a check evaluated by every op retry
-  alerts once; again not for a run that is about to be re-executed. The sensor's cursor is the
-  storage id of the last run-end event it handled, per kind of end.
+* Failed ERROR checks (:func:`check_failure_alerts`): read when the run ends, from the run's last
+  evaluation of each check, so a check evaluated by every op retry alerts once; again not for a
+  run that is about to be re-executed.
+
+Check evaluations are found through the run-end events rather than paged by their own storage ids
+because the default instance (run-sharded SQLite) cannot page events of that type across runs by
+storage id; run-end events it can, as every instance can.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
 import structlog
+from dagster import EventLogEntry
 
 from dativo_dagster.alerts.delivery import deliver
 from dativo_dagster.alerts.notifications import (
@@ -46,7 +53,10 @@ WILL_RETRY_TAG = "dagster/will_retry"
 """Dagster sets it on a failed run: ``true`` when its run retries will re-execute the run."""
 RUN_END_EVENTS = {"success": dg.DagsterEventType.RUN_SUCCESS, "failure": dg.DagsterEventType.RUN_FAILURE}
 RUN_ENDS_PER_TICK = 25
-"""Run ends a check-sensor tick handles per kind; the rest wait for the next tick (the cursor)."""
+"""Run ends a tick reads per kind; the rest wait for the next tick (the cursor)."""
+TICK_BUDGET_S = 30.0
+"""A tick starts no further run after this long: Dagster gives a sensor tick 60 s by default, and
+one alert's slowest delivery (3 attempts of 5 s, 3 s of backoff) must still fit."""
 
 
 class PlanIndex:
@@ -264,49 +274,93 @@ def _last_passed(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> s
     return _iso(timestamp) if timestamp is not None else None
 
 
-def check_sensor_tick(context: dg.SensorEvaluationContext, index: PlanIndex, alerts: AlertsConfig) -> dg.SkipReason:
-    """One tick of the check-failure sensor: handle the runs that ended since its cursor.
+# --------------------------------------------------------------------------- ticks
 
-    The cursor (shown in the UI, kept by Dagster across daemon restarts) is
-    ``{"success": <storage id>, "failure": <storage id>}``: the last run-end event of each kind
-    this sensor handled. On its first tick the sensor starts from the latest ones, so turning
-    alerts on does not replay history.
+
+RunHandler = Callable[[dg.DagsterInstance, dg.DagsterRun, EventLogEntry], list[Alert]]
+
+
+def run_failure_tick(context: dg.SensorEvaluationContext, index: PlanIndex, alerts: AlertsConfig) -> dg.SkipReason:
+    """One tick of the run-failure sensor: alert on the runs that failed since its cursor."""
+
+    def handle(instance: dg.DagsterInstance, run: dg.DagsterRun, entry: EventLogEntry) -> list[Alert]:
+        message = (entry.dagster_event.message if entry.dagster_event else None) or entry.message or "run failed"
+        return run_failure_alerts(instance, run, message, index, alerts)
+
+    return run_end_tick(context, {"failure": dg.DagsterEventType.RUN_FAILURE}, handle, index, alerts)
+
+
+def check_failure_tick(context: dg.SensorEvaluationContext, index: PlanIndex, alerts: AlertsConfig) -> dg.SkipReason:
+    """One tick of the check-failure sensor: alert on failed ERROR checks of the runs that ended."""
+
+    def handle(instance: dg.DagsterInstance, run: dg.DagsterRun, entry: EventLogEntry) -> list[Alert]:
+        return check_failure_alerts(instance, run, index, alerts)
+
+    return run_end_tick(context, RUN_END_EVENTS, handle, index, alerts)
+
+
+def run_end_tick(
+    context: dg.SensorEvaluationContext,
+    kinds: Mapping[str, dg.DagsterEventType],
+    handle: RunHandler,
+    index: PlanIndex,
+    alerts: AlertsConfig,
+    *,
+    budget_s: float | None = None,
+) -> dg.SkipReason:
+    """Handle the run ends (of the given kinds) recorded since the sensor's cursor, oldest first.
+
+    The cursor (shown on the sensor's page in the UI, kept by Dagster across daemon restarts) is
+    ``{"<kind>": <storage id>}``: the last run-end event of each kind handled. It moves past each
+    run once its alerts are sent, so a run is handled once however many ticks follow. On its first
+    tick a sensor starts after the latest run ends, so turning alerts on does not replay history.
+    After ``budget_s`` (default :data:`TICK_BUDGET_S`) no further run is started: the rest wait
+    for the next tick (a tick that overran Dagster's sensor timeout would keep no cursor and send
+    its alerts again).
+
+    Every run of the instance is read, not only those Dagster attributes to this code location:
+    ``dativo run`` and ``dagster asset materialize`` execute in-process and carry no code-location
+    origin. The handlers keep what belongs to this location's tenant jobs (asset keys and step
+    names start with the tenant id, and a tenant belongs to one location).
     """
     instance = context.instance
-    cursor = parse_check_cursor(context.cursor)
+    cursor = parse_cursor(context.cursor, kinds)
     if cursor is None:
-        cursor = {name: _latest_run_end(instance, event_type) for name, event_type in RUN_END_EVENTS.items()}
+        cursor = {name: _latest_run_end(instance, event_type) for name, event_type in kinds.items()}
         context.update_cursor(json.dumps(cursor, sort_keys=True))
         return dg.SkipReason(f"Starting after the latest run ends: {cursor}")
-    sent = 0
-    handled = 0
-    for name, event_type in RUN_END_EVENTS.items():
+    deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
+    sent = handled = 0
+    for name, event_type in kinds.items():
         records = instance.fetch_run_status_changes(
             records_filter=dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=cursor[name]),  # type: ignore[arg-type]
             limit=RUN_ENDS_PER_TICK,
             ascending=True,
         ).records
         for record in records:
-            run = instance.get_run_by_id(record.event_log_entry.run_id)
+            if time.monotonic() > deadline:
+                return dg.SkipReason(f"{handled} run end(s) read, {sent} alert(s) sent; the rest next tick")
+            entry = record.event_log_entry
+            run = instance.get_run_by_id(entry.run_id)
             if run is not None:
-                for alert in check_failure_alerts(instance, run, index, alerts):
+                for alert in handle(instance, run, entry):
                     send(alert, index, alerts)
                     sent += 1
             handled += 1
             cursor[name] = record.storage_id
             context.update_cursor(json.dumps(cursor, sort_keys=True))
-    return dg.SkipReason(f"{handled} finished run(s) read, {sent} check alert(s) sent")
+    return dg.SkipReason(f"{handled} run end(s) read, {sent} alert(s) sent")
 
 
-def parse_check_cursor(text: str | None) -> dict[str, int] | None:
-    """The check sensor's cursor, or None when unset or not one of ours (it then starts afresh)."""
+def parse_cursor(text: str | None, kinds: Mapping[str, object] = RUN_END_EVENTS) -> dict[str, int] | None:
+    """A sensor's cursor, or None when unset or not one of ours (the sensor then starts afresh)."""
     if not text:
         return None
     try:
         value = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(value, dict) or set(value) != set(RUN_END_EVENTS):
+    if not isinstance(value, dict) or set(value) != set(kinds):
         return None
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
         return None

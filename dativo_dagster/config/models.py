@@ -579,7 +579,7 @@ class AlertRoute(StrictModel):
     type: Literal["webhook", "slack", "log"]
     url: str | None = Field(default=None, description="http(s) URL or a ${VAR} reference to one")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers; values may be ${VAR}")
-    timeout_s: float = Field(default=5, gt=0, le=60, description="connect and read timeout of one attempt")
+    timeout_s: float = Field(default=5, gt=0, le=60, description="seconds one attempt may take, connecting included")
     max_attempts: int = Field(default=3, ge=1, le=10, description="delivery attempts before the route is given up")
     backoff_s: float = Field(default=1, ge=0, le=30, description="wait before the second attempt; doubles after")
 

@@ -201,3 +201,34 @@ def test_only_failed_error_checks_alert(project: Path, receiver: Receiver, insta
     assert result.success
     checks.tick()
     assert [(body["check"], body["message"]) for body in receiver.bodies] == [("must_hold", "orders vanished")]
+
+
+def test_runs_of_other_assets_never_alert(project: Path, receiver: Receiver, instance: dg.DagsterInstance) -> None:
+    @dg.asset(key=["someone_else", "report"])
+    def report() -> None:
+        raise RuntimeError("not a tenant's asset")
+
+    runs = Ticks(project, instance, RUN_SENSOR_NAME)
+    runs.tick()
+    assert not dg.materialize([report], instance=instance, raise_on_error=False).success
+    runs.tick()
+    assert receiver.bodies == []
+
+
+def test_a_tick_past_its_time_budget_leaves_the_rest_to_the_next(
+    project: Path, receiver: Receiver, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.alerts import evaluate
+
+    set_retries(project, 0)
+    runs = Ticks(project, instance, RUN_SENSOR_NAME)
+    runs.tick()
+    failing_reads(monkeypatch)
+    failed = run(project, instance, ORDERS)
+    monkeypatch.setattr(evaluate, "TICK_BUDGET_S", -1.0)
+    started = runs.cursor
+    runs.tick()
+    assert receiver.bodies == [] and runs.cursor == started  # nothing handled, nothing skipped
+    monkeypatch.setattr(evaluate, "TICK_BUDGET_S", 30.0)
+    runs.tick()
+    assert [body["run_id"] for body in receiver.bodies] == [failed.run_id]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from dativo_dagster.alerts import CHECK_SENSOR_NAME, RUN_SENSOR_NAME
 from dativo_dagster.alerts.delivery import deliver
-from dativo_dagster.alerts.evaluate import job_secret_values, parse_check_cursor
+from dativo_dagster.alerts.evaluate import job_secret_values, parse_cursor
 from dativo_dagster.alerts.notifications import Alert, error_code_in, redacted_message, run_url, slack_payload
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import ConfigProblems, load_plan
@@ -204,9 +204,11 @@ def test_error_codes_are_read_from_the_start_of_a_message() -> None:
 
 
 def test_the_check_sensor_cursor_is_read_back_or_started_afresh() -> None:
-    assert parse_check_cursor('{"failure": 12, "success": 40}') == {"failure": 12, "success": 40}
+    assert parse_cursor('{"failure": 12, "success": 40}') == {"failure": 12, "success": 40}
     for bad in (None, "", "12", "{}", '{"failure": "x", "success": 1}', '{"failure": true, "success": 1}'):
-        assert parse_check_cursor(bad) is None
+        assert parse_cursor(bad) is None
+    assert parse_cursor('{"failure": 3}', {"failure": object()}) == {"failure": 3}
+    assert parse_cursor('{"failure": 3, "success": 4}', {"failure": object()}) is None
 
 
 def test_sensors_exist_only_with_routes_and_start_running(project: Path) -> None:
