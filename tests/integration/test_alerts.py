@@ -18,6 +18,7 @@ from dativo_dagster.sources.csv import CsvSource
 from tests.fakes.alert_receiver import Receiver, alert_receiver
 from tests.integration.test_csv_pipeline import ORDERS, append_csv, run
 from tests.integration.test_failure_classes import set_retries
+from tests.integration.test_postgres_instance import pg_database  # noqa: F401 (a fixture)
 
 ALERTS = """
 alerts:
@@ -45,16 +46,34 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield found
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_instance(request: pytest.FixtureRequest) -> Iterator[dg.DagsterInstance]:
+    """The default instance, and the one a deployment runs (dagster-postgres: storage ids are global)."""
+    if request.param == "sqlite":
+        with dg.instance_for_test() as found:
+            yield found
+        return
+    url = request.getfixturevalue("pg_database").replace("postgresql://", "postgresql+psycopg2://")
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}}) as found:
+        assert type(found.event_log_storage).__name__ == "PostgresEventLogStorage"
+        yield found
+
+
 class Ticks:
     """Evaluates a sensor tick after tick, carrying its cursor forward as the daemon does."""
 
     def __init__(self, project: Path, instance: dg.DagsterInstance, name: str) -> None:
-        self.sensor = build_definitions(load_plan(project, strict=True)).get_sensor_def(name)
+        self.defs = build_definitions(load_plan(project, strict=True))
+        self.sensor = self.defs.get_sensor_def(name)
         self.instance = instance
         self.cursor: str | None = None
 
     def tick(self) -> Any:
-        data = self.sensor.evaluate_tick(dg.build_sensor_context(instance=self.instance, cursor=self.cursor))
+        # Evaluated within its repository, as the daemon does (it then knows its code location).
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, definitions=self.defs, sensor_name=self.sensor.name
+        )
+        data = self.sensor.evaluate_tick(context)
         self.cursor = data.cursor
         return data
 
@@ -67,15 +86,15 @@ def failing_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_run_failing_after_three_retries_alerts_exactly_once(
-    project: Path, receiver: Receiver, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    project: Path, receiver: Receiver, any_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_retries(project, 3)
-    runs = Ticks(project, instance, RUN_SENSOR_NAME)
-    checks = Ticks(project, instance, CHECK_SENSOR_NAME)
+    runs = Ticks(project, any_instance, RUN_SENSOR_NAME)
+    checks = Ticks(project, any_instance, CHECK_SENSOR_NAME)
     runs.tick()  # the first tick starts the cursor after what already happened
     checks.tick()
     failing_reads(monkeypatch)
-    result = run(project, instance, ORDERS)
+    result = run(project, any_instance, ORDERS)
     assert not result.success
     assert [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY") == 3
 
@@ -152,12 +171,10 @@ def test_a_run_dagster_will_retry_alerts_only_on_its_last_attempt(
         assert [body["run_id"] for body in receiver.bodies] == [last.run_id]
 
 
-def test_a_failed_error_check_alerts_once_and_a_warn_check_never(
-    project: Path, receiver: Receiver, instance: dg.DagsterInstance
-) -> None:
-    checks = Ticks(project, instance, CHECK_SENSOR_NAME)
+def test_a_failed_error_check_alerts_once(project: Path, receiver: Receiver, any_instance: dg.DagsterInstance) -> None:
+    checks = Ticks(project, any_instance, CHECK_SENSOR_NAME)
     checks.tick()
-    assert run(project, instance, ORDERS).success
+    assert run(project, any_instance, ORDERS).success
     checks.tick()
     assert receiver.bodies == []  # passing checks say nothing
 
@@ -165,7 +182,7 @@ def test_a_failed_error_check_alerts_once_and_a_warn_check_never(
         project / "tenants/demo/data/orders.csv",
         [[3000 + i, 1, "paid", "bad", "EUR", "2025-02-01T00:00:00Z"] for i in range(1, 5)],
     )
-    failed = run(project, instance, ORDERS)
+    failed = run(project, any_instance, ORDERS)
     assert not failed.success
     checks.tick()
     checks.tick()
@@ -232,3 +249,40 @@ def test_a_tick_past_its_time_budget_leaves_the_rest_to_the_next(
     monkeypatch.setattr(evaluate, "TICK_BUDGET_S", 30.0)
     runs.tick()
     assert [body["run_id"] for body in receiver.bodies] == [failed.run_id]
+
+
+def test_a_failed_dativo_run_from_the_command_line_alerts(
+    project: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dativo run`` executes in-process, with no code-location origin: its failures alert too."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    home = project / ".dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("DATIVO_DAGSTER_PG_URL", raising=False)
+    (project / "tenants/demo/data/orders.csv").unlink()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = Ticks(project, instance, RUN_SENSOR_NAME)
+        runs.tick()
+        done = subprocess.run(
+            [sys.executable, "-m", "dativo_dagster.cli", "run", "demo/shop"],
+            env={**os.environ},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr[-3000:]  # partial: customers committed
+        runs.tick()
+        runs.tick()
+    (alert,) = receiver.bodies
+    assert (alert["tenant"], alert["job"], alert["assets"]) == ("demo", "shop", ["demo/csv/orders"])
+    assert (alert["error_code"], alert["error_class"]) == ("CFG001", "permanent")
+    assert "no file matches options.path 'orders.csv'" in alert["message"]
