@@ -117,13 +117,18 @@ def run_failure_alerts(
     """
     if will_be_retried(run):
         return []
-    failures = _step_failures(instance, run.run_id, index)
-    jobs: dict[str, JobPlan] = {label: index.by_label[label] for label in failures}
-    for job in _jobs_of_run(run, index):
-        jobs.setdefault(job.label, job)
+    failures, any_step_failed = _step_failures(instance, run.run_id, index)
+    if failures:
+        jobs = [index.by_label[label] for label in failures]
+    elif not any_step_failed:
+        # The run failed around its steps (a worker that died, a run canceled by run monitoring):
+        # every tenant job it ran is affected.
+        jobs = jobs_of_run(run, index)
+    else:
+        jobs = []  # only steps of other assets failed
     found = []
-    for label, job in jobs.items():
-        step = failures.get(label)
+    for job in jobs:
+        step = failures.get(job.label)
         if step is not None:
             metadata = step.metadata
             keys = _failed_keys(job, metadata, index) or _selected_keys(run, job, index)
@@ -152,8 +157,9 @@ def run_failure_alerts(
     return found
 
 
-def _step_failures(instance: dg.DagsterInstance, run_id: str, index: PlanIndex) -> dict[str, _StepFailure]:
-    """The last step failure of each tenant job of this location in the run, by ``tenant/job``."""
+def _step_failures(instance: dg.DagsterInstance, run_id: str, index: PlanIndex) -> tuple[dict[str, _StepFailure], bool]:
+    """The last step failure of each tenant job of this location in the run, by ``tenant/job``,
+    and whether any step of the run failed."""
     found: dict[str, _StepFailure] = {}
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     for record in records:
@@ -172,10 +178,10 @@ def _step_failures(instance: dg.DagsterInstance, run_id: str, index: PlanIndex) 
             description = data.error.message if data.error is not None else event.message or "step failed"
             metadata = {}
         found[job.label] = _StepFailure(description, metadata)
-    return found
+    return found, bool(records)
 
 
-def _jobs_of_run(run: dg.DagsterRun, index: PlanIndex) -> list[JobPlan]:
+def jobs_of_run(run: dg.DagsterRun, index: PlanIndex) -> list[JobPlan]:
     """The tenant jobs a run covers, by its ``dativo/tenant`` and ``dativo/job`` tags, else by its
     asset selection (runs launched from the UI may carry no dativo tag)."""
     tenant, name = run.tags.get(TAG_TENANT), run.tags.get(TAG_JOB)

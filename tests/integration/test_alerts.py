@@ -286,3 +286,42 @@ def test_a_failed_dativo_run_from_the_command_line_alerts(
     assert (alert["tenant"], alert["job"], alert["assets"]) == ("demo", "shop", ["demo/csv/orders"])
     assert (alert["error_code"], alert["error_class"]) == ("CFG001", "permanent")
     assert "no file matches options.path 'orders.csv'" in alert["message"]
+
+
+def test_a_run_of_two_tenants_alerts_the_failed_one_on_its_own_routes(
+    project: Path, receiver: Receiver, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(project / "tenants/demo", project / "tenants/acme")
+    job = project / "tenants/acme/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("tenant: demo", "tenant: acme").replace("tenants/demo/", "tenants/acme/"))
+    runner = project / "runner.yaml"
+    text = runner.read_text().replace("jobs:\n", "jobs:\n  - {tenant: acme, job: shop}\n", 1)
+    text = text.replace(
+        "  default: [hook, ops_log]\n",
+        '    acme_hook: {type: webhook, url: "${ALERT_HOOK_URL}/acme", backoff_s: 0.01}\n'
+        "  default: [hook, ops_log]\n  tenants:\n    acme: [acme_hook]\n",
+    )
+    runner.write_text(text)
+    set_retries(project, 0)
+    original = CsvSource.read
+
+    def read(self: CsvSource, request: Any) -> Any:
+        if request.obj.tenant == "acme":
+            raise ExtractError("acme's files are gone")
+        return original(self, request)
+
+    monkeypatch.setattr(CsvSource, "read", read)
+    runs = Ticks(project, instance, RUN_SENSOR_NAME)
+    runs.tick()
+    # Every asset of both tenants in one run, as the UI's "Materialize all" launches it.
+    keys = [dg.AssetKey([tenant, "csv", name]) for tenant in ("demo", "acme") for name in ("orders", "customers")]
+    result = run(project, instance, *keys)
+    assert not result.success
+    runs.tick()
+    (request,) = receiver.requests
+    assert request["path"] == "/hook/acme"
+    alert = request["body"]
+    assert (alert["tenant"], alert["job"]) == ("acme", "shop")
+    assert sorted(alert["assets"]) == ["acme/csv/customers", "acme/csv/orders"]

@@ -321,3 +321,20 @@ def test_definitions_with_alerts_load_without_the_delivery_imports(project: Path
     sensors, heavy = out.stdout.strip().splitlines()[-2:]
     assert sensors == str(sorted([CHECK_SENSOR_NAME, RUN_SENSOR_NAME]))
     assert heavy == "[]"
+
+
+def test_a_run_is_matched_to_its_tenant_job_by_tags_else_by_its_asset_selection(project: Path) -> None:
+    import dagster as dg
+
+    from dativo_dagster.alerts.evaluate import PlanIndex, jobs_of_run
+    from dativo_dagster.translator import DativoTranslator
+
+    index = PlanIndex(load_plan(project, strict=True), DativoTranslator())
+    orders = dg.AssetKey(["demo", "csv", "orders"])
+    tagged = dg.DagsterRun(job_name="__ASSET_JOB", tags={"dativo/tenant": "demo", "dativo/job": "shop"})
+    from_ui = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({orders}))
+    foreign = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({dg.AssetKey(["other", "x"])}))
+    assert [job.label for job in jobs_of_run(tagged, index)] == ["demo/shop"]
+    assert [job.label for job in jobs_of_run(from_ui, index)] == ["demo/shop"]
+    assert jobs_of_run(foreign, index) == []
+    assert jobs_of_run(dg.DagsterRun(job_name="__ASSET_JOB"), index) == []
