@@ -338,3 +338,18 @@ def test_a_run_is_matched_to_its_tenant_job_by_tags_else_by_its_asset_selection(
     assert [job.label for job in jobs_of_run(from_ui, index)] == ["demo/shop"]
     assert jobs_of_run(foreign, index) == []
     assert jobs_of_run(dg.DagsterRun(job_name="__ASSET_JOB"), index) == []
+
+
+def test_validate_names_an_alert_routes_unset_variable(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dativo_dagster.cli import main
+
+    with (project / "runner.yaml").open("a") as handle:
+        handle.write('alerts:\n  routes: {hook: {type: webhook, url: "${ALERTS_HOOK_URL}"}}\n  default: [hook]\n')
+    monkeypatch.delenv("ALERTS_HOOK_URL", raising=False)
+    assert main(["--project", str(project), "validate", "--offline"]) == 2
+    out = capsys.readouterr()
+    assert "CFG001 runner.yaml alerts.routes: environment variable(s) not set: ALERTS_HOOK_URL" in out.out + out.err
+    monkeypatch.setenv("ALERTS_HOOK_URL", "https://hooks.example.com/x")
+    assert main(["--project", str(project), "validate", "--offline"]) == 0
