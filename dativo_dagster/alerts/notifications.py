@@ -132,7 +132,7 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     run_text = f"<{link}|Open the run in Dagster>" if link else f"Run: `{_slack_escape(alert.run_url)}`"
     message = _slack_escape(alert.message)[:2900] or "-"  # a text block holds at most 3,000 characters
     return {
-        "text": f"{alert.title}: {alert.message}"[:MESSAGE_MAX_CHARS],
+        "text": _slack_escape(f"{alert.title}: {alert.message}")[:MESSAGE_MAX_CHARS],
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_slack_escape(alert.title)}*"}},
             {
