@@ -55,6 +55,7 @@ RUN_END_EVENTS = {"success": dg.DagsterEventType.RUN_SUCCESS, "failure": dg.Dags
 RUN_ENDS_PER_TICK = 100
 """Run ends a tick reads per kind (1,000 hourly tenant jobs end ~17 runs a minute); the rest wait for
 the next tick (the cursor)."""
+RETRY_DECISION_WAIT_S = 120.0
 TICK_BUDGET_S = 30.0
 """A tick starts no further run after this long: Dagster gives a sensor tick 60 s by default, and
 one alert's slowest delivery (3 attempts of 5 s, 3 s of backoff) must still fit."""
@@ -101,6 +102,19 @@ class _StepFailure:
 def will_be_retried(run: dg.DagsterRun) -> bool:
     """True if Dagster's run retries will re-execute this failed run (its next attempt alerts)."""
     return run.tags.get(WILL_RETRY_TAG, "").lower() == "true"
+
+
+def retry_decided(run: dg.DagsterRun, ended_at: float, run_retries_enabled: bool, now: float | None = None) -> bool:
+    """True once it is known whether Dagster re-executes this run.
+
+    Dagster tags a failed run ``dagster/will_retry`` just after recording its failure, when run
+    retries are enabled; a tick reading the failure in between waits for the tag (at most
+    :data:`RETRY_DECISION_WAIT_S`, should the tag never come), so a run about to be retried does
+    not alert.
+    """
+    if not run_retries_enabled or run.status != dg.DagsterRunStatus.FAILURE or WILL_RETRY_TAG in run.tags:
+        return True
+    return (time.time() if now is None else now) - ended_at > RETRY_DECISION_WAIT_S
 
 
 def run_failure_alerts(
@@ -351,6 +365,8 @@ def run_end_tick(
                 return dg.SkipReason(f"{handled} run end(s) read, {sent} alert(s) sent; the rest next tick")
             entry = record.event_log_entry
             run = runs.get(entry.run_id)  # None: the run was deleted since
+            if run is not None and not retry_decided(run, record.timestamp, instance.run_retries_enabled):
+                break  # this run and the later ones wait for the next tick
             if run is not None:
                 for alert in handle(instance, run, entry):
                     send(alert, index, alerts)

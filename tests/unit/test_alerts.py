@@ -353,3 +353,20 @@ def test_validate_names_an_alert_routes_unset_variable(
     assert "CFG001 runner.yaml alerts.routes: environment variable(s) not set: ALERTS_HOOK_URL" in out.out + out.err
     monkeypatch.setenv("ALERTS_HOOK_URL", "https://hooks.example.com/x")
     assert main(["--project", str(project), "validate", "--offline"]) == 0
+
+
+def test_a_failed_run_waits_for_dagsters_retry_decision() -> None:
+    import dagster as dg
+
+    from dativo_dagster.alerts.evaluate import RETRY_DECISION_WAIT_S, retry_decided
+
+    failed = dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.FAILURE)
+    tagged = dg.DagsterRun(
+        job_name="__ASSET_JOB", status=dg.DagsterRunStatus.FAILURE, tags={"dagster/will_retry": "false"}
+    )
+    succeeded = dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.SUCCESS)
+    assert retry_decided(failed, 1000.0, run_retries_enabled=False, now=1001.0)
+    assert not retry_decided(failed, 1000.0, run_retries_enabled=True, now=1001.0)  # the tag is on its way
+    assert retry_decided(failed, 1000.0, run_retries_enabled=True, now=1001.0 + RETRY_DECISION_WAIT_S)
+    assert retry_decided(tagged, 1000.0, run_retries_enabled=True, now=1001.0)
+    assert retry_decided(succeeded, 1000.0, run_retries_enabled=True, now=1001.0)
