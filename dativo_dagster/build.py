@@ -31,6 +31,7 @@ from typing import Any  # noqa: E402
 import dagster as dg  # noqa: E402
 
 import dativo_dagster  # noqa: E402
+from dativo_dagster.alerts import build_alert_sensors  # noqa: E402
 from dativo_dagster.assets import build_job_assets  # noqa: E402
 from dativo_dagster.automation import build_schedule_sensors  # noqa: E402
 from dativo_dagster.config.loader import default_project_dir, load_plan  # noqa: E402
@@ -131,7 +132,8 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
     Working tenant jobs become multi_assets, with a cron sensor per scheduled job targeting its
     assets (:mod:`dativo_dagster.automation`); broken ones, and jobs repeating another job's asset
     key, become placeholder assets, so one tenant's bad file never keeps the others, or itself, out
-    of sight.
+    of sight. With alert routes in runner.yaml, the alert sensors come too
+    (:func:`dativo_dagster.alerts.build_alert_sensors`).
     """
     translator = translator or DativoTranslator()
     resources = {
@@ -170,7 +172,9 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
                 # placeholder then steps aside rather than hide the broken job.
                 placeholder = key if key not in taken else dg.AssetKey([*key.path, "job"])
                 assets.append(build_broken_job_asset(broken, translator, plan.project_dir, placeholder))
-    return dg.Definitions(assets=assets, sensors=sensors, resources=resources)
+    return dg.Definitions(
+        assets=assets, sensors=[*sensors, *build_alert_sensors(plan, translator)], resources=resources
+    )
 
 
 # --------------------------------------------------------------------------- the plan a code location loads

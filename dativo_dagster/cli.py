@@ -123,6 +123,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if missing:
             missing_any = True
             say_error(f"CFG001 {job.label}: environment variable(s) not set: {', '.join(missing)}")
+    # The alert sensors resolve these when they send; a missing one silences a route.
+    missing = sorted(n for n in required_references(plan.runner.alerts.model_dump()) if not env.get(n))
+    if missing:
+        missing_any = True
+        say_error(f"CFG001 runner.yaml alerts.routes: environment variable(s) not set: {', '.join(missing)}")
     if problems or missing_any:
         return EXIT_FAILED
     say_ok("every referenced environment variable is set")

@@ -22,11 +22,29 @@ def free_concurrency_slots(instance: Any, run_id: str) -> bool:
     return True
 
 
+def last_passed_check_timestamp(instance: Any, check_key: Any) -> float | None:
+    """When the asset check ``check_key`` last passed (epoch seconds), or None if it never did.
+
+    The instance's check-execution history answers with one indexed query; it has no public
+    filter by outcome.
+    """
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check_key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
+    )
+    if not records:
+        return None
+    event = records[0].event
+    return float(event.timestamp if event is not None else records[0].create_timestamp)
+
+
 __all__ = [
     "IMPLICIT_ASSET_JOB_NAME",
     "free_concurrency_slots",
     "get_latest_completed_cron_tick",
     "is_valid_cron_string",
+    "last_passed_check_timestamp",
 ]
 # The instance-wiring symbols (storage classes, InstanceRef) live in compat.dagster_instance: they
 # import Dagster's storage layer, which loading a code location never needs.

@@ -13,7 +13,15 @@ import zlib
 from collections import Counter
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dativo_dagster.config.secrets import malformed_reference
 
@@ -569,6 +577,9 @@ class JobEntry(StrictModel):
     data_roots: list[str] | None = Field(
         default=None, description="directories this job may read local files from (replaces the runner's list)"
     )
+    alerts: list[SafeId] | None = Field(
+        default=None, description="alert routes of this job (replaces the tenant's and the default routes)"
+    )
 
     @field_validator("data_roots")
     @classmethod
@@ -628,6 +639,118 @@ class CodeLocations(StrictModel):
         return [*self.groups, *[name for name in rest if name not in self.groups]]
 
 
+class AlertRoute(StrictModel):
+    """One named place alerts go: a generic JSON webhook, a Slack-compatible webhook, or the log.
+
+    ``url`` and header values may be ``${VAR}`` references, resolved only when an alert is sent
+    and never logged.
+    """
+
+    type: Literal["webhook", "slack", "log"]
+    url: str | None = Field(default=None, description="http(s) URL or a ${VAR} reference to one")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers; values may be ${VAR}")
+    timeout_s: float = Field(default=5, gt=0, le=60, description="seconds one attempt may take, connecting included")
+    max_attempts: int = Field(default=3, ge=1, le=10, description="delivery attempts before the route is given up")
+    backoff_s: float = Field(default=1, ge=0, le=30, description="wait before the second attempt; doubles after")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_references(value)
+        if "${" in value:
+            return value  # checked once resolved, when an alert is sent
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, or a ${VAR} reference to one")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name!r}: a value cannot hold a line break")
+        check_references(value)
+        return value
+
+    @model_validator(mode="after")
+    def _url_fits_type(self) -> AlertRoute:
+        if self.type == "log":
+            if self.url is not None or self.headers:
+                raise ValueError("a 'log' route takes no 'url' or 'headers'")
+        elif self.url is None:
+            raise ValueError(f"a '{self.type}' route needs 'url'")
+        return self
+
+
+def _check_route_names(names: list[str], routes: dict[str, AlertRoute], where: str) -> None:
+    for index, name in enumerate(names):
+        if name not in routes:
+            known = ", ".join(sorted(routes)) or "none are defined under alerts.routes"
+            raise ValueError(f"{where}[{index}]: unknown alert route '{name}' (routes: {known})")
+
+
+class AlertsConfig(StrictModel):
+    """Where failed runs and failed ERROR checks are reported, per tenant.
+
+    A job's routes are its runner.yaml entry's ``alerts``, else its tenant's under ``tenants``,
+    else ``default``; an empty list sends nothing.
+    """
+
+    base_url: str | None = Field(
+        default=None, description="the Dagster UI's address; alerts link to <base_url>/runs/<run_id>"
+    )
+    routes: dict[SafeId, AlertRoute] = Field(default_factory=dict)
+    default: list[SafeId] = Field(default_factory=list, description="routes of tenants not listed under 'tenants'")
+    tenants: dict[SafeId, list[SafeId]] = Field(default_factory=dict, description="routes per tenant")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be the http(s) address of the Dagster UI, e.g. https://dagster.example.com")
+        return value.rstrip("/")
+
+    @field_validator("default")
+    @classmethod
+    def _default_routes_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        routes = info.data.get("routes")
+        if routes is not None:
+            _check_route_names(value, routes, "default")
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_routes_exist(cls, value: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        routes = info.data.get("routes")
+        if routes is not None:
+            for tenant, names in value.items():
+                _check_route_names(names, routes, f"tenants.{tenant}")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True when any route is configured (the alert sensors are only built then)."""
+        return bool(self.routes)
+
+    def route_names(self, tenant: str, job_routes: list[str] | None = None) -> list[str]:
+        """The routes alerts of ``tenant`` go to (``job_routes``: the job entry's own list, if any)."""
+        if job_routes is not None:
+            return list(job_routes)
+        return list(self.tenants.get(tenant, self.default))
+
+
 class RunnerDefaults(StrictModel):
     """Defaults applied to every job entry."""
 
@@ -647,12 +770,24 @@ class RunnerConfig(StrictModel):
         "relative paths are anchored at the project",
     )
     code_locations: CodeLocations = Field(default_factory=CodeLocations)
+    alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
     jobs: list[JobEntry] = Field(default_factory=list)
 
     @field_validator("data_roots")
     @classmethod
     def _roots_are_templates(cls, value: list[str]) -> list[str]:
         return _check_root_templates(value)
+
+    @field_validator("jobs")
+    @classmethod
+    def _job_alert_routes_exist(cls, value: list[JobEntry], info: ValidationInfo) -> list[JobEntry]:
+        alerts = info.data.get("alerts")
+        if alerts is None:  # the alerts section itself is invalid and reported
+            return value
+        for index, entry in enumerate(value):
+            if entry.alerts is not None:
+                _check_route_names(entry.alerts, alerts.routes, f"jobs[{index}].alerts")
+        return value
 
     @model_validator(mode="after")
     def _unique_entries(self) -> RunnerConfig:
