@@ -22,6 +22,7 @@ from dativo_dagster.errors import (
     UnexpectedError,
     unexpected,
 )
+from dativo_dagster.partitions import backfill_policy, partition_window, partitions_definition
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import CHECK_CONTRACT, build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
@@ -30,6 +31,7 @@ from dativo_dagster.translator import DativoTranslator
 if TYPE_CHECKING:
     # The engine pulls in pyiceberg and pyarrow: needed to run an asset, not to load definitions.
     from dativo_dagster.engine import DagsterState, ObjectResult
+    from dativo_dagster.sources.base import TimeWindow
 
 
 class IngestConfig(BaseModel):
@@ -87,8 +89,10 @@ def dagster_state(instance: dg.DagsterInstance, key: dg.AssetKey) -> "DagsterSta
     return DagsterState(cursor=cursor, snapshot_id=snapshot_id)
 
 
-def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: str) -> dg.MaterializeResult:
-    """Metadata for one committed (or unchanged) object."""
+def materialize_result(
+    result: "ObjectResult", key: dg.AssetKey, catalog_name: str, window: "TimeWindow | None" = None
+) -> dg.MaterializeResult:
+    """Metadata for one committed (or unchanged) object (of a partition run when ``window`` is set)."""
     write = result.write
     assert write is not None
     metadata: dict[str, object] = {
@@ -109,6 +113,9 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
     }
     if write.snapshot_id is not None:
         metadata[META_SNAPSHOT_ID] = write.snapshot_id
+    if window is not None:
+        metadata["dativo/partition_window"] = window.label
+        metadata["dativo/rows_replaced"] = write.rows_replaced
     if result.total_rows is not None:
         metadata["dagster/row_count"] = result.total_rows
     if write.schema is not None:
@@ -283,6 +290,7 @@ def ingest_config(raw: object) -> IngestConfig:
 def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDefinition:
     """The multi_asset of one tenant job."""
     keys = {translator.asset_key(obj): obj for obj in job.objects}
+    partitions = job.job.partitions
 
     @dg.multi_asset(
         name=translator.op_name(job),
@@ -293,6 +301,8 @@ def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDef
         pool=translator.pool(job),
         op_tags=translator.run_tags(job),
         config_schema=INGEST_CONFIG_SCHEMA,
+        partitions_def=partitions_definition(partitions) if partitions else None,
+        backfill_policy=backfill_policy(partitions) if partitions else None,
     )
     def _ingest(
         context: dg.AssetExecutionContext, dativo: DativoResource
@@ -300,7 +310,8 @@ def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDef
         config = ingest_config(context.op_execution_context.op_config)
         selected = [obj for key, obj in keys.items() if key in context.selected_asset_keys]
         checks = context.selected_asset_check_keys
-        yield from run_job(context, job, selected, dativo, translator, config, checks)
+        window = partition_window(context) if partitions else None
+        yield from run_job(context, job, selected, dativo, translator, config, checks, window=window)
 
     return _ingest
 
@@ -313,8 +324,12 @@ def run_job(
     translator: DativoTranslator,
     config: IngestConfig,
     checks: set[dg.AssetCheckKey] | frozenset[dg.AssetCheckKey],
+    window: "TimeWindow | None" = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end."""
+    """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end.
+
+    With ``window`` (a partition run) each object replaces exactly that window of its table.
+    """
     from dativo_dagster.engine import ObjectResult, ingest_object
     from dativo_dagster.state import ReconciledCursor
 
@@ -359,6 +374,7 @@ def run_job(
                     run_id=context.run_id,
                     dagster=states[obj.name],
                     limit=config.limit,
+                    window=window,
                 )
                 running[future] = obj
             if not running:
@@ -387,7 +403,7 @@ def run_job(
                         yield contract_check(result, key)
                     continue
                 succeeded += 1
-                yield materialize_result(result, key, job.target.catalog_name)
+                yield materialize_result(result, key, job.target.catalog_name, window)
                 if check_key in checks:
                     yield contract_check(result, key)
     for obj in waiting:  # never started: the run stopped

@@ -20,7 +20,7 @@ from pyiceberg.table import Table
 
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.iceberg.failures import raise_storage_failure
-from dativo_dagster.state import PROP_CURSOR, PROP_OBJECT, PROP_RUN_ID, CursorState, TableCursor
+from dativo_dagster.state import PROP_CURSOR, PROP_OBJECT, PROP_PARTITION, PROP_RUN_ID, CursorState, TableCursor
 
 log = structlog.get_logger("dativo.iceberg")
 
@@ -192,14 +192,17 @@ def check_owner(table: Table, owner: Owner) -> bool:
 
 
 def read_table_cursor(table: Table) -> TableCursor | None:
-    """Latest dativo cursor recorded in the table's snapshot lineage (current snapshot backwards)."""
+    """Latest dativo cursor recorded in the table's snapshot lineage (current snapshot backwards).
+
+    Partition runs' snapshots (``dativo.partition``) are skipped: they copy the cursor, never move it.
+    """
     snapshot = table.current_snapshot()
     ancestors: list[int] = []
     found = None
     while snapshot is not None:
         ancestors.append(snapshot.snapshot_id)
         props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if found is None and PROP_RUN_ID in props:
+        if found is None and PROP_RUN_ID in props and PROP_PARTITION not in props:
             found = (snapshot, props)
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
@@ -219,11 +222,12 @@ def read_table_cursor(table: Table) -> TableCursor | None:
 
 
 def latest_dativo_snapshot_id(table: Table) -> int | None:
-    """The id of the newest snapshot in the table's lineage that dativo committed."""
+    """The id of the newest snapshot in the table's lineage that an incremental dativo run committed
+    (partition runs' snapshots are skipped: they never race the incremental cursor)."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
         props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if PROP_RUN_ID in props:
+        if PROP_RUN_ID in props and PROP_PARTITION not in props:
             return snapshot.snapshot_id
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None

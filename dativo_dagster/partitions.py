@@ -1,0 +1,62 @@
+"""Time partitions of a tenant job's multi_asset: the Dagster definitions and a run's window.
+
+Loading builds one partitions definition (and backfill policy) per distinct ``partitions``
+configuration, shared by every job that has it: a code location with 1,000 daily-partitioned jobs
+starting the same day snapshots one definition, not 1,000. Nothing here imports pyarrow or
+pyiceberg (definitions load); the run's window is built at run time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from dativo_dagster.config.models import Partitions
+
+if TYPE_CHECKING:
+    from dativo_dagster.sources.base import TimeWindow
+
+_DEFINITIONS: dict[Partitions, dg.TimeWindowPartitionsDefinition] = {}
+_POLICIES: dict[int, dg.BackfillPolicy] = {}
+
+
+def partitions_definition(config: Partitions) -> dg.TimeWindowPartitionsDefinition:
+    """The daily or monthly partitions definition of ``config`` (one object per distinct config)."""
+    found = _DEFINITIONS.get(config)
+    if found is not None:
+        return found
+    definition: dg.TimeWindowPartitionsDefinition
+    if config.granularity == "daily":
+        definition = dg.DailyPartitionsDefinition(
+            start_date=config.start, timezone=config.timezone, end_offset=config.end_offset
+        )
+    else:
+        definition = dg.MonthlyPartitionsDefinition(
+            start_date=config.start, timezone=config.timezone, end_offset=config.end_offset
+        )
+    _DEFINITIONS[config] = definition
+    return definition
+
+
+def backfill_policy(config: Partitions) -> dg.BackfillPolicy:
+    """A backfill runs up to ``max_partitions_per_run`` partitions per run, read as one window."""
+    size = config.max_partitions_per_run
+    found = _POLICIES.get(size)
+    if found is None:
+        found = _POLICIES[size] = dg.BackfillPolicy.multi_run(max_partitions_per_run=size)
+    return found
+
+
+def partition_window(context: dg.AssetExecutionContext) -> TimeWindow | None:
+    """The window of the run's partition key or key range; None for a run without partitions.
+
+    A run without a partition key (a tenant job's schedule, ``dativo run``, a plain "Materialize")
+    is an incremental run as for an unpartitioned job.
+    """
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return None
+    from dativo_dagster.sources.base import TimeWindow
+
+    window = context.partition_time_window
+    return TimeWindow(start=window.start, end=window.end)
