@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dativo_dagster.sources.base import TimeWindow
 
 _DEFINITIONS: dict[Partitions, dg.TimeWindowPartitionsDefinition] = {}
-_POLICIES: dict[int, dg.BackfillPolicy] = {}
+_POLICIES: dict[int | None, dg.BackfillPolicy] = {}
 
 
 def partitions_definition(config: Partitions) -> dg.TimeWindowPartitionsDefinition:
@@ -40,11 +40,17 @@ def partitions_definition(config: Partitions) -> dg.TimeWindowPartitionsDefiniti
 
 
 def backfill_policy(config: Partitions) -> dg.BackfillPolicy:
-    """A backfill runs up to ``max_partitions_per_run`` partitions per run, read as one window."""
+    """How a backfill groups partitions into runs; each run reads its range as one window.
+
+    By default the whole range is one run (``BackfillPolicy.single_run``), which is also what
+    ``dagster asset materialize --partition-range`` requires; ``max_partitions_per_run`` splits a
+    backfill into runs of that many partitions (launched by the daemon, from the UI).
+    """
     size = config.max_partitions_per_run
     found = _POLICIES.get(size)
     if found is None:
-        found = _POLICIES[size] = dg.BackfillPolicy.multi_run(max_partitions_per_run=size)
+        policy = dg.BackfillPolicy.single_run() if size is None else dg.BackfillPolicy.multi_run(size)
+        found = _POLICIES[size] = policy
     return found
 
 

@@ -383,8 +383,14 @@ class Partitions(StrictModel):
     end_offset: int = Field(
         default=0, ge=-3650, le=3650, description="partitions past the current one (1: the running one too)"
     )
-    max_partitions_per_run: int = Field(
-        default=31, ge=1, le=3660, description="a backfill reads up to this many partitions as one window per run"
+    max_partitions_per_run: int | None = Field(
+        default=None,
+        ge=1,
+        le=3660,
+        description=(
+            "a backfill reads up to this many partitions as one window per run (default: the whole range in "
+            "one run, which `dagster asset materialize --partition-range` needs)"
+        ),
     )
 
     @field_validator("start")
