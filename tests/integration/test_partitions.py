@@ -167,6 +167,9 @@ def test_rerun_after_the_source_changed_matches_the_window_exactly(pg: tuple[Any
     final = table_rows(runner.writer)
     assert [r for r in final if r[0] == 2] == [(2, "moved", dt.datetime(2024, 1, 3, 12))]
     assert final == source_rows(connection, schema, "updated_at < '2024-01-04'")
+    # a day without rows, at the source and in the table, commits and changes nothing
+    assert runner_window(runner, "2024-01-10").error is None
+    assert table_rows(runner.writer) == final
 
 
 def test_a_stale_partition_read_never_overwrites_a_newer_version(pg: tuple[Any, str], tmp_path: Path) -> None:
