@@ -258,8 +258,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         objects = [o for o in objects if o.name in args.object]
     if args.dry_run:
+        if args.partition is not None:
+            raise ConfigError("--dry-run previews an incremental run; it cannot be combined with --partition")
         return _dry_run(plan, job, objects, args.limit)
-    return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json)
+    return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json, args.partition)
 
 
 def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
@@ -289,7 +291,12 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
 
 
 def _materialize(
-    plan: Plan, job: JobPlan, object_names: list[str], limit: int | None, summary_json: Path | None = None
+    plan: Plan,
+    job: JobPlan,
+    object_names: list[str],
+    limit: int | None,
+    summary_json: Path | None = None,
+    partition: str | None = None,
 ) -> int:
     import dagster as dg
 
@@ -298,6 +305,11 @@ def _materialize(
     from dativo_dagster.translator import DativoTranslator
 
     translator = DativoTranslator()
+    partition_args: dict[str, Any] = {}
+    if partition is not None:
+        from dativo_dagster.partitions import partition_run_args
+
+        partition_args = partition_run_args(job.job.partitions, partition, job.label)
     single = Plan(project_dir=plan.project_dir, runner=plan.runner, jobs=(job,))
     defs = build_definitions(single, translator)
     keys = [translator.asset_key(job.object(name)) for name in object_names]
@@ -323,7 +335,8 @@ def _materialize(
             resources=defs.resources,
             run_config=run_config,
             raise_on_error=False,
-            tags={**translator.run_tags(job), **cli_run_tags()},
+            partition_key=partition_args.get("partition_key"),
+            tags={**translator.run_tags(job), **cli_run_tags(), **partition_args.get("tags", {})},
         )
     code = _report(job, object_names, result, translator)
     if summary_json is not None:
@@ -426,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--object", action="append", help="only this object (repeatable)")
     run.add_argument("--limit", type=int, default=None, help="stop each object after N rows")
     run.add_argument("--dry-run", action="store_true", help="read and validate, write nothing")
+    run.add_argument(
+        "--partition",
+        default=None,
+        metavar="KEY|START...END",
+        help="a partitioned job: replace this partition's (or range's) window instead of loading incrementally",
+    )
     run.add_argument(
         "--summary-json",
         type=Path,

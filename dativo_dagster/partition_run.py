@@ -66,7 +66,13 @@ def ingest_window(
     base_enforcer = enforcer_for(obj, source)
     for attempt in range(1, RACE_ATTEMPTS + 1):
         reconciled = start_cursor(obj, writer, dagster)
-        log.info("partition_started", window=window.label, attempt=attempt)
+        log.info(
+            "object_started",
+            window=window.label,
+            attempt=attempt,
+            cursor=reconciled.cursor.display(codec) if reconciled.cursor else None,
+            origin=reconciled.origin,
+        )
         request = ReadRequest(obj=obj, cursor=reconciled.cursor, between=window)
         extraction = source.read(request)
         try:
@@ -88,11 +94,14 @@ def ingest_window(
             log.info("partition_raced", window=window.label, reason=exc.message)
             continue
         log.info(
-            "partition_committed",
+            "object_finished",
             window=window.label,
             rows=result.rows_written,
             replaced=result.rows_replaced,
+            rejected=result.rows_rejected,
             snapshot_id=result.snapshot_id,
+            committed=result.committed,
+            cursor=result.cursor.display(codec) if result.cursor else None,
         )
         return ObjectResult(
             obj=obj,

@@ -54,6 +54,29 @@ def backfill_policy(config: Partitions) -> dg.BackfillPolicy:
     return found
 
 
+def partition_run_args(config: Partitions | None, text: str, where: str) -> dict[str, object]:
+    """``dg.materialize`` arguments for a partition key or a ``START...END`` range given as text.
+
+    Raises:
+        ConfigError: CFG001 when the job is not partitioned or a key is not one of its partitions.
+    """
+    from dativo_dagster.errors import ConfigError
+
+    if config is None:
+        raise ConfigError(f"{where}: --partition: the job has no 'partitions'")
+    definition = partitions_definition(config)
+    keys = text.split("...", 1)
+    for key in keys:
+        if not definition.has_partition_key(key):
+            raise ConfigError(
+                f"{where}: --partition: {key!r} is not a {config.granularity} partition key from {config.start} "
+                f"(e.g. {definition.get_first_partition_key()})"
+            )
+    if len(keys) == 1:
+        return {"partition_key": keys[0]}
+    return {"tags": {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}}
+
+
 def partition_window(context: dg.AssetExecutionContext) -> TimeWindow | None:
     """The window of the run's partition key or key range; None for a run without partitions.
 

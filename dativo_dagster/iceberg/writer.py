@@ -565,6 +565,7 @@ def _stage_window_replace(table: Table, txn: Transaction, staged: _Staged) -> No
         if shadowed is not None and len(shadowed):
             staged.files, dropped = drop_keys(table, txn.table_metadata, staged.files, shadowed, obj.primary_key)
             staged.rows_dropped += dropped
+            staged.props[PROP_ROWS] = str(int(staged.props[PROP_ROWS]) - dropped)
         staged.merge = plan
         staged.merge_planned = True
     apply_merge(table, txn.table_metadata, staged.merge)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
+from dativo_dagster.cli import main
+from dativo_dagster.config.loader import load_plan
+from dativo_dagster.config.secrets import SecretResolver
 from dativo_dagster.engine import ingest_object
+from dativo_dagster.iceberg.catalog import build_catalog
+from dativo_dagster.iceberg.writer import IcebergWriter
 from dativo_dagster.sources.base import TimeWindow
 from dativo_dagster.sources.registry import build_source
 from tests.integration.sql_harness import Runner, write_project
@@ -82,3 +89,42 @@ def test_csv_partitions_load_their_windows_and_quarantine_once(tmp_path: Path) -
     _run(runner, 2)
     assert sorted(map(str, runner.rows("events"))) == before
     assert quarantine.refresh().scan().to_arrow().num_rows == 1
+
+
+CRM_JOB = """\
+tenant: demo
+name: crm
+source: {recipe: csv, connection: {base_path: tenants/demo/data}}
+target: {recipe: local}
+partitions: {granularity: daily, start: "2024-01-01"}
+objects:
+  - name: people
+    table: people
+    contract: {name: shop/customers, version: 1}
+    options: {path: customers.csv}
+    incremental: {strategy: updated, cursor_field: updated_at}
+"""
+
+
+def test_dativo_run_with_a_partition_or_a_range(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "tenants/demo/jobs/crm.yaml").write_text(CRM_JOB)
+    with (project / "runner.yaml").open("a") as runner:
+        runner.write("  - tenant: demo\n    job: crm\n")
+    assert main(["run", "demo/crm", "--partition", "2024-01-04"]) == 0
+    assert _people_days(project) == ["2024-01-04", "2024-01-04"]
+    assert main(["run", "demo/crm", "--partition", "2024-01-02...2024-01-04"]) == 0
+    assert _people_days(project) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-04"]
+    capsys.readouterr()
+    assert main(["run", "demo/crm", "--partition", "2023-12-31"]) == 2
+    assert "'2023-12-31' is not a daily partition key from 2024-01-01" in capsys.readouterr().err
+    assert main(["run", "demo/shop", "--partition", "2024-01-02"]) == 2
+    assert "the job has no 'partitions'" in capsys.readouterr().err
+    assert main(["run", "demo/crm"]) == 0  # incremental: everything
+    assert len(_people_days(project)) == 500
+
+
+def _people_days(project: Path) -> list[str]:
+    job = next(j for j in load_plan(project, strict=True).jobs if j.name == "crm")
+    table = IcebergWriter(build_catalog(job.target, SecretResolver({}), project)).load_table("demo", "people")
+    assert table is not None
+    return sorted(str(row["updated_at"])[:10] for row in table.scan().to_arrow().to_pylist())
