@@ -39,7 +39,7 @@ from dativo_dagster.iceberg.files import delete_files
 from dativo_dagster.iceberg.merge import FILTER_PRUNING_MAX_KEYS, MergePlan, TouchedFile, _deleted_positions, key_array
 from dativo_dagster.sources.base import TimeWindow
 from dativo_dagster.sources.cursors import CursorCodec
-from dativo_dagster.sources.incremental import lower_bound, row_filter
+from dativo_dagster.sources.incremental import date_at_or_after, lower_bound, row_filter
 from dativo_dagster.state import CursorState
 
 
@@ -52,13 +52,9 @@ def window_mask(column: pa.Array | pa.ChunkedArray, window: TimeWindow) -> pa.Ar
     start, end = window.utc()
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if pa.types.is_date(column.type):
-        lower: Any = start.date()
-        upper: Any = end.date() if end.time() == dt.time(0) else end.date() + dt.timedelta(days=1)
-    else:
-        lower, upper = start, end
-    after_start = row_filter(column, lower, True)
-    before_end = pc.invert(row_filter(column, upper, True))
+    # a date is in the window when its midnight (UTC) is (row_filter compares dates so)
+    after_start = row_filter(column, start, True)
+    before_end = pc.invert(row_filter(column, end, True))
     return pc.and_(after_start, before_end)
 
 
@@ -67,13 +63,10 @@ def before_window(column: pa.Array | pa.ChunkedArray, window: TimeWindow) -> pa.
     start, _ = window.utc()
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    lower: Any = start.date() if pa.types.is_date(column.type) else start
-    return pc.invert(row_filter(column, lower, True))
+    return pc.invert(row_filter(column, start, True))
 
 
 def _literal(value: dt.datetime, field_type: Any) -> str:
-    if isinstance(field_type, DateType):
-        return value.date().isoformat()
     if isinstance(field_type, TimestampType):
         return value.replace(tzinfo=None).isoformat()
     return value.isoformat()
@@ -86,10 +79,9 @@ def window_expression(table: Table, field: str, window: TimeWindow) -> BooleanEx
         return AlwaysTrue()
     start, end = window.utc()
     if isinstance(field_type, DateType):
-        end_date = end if end.time() == dt.time(0) else end + dt.timedelta(days=1)
         return And(
-            GreaterThanOrEqual(field, _literal(start, field_type)),  # type: ignore[call-arg, arg-type]
-            LessThan(field, _literal(end_date, field_type)),  # type: ignore[call-arg, arg-type]
+            GreaterThanOrEqual(field, date_at_or_after(start).isoformat()),  # type: ignore[call-arg, arg-type]
+            LessThan(field, date_at_or_after(end).isoformat()),  # type: ignore[call-arg, arg-type]
         )
     return And(
         GreaterThanOrEqual(field, _literal(start, field_type)),  # type: ignore[call-arg, arg-type]

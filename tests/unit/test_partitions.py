@@ -189,3 +189,23 @@ def test_a_partition_races_only_an_incremental_commit_that_can_reach_its_window(
         check_window_race(_Obj(3), JAN_2, 1, 2, cursor, "t")  # type: ignore[arg-type]  # a 3-day lookback
     with pytest.raises(WindowRaceError):
         check_window_race(obj, JAN_2, None, 2, None, "t")  # the first incremental run reads everything
+
+
+def test_a_date_column_is_in_a_window_when_its_midnight_utc_is() -> None:
+    """As the SQL sources compare a date with the window's timestamptz bounds."""
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    window = TimeWindow(dt.datetime(2024, 1, 2, tzinfo=berlin), dt.datetime(2024, 1, 3, tzinfo=berlin))
+    column = pa.array([dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)])
+    assert window_mask(column, window).to_pylist() == [False, True, False]
+
+
+def test_row_filter_compares_a_date_column_with_a_moment_by_its_midnight() -> None:
+    from dativo_dagster.sources.incremental import row_filter
+
+    column = pa.array([dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)])
+    midnight = dt.datetime(2024, 1, 2, tzinfo=UTC)
+    noon = dt.datetime(2024, 1, 2, 12, tzinfo=UTC)
+    assert row_filter(column, midnight, True).to_pylist() == [False, True, True]
+    assert row_filter(column, midnight, False).to_pylist() == [False, False, True]
+    assert row_filter(column, noon, True).to_pylist() == [False, False, True]
+    assert row_filter(column, noon, False).to_pylist() == [False, False, True]
