@@ -26,7 +26,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, In, LessThan, Or
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    In,
+    LessThan,
+    LessThanOrEqual,
+    Or,
+)
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
@@ -120,6 +129,14 @@ def plan_window_replace(
         ):
             keys_expr = In(key_columns[0], distinct.to_pylist())  # type: ignore[call-arg, arg-type]
             row_filter_expr = Or(row_filter_expr, keys_expr)
+        elif len(key_columns) == 1 and (pa.types.is_integer(distinct.type) or pa.types.is_string(distinct.type)):
+            # many keys: files whose key bounds cannot hold any of them are skipped
+            low, high = (value.as_py() for value in pc.min_max(distinct).values())
+            key_range = And(
+                GreaterThanOrEqual(key_columns[0], low),  # type: ignore[call-arg, arg-type]
+                LessThanOrEqual(key_columns[0], high),  # type: ignore[call-arg, arg-type]
+            )
+            row_filter_expr = Or(row_filter_expr, key_range)
         else:
             row_filter_expr = AlwaysTrue()
     candidates = list(table.scan(row_filter=row_filter_expr).plan_files())

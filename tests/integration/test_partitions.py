@@ -138,8 +138,13 @@ def test_backfill_then_rerun_of_one_partition_leaves_the_table_identical(pg: tup
     assert len(table.refresh().snapshots()) == snapshots + 2
 
 
-def test_rerun_after_the_source_changed_matches_the_window_exactly(pg: tuple[Any, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("key_pruning", ["key list", "key range"])
+def test_rerun_after_the_source_changed_matches_the_window_exactly(
+    pg: tuple[Any, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_pruning: str
+) -> None:
     connection, schema = pg
+    if key_pruning == "key range":  # what a run with more keys than an IN list holds does
+        monkeypatch.setattr("dativo_dagster.iceberg.window.FILTER_PRUNING_MAX_KEYS", 1)
     runner = Runner(make_project(tmp_path, schema))
     for key in ("2024-01-01", "2024-01-02", "2024-01-03"):
         assert runner_window(runner, key).error is None
