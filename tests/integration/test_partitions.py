@@ -313,3 +313,18 @@ def test_schedule_run_without_partition_key_stays_incremental(pg: tuple[Any, str
     assert table is not None
     cursor = read_table_cursor(table)
     assert cursor is not None and cursor.cursor is not None and cursor.cursor.value.startswith("2024-01-04T04:00")
+
+
+def test_partitions_in_another_time_zone_cut_the_day_there(pg: tuple[Any, str], tmp_path: Path) -> None:
+    connection, schema = pg
+    sql(
+        connection,
+        f"INSERT INTO {schema}.events VALUES (50, 'berlin 2 January', '2024-01-01 23:30'), "
+        "(51, 'berlin 3 January', '2024-01-02 23:00')",
+    )
+    root = make_project(tmp_path, schema, timezone="Europe/Berlin")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(root, instance, partition_key="2024-01-02").success
+    ids = [row[0] for row in table_rows(Runner(root).writer)]
+    # 2 January in Berlin is [2024-01-01 23:00, 2024-01-02 23:00) UTC
+    assert ids == [6, 7, 8, 9, 10, 50]
