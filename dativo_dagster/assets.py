@@ -23,6 +23,7 @@ from dativo_dagster.errors import (
     UnexpectedError,
     unexpected,
 )
+from dativo_dagster.partitions import backfill_policy, partition_window, partitions_definition
 from dativo_dagster.resets import ResetRequest, run_user
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import build_asset_specs, build_check_specs
@@ -32,6 +33,7 @@ from dativo_dagster.translator import DativoTranslator
 if TYPE_CHECKING:
     # The engine pulls in pyiceberg and pyarrow: needed to run an asset, not to load definitions.
     from dativo_dagster.engine import DagsterState, ObjectResult
+    from dativo_dagster.sources.base import TimeWindow
 
 
 class IngestConfig(BaseModel):
@@ -118,8 +120,10 @@ def dagster_state(instance: dg.DagsterInstance, key: dg.AssetKey) -> "DagsterSta
     return DagsterState(cursor=cursor, snapshot_id=snapshot_id)
 
 
-def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: str) -> dg.MaterializeResult:
-    """Metadata for one committed (or unchanged) object."""
+def materialize_result(
+    result: "ObjectResult", key: dg.AssetKey, catalog_name: str, window: "TimeWindow | None" = None
+) -> dg.MaterializeResult:
+    """Metadata for one committed (or unchanged) object (of a partition run when ``window`` is set)."""
     write = result.write
     assert write is not None
     metadata: dict[str, object] = {
@@ -140,6 +144,9 @@ def materialize_result(result: "ObjectResult", key: dg.AssetKey, catalog_name: s
     }
     if write.snapshot_id is not None:
         metadata[META_SNAPSHOT_ID] = write.snapshot_id
+    if window is not None:
+        metadata["dativo/partition_window"] = window.label
+        metadata["dativo/rows_replaced"] = write.rows_replaced
     if result.total_rows is not None:
         metadata["dagster/row_count"] = result.total_rows
     if write.schema is not None:
@@ -323,6 +330,7 @@ def ingest_config(raw: object) -> IngestConfig:
 def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDefinition:
     """The multi_asset of one tenant job."""
     keys = {translator.asset_key(obj): obj for obj in job.objects}
+    partitions = job.job.partitions
 
     @dg.multi_asset(
         name=translator.op_name(job),
@@ -333,6 +341,8 @@ def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDef
         pool=translator.pool(job),
         op_tags=translator.run_tags(job),
         config_schema=INGEST_CONFIG_SCHEMA,
+        partitions_def=partitions_definition(partitions) if partitions else None,
+        backfill_policy=backfill_policy(partitions) if partitions else None,
     )
     def _ingest(
         context: dg.AssetExecutionContext, dativo: DativoResource
@@ -340,7 +350,8 @@ def build_job_assets(job: JobPlan, translator: DativoTranslator) -> dg.AssetsDef
         config = ingest_config(context.op_execution_context.op_config)
         selected = [obj for key, obj in keys.items() if key in context.selected_asset_keys]
         checks = context.selected_asset_check_keys
-        yield from run_job(context, job, selected, dativo, translator, config, checks)
+        window = partition_window(context) if partitions else None
+        yield from run_job(context, job, selected, dativo, translator, config, checks, window=window)
 
     return _ingest
 
@@ -353,11 +364,13 @@ def run_job(
     translator: DativoTranslator,
     config: IngestConfig,
     checks: set[dg.AssetCheckKey] | frozenset[dg.AssetCheckKey],
+    window: "TimeWindow | None" = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Ingest ``objects`` in a thread pool; yield results as they finish; fail the step at the end.
 
     Selected checks are evaluated after their object's ingestion; checks selected without their
-    asset (the UI's "Execute" on a check) are evaluated against the table as it stands.
+    asset (the UI's "Execute" on a check) are evaluated against the table as it stands. With
+    ``window`` (a partition run) each object replaces exactly that window of its table.
     """
     from dativo_dagster.checks.runtime import (
         CheckedObject,
@@ -426,6 +439,7 @@ def run_job(
                     limit=config.limit,
                     reset=config.reset,
                     reset_by=reset_by,
+                    window=window,
                 )
                 running[future] = obj
             if not running:
@@ -456,7 +470,7 @@ def run_job(
                     yield from checked.results
                     continue
                 succeeded += 1
-                yield materialize_result(result, key, job.target.catalog_name)
+                yield materialize_result(result, key, job.target.catalog_name, window)
                 yield from checked.results
     ingested = {obj.name for obj in objects}
     for obj in job.objects:

@@ -254,8 +254,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.full_refresh and (args.dry_run or args.limit is not None):
         raise ConfigError("--full-refresh replaces the tables' rows: it takes neither --dry-run nor --limit")
     if args.dry_run:
+        if args.partition is not None:
+            raise ConfigError("--dry-run previews an incremental run; it cannot be combined with --partition")
         return _dry_run(plan, job, objects, args.limit)
-    return _materialize(plan, job, [o.name for o in objects], args.limit, args.summary_json, args.full_refresh)
+    if args.full_refresh and args.partition is not None:
+        raise ConfigError("--full-refresh replaces the whole table; it cannot be combined with --partition")
+    return _materialize(
+        plan, job, [o.name for o in objects], args.limit, args.summary_json, args.full_refresh, args.partition
+    )
 
 
 def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
@@ -291,6 +297,7 @@ def _materialize(
     limit: int | None,
     summary_json: Path | None = None,
     full_refresh: bool = False,
+    partition: str | None = None,
 ) -> int:
 
     from dativo_dagster.build import build_definitions
@@ -298,6 +305,11 @@ def _materialize(
     from dativo_dagster.translator import DativoTranslator
 
     translator = DativoTranslator()
+    partition_args: dict[str, Any] = {}
+    if partition is not None:
+        from dativo_dagster.partitions import partition_run_args
+
+        partition_args = partition_run_args(job.job.partitions, partition, job.label)
     single = Plan(project_dir=plan.project_dir, runner=plan.runner, jobs=(job,))
     defs = build_definitions(single, translator)
     keys = [translator.asset_key(job.object(name)) for name in object_names]
@@ -328,7 +340,8 @@ def _materialize(
             instance=instance,
             asset_selection=keys,
             raise_on_error=False,
-            tags={**translator.run_tags(job), **cli_run_tags()},
+            partition_key=partition_args.get("partition_key"),
+            tags={**translator.run_tags(job), **cli_run_tags(), **partition_args.get("tags", {})},
         )
     code = _report(job, object_names, result, translator)
     if summary_json is not None:
@@ -435,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-refresh",
         action="store_true",
         help="reset the objects first (audited): read everything and replace their tables' rows",
+    )
+    run.add_argument(
+        "--partition",
+        default=None,
+        metavar="KEY|START...END",
+        help="a partitioned job: replace this partition's (or range's) window instead of loading incrementally",
     )
     run.add_argument(
         "--summary-json",

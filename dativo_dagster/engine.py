@@ -23,7 +23,7 @@ from dativo_dagster.iceberg.tables import read_table_cursor
 from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult
 from dativo_dagster.logs import log_context
 from dativo_dagster.quarantine_view import PREVIEW_ROWS
-from dativo_dagster.sources.base import ReadRequest, Slice, Source
+from dativo_dagster.sources.base import ReadRequest, Slice, Source, TimeWindow
 from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
 from dativo_dagster.types import ContractEnforcer, check_table_schema
 
@@ -134,6 +134,7 @@ def ingest_object(
     dry_run: bool = False,
     reset: ResetRequest | None = None,
     reset_by: str = "dagster",
+    window: TimeWindow | None = None,
 ) -> ObjectResult:
     """Extract ``obj`` from its committed cursor and commit it, rows and cursor together.
 
@@ -145,6 +146,10 @@ def ingest_object(
     ``reset_by``; see :mod:`~dativo_dagster.resets`) and then loads from there. After a full-refresh
     reset, the first commit replaces the table's rows.
 
+    With ``window`` (a partition run) it reads the rows whose cursor lies in the window instead
+    and replaces exactly that window, leaving the cursor where it is
+    (:func:`dativo_dagster.partition_run.ingest_window`).
+
     Errors are returned in ``ObjectResult.error`` when they are :class:`DativoError`; anything
     else propagates (an unclassified bug must not look like a handled failure).
     """
@@ -155,6 +160,24 @@ def ingest_object(
         stats: dict[str, float] = {}
         notes: list[str] = []
         try:
+            if window is not None and not dry_run:
+                from dativo_dagster.partition_run import check_window_allowed, ingest_window
+
+                if reset is not None:
+                    raise ConfigError(
+                        f"{obj.label}: a reset moves the incremental cursor; a partition run never does",
+                        hint="launch the reset without a partition key (or use `dativo reset`)",
+                    )
+                check_window_allowed(obj, source, limit)
+                return ingest_window(
+                    obj,
+                    source=source,
+                    writer=writer,
+                    run_id=run_id,
+                    dagster=dagster or DagsterState(),
+                    window=window,
+                    started=started,
+                )
             if limit is not None and not dry_run:
                 check_limit_allowed(obj, source, limit)
             if reset is not None and not dry_run:
@@ -175,8 +198,8 @@ def ingest_object(
                 note=reconciled.note,
             )
             base_enforcer = enforcer_for(obj, source)
-            request = ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit)
-            planned = source.plan_slices(request)
+            request = ReadRequest(obj=obj, cursor=reconciled.cursor, limit=limit, between=window)
+            planned = source.plan_slices(request) if window is None else None
             slices: list[Slice | None] = list(planned) if planned else [None]
             if dry_run:
                 return _dry_run(obj, source, request, slices, base_enforcer, reconciled, run_id, started)
@@ -185,8 +208,8 @@ def ingest_object(
             # A full-refresh reset: the first commit replaces the table's rows, whatever the write mode.
             replace_table = reconciled.full_refresh
             result: WriteResult | None = None
-            for number, window in enumerate(slices, start=1):
-                extraction = source.read(dataclasses.replace(request, cursor=cursor, window=window))
+            for number, piece in enumerate(slices, start=1):
+                extraction = source.read(dataclasses.replace(request, cursor=cursor, window=piece))
                 enforcer = base_enforcer.with_lineage(extraction.lineage)
                 part = writer.write(
                     obj,
@@ -203,11 +226,11 @@ def ingest_object(
                 _add_stats(stats, extraction.stats.as_metadata())
                 notes.extend(n for n in extraction.stats.notes if n not in notes)
                 result = part if result is None else _combined(result, part)
-                if window is not None:
+                if piece is not None:
                     stats["slices"] = stats.get("slices", 0) + 1
                     log.info(
                         "slice_committed",
-                        slice=window.label or number,
+                        slice=piece.label or number,
                         of=len(slices),
                         rows=part.rows_written,
                         cursor=part.cursor.display(codec) if part.cursor else None,
@@ -217,7 +240,7 @@ def ingest_object(
                     base_snapshot_id = part.snapshot_id
                     replace_table = False
             assert result is not None
-            total = _total_rows(writer, obj)
+            total = total_rows(writer, obj)
             log.info(
                 "object_finished",
                 rows=result.rows_written,
@@ -320,7 +343,7 @@ def _dry_run(
     )
 
 
-def _total_rows(writer: IcebergWriter, obj: ObjectPlan) -> int | None:
+def total_rows(writer: IcebergWriter, obj: ObjectPlan) -> int | None:
     """Live rows in the table: from the snapshot summary, or counted when position deletes exist."""
     table = writer.load_table(*obj.table_identifier)
     snapshot = table.current_snapshot() if table is not None else None

@@ -25,6 +25,11 @@ PROP_CURSOR_FIELD = "dativo.cursor-field"
 PROP_RUN_ID = "dativo.run-id"
 PROP_OBJECT = "dativo.object"
 PROP_ROWS = "dativo.rows"
+PROP_PARTITION = "dativo.partition"
+"""Set on a partition run's snapshot: the window it replaced (``start/end``, ISO). Such a snapshot
+carries the incremental cursor unchanged, and the incremental cursor (and the snapshot an
+incremental run builds on) is read from the newest dativo snapshot *without* it, so partition
+runs never move, or race for, the incremental cursor."""
 
 # A reset's audit record, in the summary of the snapshot that moved the cursor (see resets.py).
 PROP_RESET_KIND = "dativo.reset-kind"

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from dativo_dagster.engine import DagsterState, ObjectResult
     from dativo_dagster.iceberg.writer import IcebergWriter
     from dativo_dagster.resets import ResetRequest
-    from dativo_dagster.sources.base import Source
+    from dativo_dagster.sources.base import Source, TimeWindow
     from dativo_dagster.translator import DativoTranslator
 
 T = TypeVar("T")
@@ -311,6 +311,7 @@ def ingest_and_check(
     limit: int | None,
     reset: ResetRequest | None = None,
     reset_by: str = "dagster",
+    window: TimeWindow | None = None,
 ) -> tuple[ObjectResult, CheckedObject]:
     """Ingest one object, then evaluate its selected checks (in the worker thread: scans run in parallel)."""
     from dativo_dagster.engine import ingest_object
@@ -324,5 +325,6 @@ def ingest_and_check(
         limit=limit,
         reset=reset,
         reset_by=reset_by,
+        window=window,
     )
     return result, checks_after_ingest(result, key, names, writer, run_id, history)

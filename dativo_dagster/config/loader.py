@@ -29,6 +29,7 @@ from dativo_dagster.config.models import (
     check_references,
 )
 from dativo_dagster.config.parse_cache import MISSING, ParseCache, content_digest
+from dativo_dagster.config.partition_rules import partition_problems
 from dativo_dagster.config.plain_yaml import MAX_FILE_BYTES, YamlRefused, load_plain
 from dativo_dagster.config.plan import BrokenJob, JobPlan, ObjectPlan, Plan
 from dativo_dagster.errors import ConfigError
@@ -465,6 +466,7 @@ def _load_job(
                 checks=job.checks.overridden_by(obj.checks),
             )
         )
+    problems.extend(partition_problems(label, job, source_cls, objects))
     if problems or source_cls is None or len(objects) != len(job.objects):
         return None
     return JobPlan(

@@ -446,6 +446,61 @@ def _owner(value: str) -> str:
     raise ValueError(f"owner {value!r} must be an e-mail address or 'team:<name>'")
 
 
+class Partitions(StrictModel):
+    """Time partitions of a tenant job's objects (every object needs a timestamp cursor).
+
+    A partition run reads the rows whose cursor lies in the partition's window and replaces
+    exactly that window of the table in one Iceberg commit; runs without a partition key (the
+    schedule) stay incremental.
+    """
+
+    granularity: Literal["daily", "monthly"]
+    start: str = Field(description="first partition, YYYY-MM-DD (monthly: the first day of a month)")
+    timezone: str = Field(default="UTC", description="IANA time zone the partition boundaries are in")
+    end_offset: int = Field(
+        default=0, ge=-3650, le=3650, description="partitions past the current one (1: the running one too)"
+    )
+    max_partitions_per_run: int | None = Field(
+        default=None,
+        ge=1,
+        le=3660,
+        description=(
+            "a backfill reads up to this many partitions as one window per run (default: the whole range in "
+            "one run, which `dagster asset materialize --partition-range` needs)"
+        ),
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        import datetime as dt
+
+        try:
+            if len(value) != 10:
+                raise ValueError
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _month_start(self) -> Partitions:
+        if self.granularity == "monthly" and not self.start.endswith("-01"):
+            raise ValueError(f"monthly partitions start on the first day of a month, not {self.start}")
+        return self
+
+
 class TenantJob(StrictModel):
     """tenants/<tenant>/jobs/<job>.yaml."""
 
@@ -466,6 +521,9 @@ class TenantJob(StrictModel):
     quality: Quality = Field(default_factory=Quality)
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="asset checks generated per object")
     objects: list[ObjectConfig] = Field(min_length=1)
+    partitions: Partitions | None = Field(
+        default=None, description="time partitions of the job's objects (daily or monthly, from a start date)"
+    )
 
     @model_validator(mode="after")
     def _namespace_belongs_to_tenant(self) -> TenantJob:

@@ -23,6 +23,7 @@ from dativo_dagster.iceberg.failures import raise_storage_failure
 from dativo_dagster.state import (
     PROP_CURSOR,
     PROP_OBJECT,
+    PROP_PARTITION,
     PROP_RUN_ID,
     CursorState,
     ResetRecord,
@@ -203,6 +204,8 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     """Latest dativo cursor recorded in the table's snapshot lineage (current snapshot backwards),
     with the reset that set it when the latest dativo snapshot is a reset.
 
+    Partition runs' snapshots (``dativo.partition``) are skipped: they copy the cursor, never move it.
+
     Raises:
         StateError: STATE001 when that cursor (or reset record) cannot be read.
     """
@@ -212,7 +215,7 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     while snapshot is not None:
         ancestors.append(snapshot.snapshot_id)
         props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if found is None and PROP_RUN_ID in props:
+        if found is None and PROP_RUN_ID in props and PROP_PARTITION not in props:
             found = (snapshot, props)
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
@@ -242,11 +245,13 @@ def read_table_cursor(table: Table) -> TableCursor | None:
 
 
 def latest_dativo_summary(table: Table) -> tuple[int, dict[str, str]] | None:
-    """The id and summary properties of the newest snapshot in the table's lineage that dativo committed."""
+    """The id and summary properties of the newest snapshot in the table's lineage that an
+    incremental dativo run (or a reset) committed; partition runs' snapshots are skipped: they copy
+    the cursor and never race the incremental one."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
         props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if PROP_RUN_ID in props:
+        if PROP_RUN_ID in props and PROP_PARTITION not in props:
             return snapshot.snapshot_id, dict(props)
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
@@ -254,6 +259,7 @@ def latest_dativo_summary(table: Table) -> tuple[int, dict[str, str]] | None:
 
 
 def latest_dativo_snapshot_id(table: Table) -> int | None:
-    """The id of the newest snapshot in the table's lineage that dativo committed."""
+    """The id of the newest snapshot in the table's lineage that an incremental dativo run (or a reset)
+    committed (see :func:`latest_dativo_summary`)."""
     found = latest_dativo_summary(table)
     return found[0] if found is not None else None

@@ -70,11 +70,14 @@ from dativo_dagster.iceberg.tables import (
     latest_dativo_snapshot_id,
     read_table_cursor,
 )
+from dativo_dagster.iceberg.window import check_window_race, drop_keys, plan_window_replace, window_mask
 from dativo_dagster.quarantine_view import PREVIEW_ROWS, quarantine_records
+from dativo_dagster.sources.base import TimeWindow
 from dativo_dagster.state import (
     PROP_CURSOR,
     PROP_CURSOR_FIELD,
     PROP_OBJECT,
+    PROP_PARTITION,
     PROP_ROWS,
     PROP_RUN_ID,
     PROP_STRATEGY,
@@ -158,6 +161,12 @@ class _Staged:
     base_snapshot_id: int | None
     merge: MergePlan = field(default_factory=MergePlan)
     merge_planned: bool = False
+    window: TimeWindow | None = None
+    # A partition run: the incremental cursor when its read began (for the race check), and
+    # the one its commit copied.
+    base_cursor: CursorState | None = None
+    copied_cursor: CursorState | None = None
+    rows_dropped: int = 0  # the run's rows a newer live version of the same key shadowed
 
 
 class _Conflict(Exception):
@@ -210,6 +219,7 @@ class IcebergWriter:
         replaces: tuple[str, Callable[[], list[str]]] | None = None,
         base_snapshot_id: int | None = BASE_UNKNOWN,
         full_refresh: bool = False,
+        window: TimeWindow | None = None,
     ) -> WriteResult:
         """Stream ``batches`` into ``obj``'s table in one commit.
 
@@ -226,12 +236,18 @@ class IcebergWriter:
             base_snapshot_id: The dativo snapshot ``previous_cursor`` was read from (None: the
                 table had none). If another run of the object commits after it, this write commits
                 nothing (its rows may overlap that run's).
+            full_refresh: The stream is a complete copy of the object: it replaces the table.
+            window: A partition run: the stream holds the rows whose cursor lies in this window,
+                and replaces exactly that window (:mod:`~dativo_dagster.iceberg.window`). The
+                incremental cursor is copied into the snapshot unchanged; ``base_snapshot_id``
+                and ``previous_cursor`` are the incremental state when the read began.
 
         Raises:
             QualityError: QUAL001 when the rejected-row rate exceeds the object's threshold, or a
                 full refresh would empty the table.
             StorageError: STG001 when the catalog or file IO fails, or another run of the object
-                committed first.
+                committed first; WindowRaceError (STG001) when an incremental run committed rows
+                that may lie in the partition window while it was read.
             ConfigError: CFG001 when the table or namespace belongs to someone else, or the
                 warehouse is not writable.
         """
@@ -244,7 +260,7 @@ class IcebergWriter:
         table = self.tables.ensure(namespace, name, target_schema, owner)
         if base_snapshot_id is BASE_UNKNOWN:
             base_snapshot_id = latest_dativo_snapshot_id(table)
-        _check_base(table, base_snapshot_id, obj, label)
+        _check_start(table, base_snapshot_id, obj, label, window, previous_cursor)
         changes = plan_schema_changes(table.schema().as_arrow(), target_schema, table=label)
         txn = table.transaction()
         if changes:
@@ -266,7 +282,11 @@ class IcebergWriter:
         )
         # Keys are kept (8 bytes a row for an integer key) only when something will use them:
         # replacing rows already in the table, or de-duplicating a stream that may repeat keys.
-        collect_keys = (is_merge and (table.current_snapshot() is not None or not keys_unique)) or dedupe_refresh
+        # A partition run always keeps them: its window replace matches the run's keys elsewhere.
+        collect_keys = (
+            is_merge and (table.current_snapshot() is not None or not keys_unique or window is not None)
+        ) or dedupe_refresh
+        in_window = _window_filter(obj, window)
 
         def conforming() -> Iterator[pa.RecordBatch]:
             for batch in batches:
@@ -276,6 +296,8 @@ class IcebergWriter:
                     stats.rejected += enforced.rejected_rows
                     quarantine.append(enforced.rejected)
                 good = enforced.good
+                if in_window is not None and good.num_rows:
+                    good = in_window(good)
                 if good.num_rows:
                     stats.written += good.num_rows
                     if collect_keys:
@@ -287,7 +309,9 @@ class IcebergWriter:
         staged: _Staged | None = None
         try:
             new_files = write_data_files(table, metadata, target_schema, conforming(), self.target_file_rows)
-            cursor = new_cursor()  # STATE001 if it moved backwards (the source's codec decides)
+            # STATE001 if it moved backwards (the source's codec decides). A partition run leaves the
+            # cursor as it is: the commit copies the table's cursor of that moment.
+            cursor = new_cursor() if window is None else previous_cursor
             # Sources re-read this run (a rewritten file): their earlier rows, and earlier
             # rejections, are replaced by this run's.
             replaced = (replaces[0], list(replaces[1]())) if replaces is not None else None
@@ -295,6 +319,8 @@ class IcebergWriter:
             sample: list[dict[str, Any]] = []
             if quarantine:
                 cursor_from = previous_cursor.to_json() if previous_cursor is not None else ""
+                if window is not None:  # a partition's re-run replaces that partition's rejections
+                    cursor_from = f"partition:{window.label}"
                 quarantine_name = commit_quarantine(
                     self.tables, obj, enforcer, quarantine, run_id, cursor_from, replaced
                 )
@@ -330,7 +356,11 @@ class IcebergWriter:
                 )
 
             unchanged = (
-                stats.written == 0 and not changes and mode is not WriteMode.OVERWRITE and (cursor == previous_cursor)
+                stats.written == 0
+                and not changes
+                and mode is not WriteMode.OVERWRITE
+                and (cursor == previous_cursor)
+                and window is None
             )
             if unchanged:
                 return nothing_committed()
@@ -379,9 +409,14 @@ class IcebergWriter:
                     PROP_ROWS: str(stats.written),
                 },
                 base_snapshot_id=base_snapshot_id,
+                window=window,
+                base_cursor=previous_cursor,
             )
+            if window is not None:
+                staged.props[PROP_PARTITION] = window.label
             if (
-                is_merge
+                window is None
+                and is_merge
                 and keys is not None
                 and table.current_snapshot() is not None
                 and stats.written <= UNCHANGED_CHECK_MAX_ROWS
@@ -405,9 +440,11 @@ class IcebergWriter:
             delete_uncommitted(table, list(dict.fromkeys(written)))
             raise
         merge = staged.merge
+        if window is not None:
+            cursor = staged.copied_cursor  # the incremental cursor, as the commit copied it
         return WriteResult(
             table=label,
-            rows_written=stats.written,
+            rows_written=stats.written - staged.rows_dropped,
             rows_rejected=stats.rejected,
             rows_read=stats.read,
             snapshot_id=snapshot_id,
@@ -452,7 +489,7 @@ class IcebergWriter:
     def _replay_on(self, table: Table, staged: _Staged) -> tuple[Table, Transaction]:
         """A fresh transaction on the refreshed table that reproduces the staged schema and merge."""
         log.info("commit_conflict_replayed", table=staged.label)
-        _check_base(table, staged.base_snapshot_id, staged.obj, staged.label)
+        _check_start(table, staged.base_snapshot_id, staged.obj, staged.label, staged.window, staged.base_cursor)
         txn = table.transaction()
         changes = plan_schema_changes(table.schema().as_arrow(), staged.schema, table=staged.label)
         if changes:
@@ -473,7 +510,9 @@ class IcebergWriter:
 
     def _commit_once(self, table: Table, txn: Transaction, staged: _Staged) -> int | None:
         obj = staged.obj
-        if staged.keys is not None and table.current_snapshot() is not None:
+        if staged.window is not None:
+            _stage_window_replace(table, txn, staged)
+        elif staged.keys is not None and table.current_snapshot() is not None:
             if not staged.merge_planned:
                 key_columns = obj.primary_key if staged.replaced_column is None else (staged.replaced_column,)
                 staged.merge = plan_merge(table, staged.keys, key_columns)
@@ -515,6 +554,57 @@ class IcebergWriter:
             raise_storage_failure(exc, f"commit to {staged.label}")
         snapshot = committed.current_snapshot()
         return snapshot.snapshot_id if snapshot else None
+
+
+def _check_start(
+    table: Table,
+    base_snapshot_id: int | None,
+    obj: ObjectPlan,
+    label: str,
+    window: TimeWindow | None,
+    base_cursor: CursorState | None,
+) -> None:
+    """The base check of an incremental write, or the race check of a partition write."""
+    if window is None:
+        _check_base(table, base_snapshot_id, obj, label)
+    else:
+        check_window_race(obj, window, base_snapshot_id, latest_dativo_snapshot_id(table), base_cursor, label)
+
+
+def _window_filter(obj: ObjectPlan, window: TimeWindow | None) -> Callable[[pa.RecordBatch], pa.RecordBatch] | None:
+    """For a partition run: keep only rows in the window (a source that read past it must not
+    make the replace delete rows of another window's)."""
+    field_name = obj.cursor_field
+    if window is None or field_name is None:
+        return None
+
+    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if field_name not in batch.schema.names:
+            return batch
+        inside = batch.filter(window_mask(batch.column(field_name), window))
+        if inside.num_rows != batch.num_rows:
+            log.warning("rows_outside_partition_dropped", object=obj.label, rows=batch.num_rows - inside.num_rows)
+        return inside
+
+    return keep
+
+
+def _stage_window_replace(table: Table, txn: Transaction, staged: _Staged) -> None:
+    """Plan a partition's window replace on ``table`` and copy its incremental cursor unchanged."""
+    obj = staged.obj
+    assert staged.window is not None and obj.cursor_field is not None
+    if not staged.merge_planned:
+        plan, shadowed = plan_window_replace(table, obj.cursor_field, staged.window, staged.keys, obj.primary_key)
+        if shadowed is not None and len(shadowed):
+            staged.files, dropped = drop_keys(table, txn.table_metadata, staged.files, shadowed, obj.primary_key)
+            staged.rows_dropped += dropped
+            staged.props[PROP_ROWS] = str(int(staged.props[PROP_ROWS]) - dropped)
+        staged.merge = plan
+        staged.merge_planned = True
+    apply_merge(table, txn.table_metadata, staged.merge)
+    current = read_table_cursor(table)
+    staged.copied_cursor = current.cursor if current is not None else None
+    staged.props[PROP_CURSOR] = staged.copied_cursor.to_json() if staged.copied_cursor is not None else "null"
 
 
 def _check_base(table: Table, base_snapshot_id: int | None, obj: ObjectPlan, label: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,13 +94,35 @@ class Slice:
 
 
 @dataclass(frozen=True)
+class TimeWindow:
+    """``[start, end)`` of a timestamp cursor, both timezone-aware (a partition's window)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def label(self) -> str:
+        """``start/end`` in ISO form (names the window in snapshots, quarantine rows and logs)."""
+        return f"{self.start.isoformat()}/{self.end.isoformat()}"
+
+    def utc(self) -> tuple[dt.datetime, dt.datetime]:
+        """The bounds in UTC."""
+        return self.start.astimezone(dt.timezone.utc), self.end.astimezone(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
 class ReadRequest:
-    """What to read: the object, the committed cursor, an optional slice and row limit."""
+    """What to read: the object, the committed cursor, an optional slice and row limit.
+
+    ``between`` (a partition run) asks for the rows whose cursor lies in ``[start, end)``
+    instead of the rows after ``cursor``; only sources with ``reads_time_windows`` get it.
+    """
 
     obj: ObjectPlan
     cursor: CursorState | None = None
     window: Slice | None = None
     limit: int | None = None
+    between: TimeWindow | None = None
 
 
 class Extraction:
@@ -248,6 +271,9 @@ class Source(abc.ABC):
     # True when read() yields rows in cursor order; only then can a row limit stop early without
     # skipping rows that sort before the last one read.
     ordered_by_cursor: ClassVar[bool] = False
+    # True when read() honours ``ReadRequest.between``: only rows whose timestamp cursor lies in
+    # ``[start, end)`` (what a partition run reads). Only such sources can be partitioned.
+    reads_time_windows: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass declaring its own ``type`` registers itself (no central list to edit)."""

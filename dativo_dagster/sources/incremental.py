@@ -30,8 +30,24 @@ def lower_bound(
     return codec.minus_lookback(cursor.value, lookback_days), True
 
 
+def date_at_or_after(moment: dt.datetime) -> dt.date:
+    """The first date whose midnight (UTC; naive means UTC) is at or after ``moment``.
+
+    A date is at or after a point in time when its midnight is, as the SQL sources compare a
+    date column with a timestamptz bound.
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc)
+    return moment.date() if moment.time() == dt.time(0) else moment.date() + dt.timedelta(days=1)
+
+
 def row_filter(column: pa.Array, bound: Any, inclusive: bool) -> pa.Array:
     """Boolean mask of rows at or after ``bound`` (``column`` already cast to its contract type)."""
+    if isinstance(bound, dt.datetime) and pa.types.is_date(column.type):
+        # "after" a moment that is not a midnight is "at or after" the next midnight
+        moment = bound.astimezone(dt.timezone.utc) if bound.tzinfo is not None else bound
+        inclusive = inclusive or moment.time() != dt.time(0)
+        bound = date_at_or_after(bound)
     if isinstance(bound, dt.datetime) and pa.types.is_timestamp(column.type):
         if column.type.tz and bound.tzinfo is None:
             bound = bound.replace(tzinfo=dt.timezone.utc)

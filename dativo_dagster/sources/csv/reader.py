@@ -92,6 +92,7 @@ class FileReader:
         by_mtime: bool,
         state: ReadState,
         stats: SourceStats,
+        upper: Any = None,
     ) -> None:
         self.roots = roots
         self.obj = obj
@@ -101,6 +102,8 @@ class FileReader:
         self.cursor_type = cursor_type
         self.bound = bound
         self.inclusive = inclusive
+        # Exclusive upper bound of a partition window (None: no upper bound).
+        self.upper = upper
         self.by_mtime = by_mtime
         self.state = state
         self.stats = stats
@@ -312,6 +315,8 @@ class FileReader:
                         reasons[i] = text if reasons[i] is None else f"{reasons[i]}; {text}"
             if self.bound is not None:
                 keep = row_filter(typed, self.bound, self.inclusive)
+                if self.upper is not None:
+                    keep = pc.and_(keep, pc.invert(row_filter(typed, self.upper, True)))
                 # Rows without a usable cursor were offered on the first run (and quarantined there if
                 # the column is required); later runs skip them.
                 if typed.null_count:

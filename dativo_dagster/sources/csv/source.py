@@ -46,6 +46,7 @@ class CsvSource(Source):
         {Strategy.FULL_REFRESH, Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED, Strategy.FILE_MTIME}
     )
     needs_contract = True
+    reads_time_windows = True  # every row is read and typed anyway; the window filters them
     local_path_fields = frozenset({"base_path"})
 
     @property
@@ -156,6 +157,10 @@ class CsvSource(Source):
         bound, inclusive = lower_bound(
             obj.strategy, request.cursor, obj.config.incremental.lookback_days, self.cursor_codec(obj)
         )
+        upper = None
+        if request.between is not None:  # a partition window: [start, end) of the cursor
+            bound, upper = request.between.utc()
+            inclusive = True
         cursor_type = None
         cursor_source = None
         if obj.cursor_field:
@@ -175,6 +180,7 @@ class CsvSource(Source):
             by_mtime,
             state,
             stats,
+            upper=upper,
         )
 
         def batches() -> Iterator[pa.RecordBatch]:

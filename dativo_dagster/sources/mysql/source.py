@@ -37,10 +37,10 @@ from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
     SqlSource,
     guard_cursor_column,
-    incremental_predicate,
     options_for,
     parse_table_name,
     query_body,
+    read_predicates,
     undecodable_name,
 )
 
@@ -168,14 +168,13 @@ class MySQLSource(SqlSource[MyColumn]):
         selected = ", ".join(select_expression(c, for_connectorx=for_connectorx) for c in columns)
         text = f"SELECT {selected} FROM {self._source_sql(options)}"  # noqa: S608 - identifiers quoted
         params: tuple[Any, ...] = ()
-        predicate = incremental_predicate(obj, request.cursor)
-        if predicate.active:
+        for number, predicate in enumerate(read_predicates(obj, request)):
             assert predicate.column is not None
             value = predicate.value
             if hasattr(value, "tzinfo") and value.tzinfo is not None:
                 value = value.replace(tzinfo=None)  # the session time zone is UTC
-            text += f" WHERE {quote_identifier(predicate.column)} {predicate.operator} %s"
-            params = (value,)
+            text += f" {'AND' if number else 'WHERE'} {quote_identifier(predicate.column)} {predicate.operator} %s"
+            params = (*params, value)
         if request.limit is not None and obj.cursor_field:
             text += f" ORDER BY {quote_identifier(obj.cursor_field)} LIMIT {int(request.limit)}"
         return text, params

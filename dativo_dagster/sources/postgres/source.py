@@ -37,10 +37,10 @@ from dativo_dagster.sources.sql_common import (
     SqlObjectOptions,
     SqlSource,
     guard_cursor_column,
-    incremental_predicate,
     options_for,
     parse_table_name,
     query_body,
+    read_predicates,
     undecodable_name,
 )
 
@@ -176,11 +176,10 @@ class PostgresSource(SqlSource[PgColumn]):
             source = sql.SQL("({}) AS dativo_q").format(sql.SQL(query_body(options.query)))
         select = sql.SQL(", ").join(select_expression(c) for c in columns)
         parts: list[sql.Composable] = [sql.SQL("SELECT {} FROM {}").format(select, source)]
-        predicate = incremental_predicate(obj, request.cursor)
-        if predicate.active:
+        for number, predicate in enumerate(read_predicates(obj, request)):
             assert predicate.column is not None
             parts.append(
-                sql.SQL(" WHERE {} " + predicate.operator + " {}").format(
+                sql.SQL((" AND " if number else " WHERE ") + "{} " + predicate.operator + " {}").format(
                     sql.Identifier(predicate.column), sql.Literal(predicate.value)
                 )
             )

@@ -34,6 +34,7 @@ from dativo_dagster.sources.sql_common.selection import (
     contract_columns,
     incremental_predicate,
     missing_columns,
+    read_predicates,
 )
 from dativo_dagster.sources.sql_common.source import ColumnT_co, DiscoveredColumn, SqlSource
 from dativo_dagster.sources.sql_common.values import (
@@ -70,6 +71,7 @@ __all__ = [
     "options_for",
     "parse_table_name",
     "query_body",
+    "read_predicates",
     "unclassified",
     "undecodable_name",
     "with_source_reasons",

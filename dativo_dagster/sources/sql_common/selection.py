@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError
+from dativo_dagster.sources.base import ReadRequest
 from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.incremental import lower_bound
 from dativo_dagster.state import CursorState
@@ -42,6 +43,20 @@ def incremental_predicate(obj: ObjectPlan, cursor: CursorState | None) -> Increm
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc)
     return IncrementalPredicate(obj.cursor_field, ">=" if inclusive else ">", value)
+
+
+def read_predicates(obj: ObjectPlan, request: ReadRequest) -> list[IncrementalPredicate]:
+    """The row filters of a read, ANDed: ``[start, end)`` of a partition window, else the cursor's."""
+    if request.between is not None:
+        if obj.cursor_field is None:
+            raise ConfigError(f"{obj.label}: a partition window needs a cursor column")
+        start, end = request.between.utc()
+        return [
+            IncrementalPredicate(obj.cursor_field, ">=", start),
+            IncrementalPredicate(obj.cursor_field, "<", end),
+        ]
+    predicate = incremental_predicate(obj, request.cursor)
+    return [predicate] if predicate.active else []
 
 
 ColumnT = TypeVar("ColumnT")

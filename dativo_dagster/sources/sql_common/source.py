@@ -46,6 +46,7 @@ class SqlSource(Source, Generic[ColumnT_co]):
     options_model = SqlObjectOptions
     supported_strategies = frozenset({Strategy.FULL_REFRESH, Strategy.APPEND, Strategy.UPDATED, Strategy.CREATED})
     ordered_by_cursor = True  # a limited read orders by the cursor column
+    reads_time_windows = True  # the window is pushed down as a bound WHERE
     driver_error: ClassVar[type[Exception]]
     list_objects_sql: ClassVar[str]
 
