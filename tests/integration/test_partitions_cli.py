@@ -1,9 +1,7 @@
-"""A partitioned CSV job through Dagster's CLI (``--partition-range``) and its schedule's tick."""
+"""A partitioned CSV job through Dagster's CLI (``--partition-range``) and its schedule sensor's tick."""
 
 from __future__ import annotations
 
-import datetime
-import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +13,6 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._scheduler.scheduler import launch_scheduled_runs
 
 from dativo_dagster.config.loader import load_plan
 from dativo_dagster.config.secrets import SecretResolver
@@ -23,6 +20,7 @@ from dativo_dagster.iceberg.catalog import build_catalog
 from dativo_dagster.iceberg.tables import read_table_cursor
 from dativo_dagster.iceberg.writer import IcebergWriter
 from tests.conftest import REPO
+from tests.integration.sensor_ticks import evaluate_sensors, make_schedules_due
 
 pytestmark = pytest.mark.slow
 
@@ -117,10 +115,9 @@ def test_the_schedule_of_a_partitioned_job_loads_incrementally(project: Path, tm
         dg.instance_for_test(temp_dir=str(home), overrides={"run_coordinator": coordinator}) as instance,
         create_test_daemon_workspace_context(target, instance) as workspace,
     ):
-        logger = logging.getLogger("dativo.test.scheduler")
-        started = datetime.datetime(2026, 11, 28, 10, 45, tzinfo=datetime.timezone.utc)
-        list(launch_scheduled_runs(workspace, logger, started, {}))
-        list(launch_scheduled_runs(workspace, logger, started + datetime.timedelta(minutes=50), {}))
+        evaluate_sensors(workspace)  # starts the schedule sensors: nothing due yet
+        make_schedules_due(instance)
+        evaluate_sensors(workspace)
         runs = [run for run in instance.get_runs() if run.tags.get("dativo/job") == "crm"]
         assert len(runs) == 1
         (run,) = runs

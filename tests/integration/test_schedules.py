@@ -3,29 +3,23 @@
 The sensor daemon evaluates each tenant job's cron sensor against a code server of
 ``dativo_dagster.definitions`` and the queued-run daemon hands the runs to the default run launcher
 (a run worker per run), as ``dagster-daemon`` does; the instance's run coordinator is dativo's, as
-in the project's dagster.yaml. The daemons' iterations are called directly, and a passed cron tick
-is made by moving a sensor's stored cursor an hour back: private APIs, fine with the pinned
-dagster==1.13.27.
+in the project's dagster.yaml (see :mod:`tests.integration.sensor_ticks`).
 """
 
 from __future__ import annotations
 
-import datetime
-import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.scheduler.instigation import InstigatorType
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
-from dagster._daemon.sensor import execute_sensor_iteration
 
 from dativo_dagster.specs import CHECK_CONTRACT
+from tests.integration.sensor_ticks import evaluate_sensors, make_schedules_due, sensor_states
 
 pytestmark = pytest.mark.slow
 
@@ -69,31 +63,18 @@ def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: 
         create_test_daemon_workspace_context(target, instance) as workspace,
     ):
         queue_daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
-        logger = logging.getLogger("dativo.test.sensors")
 
         def tick() -> None:
-            list(execute_sensor_iteration(workspace, logger, None, None))
+            evaluate_sensors(workspace)
             list(queue_daemon.run_iteration(workspace))
 
-        def states() -> dict[str, Any]:
-            found = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-            return {state.instigator_name: state for state in found}
-
         # demo/shop and acme/shop run hourly. The first pass starts their sensors, which record
-        # the latest tick as their cursor and launch nothing; an hour later (the cursors moved an
-        # hour back, the sensors due again) each launches exactly one run; a pass right after
-        # launches nothing more.
+        # the latest tick as their cursor and launch nothing; once a tick has passed each launches
+        # exactly one run; a pass right after launches nothing more.
         tick()
         assert instance.get_runs() == []
-        assert set(states()) == {"demo__shop__schedule", "acme__shop__schedule"}
-        for state in states().values():
-            data = state.instigator_data
-            hour_ago = datetime.datetime.fromisoformat(data.cursor) - datetime.timedelta(hours=1)
-            earlier = data.last_tick_start_timestamp - 3600
-            moved = data._replace(
-                cursor=hour_ago.isoformat(), last_tick_timestamp=earlier, last_tick_start_timestamp=earlier
-            )
-            instance.update_instigator_state(state.with_data(moved))
+        assert set(sensor_states(instance)) == {"demo__shop__schedule", "acme__shop__schedule"}
+        make_schedules_due(instance)
         tick()
         tick()
 

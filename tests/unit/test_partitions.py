@@ -115,8 +115,9 @@ def test_partitioned_job_assets_share_one_definition_and_keep_their_schedule(tmp
         dg.BackfillPolicy.multi_run(7)
     )
     # the schedule requests an unpartitioned (incremental) run of the same assets
-    schedule = defs.resolve_schedule_def("demo__shop__schedule")
-    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 28, 11, tzinfo=UTC)) as context:
+    schedule = defs.resolve_sensor_def("demo__shop__schedule")
+    a_day_ago = (dt.datetime.now(UTC) - dt.timedelta(days=1)).isoformat()
+    with dg.build_sensor_context(cursor=a_day_ago, definitions=defs) as context:
         (request,) = schedule.evaluate_tick(context).run_requests or []
     assert request.partition_key is None
     assert set(request.asset_selection or []) == {dg.AssetKey(["demo", "csv", "customers"])}
