@@ -164,7 +164,9 @@ def materialize_result(
         metadata["dativo/schema_changes"] = json.dumps(write.schema_changes)
     if write.quarantine_table:
         metadata["dativo/quarantine_table"] = write.quarantine_table
-    preview = quarantine_preview(result)
+    from dativo_dagster.quarantine_view import run_quarantine_preview
+
+    preview = run_quarantine_preview(result)
     if preview is not None:
         metadata["dativo/quarantined_rows"] = write.rows_rejected
         metadata["dativo/quarantine_preview"] = preview
@@ -172,36 +174,6 @@ def materialize_result(
         metadata["dativo/notes"] = "\n".join(result.notes)
     metadata["dativo/summary"] = dg.MetadataValue.json(object_summary(result))
     return dg.MaterializeResult(asset_key=key, metadata=metadata)  # type: ignore[arg-type]
-
-
-def quarantine_preview(result: "ObjectResult") -> dg.MetadataValue | None:
-    """Markdown of the first rows this run quarantined (None when it quarantined none).
-
-    From the write, or, for a run that failed on its rejected-row rate (QUAL001), from the error.
-    """
-    from dativo_dagster.quarantine_view import preview_markdown
-    from dativo_dagster.state import object_command
-
-    write, error = result.write, result.error
-    if write is not None:
-        sample, rejected, table = write.quarantine_sample, write.rows_rejected, write.quarantine_table
-    elif error is not None:
-        sample = error.context.get("quarantine_sample") or []
-        rejected, table = error.context.get("rows_rejected", len(sample)), error.context.get("quarantine_table")
-    else:
-        return None
-    if not sample:
-        return None
-    command = object_command("quarantine", result.obj.label)
-    run_id = sample[0].get("run_id")
-    return dg.MetadataValue.md(
-        preview_markdown(
-            sample,
-            rejected=rejected,
-            table=table or "",
-            command=f"{command} --run {run_id}" if run_id else command,
-        )
-    )
 
 
 class ErrorBudget:
@@ -298,7 +270,9 @@ def failure_for(
         "dativo/errors": "\n".join(lines),
         "dativo/attempt": retry_number + 1,
     }
-    previews = [(f.obj.name, quarantine_preview(f)) for f in failures]
+    from dativo_dagster.quarantine_view import run_quarantine_preview
+
+    previews = [(f.obj.name, run_quarantine_preview(f)) for f in failures]
     shown = [f"#### {name}\n\n{preview.value}" for name, preview in previews if preview is not None]
     if shown:
         metadata["dativo/quarantine_preview"] = dg.MetadataValue.md("\n".join(shown))

@@ -407,6 +407,7 @@ def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any)
             f"snapshot {md.get('dativo/snapshot_id', '-')}"
         )
     failed = [n for n in object_names if n not in done]
+    failed_error_checks = _report_checks(job, result)
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             data = event.event_specific_data
@@ -421,7 +422,35 @@ def _report(job: JobPlan, object_names: list[str], result: Any, translator: Any)
     if rejected_any:
         say_warning("some rows were quarantined (see the *__quarantine tables)")
         return EXIT_PARTIAL
+    if failed_error_checks:
+        return EXIT_PARTIAL
     return EXIT_OK
+
+
+def _report_checks(job: JobPlan, result: Any) -> int:
+    """Print the run's failed asset checks (ERROR as errors, WARN as warnings); return the ERROR count.
+
+    A check that passed says nothing: the run's own lines already say the object was committed.
+    """
+    from dativo_dagster.config.secrets import redact_text
+
+    errors = 0
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed:
+            continue
+        text = redact_text(
+            f"{job.label}/{evaluation.asset_key.path[-1]}: check {evaluation.check_name} failed"
+            + (f": {evaluation.description}" if evaluation.description else "")
+        )
+        if evaluation.severity.value == "ERROR":
+            errors += 1
+            say_error(text)
+        else:
+            say_warning(text)
+    return errors
 
 
 # --------------------------------------------------------------------------- main

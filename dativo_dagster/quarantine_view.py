@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import dagster as dg
+
 from dativo_dagster.config.secrets import redact_text
 from dativo_dagster.text import printable
 from dativo_dagster.types.system_columns import (
@@ -27,6 +29,8 @@ from dativo_dagster.types.system_columns import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from dativo_dagster.engine import ObjectResult
 
 PREVIEW_ROWS = 10
 """Rows of a run's quarantine shown in its materialization's preview."""
@@ -115,3 +119,32 @@ def preview_markdown(records: list[dict[str, Any]], *, rejected: int, table: str
         reason = _cell(shown(record["reason"], PREVIEW_REASON_CHARS))
         lines.append(f"| {reason} | {_cell(values_text(record['values'], PREVIEW_VALUE_CHARS))} |")
     return "\n".join(lines) + "\n"
+
+
+def run_quarantine_preview(result: ObjectResult) -> dg.MetadataValue | None:
+    """Markdown of the first rows this run quarantined (None when it quarantined none).
+
+    From the write, or, for a run that failed on its rejected-row rate (QUAL001), from the error.
+    """
+    from dativo_dagster.state import object_command
+
+    write, error = result.write, result.error
+    if write is not None:
+        sample, rejected, table = write.quarantine_sample, write.rows_rejected, write.quarantine_table
+    elif error is not None:
+        sample = error.context.get("quarantine_sample") or []
+        rejected, table = error.context.get("rows_rejected", len(sample)), error.context.get("quarantine_table")
+    else:
+        return None
+    if not sample:
+        return None
+    command = object_command("quarantine", result.obj.label)
+    run_id = sample[0].get("run_id")
+    return dg.MetadataValue.md(
+        preview_markdown(
+            sample,
+            rejected=rejected,
+            table=table or "",
+            command=f"{command} --run {run_id}" if run_id else command,
+        )
+    )

@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from dativo_dagster.config.models import CheckSeverity
+from dativo_dagster.errors import QualityError
 
 PREVIEW_REASONS = 10
 """Most frequent rejection reasons shown in a check's metadata."""
@@ -133,12 +134,14 @@ def contract_outcome(
             f"{rows_rejected} of {rows_read} rows ({rate:.2%}) violate the contract and were quarantined; "
             f"under the {threshold:.1%} threshold, so the other rows were committed",
         )
+    # Above the threshold the run failed with QUAL001: the check says so in its code (alerts carry it).
+    metadata["dativo/error_code"] = QualityError.code
     return Outcome(
         False,
         severity,
         metadata,
-        f"{rows_rejected} of {rows_read} rows ({rate:.2%}) violate the contract, above the {threshold:.1%} "
-        "threshold (a run above it fails with QUAL001 and commits nothing)",
+        f"{QualityError.code}: {rows_rejected} of {rows_read} rows ({rate:.2%}) violate the contract, above the "
+        f"{threshold:.1%} threshold (a run above it fails and commits nothing)",
     )
 
 

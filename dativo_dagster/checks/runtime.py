@@ -327,4 +327,29 @@ def ingest_and_check(
         reset_by=reset_by,
         window=window,
     )
-    return result, checks_after_ingest(result, key, names, writer, run_id, history)
+    checked = checks_after_ingest(result, key, names, writer, run_id, history)
+    return result, with_quarantine_preview(checked, result)
+
+
+def with_quarantine_preview(checked: CheckedObject, result: ObjectResult) -> CheckedObject:
+    """The contract check of a run that quarantined rows shows them (``quarantine_preview``): the
+    rows behind its verdict, next to the reasons it counts."""
+    from dativo_dagster.quarantine_view import run_quarantine_preview
+
+    preview = run_quarantine_preview(result)
+    if preview is None:
+        return checked
+    results = [
+        dg.AssetCheckResult(
+            asset_key=found.asset_key,
+            check_name=found.check_name,
+            passed=found.passed,
+            severity=found.severity,
+            metadata={**found.metadata, "quarantine_preview": preview},
+            description=found.description,
+        )
+        if found.check_name == CHECK_CONTRACT
+        else found
+        for found in checked.results
+    ]
+    return CheckedObject(results=results, error=checked.error)

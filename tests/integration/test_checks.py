@@ -324,3 +324,21 @@ def test_a_blocking_check_failing_with_error_stops_downstream_assets(
     assert check.passed is False and check.severity == ERROR
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert ORDERS in materialized and daily_orders.key not in materialized
+
+
+def test_dativo_run_prints_failed_checks_and_an_error_check_makes_it_partial(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dativo_dagster.cli import main
+
+    configure(project, "checks: {freshness: {max_age_minutes: 0.000001, severity: error}}\n")
+    assert main(["run", "demo/shop", "--object", "orders"]) == 1
+    out = capsys.readouterr()
+    printed = out.out + out.err
+    assert "3,000 row(s) written" in printed
+    assert "demo/shop/orders: check fresh_within_sla failed" in printed
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("severity: error", "severity: warn"))
+    assert main(["run", "demo/shop", "--object", "orders"]) == 0  # a warning is said, not a failure
+    out = capsys.readouterr()
+    assert "check fresh_within_sla failed" in out.out + out.err

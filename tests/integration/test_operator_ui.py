@@ -205,3 +205,69 @@ def test_a_run_launched_from_the_ui_carries_the_tenant_tags_and_succeeds(served:
     tags = {tag["key"]: tag["value"] for tag in run["tags"]}
     assert tags["dativo/tenant"] == "demo" and tags["dativo/job"] == "shop"
     assert tags["team"] == "data-platform"  # the job's runner.yaml tags come with it
+
+
+LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on PartitionSetNotFoundError { message }
+  }
+}
+"""
+
+BACKFILL_QUERY = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs { runId status tags { key value } } }
+  }
+}
+"""
+
+
+@pytest.fixture
+def served_with_partitions(project: Path, tmp_path: Path) -> Iterator[str]:
+    """The demo project plus a daily-partitioned CSV job (demo/crm, asset demo/csv/people)."""
+    from tests.integration.test_partitions_cli import JOB
+
+    (project / "tenants/demo/jobs/crm.yaml").write_text(JOB)
+    with (project / "runner.yaml").open("a") as runner:
+        runner.write('  - tenant: demo\n    job: crm\n    schedule: {cron: "30 * * * *"}\n')
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with _serving(project, home, logs) as url:
+        yield url
+
+
+def test_a_partition_backfill_launched_from_the_ui_succeeds(served_with_partitions: str) -> None:
+    url = served_with_partitions
+    params = {
+        "assetSelection": [{"path": ["demo", "csv", "people"]}],
+        "partitionNames": ["2024-01-01", "2024-01-02", "2024-01-03"],
+    }
+    launched = _graphql(url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.monotonic() + 300
+    while True:
+        backfill = _graphql(url, BACKFILL_QUERY, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+        runs = backfill["runs"]
+        settled = backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING")
+        if settled and runs and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs):
+            break
+        assert time.monotonic() < deadline, f"the backfill is still {backfill['status']}: {runs}"
+        time.sleep(1)  # the daemon launches the backfill's run and it executes: poll its status
+    assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
+    # One run for the three days (the job's backfill policy), tagged with the tenant like any run.
+    (run,) = runs
+    assert run["status"] == "SUCCESS"
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert tags["dativo/tenant"] == "demo" and tags["dativo/job"] == "crm"
+    assert tags["dagster/asset_partition_range_start"] == "2024-01-01"
+    assert tags["dagster/asset_partition_range_end"] == "2024-01-03"

@@ -322,7 +322,9 @@ def test_quarantine_command_and_preview(
     assert "cannot convert 'not-a-number'" in preview and "required value is missing" in preview
     assert "\x1b" not in preview and "EUR\\\\x1b[2J\\|" in preview
     assert f"--run {result.run_id}" in preview
-    (check,) = result.get_asset_check_evaluations()  # the contract check shows the same rows
+    (check,) = [  # the contract check shows the same rows
+        e for e in result.get_asset_check_evaluations() if e.check_name == "rows_conform_to_contract"
+    ]
     assert check.metadata["quarantine_preview"].value == preview
 
     capsys.readouterr()
@@ -406,5 +408,6 @@ def test_a_qual001_failure_shows_the_rows_that_caused_it(project: Path, instance
     preview = data.metadata["dativo/quarantine_preview"].value
     assert "#### orders" in preview and "4 row(s) quarantined by this run" in preview
     assert "cannot convert 'bad-4'" in preview
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = result.get_asset_check_evaluations()  # a QUAL001 run judged only the contract
+    assert check.check_name == "rows_conform_to_contract"
     assert not check.passed and "cannot convert 'bad-4'" in check.metadata["quarantine_preview"].value
