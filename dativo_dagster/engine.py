@@ -8,6 +8,7 @@ about Dagster: the caller passes the cursor Dagster last recorded (if any) and t
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -31,6 +32,24 @@ if TYPE_CHECKING:
     from dativo_dagster.resets import ResetRequest
 
 log = structlog.get_logger("dativo.engine")
+
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def use_system_allocator_for_arrow() -> None:
+    """Allocate Arrow buffers with the C library's allocator, unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise.
+
+    A run turns parsed rows (Python objects) into Arrow batches and lets both go batch after batch.
+    With Arrow's own pool (mimalloc) the two kinds of memory live in separate heaps that each keep
+    what they freed, so the process grew with the pace of the stream: a 70,000-object Stripe load
+    peaked at 316-331 MB against 278 MB with the system allocator, and a 2,000,000-row CSV load was
+    no slower (benchmarks/api_extract.py, csv_to_iceberg.py).
+    """
+    if not os.environ.get(ARROW_POOL_ENV):
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+use_system_allocator_for_arrow()
 
 
 @dataclass(frozen=True)

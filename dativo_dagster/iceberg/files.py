@@ -37,6 +37,10 @@ log = structlog.get_logger("dativo.iceberg")
 ROW_GROUP_ROWS = 131_072
 """Rows gathered into one Parquet row group before it is written."""
 
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+"""...or fewer, once they hold this many bytes in memory: wide rows (an API object flattened into
+a hundred columns, JSON text) would otherwise keep a whole table's worth of them waiting."""
+
 DICTIONARY_MAX_DISTINCT = 0.1
 """A flat column is dictionary-encoded when its first row group has at most this share of distinct
 values. Dictionary-encoding a near-unique column (ids, timestamps, e-mails) costs about 4x the
@@ -108,6 +112,7 @@ class RollingParquetWriter:
         self._rows = 0
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._open_paths: list[str] = []
         self._dictionary: Any = _UNDECIDED
 
@@ -122,8 +127,9 @@ class RollingParquetWriter:
     def write(self, batch: pa.RecordBatch) -> list[DataFile]:
         """Buffer one batch (split at file boundaries); returns the files it completed.
 
-        Batches are gathered into row groups of about ``ROW_GROUP_ROWS`` rows: small row groups
-        make Parquet slow to read, large ones cost memory.
+        Batches are gathered into row groups of about ``ROW_GROUP_ROWS`` rows (fewer when they
+        reach ``ROW_GROUP_BYTES``): small row groups make Parquet slow to read, large ones cost
+        memory.
         """
         finished: list[DataFile] = []
         while batch.num_rows:
@@ -131,18 +137,18 @@ class RollingParquetWriter:
                 self._open()
             take = min(batch.num_rows, self._target_rows - self._rows - self._pending_rows)
             part = batch.slice(0, take) if take < batch.num_rows else batch
-            self._pending.append(
-                _to_requested_schema(
-                    requested_schema=self._file_schema,
-                    file_schema=self._task_schema,
-                    batch=part,
-                    include_field_ids=True,
-                    format_model=self._format_model,
-                )
+            converted = _to_requested_schema(
+                requested_schema=self._file_schema,
+                file_schema=self._task_schema,
+                batch=part,
+                include_field_ids=True,
+                format_model=self._format_model,
             )
+            self._pending.append(converted)
             self._pending_rows += take
+            self._pending_bytes += converted.nbytes
             batch = batch.slice(take)
-            if self._pending_rows >= ROW_GROUP_ROWS:
+            if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
                 self._flush()
             if self._rows + self._pending_rows >= self._target_rows:
                 done = self.close()
@@ -163,6 +169,7 @@ class RollingParquetWriter:
             self._rows += self._pending_rows
             self._pending = []
             self._pending_rows = 0
+            self._pending_bytes = 0
 
     def close(self) -> DataFile | None:
         """Finish the open file and describe it (None if no file is open)."""
