@@ -205,7 +205,7 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     with the reset that set it when the latest dativo snapshot is a reset.
 
     Partition runs' snapshots (``dativo.partition``) are skipped: they copy the cursor, never move it.
-    When only they are left (older snapshots expired), the newest one's copy is the cursor: it is
+    When only they are left (older snapshots expired), the newest one's copy (if any) is the cursor: it is
     exactly the cursor of the moment it committed, and no incremental commit came after it. That
     cursor has no incremental snapshot to build on (``snapshot_id`` None, as
     :func:`latest_dativo_snapshot_id` finds none), and no reset.
@@ -229,9 +229,9 @@ def read_table_cursor(table: Table) -> TableCursor | None:
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
     copied = found is None
     if found is None:
+        if newest_partition is None or newest_partition[1].get(PROP_CURSOR, "null") == "null":
+            return None  # no incremental run ever committed a cursor (the first one reads from the start)
         found = newest_partition
-    if found is None:
-        return None
     snap, props = found
     raw = props.get(PROP_CURSOR)
     cursor = None
