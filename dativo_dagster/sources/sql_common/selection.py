@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from dativo_dagster.config.models import Strategy
+from dativo_dagster.config.models import ColumnType, Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.base import ReadRequest
@@ -80,7 +80,8 @@ def read_predicates(
         obj: The object.
         request: The read.
         cursor_type: The Arrow type of the cursor column at the source: a date column is bounded by
-            the window's local dates, a timestamp by its UTC instants (see :meth:`TimeWindow.bounds`).
+            the window's local dates, a timestamp by its UTC instants (see :meth:`TimeWindow.bounds`);
+            with a contract, its type of the column decides (the table holds that type).
 
     Raises:
         ConfigError: a partition window of an object without a time cursor column.
@@ -88,7 +89,11 @@ def read_predicates(
     if request.between is not None:
         if obj.cursor_field is None:
             raise ConfigError(f"{obj.label}: a partition window needs a cursor column")
-        start, end = request.between.bounds(window_cursor_is_date(obj, cursor_type))
+        date_cursor = window_cursor_is_date(obj, cursor_type)
+        if obj.contract is not None:
+            # the table holds the contract's type, and the window replace compares that
+            date_cursor = obj.contract.column(obj.cursor_field).type is ColumnType.DATE
+        start, end = request.between.bounds(date_cursor)
         return [
             IncrementalPredicate(obj.cursor_field, ">=", start),
             IncrementalPredicate(obj.cursor_field, "<", end),
