@@ -58,7 +58,8 @@ def partition_run_args(config: Partitions | None, text: str, where: str) -> dict
     """``dg.materialize`` arguments for a partition key or a ``START...END`` range given as text.
 
     Raises:
-        ConfigError: CFG001 when the job is not partitioned or a key is not one of its partitions.
+        ConfigError: CFG001 when the job is not partitioned, a key is not one of its partitions, or
+            a range starts after it ends.
     """
     from dativo_dagster.errors import ConfigError
 
@@ -74,6 +75,12 @@ def partition_run_args(config: Partitions | None, text: str, where: str) -> dict
             )
     if len(keys) == 1:
         return {"partition_key": keys[0]}
+    first, last = (definition.time_window_for_partition_key(key).start for key in keys)
+    if first > last:
+        raise ConfigError(
+            f"{where}: --partition: the range {text!r} starts after it ends",
+            hint=f"write the earlier key first: {keys[1]}...{keys[0]}",
+        )
     return {"tags": {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}}
 
 

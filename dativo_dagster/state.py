@@ -157,7 +157,7 @@ class TableCursor:
     """The cursor found in the table's snapshot history."""
 
     cursor: CursorState | None
-    snapshot_id: int
+    snapshot_id: int | None  # None: copied from a partition snapshot (no incremental one is left)
     run_id: str | None
     ancestor_ids: frozenset[int]
     reset: ResetRecord | None = None  # the latest dativo snapshot is a reset: the next run starts from it

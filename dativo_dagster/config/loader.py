@@ -464,6 +464,7 @@ def _load_job(
                 max_rejected_rate=quality.max_rejected_rate,
                 allow_empty_refresh=quality.allow_empty_refresh,
                 checks=job.checks.overridden_by(obj.checks),
+                config_where=where,
             )
         )
     problems.extend(partition_problems(label, job, source_cls, objects))

@@ -50,7 +50,7 @@ def partition_problems(
             continue
         plan = next((p for p in objects if p.name == obj.name), None)
         if plan is None or plan.contract is None or obj.incremental.cursor_field is None:
-            continue  # no contract: the cursor column's type is checked when a partition runs
+            continue  # no contract: the source checks the column's type when a partition runs (window_cursor_is_date)
         try:
             column = plan.contract.column(obj.incremental.cursor_field)
         except KeyError:

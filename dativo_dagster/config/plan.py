@@ -37,6 +37,9 @@ class ObjectPlan:
     max_rejected_rate: float
     allow_empty_refresh: bool = False
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    # "<job file>: objects[N]": where run-time CFG001 messages point (e.g. a cursor column's type
+    # discovered at the source)
+    config_where: str = ""
 
     @property
     def name(self) -> str:

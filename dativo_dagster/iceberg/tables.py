@@ -205,6 +205,10 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     with the reset that set it when the latest dativo snapshot is a reset.
 
     Partition runs' snapshots (``dativo.partition``) are skipped: they copy the cursor, never move it.
+    When only they are left (older snapshots expired), the newest one's copy (if any) is the cursor: it is
+    exactly the cursor of the moment it committed, and no incremental commit came after it. That
+    cursor has no incremental snapshot to build on (``snapshot_id`` None, as
+    :func:`latest_dativo_snapshot_id` finds none), and no reset.
 
     Raises:
         StateError: STATE001 when that cursor (or reset record) cannot be read.
@@ -212,22 +216,29 @@ def read_table_cursor(table: Table) -> TableCursor | None:
     snapshot = table.current_snapshot()
     ancestors: list[int] = []
     found = None
+    newest_partition = None
     while snapshot is not None:
         ancestors.append(snapshot.snapshot_id)
         props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if found is None and PROP_RUN_ID in props and PROP_PARTITION not in props:
-            found = (snapshot, props)
+        if found is None and PROP_RUN_ID in props:
+            if PROP_PARTITION not in props:
+                found = (snapshot, props)
+            elif newest_partition is None:
+                newest_partition = (snapshot, props)
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    copied = found is None
     if found is None:
-        return None
+        if newest_partition is None or newest_partition[1].get(PROP_CURSOR, "null") == "null":
+            return None  # no incremental run ever committed a cursor (the first one reads from the start)
+        found = newest_partition
     snap, props = found
     raw = props.get(PROP_CURSOR)
     cursor = None
     try:
         if raw and raw != "null":
             cursor = CursorState.from_json(raw, where=f"snapshot {snap.snapshot_id} of {'.'.join(table.name())}")
-        reset = ResetRecord.from_summary(props, snap.snapshot_id)
+        reset = None if copied else ResetRecord.from_summary(props, snap.snapshot_id)
     except StateError as exc:
         owner = table.properties.get(OWNER_PROPERTY)
         if owner is None or owner.count("/") != 2:
@@ -237,7 +248,7 @@ def read_table_cursor(table: Table) -> TableCursor | None:
         ) from exc
     return TableCursor(
         cursor=cursor,
-        snapshot_id=snap.snapshot_id,
+        snapshot_id=None if copied else snap.snapshot_id,
         run_id=props.get(PROP_RUN_ID),
         ancestor_ids=frozenset(ancestors),
         reset=reset,
@@ -263,3 +274,20 @@ def latest_dativo_snapshot_id(table: Table) -> int | None:
     committed (see :func:`latest_dativo_summary`)."""
     found = latest_dativo_summary(table)
     return found[0] if found is not None else None
+
+
+def dativo_summaries_since(table: Table, snapshot_id: int | None) -> list[dict[str, str]]:
+    """Summary properties of the snapshots an incremental dativo run or a reset committed after
+    ``snapshot_id`` in the table's lineage, newest first (partition runs' snapshots skipped).
+
+    All of them when ``snapshot_id`` is None or no longer in the lineage.
+    """
+    found = []
+    snapshot = table.current_snapshot()
+    while snapshot is not None and snapshot.snapshot_id != snapshot_id:
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if PROP_RUN_ID in props and PROP_PARTITION not in props:
+            found.append(dict(props))
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    return found

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,8 +49,8 @@ from dativo_dagster.iceberg.files import delete_files
 from dativo_dagster.iceberg.merge import FILTER_PRUNING_MAX_KEYS, MergePlan, TouchedFile, _deleted_positions, key_array
 from dativo_dagster.sources.base import TimeWindow
 from dativo_dagster.sources.cursors import CursorCodec
-from dativo_dagster.sources.incremental import date_at_or_after, lower_bound, row_filter
-from dativo_dagster.state import CursorState
+from dativo_dagster.sources.incremental import lower_bound, row_filter
+from dativo_dagster.state import PROP_CURSOR, CursorState
 
 
 class WindowRaceError(StorageError):
@@ -57,11 +58,13 @@ class WindowRaceError(StorageError):
 
 
 def window_mask(column: pa.Array | pa.ChunkedArray, window: TimeWindow) -> pa.Array:
-    """True for rows whose value lies in ``[start, end)`` (False for nulls)."""
-    start, end = window.utc()
+    """True for rows whose value lies in ``[start, end)`` (False for nulls).
+
+    A date column is compared with the window's local dates (:meth:`TimeWindow.dates`).
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    # a date is in the window when its midnight (UTC) is (row_filter compares dates so)
+    start, end = window.bounds(pa.types.is_date(column.type))
     after_start = row_filter(column, start, True)
     before_end = pc.invert(row_filter(column, end, True))
     return pc.and_(after_start, before_end)
@@ -69,9 +72,9 @@ def window_mask(column: pa.Array | pa.ChunkedArray, window: TimeWindow) -> pa.Ar
 
 def before_window(column: pa.Array | pa.ChunkedArray, window: TimeWindow) -> pa.Array:
     """True for rows whose value lies before the window's start, or is null."""
-    start, _ = window.utc()
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    start, _ = window.bounds(pa.types.is_date(column.type))
     return pc.invert(row_filter(column, start, True))
 
 
@@ -86,12 +89,13 @@ def window_expression(table: Table, field: str, window: TimeWindow) -> BooleanEx
     field_type = table.schema().find_field(field).field_type
     if not isinstance(field_type, (DateType, TimestampType, TimestamptzType)):
         return AlwaysTrue()
-    start, end = window.utc()
     if isinstance(field_type, DateType):
+        first, after_last = window.dates()
         return And(
-            GreaterThanOrEqual(field, date_at_or_after(start).isoformat()),  # type: ignore[call-arg, arg-type]
-            LessThan(field, date_at_or_after(end).isoformat()),  # type: ignore[call-arg, arg-type]
+            GreaterThanOrEqual(field, first.isoformat()),  # type: ignore[call-arg, arg-type]
+            LessThan(field, after_last.isoformat()),  # type: ignore[call-arg, arg-type]
         )
+    start, end = window.utc()
     return And(
         GreaterThanOrEqual(field, _literal(start, field_type)),  # type: ignore[call-arg, arg-type]
         LessThan(field, _literal(end, field_type)),  # type: ignore[call-arg, arg-type]
@@ -226,16 +230,39 @@ def check_window_race(
     latest_snapshot_id: int | None,
     base_cursor: CursorState | None,
     label: str,
+    committed_since: Sequence[Mapping[str, str]] = (),
 ) -> None:
     """WindowRaceError if an incremental run committed, since the partition's read began, rows
     that may lie in the window (they may be newer than the partition read, which would delete them).
 
     An incremental run loads rows from its cursor minus the lookback on: a window ending at or
     before that point cannot be touched by it, so old partitions never wait for the schedule.
+    A reset (``dativo run --full-refresh``, ``dativo reset --to``) committed meanwhile moves that
+    point back, so the reach is taken from the lowest cursor any commit since the read began
+    carries (a null cursor reaches everything).
+
+    Args:
+        obj: The object.
+        window: The partition window.
+        base_snapshot_id: The newest incremental (non-partition) dativo snapshot when the read began.
+        latest_snapshot_id: The newest one now.
+        base_cursor: The cursor of ``base_snapshot_id``.
+        label: The table, for messages.
+        committed_since: Summary properties of the incremental dativo snapshots (and resets)
+            committed after ``base_snapshot_id`` (see :func:`~dativo_dagster.iceberg.tables.dativo_summaries_since`).
     """
     if latest_snapshot_id == base_snapshot_id:
         return
     reach = incremental_reach(obj, base_cursor)
+    for props in committed_since:
+        if reach is None:
+            break
+        raw = props.get(PROP_CURSOR)
+        cursor = None
+        if raw and raw != "null":
+            cursor = CursorState.from_json(raw, where=f"a snapshot of {label}")
+        committed_reach = incremental_reach(obj, cursor)
+        reach = None if committed_reach is None else min(reach, committed_reach)
     if reach is not None and window.end <= reach:
         return
     raise WindowRaceError(

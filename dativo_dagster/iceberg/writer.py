@@ -67,6 +67,7 @@ from dativo_dagster.iceberg.tables import (
     DEFAULT_TABLE_PROPERTIES,
     Owner,
     Tables,
+    dativo_summaries_since,
     latest_dativo_snapshot_id,
     read_table_cursor,
 )
@@ -568,7 +569,15 @@ def _check_start(
     if window is None:
         _check_base(table, base_snapshot_id, obj, label)
     else:
-        check_window_race(obj, window, base_snapshot_id, latest_dativo_snapshot_id(table), base_cursor, label)
+        check_window_race(
+            obj,
+            window,
+            base_snapshot_id,
+            latest_dativo_snapshot_id(table),
+            base_cursor,
+            label,
+            committed_since=dativo_summaries_since(table, base_snapshot_id),
+        )
 
 
 def _window_filter(obj: ObjectPlan, window: TimeWindow | None) -> Callable[[pa.RecordBatch], pa.RecordBatch] | None:

@@ -109,6 +109,18 @@ class TimeWindow:
         """The bounds in UTC."""
         return self.start.astimezone(dt.timezone.utc), self.end.astimezone(dt.timezone.utc)
 
+    def dates(self) -> tuple[dt.date, dt.date]:
+        """The bounds as local dates ``[start, end)`` in the partition's time zone (a date cursor's).
+
+        A date names a calendar day, not an instant: a row dated 3 January belongs to the partition
+        of 3 January wherever the partitions' days are cut, so it is never compared in UTC.
+        """
+        return self.start.date(), self.end.date()
+
+    def bounds(self, date_cursor: bool) -> tuple[dt.date, dt.date] | tuple[dt.datetime, dt.datetime]:
+        """The bounds to compare a cursor column with: local dates for a date column, else UTC instants."""
+        return self.dates() if date_cursor else self.utc()
+
 
 @dataclass(frozen=True)
 class ReadRequest:

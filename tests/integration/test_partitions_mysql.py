@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
@@ -63,3 +64,53 @@ def test_a_partition_reads_exactly_its_window(my: tuple[Any, str], tmp_path: Pat
         )
     assert result.error is None, result.error
     assert sorted(row["id"] for row in runner.rows("events")) == [2, 3]
+
+
+def _partitioned(tmp_path: Path, db: str, cursor_field: str, zone: str = "UTC") -> Runner:
+    settings = {"host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "engine": "pymysql"}
+    objects = [
+        {
+            "name": "typed",
+            "options": {"table": "typed"},
+            "incremental": {"strategy": "updated", "cursor_field": cursor_field},
+            "primary_key": ["id"],
+        }
+    ]
+    partitions = {"partitions": {"granularity": "daily", "start": "2024-01-01", "timezone": zone}}
+    return Runner(write_project(tmp_path / "p", "mysql", settings, objects, job_extra=partitions))
+
+
+def _run_window(runner: Runner, start: dt.datetime) -> Any:
+    with build_source(runner.job, runner.resolver) as source:
+        return ingest_object(
+            runner.job.object("typed"),
+            source=source,
+            writer=runner.writer,
+            run_id="p-1",
+            window=TimeWindow(start, start + dt.timedelta(days=1)),
+        )
+
+
+@pytest.mark.parametrize("cursor_field", ["label", "number"])
+def test_a_cursor_column_that_is_not_a_time_is_cfg001_naming_the_field(
+    my: tuple[Any, str], tmp_path: Path, cursor_field: str
+) -> None:
+    connection, db = my
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {db}.typed (id bigint PRIMARY KEY, label varchar(40), number bigint, day date)")
+        cursor.execute(f"INSERT INTO {db}.typed VALUES (1, '2024-01-02', 20240102, '2024-01-02')")
+    result = _run_window(_partitioned(tmp_path, db, cursor_field), dt.datetime(2024, 1, 2, tzinfo=UTC))
+    assert result.error is not None and result.error.code == "CFG001"
+    assert "tenants/acme/jobs/db.yaml: objects[0].incremental.cursor_field" in result.error.message
+
+
+def test_a_date_cursor_partition_behind_utc_holds_its_local_date(my: tuple[Any, str], tmp_path: Path) -> None:
+    connection, db = my
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {db}.typed (id bigint PRIMARY KEY, day date)")
+        cursor.execute(f"INSERT INTO {db}.typed VALUES (1, '2024-01-01'), (2, '2024-01-02'), (3, '2024-01-03')")
+    zone = ZoneInfo("America/New_York")
+    runner = _partitioned(tmp_path, db, "day", "America/New_York")
+    result = _run_window(runner, dt.datetime(2024, 1, 1, tzinfo=zone))
+    assert result.error is None, result.error
+    assert sorted(row["id"] for row in runner.rows("typed")) == [1]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pyarrow as pa
@@ -14,9 +16,17 @@ import yaml
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import ConfigProblems, load_plan
 from dativo_dagster.config.models import Partitions, Strategy
-from dativo_dagster.iceberg.window import WindowRaceError, check_window_race, incremental_reach, window_mask
-from dativo_dagster.partitions import backfill_policy, partitions_definition
-from dativo_dagster.sources.base import TimeWindow
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.iceberg.window import (
+    WindowRaceError,
+    before_window,
+    check_window_race,
+    incremental_reach,
+    window_mask,
+)
+from dativo_dagster.partitions import backfill_policy, partition_run_args, partitions_definition
+from dativo_dagster.sources.base import ReadRequest, TimeWindow
+from dativo_dagster.sources.sql_common.selection import read_predicates
 from dativo_dagster.state import CursorState
 from tests.conftest import copy_demo_project
 
@@ -192,8 +202,8 @@ def test_a_partition_races_only_an_incremental_commit_that_can_reach_its_window(
         check_window_race(obj, JAN_2, None, 2, None, "t")  # the first incremental run reads everything
 
 
-def test_a_date_column_is_in_a_window_when_its_midnight_utc_is() -> None:
-    """As the SQL sources compare a date with the window's timestamptz bounds."""
+def test_a_date_column_is_in_a_window_of_its_local_dates() -> None:
+    """A date names a day in the partitions' time zone, not a UTC instant."""
     berlin = dt.timezone(dt.timedelta(hours=1))
     window = TimeWindow(dt.datetime(2024, 1, 2, tzinfo=berlin), dt.datetime(2024, 1, 3, tzinfo=berlin))
     column = pa.array([dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)])
@@ -210,3 +220,98 @@ def test_row_filter_compares_a_date_column_with_a_moment_by_its_midnight() -> No
     assert row_filter(column, midnight, False).to_pylist() == [False, False, True]
     assert row_filter(column, noon, True).to_pylist() == [False, False, True]
     assert row_filter(column, noon, False).to_pylist() == [False, False, True]
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+def _local_day(zone: ZoneInfo, day: int) -> TimeWindow:
+    return TimeWindow(dt.datetime(2024, 1, day, tzinfo=zone), dt.datetime(2024, 1, day + 1, tzinfo=zone))
+
+
+@pytest.mark.parametrize("zone", [NEW_YORK, TOKYO], ids=["behind UTC", "ahead of UTC"])
+def test_a_date_cursor_partition_holds_its_own_local_date_in_any_time_zone(zone: ZoneInfo) -> None:
+    dates = pa.array([dt.date(2024, 1, d) for d in (1, 2, 3, 4)])
+    assert window_mask(dates, _local_day(zone, 3)).to_pylist() == [False, False, True, False]
+    # the first partition holds the rows dated on partitions.start
+    assert window_mask(dates, _local_day(zone, 1)).to_pylist() == [True, False, False, False]
+    assert before_window(dates, _local_day(zone, 3)).to_pylist() == [True, True, False, False]
+
+
+def test_a_timestamp_cursor_partition_is_the_local_day_in_utc_instants() -> None:
+    moments = pa.array(
+        [
+            dt.datetime(2024, 1, 3, 4, 59),
+            dt.datetime(2024, 1, 3, 5),
+            dt.datetime(2024, 1, 4, 4, 59),
+            dt.datetime(2024, 1, 4, 5),
+        ]
+    )
+    assert window_mask(moments, _local_day(NEW_YORK, 3)).to_pylist() == [False, True, True, False]
+    tokyo = pa.array([dt.datetime(2024, 1, 2, 14, 59), dt.datetime(2024, 1, 2, 15), dt.datetime(2024, 1, 3, 15)])
+    assert window_mask(tokyo, _local_day(TOKYO, 3)).to_pylist() == [False, True, False]
+
+
+def _sql_plan() -> Any:
+    from tests.unit.test_sql_common import plan
+
+    obj = plan({"table": "events"}, {"strategy": "updated", "cursor_field": "updated_at"})
+    return dataclasses.replace(obj, config_where="tenants/acme/jobs/db.yaml: objects[0]")
+
+
+@pytest.mark.parametrize("zone", [NEW_YORK, TOKYO], ids=["behind UTC", "ahead of UTC"])
+def test_sql_predicates_bound_a_date_cursor_by_local_dates_and_a_timestamp_by_utc(zone: ZoneInfo) -> None:
+    obj = _sql_plan()
+    request = ReadRequest(obj=obj, between=_local_day(zone, 3))
+    dates = read_predicates(obj, request, pa.date32())
+    assert [(p.operator, p.value) for p in dates] == [(">=", dt.date(2024, 1, 3)), ("<", dt.date(2024, 1, 4))]
+    start, end = (p.value for p in read_predicates(obj, request, pa.timestamp("us", tz="UTC")))
+    assert (start, end) == _local_day(zone, 3).utc()
+
+
+@pytest.mark.parametrize("cursor_type", [pa.string(), pa.int64()])
+def test_a_partition_refuses_a_cursor_column_that_is_not_a_time_at_the_source(cursor_type: pa.DataType) -> None:
+    obj = _sql_plan()
+    with pytest.raises(ConfigError) as info:
+        read_predicates(obj, ReadRequest(obj=obj, between=JAN_2), cursor_type)
+    assert info.value.code == "CFG001"
+    assert "tenants/acme/jobs/db.yaml: objects[0].incremental.cursor_field" in info.value.message
+    assert "acme/db/orders" in info.value.message
+
+
+def _committed(cursor: str | None, **props: str) -> dict[str, str]:
+    value = CursorState(Strategy.UPDATED, "updated_at", cursor).to_json() if cursor else "null"
+    return {"dativo.run-id": "r", "dativo.cursor": value, **props}
+
+
+def test_a_reset_committed_during_a_partition_read_makes_the_partition_read_again() -> None:
+    obj: Any = _Obj()
+    base = CursorState(Strategy.UPDATED, "updated_at", "2024-02-01T00:00:00")
+    january = TimeWindow(dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 2, 1, tzinfo=UTC))
+    # newer incremental commits only: January lies before their reach
+    check_window_race(obj, january, 1, 3, base, "t", committed_since=[_committed("2024-02-03T00:00:00")])
+    for since in (
+        # `dativo reset --to 2024-01-10`, then an incremental run from there
+        [_committed("2024-02-02T00:00:00"), _committed("2024-01-10T00:00:00", **{"dativo.reset-kind": "cursor"})],
+        # `dativo run --full-refresh`: the reset carries no cursor (reaches everything)
+        [_committed("2024-02-02T00:00:00"), _committed(None, **{"dativo.reset-kind": "full-refresh"})],
+        # any commit with a lower cursor than the read began with
+        [_committed("2024-01-20T00:00:00")],
+    ):
+        with pytest.raises(WindowRaceError):
+            check_window_race(obj, january, 1, 3, base, "t", committed_since=since)
+
+
+def test_a_reversed_partition_range_is_refused() -> None:
+    config = Partitions.model_validate({"granularity": "daily", "start": "2024-01-01"})
+    with pytest.raises(ConfigError) as info:
+        partition_run_args(config, "2024-01-31...2024-01-01", "demo/crm")
+    assert info.value.code == "CFG001" and "starts after it ends" in info.value.message
+    assert partition_run_args(config, "2024-01-01...2024-01-31", "demo/crm")["tags"] == {
+        "dagster/asset_partition_range_start": "2024-01-01",
+        "dagster/asset_partition_range_end": "2024-01-31",
+    }
+    monthly = Partitions.model_validate({"granularity": "monthly", "start": "2024-01-01"})
+    with pytest.raises(ConfigError):
+        partition_run_args(monthly, "2024-03-01...2024-02-01", "demo/crm")

@@ -157,16 +157,16 @@ class CsvSource(Source):
         bound, inclusive = lower_bound(
             obj.strategy, request.cursor, obj.config.incremental.lookback_days, self.cursor_codec(obj)
         )
-        upper = None
-        if request.between is not None:  # a partition window: [start, end) of the cursor
-            bound, upper = request.between.utc()
-            inclusive = True
         cursor_type = None
         cursor_source = None
         if obj.cursor_field:
             cursor_column = obj.contract.column(obj.cursor_field)
             cursor_type = arrow_type(cursor_column)
             cursor_source = cursor_column.source_name or cursor_column.name
+        upper = None
+        if request.between is not None:  # a partition window: [start, end) of the cursor
+            bound, upper = request.between.bounds(cursor_type is not None and pa.types.is_date(cursor_type))
+            inclusive = True
         state = ReadState()
         reader = FileReader(
             self.data_roots,

@@ -176,7 +176,15 @@ class PostgresSource(SqlSource[PgColumn]):
             source = sql.SQL("({}) AS dativo_q").format(sql.SQL(query_body(options.query)))
         select = sql.SQL(", ").join(select_expression(c) for c in columns)
         parts: list[sql.Composable] = [sql.SQL("SELECT {} FROM {}").format(select, source)]
-        for number, predicate in enumerate(read_predicates(obj, request)):
+        cursor_type = next(
+            (
+                column_arrow_type(c, obj.label, contract=obj.contract is not None)
+                for c in columns
+                if c.name == obj.cursor_field
+            ),
+            None,
+        )
+        for number, predicate in enumerate(read_predicates(obj, request, cursor_type)):
             assert predicate.column is not None
             parts.append(
                 sql.SQL((" AND " if number else " WHERE ") + "{} " + predicate.operator + " {}").format(

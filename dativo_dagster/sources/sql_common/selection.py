@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dativo_dagster.config.models import Strategy
+import pyarrow as pa
+
+from dativo_dagster.config.models import ColumnType, Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.base import ReadRequest
@@ -45,12 +47,53 @@ def incremental_predicate(obj: ObjectPlan, cursor: CursorState | None) -> Increm
     return IncrementalPredicate(obj.cursor_field, ">=" if inclusive else ">", value)
 
 
-def read_predicates(obj: ObjectPlan, request: ReadRequest) -> list[IncrementalPredicate]:
-    """The row filters of a read, ANDed: ``[start, end)`` of a partition window, else the cursor's."""
+def window_cursor_is_date(obj: ObjectPlan, cursor_type: pa.DataType | None) -> bool:
+    """Whether a partition window bounds a date column (else a timestamp); CFG001 for any other type.
+
+    A partitioned object without a contract has its cursor column's type checked only here, when
+    a partition runs, against the type discovered at the source (the load-time rules check a
+    contract's).
+
+    Args:
+        obj: The object.
+        cursor_type: The Arrow type of the cursor column at the source (None: not discovered).
+
+    Raises:
+        ConfigError: CFG001 naming the job file and ``objects[N].incremental.cursor_field``.
+    """
+    if cursor_type is None or pa.types.is_timestamp(cursor_type) or pa.types.is_date(cursor_type):
+        return cursor_type is not None and pa.types.is_date(cursor_type)
+    where = obj.config_where or obj.label
+    raise ConfigError(
+        f"{where}.incremental.cursor_field: column '{obj.cursor_field}' of {obj.label} is of type '{cursor_type}' "
+        "at the source; a partitioned object needs a timestamp or date cursor (partitions)",
+        hint="choose a timestamp or date cursor column, or move the object to a job without partitions",
+    )
+
+
+def read_predicates(
+    obj: ObjectPlan, request: ReadRequest, cursor_type: pa.DataType | None = None
+) -> list[IncrementalPredicate]:
+    """The row filters of a read, ANDed: ``[start, end)`` of a partition window, else the cursor's.
+
+    Args:
+        obj: The object.
+        request: The read.
+        cursor_type: The Arrow type of the cursor column at the source: a date column is bounded by
+            the window's local dates, a timestamp by its UTC instants (see :meth:`TimeWindow.bounds`);
+            with a contract, its type of the column decides (the table holds that type).
+
+    Raises:
+        ConfigError: a partition window of an object without a time cursor column.
+    """
     if request.between is not None:
         if obj.cursor_field is None:
             raise ConfigError(f"{obj.label}: a partition window needs a cursor column")
-        start, end = request.between.utc()
+        date_cursor = window_cursor_is_date(obj, cursor_type)
+        if obj.contract is not None:
+            # the table holds the contract's type, and the window replace compares that
+            date_cursor = obj.contract.column(obj.cursor_field).type is ColumnType.DATE
+        start, end = request.between.bounds(date_cursor)
         return [
             IncrementalPredicate(obj.cursor_field, ">=", start),
             IncrementalPredicate(obj.cursor_field, "<", end),
