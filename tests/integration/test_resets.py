@@ -411,3 +411,27 @@ def test_a_qual001_failure_shows_the_rows_that_caused_it(project: Path, instance
     (check,) = result.get_asset_check_evaluations()  # a QUAL001 run judged only the contract
     assert check.check_name == "rows_conform_to_contract"
     assert not check.passed and "cannot convert 'bad-4'" in check.metadata["quarantine_preview"].value
+
+
+def test_reset_needs_no_source_credentials(
+    project: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator with the catalog but without the source's secret can still reset: parsing
+    ``--to`` takes the source's cursor codec, never its credentials."""
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(
+        job.read_text().replace("  connection:\n", '  credentials: {token: "${DEMO_SHOP_TOKEN}"}\n  connection:\n', 1)
+    )
+    monkeypatch.setenv("DEMO_SHOP_TOKEN", "s3cret-token")
+    assert run(project, instance).success
+    monkeypatch.delenv("DEMO_SHOP_TOKEN")
+
+    assert main(["reset", "demo/shop", "--object", "customers", "--to", "2024-03-01", "--yes"]) == 0
+    assert main(["reset", "demo/shop", "--object", "orders", "--full-refresh", "--yes"]) == 0
+    out = capsys.readouterr()
+    assert "CFG001" not in out.err and "not set" not in out.err
+    assert cursor_value(history(project, "customers")[-1]) == "2024-03-01T00:00:00.000000+00:00"
+    assert history(project, "orders")[-1][PROP_RESET_KIND] == "full_refresh"
+    # a value that does not parse is still judged by the source's codec
+    assert main(["reset", "demo/shop", "--object", "customers", "--to", "not-a-time", "--yes"]) == 2
+    assert "CFG001" in capsys.readouterr().err
