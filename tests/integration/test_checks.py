@@ -289,6 +289,7 @@ def test_a_check_that_cannot_be_evaluated_fails_the_step_not_the_check(
         raise StorageError("catalog unreachable")
 
     monkeypatch.setattr(facts, "duplicate_keys", unreachable)
+    set_retries(project, 0)  # the only attempt is the last: a transient error there is RETRY001
     result = run(project, instance, [ORDERS])
     assert not result.success
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [ORDERS]  # the data is in
@@ -296,8 +297,81 @@ def test_a_check_that_cannot_be_evaluated_fails_the_step_not_the_check(
     assert "primary_key_unique" not in found and found["rows_conform_to_contract"].passed is True
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     data = failure.step_failure_data.user_failure_data
-    assert data.metadata["dativo/error_code"].value == "STG001"
-    assert "could not be checked" in data.description
+    assert data.metadata["dativo/error_code"].value == "RETRY001"
+    assert data.metadata["dativo/cause"].value == "STG001"
+    assert data.metadata["dativo/error_class"].value == "permanent"  # for the run: what the alert says
+    assert "could not be checked" in data.description and "STG001" in data.description
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def set_retries(project: Path, max_retries: int) -> None:
+    """The demo job's retries, without delay (the test waits for nothing)."""
+    runner = project / "runner.yaml"
+    text = runner.read_text().replace("max_retries: 3", f"max_retries: {max_retries}")
+    runner.write_text(text.replace("delay_s: 10", "delay_s: 0"))
+
+
+def test_a_transient_error_evaluating_a_check_retries_the_step(
+    project: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog blip during the primary-key scan: the step is retried, its checks are evaluated
+    by the retry, and the retry (finding nothing new) judges the run by the attempt that loaded."""
+    from dativo_dagster.checks import facts
+    from dativo_dagster.errors import StorageError
+
+    set_retries(project, 2)
+    assert run(project, instance, [ORDERS]).success  # the history: one run of 3000 rows
+    real = facts.duplicate_keys
+    calls: list[int] = []
+
+    def blip_once(table: Table, primary_key: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageError("catalog unreachable: connection reset")
+        return real(table, primary_key)
+
+    monkeypatch.setattr(facts, "duplicate_keys", blip_once)
+    defs = build_definitions(load_plan(project, strict=True))
+    op = next(iter(defs.assets or [])).op.name  # type: ignore[union-attr]
+    result = dg.materialize(  # a full refresh: the first attempt reads and commits all 3000 rows again
+        assets=list(defs.assets or []),
+        selection=[ORDERS],
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {op: {"config": {"reset": {"full_refresh": True}}}}},
+        raise_on_error=False,
+    )
+    assert result.success
+    assert len([e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]) == 1
+    assert len(calls) == 2  # the retry scanned the keys again
+    found = {e.check_name: e for e in result.get_asset_check_evaluations() if e.check_name == "primary_key_unique"}
+    assert found["primary_key_unique"].passed
+    volume = [e for e in result.get_asset_check_evaluations() if e.check_name == "volume_within_history"]
+    assert volume[-1].passed, volume[-1].description  # not "read no rows": the first attempt read 3000
+    assert volume[-1].metadata["rows"].value == 3000
+    # the retry did not record the reset a second time
+    assert [s.summary.additional_properties.get("dativo.reset-kind") for s in orders_table(project).snapshots()].count(
+        "full_refresh"
+    ) == 1
+
+
+def test_a_failure_evaluating_a_check_is_classified_for_the_alerts() -> None:
+    from dativo_dagster.checks.runtime import check_failure
+    from dativo_dagster.errors import ConfigError, StorageError, unexpected
+
+    transient = check_failure([("demo/shop/orders", StorageError("catalog down"))], retry_number=0, max_retries=2)
+    assert transient.allow_retries is True
+    assert transient.metadata["dativo/error_code"].value == "STG001"
+    assert transient.metadata["dativo/error_class"].value == "transient"
+    last = check_failure([("demo/shop/orders", StorageError("catalog down"))], retry_number=2, max_retries=2)
+    assert last.allow_retries is False and last.metadata["dativo/error_code"].value == "RETRY001"
+    assert last.metadata["dativo/error_class"].value == "permanent"
+    mixed = check_failure(
+        [("a", StorageError("catalog down")), ("b", ConfigError("bad"))], retry_number=0, max_retries=2
+    )
+    assert mixed.allow_retries is False and mixed.metadata["dativo/error_class"].value == "permanent"
+    bug = check_failure([("a", unexpected(KeyError("x")))], retry_number=0, max_retries=2)
+    assert bug.allow_retries is False and bug.metadata["dativo/error_class"].value == "bug"
 
 
 def test_a_blocking_check_failing_with_error_stops_downstream_assets(
