@@ -416,3 +416,44 @@ def test_dativo_run_prints_failed_checks_and_an_error_check_makes_it_partial(
     assert main(["run", "demo/shop", "--object", "orders"]) == 0  # a warning is said, not a failure
     out = capsys.readouterr()
     assert "check fresh_within_sla failed" in out.out + out.err
+
+
+def partitioned_customers(project: Path) -> None:
+    """The demo job with customers only, partitioned by day (orders appends by id: not partitionable)."""
+    job = project / "tenants/demo/jobs/shop.yaml"
+    text = job.read_text()
+    orders = text[text.index("  - name: orders\n") : text.index("  - name: customers\n")]
+    text = text.replace(orders, "").replace(
+        "objects:\n", 'partitions: {granularity: daily, start: "2024-01-01"}\nobjects:\n'
+    )
+    job.write_text(text)
+
+
+def test_partition_runs_are_not_judged_by_volume_nor_count_in_its_history(
+    project: Path, instance: dg.DagsterInstance
+) -> None:
+    partitioned_customers(project)
+    defs = build_definitions(load_plan(project, strict=True))
+
+    def materialize(**kwargs: Any) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(
+            assets=list(defs.assets or []), resources=defs.resources, instance=instance, raise_on_error=False, **kwargs
+        )
+        assert result.success
+        return result
+
+    incremental = evaluations(materialize(), CUSTOMERS)["volume_within_history"]
+    assert incremental.passed and incremental.metadata["rows"].value == 500
+    # one day: a few rows, far below the incremental run's 500, and not a drop
+    day = evaluations(materialize(partition_key="2024-01-02"), CUSTOMERS)["volume_within_history"]
+    assert day.passed, day.description
+    assert day.metadata["judged"].value is False
+    assert day.metadata["partition_window"].value.startswith("2024-01-02T00:00:00+00:00/")
+    assert "partition run" in (day.description or "")
+    ranged = materialize(
+        tags={"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-20"}
+    )
+    assert evaluations(ranged, CUSTOMERS)["volume_within_history"].metadata["judged"].value is False
+    # executed alone, the check judges the last incremental run: the partition runs are not history
+    alone = evaluations(checks_alone(project, instance, CUSTOMERS), CUSTOMERS)["volume_within_history"]
+    assert alone.passed and alone.metadata["rows"].value == 500 and alone.metadata["history_runs"].value == 0
