@@ -457,3 +457,17 @@ def test_partition_runs_are_not_judged_by_volume_nor_count_in_its_history(
     # executed alone, the check judges the last incremental run: the partition runs are not history
     alone = evaluations(checks_alone(project, instance, CUSTOMERS), CUSTOMERS)["volume_within_history"]
     assert alone.passed and alone.metadata["rows"].value == 500 and alone.metadata["history_runs"].value == 0
+
+
+def test_freshness_does_not_count_a_reset_as_a_commit(project: Path, instance: dg.DagsterInstance) -> None:
+    """A reset loads no row: right after ``dativo reset`` the table is as old as its last load."""
+    from dativo_dagster.cli import main
+
+    configure(project, "checks: {freshness: {max_age_minutes: 60}}\n")
+    assert run(project, instance, [ORDERS]).success
+    loaded = orders_table(project).current_snapshot()
+    assert main(["reset", "demo/shop", "--object", "orders", "--full-refresh", "--yes"]) == 0
+    reset = orders_table(project).current_snapshot()
+    assert reset.snapshot_id != loaded.snapshot_id and reset.timestamp_ms > loaded.timestamp_ms
+    fresh = evaluations(checks_alone(project, instance))["fresh_within_sla"]
+    assert fresh.metadata["last_commit"].value == loaded.timestamp_ms / 1000
