@@ -355,25 +355,6 @@ def test_a_transient_error_evaluating_a_check_retries_the_step(
     ) == 1
 
 
-def test_a_failure_evaluating_a_check_is_classified_for_the_alerts() -> None:
-    from dativo_dagster.checks.runtime import check_failure
-    from dativo_dagster.errors import ConfigError, StorageError, unexpected
-
-    transient = check_failure([("demo/shop/orders", StorageError("catalog down"))], retry_number=0, max_retries=2)
-    assert transient.allow_retries is True
-    assert transient.metadata["dativo/error_code"].value == "STG001"
-    assert transient.metadata["dativo/error_class"].value == "transient"
-    last = check_failure([("demo/shop/orders", StorageError("catalog down"))], retry_number=2, max_retries=2)
-    assert last.allow_retries is False and last.metadata["dativo/error_code"].value == "RETRY001"
-    assert last.metadata["dativo/error_class"].value == "permanent"
-    mixed = check_failure(
-        [("a", StorageError("catalog down")), ("b", ConfigError("bad"))], retry_number=0, max_retries=2
-    )
-    assert mixed.allow_retries is False and mixed.metadata["dativo/error_class"].value == "permanent"
-    bug = check_failure([("a", unexpected(KeyError("x")))], retry_number=0, max_retries=2)
-    assert bug.allow_retries is False and bug.metadata["dativo/error_class"].value == "bug"
-
-
 def test_a_blocking_check_failing_with_error_stops_downstream_assets(
     project: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -1,4 +1,5 @@
-"""What the checks read from a table's snapshot history, on canned snapshots."""
+"""How a step fails when checks cannot be evaluated, and what the checks read from a table's snapshot
+history, on canned snapshots."""
 
 from __future__ import annotations
 
@@ -62,3 +63,22 @@ def test_a_partition_run_loaded_rows_and_counts() -> None:
 def test_table_maintenance_is_not_a_commit() -> None:
     assert last_commit(LOAD, MAINTENANCE) == 1_000
     assert last_commit(MAINTENANCE) is None
+
+
+def test_a_failure_evaluating_a_check_is_classified_for_the_alerts() -> None:
+    from dativo_dagster.checks.runtime import check_failure
+    from dativo_dagster.errors import ConfigError, StorageError, unexpected
+
+    transient = check_failure([("demo/shop/orders", StorageError("catalog down"))], retry_number=0, max_retries=2)
+    assert transient.allow_retries is True
+    assert transient.metadata["dativo/error_code"].value == "STG001"
+    assert transient.metadata["dativo/error_class"].value == "transient"
+    last = check_failure([("demo/shop/orders", StorageError("catalog down"))], retry_number=2, max_retries=2)
+    assert last.allow_retries is False and last.metadata["dativo/error_code"].value == "RETRY001"
+    assert last.metadata["dativo/error_class"].value == "permanent"
+    mixed = check_failure(
+        [("a", StorageError("catalog down")), ("b", ConfigError("bad"))], retry_number=0, max_retries=2
+    )
+    assert mixed.allow_retries is False and mixed.metadata["dativo/error_class"].value == "permanent"
+    bug = check_failure([("a", unexpected(KeyError("x")))], retry_number=0, max_retries=2)
+    assert bug.allow_retries is False and bug.metadata["dativo/error_class"].value == "bug"
