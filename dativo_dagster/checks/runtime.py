@@ -63,18 +63,21 @@ class RecordedRun:
     run_id: str
     rows_read: int
     rows_rejected: int
+    partition: str | None = None  # the window of a partition run
 
 
 @dataclass(frozen=True)
 class History:
     """The object's earlier incremental runs, newest first (the current run and partition runs excluded).
 
-    ``this_run`` is what an earlier attempt of the current run recorded (a retried step): the
-    attempt that committed the rows, when a later one finds nothing new.
+    ``latest`` is the newest earlier run of either kind (what checks executed alone judge);
+    ``this_run`` what an earlier attempt of the current run recorded (a retried step): the attempt
+    that committed the rows, when a later one finds nothing new.
     """
 
     runs: tuple[RecordedRun, ...] = ()
     this_run: RecordedRun | None = None
+    latest: RecordedRun | None = None
 
     def rows(self, length: int, skip: int = 0) -> list[int]:
         """Rows read by up to ``length`` runs, after skipping the newest ``skip``."""
@@ -110,6 +113,7 @@ def read_history(instance: dg.DagsterInstance, key: dg.AssetKey, length: int, cu
     """
     by_run: dict[str, RecordedRun] = {}
     this_run: RecordedRun | None = None
+    latest: RecordedRun | None = None
     cursor: str | None = None
     scanned = 0
     while scanned < HISTORY_SCAN_LIMIT:
@@ -120,31 +124,41 @@ def read_history(instance: dg.DagsterInstance, key: dg.AssetKey, length: int, cu
             if recorded is None:
                 continue
             if record.run_id == current_run_id:
-                this_run = _most_read(this_run, recorded)
+                if recorded.partition is None:
+                    this_run = _most_read(this_run, recorded)
+                continue
+            if latest is None or latest.run_id == record.run_id:
+                latest = _most_read(latest, recorded)
+            if recorded.partition is not None:
                 continue
             if record.run_id not in by_run and len(by_run) > length:
-                return History(tuple(by_run.values()), this_run)
+                return History(tuple(by_run.values()), this_run, latest)
             by_run[record.run_id] = _most_read(by_run.get(record.run_id), recorded)
         if not page.has_more:
             break
         cursor = page.cursor
-    return History(tuple(by_run.values())[: length + 1], this_run)
+    return History(tuple(by_run.values())[: length + 1], this_run, latest)
 
 
 def _recorded_run(record: dg.EventLogRecord) -> RecordedRun | None:
-    """One incremental attempt's counts; None for a partition run or a record without them."""
+    """One attempt's counts (and window, for a partition run); None for a record without them."""
     materialization = record.asset_materialization
-    if materialization is None or is_partition_record(record):
+    if materialization is None:
         return None
     metadata = materialization.metadata
     read = metadata.get(META_ROWS_READ)
     if read is None:
         return None
     rejected = metadata.get(META_ROWS_REJECTED)
+    partition = None
+    if is_partition_record(record):
+        window = metadata.get(META_PARTITION_WINDOW)
+        partition = str(window.value) if window is not None else str(record.partition_key)
     return RecordedRun(
         record.run_id,
         int(read.value),  # type: ignore[arg-type]
         int(rejected.value) if rejected is not None else 0,  # type: ignore[arg-type]
+        partition,
     )
 
 
@@ -200,12 +214,15 @@ def checks_after_ingest(
 def checks_standing(
     obj: ObjectPlan, key: dg.AssetKey, names: Sequence[str], writer: IcebergWriter, history: History
 ) -> CheckedObject:
-    """The selected checks of an object, against its table as it stands and its last recorded run."""
-    last = history.runs[0] if history.runs else None
+    """The selected checks of an object, against its table as it stands and its last recorded run.
+
+    When that run was a partition run, its volume is not judged (as in the run itself).
+    """
+    last = history.latest
     if last is None:
         return _results(obj, key, names, writer, None, 0, 0, [])
-    earlier = history.rows(obj.checks.volume.history, skip=1)
-    return _results(obj, key, names, writer, last.run_id, last.rows_read, last.rows_rejected, earlier)
+    earlier = history.rows(obj.checks.volume.history, skip=0 if last.partition else 1)
+    return _results(obj, key, names, writer, last.run_id, last.rows_read, last.rows_rejected, earlier, last.partition)
 
 
 @dataclass

@@ -435,9 +435,16 @@ def test_partition_runs_are_not_judged_by_volume_nor_count_in_its_history(
         tags={"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-20"}
     )
     assert evaluations(ranged, CUSTOMERS)["volume_within_history"].metadata["judged"].value is False
-    # executed alone, the check judges the last incremental run: the partition runs are not history
+    range_read = ranged.get_asset_materialization_events()[0].materialization.metadata["dativo/rows_read"].value
+    # executed alone after it: the contract judges that run; its volume is not judged either
+    alone = evaluations(checks_alone(project, instance, CUSTOMERS), CUSTOMERS)
+    assert alone["volume_within_history"].passed and alone["volume_within_history"].metadata["judged"].value is False
+    assert alone["rows_conform_to_contract"].metadata["rows_read"].value == range_read
+    # the next incremental run is compared with the incremental run only
+    later = evaluations(materialize(), CUSTOMERS)["volume_within_history"]
+    assert later.metadata["history_runs"].value == 1 and later.metadata["history_median"].value == 500
     alone = evaluations(checks_alone(project, instance, CUSTOMERS), CUSTOMERS)["volume_within_history"]
-    assert alone.passed and alone.metadata["rows"].value == 500 and alone.metadata["history_runs"].value == 0
+    assert alone.metadata["history_runs"].value == 1 and alone.metadata["history_median"].value == 500
 
 
 def test_freshness_does_not_count_a_reset_as_a_commit(project: Path, instance: dg.DagsterInstance) -> None:
