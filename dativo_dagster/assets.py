@@ -24,7 +24,7 @@ from dativo_dagster.errors import (
     unexpected,
 )
 from dativo_dagster.partitions import backfill_policy, partition_window, partitions_definition
-from dativo_dagster.resets import ResetRequest, run_user
+from dativo_dagster.resets import ResetRequest, root_run_id, run_user
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.specs import build_asset_specs, build_check_specs
 from dativo_dagster.state import META_CURSOR, META_SNAPSHOT_ID, CursorState
@@ -360,6 +360,7 @@ def run_job(
 
     retry_number = context.retry_number
     reset_by = run_user(context.run.tags) if config.reset is not None else "dagster"
+    chain_root = root_run_id(context.run)  # a re-execution does not apply the config's reset again
     try:
         source = dativo.source_for(job) if objects else None  # checks alone read no source
         writer = dativo.writer_for(job.target)
@@ -414,6 +415,7 @@ def run_job(
                     reset=config.reset,
                     reset_by=reset_by,
                     window=window,
+                    root_run_id=chain_root,
                 )
                 running[future] = obj
             if not running:
@@ -471,4 +473,4 @@ def run_job(
     if failures:
         raise failure_for(job, failures, succeeded, retry_number, summary)
     if check_errors:
-        raise check_failure(check_errors)
+        raise check_failure(check_errors, retry_number, job.retry.max_retries)

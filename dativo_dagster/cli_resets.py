@@ -43,6 +43,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from dativo_dagster.cli import EXIT_FAILED, EXIT_OK, _find_job, _plan, say_error, say_note, say_ok
     from dativo_dagster.resets import ResetRequest, commit_prepared, os_user, prepare_reset
     from dativo_dagster.resources import DativoResource
+    from dativo_dagster.sources.registry import cursor_codec_for
 
     request = ResetRequest.of(to=args.to, full_refresh=args.full_refresh)
     plan = _plan(args)
@@ -50,10 +51,10 @@ def cmd_reset(args: argparse.Namespace) -> int:
     objects = _objects(job, args.object)
     runtime = DativoResource(project_dir=str(plan.project_dir))
     writer = runtime.writer_for(job.target)
-    source = runtime.source_for(job)
-    with source:
-        codecs = {obj.name: source.cursor_codec(obj) for obj in objects}
-        prepared = [prepare_reset(obj, writer, codecs[obj.name], request) for obj in objects]
+    # The codec comes from the source class: a reset never resolves the source's credentials
+    # (the operator needs the catalog, not the API key).
+    codecs = {obj.name: cursor_codec_for(job, obj) for obj in objects}
+    prepared = [prepare_reset(obj, writer, codecs[obj.name], request) for obj in objects]
     for item in prepared:
         codec = codecs[item.obj.name]
         was = item.previous.display(codec) if item.previous is not None else _raw_cursor(item.previous_raw)

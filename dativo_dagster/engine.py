@@ -154,6 +154,7 @@ def ingest_object(
     reset: ResetRequest | None = None,
     reset_by: str = "dagster",
     window: TimeWindow | None = None,
+    root_run_id: str | None = None,
 ) -> ObjectResult:
     """Extract ``obj`` from its committed cursor and commit it, rows and cursor together.
 
@@ -161,8 +162,9 @@ def ingest_object(
     commit per slice, each carrying its own cursor, so a run killed mid-way resumes at the last
     committed slice.
 
-    With ``reset``, the run first records the reset on the table (once per run, audited as
-    ``reset_by``; see :mod:`~dativo_dagster.resets`) and then loads from there. After a full-refresh
+    With ``reset``, the run first records the reset on the table (once per run and its
+    re-executions, which share ``root_run_id``; audited as ``reset_by``; see
+    :mod:`~dativo_dagster.resets`) and then loads from there. After a full-refresh
     reset, the first commit replaces the table's rows.
 
     With ``window`` (a partition run) it reads the rows whose cursor lies in the window instead
@@ -202,7 +204,8 @@ def ingest_object(
             if reset is not None and not dry_run:
                 from dativo_dagster.resets import apply_reset
 
-                notes.append(apply_reset(obj, writer, codec, reset, by=reset_by, run_id=run_id).note)
+                applied = apply_reset(obj, writer, codec, reset, by=reset_by, run_id=run_id, root_run_id=root_run_id)
+                notes.append(applied.note)
             reconciled = start_cursor(obj, writer, dagster or DagsterState())
             if limit is not None and not dry_run and reconciled.full_refresh:
                 raise ConfigError(

@@ -23,7 +23,9 @@ commit and commits nothing (STG001, transient: its retry starts from the reset).
 Resets come from ``dativo reset`` (``reset-by`` is the OS user) and from a run's config
 (``reset: {to: ..., full_refresh: ...}`` in the launchpad, or ``dativo run --full-refresh``):
 the run records the reset before it reads (``reset-by`` is the run's ``dagster/user`` tag, else
-``dagster``), once per run, so a retried step does not move the cursor back a second time.
+``dagster``), once per run: a retried step, a Dagster run retry or a re-execution from the UI
+(a new run id, the same config) finds the reset its chain of runs recorded
+(``dativo.reset-root-run``: Dagster's root run id) and does not move the cursor back a second time.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from dativo_dagster.state import (
     PROP_RESET_BY,
     PROP_RESET_FROM,
     PROP_RESET_KIND,
+    PROP_RESET_ROOT_RUN,
     PROP_RESET_TO,
     PROP_ROWS,
     PROP_RUN_ID,
@@ -67,6 +70,9 @@ if TYPE_CHECKING:
 
 DAGSTER_USER_TAG = "dagster/user"
 """Run tag naming the user who launched a run from the UI (Dagster+ and auth-enabled deployments)."""
+
+ROOT_RUN_ID_TAG = "dagster/root_run_id"
+"""Run tag Dagster sets on a re-execution or a run retry: the first run of the chain."""
 
 
 class ResetRequest(BaseModel):
@@ -111,6 +117,18 @@ def os_user() -> str:
 def run_user(tags: Mapping[str, str]) -> str:
     """Who launched a Dagster run: its ``dagster/user`` tag, else ``dagster``."""
     return tags.get(DAGSTER_USER_TAG) or "dagster"
+
+
+def root_run_id(run: Any) -> str:
+    """The first run of ``run``'s chain of re-executions and run retries (itself when it is the first).
+
+    A reset from run config is recorded once per chain: a re-execution has a new run id and the
+    same config, and must not move the cursor back again.
+
+    Args:
+        run: A ``dagster.DagsterRun`` (its ``root_run_id``, else its ``dagster/root_run_id`` tag).
+    """
+    return str(run.root_run_id or run.tags.get(ROOT_RUN_ID_TAG) or run.run_id)
 
 
 def utc_now() -> str:
@@ -183,11 +201,16 @@ def reset_properties(
     previous_raw: str,
     new: CursorState | None,
     run_id: str,
+    root_run_id: str | None = None,
 ) -> dict[str, str]:
-    """Snapshot summary of a reset: the new cursor like any dativo commit, plus the audit record."""
+    """Snapshot summary of a reset: the new cursor like any dativo commit, plus the audit record.
+
+    ``root_run_id`` (default ``run_id``) is the chain of runs the reset is recorded once for.
+    """
     to = new.to_json() if new is not None else "null"
     return {
         PROP_RUN_ID: run_id,
+        PROP_RESET_ROOT_RUN: root_run_id or run_id,
         PROP_OBJECT: obj.label,
         PROP_STRATEGY: obj.strategy.value,
         PROP_CURSOR_FIELD: obj.cursor_field or "",
@@ -201,10 +224,14 @@ def reset_properties(
     }
 
 
-def reset_by_run(history: list[Mapping[str, str]], run_id: str) -> ResetRecord | None:
-    """The reset ``run_id`` already recorded, among snapshot summaries (a retried step finds it)."""
+def reset_by_run(history: list[Mapping[str, str]], root_run_id: str) -> ResetRecord | None:
+    """The reset a run of the chain ``root_run_id`` already recorded, among snapshot summaries.
+
+    A retried step, a run retry or a re-execution finds it. A reset recorded before the chain was
+    kept (``dativo.reset-root-run``) is matched by its run id: the first run's id is the root.
+    """
     for props in history:
-        if props.get(PROP_RUN_ID) == run_id:
+        if props.get(PROP_RESET_ROOT_RUN, props.get(PROP_RUN_ID)) == root_run_id:
             record = ResetRecord.from_summary(props)
             if record is not None:
                 return record
@@ -246,6 +273,9 @@ def prepare_reset(
 ) -> PreparedReset:
     """Check a reset before anything is committed: the table, its owner, the new value.
 
+    ``run_id``: the root run id of the chain of runs asking for it; a reset that chain already
+    recorded is returned as such (nothing to commit).
+
     Raises:
         ConfigError: CFG001 for a value that does not parse, a table someone else owns, a cursor
             reset of a table that does not exist yet, or an append-only object moving back.
@@ -281,7 +311,13 @@ def prepare_reset(
 
 
 def commit_prepared(
-    prepared: PreparedReset, codec: CursorCodec, *, by: str, run_id: str, at: str | None = None
+    prepared: PreparedReset,
+    codec: CursorCodec,
+    *,
+    by: str,
+    run_id: str,
+    at: str | None = None,
+    root_run_id: str | None = None,
 ) -> ResetOutcome:
     """Commit a prepared reset (nothing when it is not needed).
 
@@ -318,6 +354,7 @@ def commit_prepared(
             previous_raw=previous_raw,
             new=prepared.new,
             run_id=run_id,
+            root_run_id=root_run_id,
         )
 
     snapshot_id, props = commit_reset(prepared.table, properties, prepared.label)
@@ -327,11 +364,25 @@ def commit_prepared(
 
 
 def apply_reset(
-    obj: ObjectPlan, writer: IcebergWriter, codec: CursorCodec, request: ResetRequest, *, by: str, run_id: str
+    obj: ObjectPlan,
+    writer: IcebergWriter,
+    codec: CursorCodec,
+    request: ResetRequest,
+    *,
+    by: str,
+    run_id: str,
+    root_run_id: str | None = None,
 ) -> ResetOutcome:
-    """Prepare and commit a reset of one object, once per ``run_id``."""
-    prepared = prepare_reset(obj, writer, codec, request, run_id=run_id)
-    return commit_prepared(prepared, codec, by=by, run_id=run_id)
+    """Prepare and commit a reset of one object, once per chain of runs.
+
+    Args:
+        run_id: The run recording it (``dativo.run-id`` of the reset snapshot).
+        root_run_id: The first run of its chain of re-executions and run retries (default
+            ``run_id``): a later run of the chain finds the reset recorded and does not repeat it.
+    """
+    root = root_run_id or run_id
+    prepared = prepare_reset(obj, writer, codec, request, run_id=root)
+    return commit_prepared(prepared, codec, by=by, run_id=run_id, root_run_id=root)
 
 
 def _history(table: Table) -> list[Mapping[str, str]]:

@@ -37,6 +37,9 @@ PROP_RESET_BY = "dativo.reset-by"
 PROP_RESET_AT = "dativo.reset-at"
 PROP_RESET_FROM = "dativo.reset-from"
 PROP_RESET_TO = "dativo.reset-to"
+PROP_RESET_ROOT_RUN = "dativo.reset-root-run"
+"""The first run of the chain (Dagster's root run id) that recorded a reset from run config: its
+re-executions and run retries find it and do not reset again."""
 
 # Dagster materialization metadata keys.
 META_CURSOR = "dativo/cursor"

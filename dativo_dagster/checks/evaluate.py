@@ -277,6 +277,21 @@ def volume_outcome(rows: int, history: Sequence[int], max_drop_fraction: float, 
     return Outcome(True, severity, metadata)
 
 
+def volume_not_judged_for_partition(window: str, max_drop_fraction: float, severity: CheckSeverity) -> Outcome:
+    """A partition run's volume: passed, not judged.
+
+    A partition run reads one window (a day, or a year-long backfill in one run), which says nothing
+    against the median of incremental runs; partition runs are left out of that history too.
+    """
+    return Outcome(
+        True,
+        severity,
+        {"judged": False, "partition_window": window, "max_drop_fraction": max_drop_fraction},
+        f"Not judged: a partition run ({window}) reads one window, not comparable with the object's "
+        "incremental runs (partition runs are left out of the volume history)",
+    )
+
+
 def freshness_outcome(
     last_commit_ms: int | None, now_ms: int, max_age_minutes: float, severity: CheckSeverity
 ) -> Outcome:

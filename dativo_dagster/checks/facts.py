@@ -24,7 +24,7 @@ from pyiceberg.table import Table
 from dativo_dagster.checks.evaluate import ColumnFacts, count_reasons
 from dativo_dagster.config.models import SchemaContract
 from dativo_dagster.iceberg.failures import raise_storage_failure
-from dativo_dagster.state import PROP_RUN_ID
+from dativo_dagster.state import PROP_RESET_KIND, PROP_RUN_ID
 from dativo_dagster.types import REASON_COLUMN, RUN_ID_COLUMN, contract_arrow_schema, type_label
 
 DUPLICATE_EXAMPLES = 5
@@ -88,11 +88,16 @@ def duplicate_keys(table: Table, primary_key: Sequence[str]) -> Duplicates:
 
 
 def last_commit_ms(table: Table) -> int | None:
-    """When dativo last committed rows to the table (table maintenance does not count)."""
+    """When a dativo run last committed rows to the table.
+
+    Table maintenance does not count (no ``dativo.run-id``), nor does a reset: it moves the cursor
+    and loads no row (``dativo.reset-kind``), so a table reset an hour ago and loaded a week ago is
+    a week old. A partition run's commit counts: it loaded the rows of its window.
+    """
     snapshot = table.current_snapshot()
     while snapshot is not None:
         props = snapshot.summary.additional_properties if snapshot.summary else {}
-        if PROP_RUN_ID in props:
+        if PROP_RUN_ID in props and PROP_RESET_KIND not in props:
             return snapshot.timestamp_ms
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None

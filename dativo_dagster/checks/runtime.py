@@ -38,7 +38,7 @@ from dativo_dagster.checks.specs import (
     required_columns,
 )
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import DativoError, QualityError, UnexpectedError, unexpected
+from dativo_dagster.errors import DativoError, QualityError, RetryExhaustedError, UnexpectedError, unexpected
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -53,6 +53,7 @@ T = TypeVar("T")
 
 META_ROWS_READ = "dativo/rows_read"
 META_ROWS_REJECTED = "dativo/rows_rejected"
+META_PARTITION_WINDOW = "dativo/partition_window"
 
 
 @dataclass(frozen=True)
@@ -62,43 +63,107 @@ class RecordedRun:
     run_id: str
     rows_read: int
     rows_rejected: int
+    partition: str | None = None  # the window of a partition run
 
 
 @dataclass(frozen=True)
 class History:
-    """The object's earlier runs, newest first (the current run excluded)."""
+    """The object's earlier incremental runs, newest first (the current run and partition runs excluded).
+
+    ``latest`` is the newest earlier run of either kind (what checks executed alone judge);
+    ``this_run`` what an earlier attempt of the current run recorded (a retried step): the attempt
+    that committed the rows, when a later one finds nothing new.
+    """
 
     runs: tuple[RecordedRun, ...] = ()
+    this_run: RecordedRun | None = None
+    latest: RecordedRun | None = None
 
     def rows(self, length: int, skip: int = 0) -> list[int]:
         """Rows read by up to ``length`` runs, after skipping the newest ``skip``."""
         return [run.rows_read for run in self.runs[skip : skip + length]]
 
 
+HISTORY_PAGE = 100
+HISTORY_SCAN_LIMIT = 2000
+"""Materialization records read at most to find an object's history: a backfill over a long range
+records one per partition, and those are skipped."""
+
+
+def is_partition_record(record: dg.EventLogRecord) -> bool:
+    """True for a materialization of a partition run (a key or a range; one record per partition).
+
+    A partition run reads one window (a day, a year of backfill), so its row count says nothing about
+    what an incremental run should read.
+    """
+    materialization = record.asset_materialization
+    return record.partition_key is not None or (
+        materialization is not None and META_PARTITION_WINDOW in materialization.metadata
+    )
+
+
 def read_history(instance: dg.DagsterInstance, key: dg.AssetKey, length: int, current_run_id: str) -> History:
-    """The newest ``length + 1`` materializations of ``key`` other than the current run's.
+    """The newest ``length + 1`` incremental runs of ``key`` other than the current one.
+
+    Partition runs are left out (see :func:`is_partition_record`). A run recorded several times (a
+    retried step materializes the object at each attempt) counts once, by its attempt that read the
+    most: the one that loaded the rows, not a later one that found nothing new.
 
     Read in the step's own thread: the Dagster instance is not shared with the worker threads.
     """
-    records = instance.fetch_materializations(key, limit=length + 2).records
-    runs = []
-    for record in records:
-        materialization = record.asset_materialization
-        if record.run_id == current_run_id or materialization is None:
-            continue
-        metadata = materialization.metadata
-        read = metadata.get(META_ROWS_READ)
-        if read is None:
-            continue
-        rejected = metadata.get(META_ROWS_REJECTED)
-        runs.append(
-            RecordedRun(
-                record.run_id,
-                int(read.value),  # type: ignore[arg-type]
-                int(rejected.value) if rejected is not None else 0,  # type: ignore[arg-type]
-            )
-        )
-    return History(tuple(runs[: length + 1]))
+    by_run: dict[str, RecordedRun] = {}
+    this_run: RecordedRun | None = None
+    latest: RecordedRun | None = None
+    cursor: str | None = None
+    scanned = 0
+    while scanned < HISTORY_SCAN_LIMIT:
+        page = instance.fetch_materializations(key, limit=HISTORY_PAGE, cursor=cursor)
+        for record in page.records:
+            scanned += 1
+            recorded = _recorded_run(record)
+            if recorded is None:
+                continue
+            if record.run_id == current_run_id:
+                if recorded.partition is None:
+                    this_run = _most_read(this_run, recorded)
+                continue
+            if latest is None or latest.run_id == record.run_id:
+                latest = _most_read(latest, recorded)
+            if recorded.partition is not None:
+                continue
+            if record.run_id not in by_run and len(by_run) > length:
+                return History(tuple(by_run.values()), this_run, latest)
+            by_run[record.run_id] = _most_read(by_run.get(record.run_id), recorded)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return History(tuple(by_run.values())[: length + 1], this_run, latest)
+
+
+def _recorded_run(record: dg.EventLogRecord) -> RecordedRun | None:
+    """One attempt's counts (and window, for a partition run); None for a record without them."""
+    materialization = record.asset_materialization
+    if materialization is None:
+        return None
+    metadata = materialization.metadata
+    read = metadata.get(META_ROWS_READ)
+    if read is None:
+        return None
+    rejected = metadata.get(META_ROWS_REJECTED)
+    partition = None
+    if is_partition_record(record):
+        window = metadata.get(META_PARTITION_WINDOW)
+        partition = str(window.value) if window is not None else str(record.partition_key)
+    return RecordedRun(
+        record.run_id,
+        int(read.value),  # type: ignore[arg-type]
+        int(rejected.value) if rejected is not None else 0,  # type: ignore[arg-type]
+        partition,
+    )
+
+
+def _most_read(known: RecordedRun | None, found: RecordedRun) -> RecordedRun:
+    return found if known is None or found.rows_read > known.rows_read else known
 
 
 @dataclass
@@ -116,8 +181,14 @@ def checks_after_ingest(
     writer: IcebergWriter,
     run_id: str,
     history: History,
+    window: TimeWindow | None = None,
 ) -> CheckedObject:
-    """The selected checks of an object this run ingested (or failed to)."""
+    """The selected checks of an object this run ingested (or failed to).
+
+    ``window``: the run is a partition run; its volume is not judged against incremental runs.
+    A retried step judges the run's counts by its attempt that read the most (an earlier attempt
+    committed, this one found nothing new): the run's volume and rejections are those rows.
+    """
     if not names:
         return CheckedObject()
     obj = result.obj
@@ -132,18 +203,26 @@ def checks_after_ingest(
     write = result.write
     assert write is not None
     earlier = history.rows(obj.checks.volume.history)
-    return _results(obj, key, names, writer, run_id, write.rows_read, write.rows_rejected, earlier)
+    read, rejected = write.rows_read, write.rows_rejected
+    attempt = history.this_run
+    if window is None and attempt is not None and attempt.rows_read > read:
+        read, rejected = attempt.rows_read, attempt.rows_rejected
+    partition = window.label if window is not None else None
+    return _results(obj, key, names, writer, run_id, read, rejected, earlier, partition)
 
 
 def checks_standing(
     obj: ObjectPlan, key: dg.AssetKey, names: Sequence[str], writer: IcebergWriter, history: History
 ) -> CheckedObject:
-    """The selected checks of an object, against its table as it stands and its last recorded run."""
-    last = history.runs[0] if history.runs else None
+    """The selected checks of an object, against its table as it stands and its last recorded run.
+
+    When that run was a partition run, its volume is not judged (as in the run itself).
+    """
+    last = history.latest
     if last is None:
         return _results(obj, key, names, writer, None, 0, 0, [])
-    earlier = history.rows(obj.checks.volume.history, skip=1)
-    return _results(obj, key, names, writer, last.run_id, last.rows_read, last.rows_rejected, earlier)
+    earlier = history.rows(obj.checks.volume.history, skip=0 if last.partition else 1)
+    return _results(obj, key, names, writer, last.run_id, last.rows_read, last.rows_rejected, earlier, last.partition)
 
 
 @dataclass
@@ -178,8 +257,10 @@ def _results(
     rows_read: int,
     rows_rejected: int,
     history: list[int],
+    partition: str | None = None,
 ) -> CheckedObject:
-    """Evaluate ``names`` for one run's counts (``run_id`` None: the object never ran).
+    """Evaluate ``names`` for one run's counts (``run_id`` None: the object never ran; ``partition``:
+    the window of a partition run).
 
     Each check stands alone: one that cannot be evaluated leaves the others' results.
     """
@@ -191,7 +272,9 @@ def _results(
             return CheckedObject(error=loaded.error)
         table = loaded.value
     for name in names:
-        evaluated = _guarded(partial(_outcome, name, obj, table, writer, run_id, rows_read, rows_rejected, history))
+        evaluated = _guarded(
+            partial(_outcome, name, obj, table, writer, run_id, rows_read, rows_rejected, history, partition)
+        )
         if evaluated.error is not None:
             checked.error = checked.error or evaluated.error
         elif evaluated.value is not None:
@@ -208,6 +291,7 @@ def _outcome(
     rows_read: int,
     rows_rejected: int,
     history: list[int],
+    partition: str | None = None,
 ) -> ev.Outcome:
     config = obj.checks
     if name == CHECK_CONTRACT:
@@ -227,6 +311,8 @@ def _outcome(
         return ev.schema_outcome(label, differences, config.schema_drift.severity)
     if name == CHECK_VOLUME:
         volume = config.volume
+        if partition is not None:
+            return ev.volume_not_judged_for_partition(partition, volume.max_drop_fraction, volume.severity)
         return ev.volume_outcome(rows_read, history, volume.max_drop_fraction, volume.severity)
     if name == CHECK_FRESHNESS:
         freshness = config.freshness
@@ -266,21 +352,44 @@ def _quarantine(obj: ObjectPlan, writer: IcebergWriter, run_id: str | None) -> e
     return ev.quarantine_outcome(added, settings.max_growth_rows, reasons, settings.severity, label)
 
 
-def check_failure(errors: Sequence[tuple[str, DativoError]]) -> dg.Failure:
-    """The step's failure when checks could not be evaluated (the ingestion itself succeeded)."""
+def check_failure(errors: Sequence[tuple[str, DativoError]], retry_number: int, max_retries: int) -> dg.Failure:
+    """The step's failure when checks could not be evaluated (the ingestion itself succeeded).
+
+    Like an object's failure: retried when every error is transient (a catalog blip during a
+    scan) and the job's retries (``max_retries``) are not spent; a transient error on the last
+    attempt becomes RETRY001, permanent for the run. A bug is never retried.
+    ``dativo/error_class`` (transient | permanent | bug) tells the alerts which it was.
+    """
     from dativo_dagster.config.secrets import redact_text
 
     lines = [redact_text(f"{label}: {error.code}: {error}") for label, error in errors]
-    metadata: dict[str, object] = {"dativo/error_code": errors[0][1].code, "dativo/errors": "\n".join(lines)}
     bugs = [error for _, error in errors if isinstance(error, UnexpectedError)]
+    transient = all(error.transient for _, error in errors)
+    retries_left = transient and retry_number < max_retries
+    code = UnexpectedError.code if bugs else errors[0][1].code
+    description = f"{len(errors)} object(s) could not be checked — {lines[0]}"
+    if transient and not retries_left:
+        code = RetryExhaustedError.code
+        description = (
+            f"{RetryExhaustedError.code}: retries exhausted after {retry_number + 1} attempt(s); "
+            f"{len(errors)} object(s) could not be checked — {lines[0]}"
+        )
+    metadata: dict[str, object] = {
+        "dativo/error_code": code,
+        "dativo/error_class": "transient" if retries_left else ("bug" if bugs else "permanent"),
+        "dativo/errors": "\n".join(lines),
+        "dativo/attempt": retry_number + 1,
+    }
+    if code == RetryExhaustedError.code:
+        metadata["dativo/cause"] = errors[0][1].code
     if bugs:
         metadata["dativo/traceback"] = dg.MetadataValue.text(
             "\n\n".join(redact_text(bug.context.get("traceback", "")) for bug in bugs)
         )
     return dg.Failure(
-        description=f"{len(errors)} object(s) could not be checked — {lines[0]}",
+        description=description,
         metadata=metadata,  # type: ignore[arg-type]
-        allow_retries=False,
+        allow_retries=retries_left,
     )
 
 
@@ -312,6 +421,7 @@ def ingest_and_check(
     reset: ResetRequest | None = None,
     reset_by: str = "dagster",
     window: TimeWindow | None = None,
+    root_run_id: str | None = None,
 ) -> tuple[ObjectResult, CheckedObject]:
     """Ingest one object, then evaluate its selected checks (in the worker thread: scans run in parallel)."""
     from dativo_dagster.engine import ingest_object
@@ -326,8 +436,9 @@ def ingest_and_check(
         reset=reset,
         reset_by=reset_by,
         window=window,
+        root_run_id=root_run_id,
     )
-    checked = checks_after_ingest(result, key, names, writer, run_id, history)
+    checked = checks_after_ingest(result, key, names, writer, run_id, history, window)
     return result, with_quarantine_preview(checked, result)
 
 

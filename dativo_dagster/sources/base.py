@@ -339,8 +339,13 @@ class Source(abc.ABC):
     def read(self, request: ReadRequest) -> Extraction:
         """Stream ``request.obj`` from ``request.cursor`` on, in bounded batches."""
 
-    def cursor_codec(self, obj: ObjectPlan) -> CursorCodec:
-        """How this source's cursor values for ``obj`` are ordered, shown and moved back."""
+    @classmethod
+    def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
+        """How this source's cursor values for ``obj`` are ordered, shown and moved back.
+
+        A classmethod: it depends on the object's config only, never on the connection or the
+        credentials, so ``dativo reset`` parses ``--to`` without resolving a source secret.
+        """
         return CursorCodec(unit=obj.config.incremental.cursor_unit)
 
     def plan_slices(self, request: ReadRequest) -> list[Slice] | None:

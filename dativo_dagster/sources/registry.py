@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from dativo_dagster.config.models import is_safe_identifier
-from dativo_dagster.config.plan import JobPlan
+from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.paths import confine
 
 if TYPE_CHECKING:
     from dativo_dagster.sources.base import Source
+    from dativo_dagster.sources.cursors import CursorCodec
 
 ENTRY_POINT_GROUP = "dativo.sources"
 
@@ -96,6 +97,18 @@ def source_class(source_type: str) -> type[Source]:
             f"source type '{source_type}' is not available in this build (available: {', '.join(available_types())})"
         )
     return found
+
+
+def cursor_codec_for(job: JobPlan, obj: ObjectPlan) -> CursorCodec:
+    """The cursor codec of ``obj``'s source, from the source class alone.
+
+    Nothing is resolved or connected: ``dativo reset`` parses ``--to`` with it, and an operator
+    with access to the catalog but not to the source's credentials can still reset a cursor.
+
+    Raises:
+        ConfigError: CFG001 when no module registers the job's source type.
+    """
+    return source_class(job.source.type).cursor_codec(obj)
 
 
 def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) -> Source:

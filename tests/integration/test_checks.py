@@ -289,6 +289,7 @@ def test_a_check_that_cannot_be_evaluated_fails_the_step_not_the_check(
         raise StorageError("catalog unreachable")
 
     monkeypatch.setattr(facts, "duplicate_keys", unreachable)
+    set_retries(project, 0)  # the only attempt is the last: a transient error there is RETRY001
     result = run(project, instance, [ORDERS])
     assert not result.success
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [ORDERS]  # the data is in
@@ -296,8 +297,62 @@ def test_a_check_that_cannot_be_evaluated_fails_the_step_not_the_check(
     assert "primary_key_unique" not in found and found["rows_conform_to_contract"].passed is True
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     data = failure.step_failure_data.user_failure_data
-    assert data.metadata["dativo/error_code"].value == "STG001"
-    assert "could not be checked" in data.description
+    assert data.metadata["dativo/error_code"].value == "RETRY001"
+    assert data.metadata["dativo/cause"].value == "STG001"
+    assert data.metadata["dativo/error_class"].value == "permanent"  # for the run: what the alert says
+    assert "could not be checked" in data.description and "STG001" in data.description
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def set_retries(project: Path, max_retries: int) -> None:
+    """The demo job's retries, without delay (the test waits for nothing)."""
+    runner = project / "runner.yaml"
+    text = runner.read_text().replace("max_retries: 3", f"max_retries: {max_retries}")
+    runner.write_text(text.replace("delay_s: 10", "delay_s: 0"))
+
+
+def test_a_transient_error_evaluating_a_check_retries_the_step(
+    project: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog blip during the primary-key scan: the step is retried, its checks are evaluated
+    by the retry, and the retry (finding nothing new) judges the run by the attempt that loaded."""
+    from dativo_dagster.checks import facts
+    from dativo_dagster.errors import StorageError
+
+    set_retries(project, 2)
+    assert run(project, instance, [ORDERS]).success  # the history: one run of 3000 rows
+    real = facts.duplicate_keys
+    calls: list[int] = []
+
+    def blip_once(table: Table, primary_key: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageError("catalog unreachable: connection reset")
+        return real(table, primary_key)
+
+    monkeypatch.setattr(facts, "duplicate_keys", blip_once)
+    defs = build_definitions(load_plan(project, strict=True))
+    op = next(iter(defs.assets or [])).op.name  # type: ignore[union-attr]
+    result = dg.materialize(  # a full refresh: the first attempt reads and commits all 3000 rows again
+        assets=list(defs.assets or []),
+        selection=[ORDERS],
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {op: {"config": {"reset": {"full_refresh": True}}}}},
+        raise_on_error=False,
+    )
+    assert result.success
+    assert len([e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]) == 1
+    assert len(calls) == 2  # the retry scanned the keys again
+    found = {e.check_name: e for e in result.get_asset_check_evaluations() if e.check_name == "primary_key_unique"}
+    assert found["primary_key_unique"].passed
+    volume = [e for e in result.get_asset_check_evaluations() if e.check_name == "volume_within_history"]
+    assert volume[-1].passed, volume[-1].description  # not "read no rows": the first attempt read 3000
+    assert volume[-1].metadata["rows"].value == 3000
+    # the retry did not record the reset a second time
+    assert [s.summary.additional_properties.get("dativo.reset-kind") for s in orders_table(project).snapshots()].count(
+        "full_refresh"
+    ) == 1
 
 
 def test_a_blocking_check_failing_with_error_stops_downstream_assets(
@@ -342,3 +397,65 @@ def test_dativo_run_prints_failed_checks_and_an_error_check_makes_it_partial(
     assert main(["run", "demo/shop", "--object", "orders"]) == 0  # a warning is said, not a failure
     out = capsys.readouterr()
     assert "check fresh_within_sla failed" in out.out + out.err
+
+
+def partitioned_customers(project: Path) -> None:
+    """The demo job with customers only, partitioned by day (orders appends by id: not partitionable)."""
+    job = project / "tenants/demo/jobs/shop.yaml"
+    text = job.read_text()
+    orders = text[text.index("  - name: orders\n") : text.index("  - name: customers\n")]
+    text = text.replace(orders, "").replace(
+        "objects:\n", 'partitions: {granularity: daily, start: "2024-01-01"}\nobjects:\n'
+    )
+    job.write_text(text)
+
+
+def test_partition_runs_are_not_judged_by_volume_nor_count_in_its_history(
+    project: Path, instance: dg.DagsterInstance
+) -> None:
+    partitioned_customers(project)
+    defs = build_definitions(load_plan(project, strict=True))
+
+    def materialize(**kwargs: Any) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(
+            assets=list(defs.assets or []), resources=defs.resources, instance=instance, raise_on_error=False, **kwargs
+        )
+        assert result.success
+        return result
+
+    incremental = evaluations(materialize(), CUSTOMERS)["volume_within_history"]
+    assert incremental.passed and incremental.metadata["rows"].value == 500
+    # one day: a few rows, far below the incremental run's 500, and not a drop
+    day = evaluations(materialize(partition_key="2024-01-02"), CUSTOMERS)["volume_within_history"]
+    assert day.passed, day.description
+    assert day.metadata["judged"].value is False
+    assert day.metadata["partition_window"].value.startswith("2024-01-02T00:00:00+00:00/")
+    assert "partition run" in (day.description or "")
+    ranged = materialize(
+        tags={"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-20"}
+    )
+    assert evaluations(ranged, CUSTOMERS)["volume_within_history"].metadata["judged"].value is False
+    range_read = ranged.get_asset_materialization_events()[0].materialization.metadata["dativo/rows_read"].value
+    # executed alone after it: the contract judges that run; its volume is not judged either
+    alone = evaluations(checks_alone(project, instance, CUSTOMERS), CUSTOMERS)
+    assert alone["volume_within_history"].passed and alone["volume_within_history"].metadata["judged"].value is False
+    assert alone["rows_conform_to_contract"].metadata["rows_read"].value == range_read
+    # the next incremental run is compared with the incremental run only
+    later = evaluations(materialize(), CUSTOMERS)["volume_within_history"]
+    assert later.metadata["history_runs"].value == 1 and later.metadata["history_median"].value == 500
+    alone = evaluations(checks_alone(project, instance, CUSTOMERS), CUSTOMERS)["volume_within_history"]
+    assert alone.metadata["history_runs"].value == 1 and alone.metadata["history_median"].value == 500
+
+
+def test_freshness_does_not_count_a_reset_as_a_commit(project: Path, instance: dg.DagsterInstance) -> None:
+    """A reset loads no row: right after ``dativo reset`` the table is as old as its last load."""
+    from dativo_dagster.cli import main
+
+    configure(project, "checks: {freshness: {max_age_minutes: 60}}\n")
+    assert run(project, instance, [ORDERS]).success
+    loaded = orders_table(project).current_snapshot()
+    assert main(["reset", "demo/shop", "--object", "orders", "--full-refresh", "--yes"]) == 0
+    reset = orders_table(project).current_snapshot()
+    assert reset.snapshot_id != loaded.snapshot_id and reset.timestamp_ms > loaded.timestamp_ms
+    fresh = evaluations(checks_alone(project, instance))["fresh_within_sla"]
+    assert fresh.metadata["last_commit"].value == loaded.timestamp_ms / 1000

@@ -219,6 +219,12 @@ def test_a_retried_step_does_not_reset_twice(project: Path, instance: dg.Dagster
     assert first.committed and not again.committed
     assert "(this run)" in again.note
     assert [p.get(PROP_RESET_KIND) for p in history(project, "customers")].count("cursor") == 1
+    # a chain whose first run failed before resetting: its second run records the reset, the third
+    # (another re-execution of the same root) finds it
+    recorded = apply_reset(obj, writer, codec, request, by="ana", run_id="run-c", root_run_id="run-b")
+    repeated = apply_reset(obj, writer, codec, request, by="ana", run_id="run-d", root_run_id="run-b")
+    assert recorded.committed and not repeated.committed
+    assert history(project, "customers")[-1][PROP_RUN_ID] == "run-c"
 
 
 def test_a_run_that_read_its_cursor_before_a_reset_commits_nothing(project: Path, instance: dg.DagsterInstance) -> None:
@@ -411,3 +417,64 @@ def test_a_qual001_failure_shows_the_rows_that_caused_it(project: Path, instance
     (check,) = result.get_asset_check_evaluations()  # a QUAL001 run judged only the contract
     assert check.check_name == "rows_conform_to_contract"
     assert not check.passed and "cannot convert 'bad-4'" in check.metadata["quarantine_preview"].value
+
+
+def test_reset_needs_no_source_credentials(
+    project: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator with the catalog but without the source's secret can still reset: parsing
+    ``--to`` takes the source's cursor codec, never its credentials."""
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(
+        job.read_text().replace("  connection:\n", '  credentials: {token: "${DEMO_SHOP_TOKEN}"}\n  connection:\n', 1)
+    )
+    monkeypatch.setenv("DEMO_SHOP_TOKEN", "s3cret-token")
+    assert run(project, instance).success
+    monkeypatch.delenv("DEMO_SHOP_TOKEN")
+
+    assert main(["reset", "demo/shop", "--object", "customers", "--to", "2024-03-01", "--yes"]) == 0
+    assert main(["reset", "demo/shop", "--object", "orders", "--full-refresh", "--yes"]) == 0
+    out = capsys.readouterr()
+    assert "CFG001" not in out.err and "not set" not in out.err
+    assert cursor_value(history(project, "customers")[-1]) == "2024-03-01T00:00:00.000000+00:00"
+    assert history(project, "orders")[-1][PROP_RESET_KIND] == "full_refresh"
+    # a value that does not parse is still judged by the source's codec
+    assert main(["reset", "demo/shop", "--object", "customers", "--to", "not-a-time", "--yes"]) == 2
+    assert "CFG001" in capsys.readouterr().err
+
+
+def test_a_reexecution_with_the_same_config_does_not_reset_again(project: Path, instance: dg.DagsterInstance) -> None:
+    """A re-execution from the UI or a Dagster run retry: a new run id, the same run config. The
+    reset its first run recorded is not applied a second time."""
+    assert run(project, instance).success
+    with (project / "tenants/demo/data/orders.csv").open("a") as handle:
+        for order_id in range(3001, 3011):
+            handle.write(f"{order_id},1,paid,5.00,EUR,2025-02-01T00:00:00Z\n")
+    # an append object moved forward: skip 3001..3005
+    first = run(project, instance, ORDERS, op_config={"reset": {"to": "3005"}})
+    assert first.success and metadata(first, ORDERS)["dativo/rows_written"] == 5
+    chain = {"dagster/root_run_id": first.run_id, "dagster/parent_run_id": first.run_id}
+    again = run(project, instance, ORDERS, op_config={"reset": {"to": "3005"}}, tags=chain)
+    # before: the cursor (3010) moved back to 3005 (CFG001 for an append object, never retried)
+    assert again.success
+    assert metadata(again, ORDERS)["dativo/committed"] is False
+    assert "(this run)" in metadata(again, ORDERS)["dativo/notes"]
+    assert [p.get(PROP_RESET_KIND) for p in history(project, "orders")].count("cursor") == 1
+    ids = table(project, "orders").scan(selected_fields=("order_id",)).to_arrow().column(0).to_pylist()
+    assert len(ids) == len(set(ids)) == 3005
+
+    # a merge object: the cursor is not moved back a second time (its rows are not loaded again)
+    merged = run(project, instance, CUSTOMERS, op_config={"reset": {"to": "2024-03-01"}})
+    assert merged.success and metadata(merged, CUSTOMERS)["dativo/rows_written"] > 0
+    chain = {"dagster/root_run_id": merged.run_id, "dagster/parent_run_id": merged.run_id}
+    second = run(project, instance, CUSTOMERS, op_config={"reset": {"to": "2024-03-01"}}, tags=chain)
+    chain = {"dagster/root_run_id": merged.run_id, "dagster/parent_run_id": second.run_id}
+    third = run(project, instance, CUSTOMERS, op_config={"reset": {"to": "2024-03-01"}}, tags=chain)
+    for result in (second, third):
+        assert result.success and metadata(result, CUSTOMERS)["dativo/committed"] is False
+    resets = [p for p in history(project, "customers") if p.get(PROP_RESET_KIND)]
+    assert len(resets) == 1 and resets[0][PROP_RUN_ID] == merged.run_id
+
+    # a new launch (not a re-execution) with the same config is a new reset
+    assert run(project, instance, CUSTOMERS, op_config={"reset": {"to": "2024-03-01"}}).success
+    assert len([p for p in history(project, "customers") if p.get(PROP_RESET_KIND)]) == 2

@@ -21,6 +21,7 @@ from dativo_dagster.resets import (
     readable_cursor,
     reset_by_run,
     reset_properties,
+    root_run_id,
     run_user,
 )
 from dativo_dagster.sources.csv.file_mtime import FileCursorCodec, files_after
@@ -33,6 +34,7 @@ from dativo_dagster.state import (
     PROP_RESET_BY,
     PROP_RESET_FROM,
     PROP_RESET_KIND,
+    PROP_RESET_ROOT_RUN,
     PROP_RESET_TO,
     PROP_RUN_ID,
     CursorState,
@@ -247,6 +249,33 @@ def test_a_retried_step_finds_the_reset_its_run_recorded() -> None:
     found = reset_by_run(history, "run-1")
     assert found is not None and found.kind is ResetKind.FULL_REFRESH
     assert reset_by_run(history, "run-2") is None
+
+
+def test_a_reexecution_finds_the_reset_of_its_chain() -> None:
+    # the chain's second run recorded the reset (its first failed before): the third finds it by the root
+    props = reset_properties(
+        _obj(),
+        kind=ResetKind.FULL_REFRESH,
+        by="ana",
+        at="t",
+        previous_raw="null",
+        new=None,
+        run_id="run-2",
+        root_run_id="run-1",
+    )
+    assert props[PROP_RUN_ID] == "run-2" and props[PROP_RESET_ROOT_RUN] == "run-1"
+    assert reset_by_run([props], "run-1") is not None
+    assert reset_by_run([props], "run-2") is None  # a new chain that happens to share nothing
+
+
+def test_the_root_of_a_run_chain() -> None:
+    class Run:
+        def __init__(self, run_id: str, root: str | None = None, tags: dict[str, str] | None = None) -> None:
+            self.run_id, self.root_run_id, self.tags = run_id, root, tags or {}
+
+    assert root_run_id(Run("a")) == "a"
+    assert root_run_id(Run("b", root="a")) == "a"
+    assert root_run_id(Run("b", tags={"dagster/root_run_id": "a"})) == "a"
 
 
 # --------------------------------------------------------------------------- reconciliation

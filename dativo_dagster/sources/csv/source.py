@@ -81,7 +81,8 @@ class CsvSource(Source):
             where = ".".join(["options", *(str(p) for p in first["loc"])])
             raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
-    def cursor_codec(self, obj: ObjectPlan) -> CursorCodec:
+    @classmethod
+    def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
         """File modification times for ``file_mtime``; the cursor column's values otherwise."""
         if obj.strategy is Strategy.FILE_MTIME:
             return FileCursorCodec()

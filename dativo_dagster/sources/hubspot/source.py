@@ -142,7 +142,8 @@ class HubSpotSource(ApiSource):
             return OWNER_SCHEMA
         return self._plan(obj, discover=True).schema
 
-    def cursor_codec(self, obj: ObjectPlan) -> CursorCodec:
+    @classmethod
+    def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
         """Epoch milliseconds, shown as UTC times."""
         return HubSpotCursorCodec()
 

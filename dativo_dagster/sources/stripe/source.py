@@ -131,9 +131,10 @@ class StripeSource(ApiSource):
         """The batches' schema: the contract's columns, or ``id``, ``created`` and the object as JSON."""
         return pa.schema([pa.field(spec.name, spec.type) for spec in resolve_target(obj).specs])
 
-    def cursor_codec(self, obj: ObjectPlan) -> StripeCursorCodec:
+    @classmethod
+    def cursor_codec(cls, obj: ObjectPlan) -> StripeCursorCodec:
         """Epoch seconds of ``created``, with the events position for tracked objects."""
-        return self._codec
+        return cls._codec
 
     def plan_slices(self, request: ReadRequest) -> list[Slice] | None:
         """The windows to commit one by one (an events replay first, for tracked objects)."""
