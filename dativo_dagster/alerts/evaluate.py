@@ -21,6 +21,7 @@ storage id; run-end events it can, as every instance can.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -599,14 +600,19 @@ def _code_of(exc: BaseException) -> str:
     return exc.code if isinstance(exc, DativoError) else UnexpectedError.code
 
 
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.I)
+"""The user (and password) of a URL in an error's text, such as a storage's connection string."""
+
+
 def _log_error(event: str, exc: BaseException, context: dg.SensorEvaluationContext, **fields: Any) -> None:
     """Log a failure of the tick's own work at error level: coded, its text redacted (an
     instance's storage error can name its connection string)."""
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", redact_text(str(exc)))
     log.error(
         event,
         code=_code_of(exc),
         sensor=context.sensor_name,
-        error=f"{type(exc).__name__}: {redact_text(str(exc))}"[:500],
+        error=f"{type(exc).__name__}: {text}"[:500],
         **fields,
     )
 

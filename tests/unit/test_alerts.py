@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from dativo_dagster.alerts import CHECK_SENSOR_NAME, RUN_SENSOR_NAME
 from dativo_dagster.alerts.delivery import deliver
-from dativo_dagster.alerts.evaluate import job_secret_values, parse_cursor
+from dativo_dagster.alerts.evaluate import PartialRun, TickCursor, job_secret_values, parse_cursor, parse_tick_cursor
 from dativo_dagster.alerts.notifications import Alert, error_code_in, redacted_message, run_url, slack_payload
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import ConfigProblems, load_plan
@@ -282,6 +283,52 @@ def test_a_dead_route_is_logged_without_its_url_and_the_others_still_get_the_ale
     assert "secret-token" not in repr(events)
     (logged,) = [e for e in events if e["event"] == "alert"]
     assert logged["log_level"] == "error" and logged["tenant"] == "acme" and logged["error_code"] == "RETRY001"
+
+
+def test_a_retry_after_longer_than_the_deadline_defers_the_route_instead_of_waiting() -> None:
+    # Slack rate-limits with Retry-After: 30: waiting would outlast the sensor's tick.
+    with alert_receiver() as receiver:
+        receiver.statuses.extend([429])
+        receiver.retry_after = "30"
+        started = time.monotonic()
+        (delivery,) = deliver(make_alert(), {"hook": route(receiver.url)}, ["hook"], deadline=started + 3.0)
+        took = time.monotonic() - started
+    assert (delivery.outcome, delivery.attempts, delivery.reason) == ("deferred", 1, "HTTP 429")
+    assert not delivery.final and took < 2.0
+
+
+def test_a_hanging_endpoint_is_cut_off_at_the_deadline() -> None:
+    # A blackholed webhook: 3 attempts of timeout_s each would take 30 s; the deadline is 1.5 s away.
+    with alert_receiver() as receiver:
+        receiver.delays.extend([60.0] * 3)
+        started = time.monotonic()
+        hook = route(receiver.url, timeout_s=10, max_attempts=3)
+        (delivery,) = deliver(make_alert(), {"hook": hook}, ["hook"], deadline=started + 1.5)
+        took = time.monotonic() - started
+    assert delivery.outcome == "deferred" and delivery.attempts >= 1
+    assert took < 2.5
+
+
+def test_attempts_made_at_earlier_ticks_count_against_max_attempts() -> None:
+    with alert_receiver() as receiver:
+        receiver.statuses.extend([503, 503, 503])
+        hook = route(receiver.url, max_attempts=3)
+        (delivery,) = deliver(make_alert(), {"hook": hook}, ["hook"], attempts_made={"hook": 2})
+    assert (delivery.outcome, delivery.attempts) == ("dead", 3)
+    assert len(receiver.requests) == 1
+
+
+def test_the_cursor_keeps_a_half_handled_run() -> None:
+    text = '{"failure": 12, "partial": {"kind": "failure", "id": 15, "done": ["a/b>hook"], "tries": {"a/b>x": 2}}}'
+    cursor = parse_tick_cursor(text, {"failure": object()})
+    assert cursor is not None and cursor.ends == {"failure": 12}
+    assert cursor.partial == PartialRun("failure", 15, ["a/b>hook"], {"a/b>x": 2}, 0)
+    assert parse_tick_cursor(cursor.text(), {"failure": object()}) == cursor
+    # A partial run the cursor already moved past, or a malformed one, is dropped (the ends hold).
+    for partial in ('{"kind": "failure", "id": 12}', '{"kind": "other", "id": 20}', '{"kind": "failure", "id": "x"}'):
+        found = parse_tick_cursor(f'{{"failure": 12, "partial": {partial}}}', {"failure": object()})
+        assert found == TickCursor({"failure": 12})
+    assert parse_cursor(text, {"failure": object()}) == {"failure": 12}
 
 
 def test_a_route_whose_variable_is_not_set_is_logged_and_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
