@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -46,6 +46,7 @@ from dativo_dagster.config.models import AlertsConfig, JobEntry
 from dativo_dagster.config.plan import JobPlan, Plan
 from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, redact_text, secret_parts
 from dativo_dagster.errors import ConfigError, DativoError, UnexpectedError
+from dativo_dagster.run_coordinator import MULTIPLE
 from dativo_dagster.translator import TAG_JOB, TAG_TENANT, DativoTranslator
 
 log = structlog.get_logger("dativo.alerts")
@@ -139,7 +140,7 @@ def run_failure_alerts(
     elif not any_step_failed:
         # The run failed around its steps (a worker that died, a run canceled by run monitoring):
         # every tenant job it ran is affected.
-        jobs = jobs_of_run(run, index)
+        jobs = jobs_of_run(run, index, None if run.asset_selection else _plan_step_keys(instance, run))
     else:
         jobs = []  # only steps of other assets failed
     found = []
@@ -197,18 +198,47 @@ def _step_failures(instance: dg.DagsterInstance, run_id: str, index: PlanIndex) 
     return found, bool(records)
 
 
-def jobs_of_run(run: dg.DagsterRun, index: PlanIndex) -> list[JobPlan]:
-    """The tenant jobs a run covers, by its ``dativo/tenant`` and ``dativo/job`` tags, else by its
-    asset selection (runs launched from the UI may carry no dativo tag)."""
-    tenant, name = run.tags.get(TAG_TENANT), run.tags.get(TAG_JOB)
-    if tenant and name and f"{tenant}/{name}" in index.by_label:
-        return [index.by_label[f"{tenant}/{name}"]]
+def jobs_of_run(run: dg.DagsterRun, index: PlanIndex, step_keys: Iterable[str] | None = None) -> list[JobPlan]:
+    """The tenant jobs a run covers: by its asset selection, else by the steps it executes.
+
+    Its ``dativo/tenant`` and ``dativo/job`` tags are only a cross-check: anyone launching a run
+    can type them, and an alert routed by them would reach another tenant's routes. A run whose
+    tags disagree with what it ran is logged and alerts the jobs it ran.
+
+    Args:
+        run: The run.
+        index: The code location's tenant jobs.
+        step_keys: The keys of the steps the run executes (its execution plan), if known.
+    """
     jobs: dict[str, JobPlan] = {}
     for key in run.asset_selection or ():
         job = index.by_key.get(key)
         if job is not None:
             jobs.setdefault(job.label, job)
+    if not run.asset_selection:
+        for step_key in step_keys or ():
+            job = index.by_step.get(step_key.split("[", 1)[0])
+            if job is not None:
+                jobs.setdefault(job.label, job)
+    tenant, name = run.tags.get(TAG_TENANT), run.tags.get(TAG_JOB)
+    if tenant and name and jobs and _tags_disagree(tenant, name, list(jobs.values())):
+        log.warning("alert_run_tags_ignored", run_id=run.run_id, tenant_tag=tenant, job_tag=name, jobs=sorted(jobs))
     return list(jobs.values())
+
+
+def _tags_disagree(tenant: str, name: str, jobs: list[JobPlan]) -> bool:
+    tenants = {job.tenant for job in jobs}
+    expected_tenant = next(iter(tenants)) if len(tenants) == 1 else MULTIPLE
+    expected_job = jobs[0].name if len(jobs) == 1 else MULTIPLE
+    return (tenant, name) != (expected_tenant, expected_job)
+
+
+def _plan_step_keys(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The keys of the steps the run executes (empty when its plan is not stored)."""
+    if run.execution_plan_snapshot_id is None:
+        return []
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return [step.key for step in plan.steps]
 
 
 def _failed_keys(job: JobPlan, metadata: Mapping[str, Any], index: PlanIndex) -> list[dg.AssetKey]:

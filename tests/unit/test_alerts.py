@@ -372,7 +372,7 @@ def test_definitions_with_alerts_load_without_the_delivery_imports(project: Path
     assert heavy == "[]"
 
 
-def test_a_run_is_matched_to_its_tenant_job_by_tags_else_by_its_asset_selection(project: Path) -> None:
+def test_a_run_is_matched_to_its_tenant_job_by_what_it_ran_never_by_its_tags_alone(project: Path) -> None:
     import dagster as dg
 
     from dativo_dagster.alerts.evaluate import PlanIndex, jobs_of_run
@@ -380,13 +380,65 @@ def test_a_run_is_matched_to_its_tenant_job_by_tags_else_by_its_asset_selection(
 
     index = PlanIndex(load_plan(project, strict=True), DativoTranslator())
     orders = dg.AssetKey(["demo", "csv", "orders"])
-    tagged = dg.DagsterRun(job_name="__ASSET_JOB", tags={"dativo/tenant": "demo", "dativo/job": "shop"})
+    tagged = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({orders}),
+        tags={"dativo/tenant": "demo", "dativo/job": "shop"},
+    )
     from_ui = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({orders}))
     foreign = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({dg.AssetKey(["other", "x"])}))
     assert [job.label for job in jobs_of_run(tagged, index)] == ["demo/shop"]
     assert [job.label for job in jobs_of_run(from_ui, index)] == ["demo/shop"]
     assert jobs_of_run(foreign, index) == []
     assert jobs_of_run(dg.DagsterRun(job_name="__ASSET_JOB"), index) == []
+    # Without an asset selection, the steps the run executed say which job it ran.
+    whole = dg.DagsterRun(job_name="__ASSET_JOB")
+    assert [job.label for job in jobs_of_run(whole, index, ["demo__shop", "unrelated_op"])] == ["demo/shop"]
+
+
+def test_tags_naming_another_tenant_never_route_its_alerts(project: Path) -> None:
+    # A UI user ran demo's assets tagged dativo/tenant=globex: the alert stays demo's.
+    import dagster as dg
+
+    from dativo_dagster.alerts.evaluate import PlanIndex, jobs_of_run
+    from dativo_dagster.translator import DativoTranslator
+
+    index = PlanIndex(load_plan(project, strict=True), DativoTranslator())
+    orders = dg.AssetKey(["demo", "csv", "orders"])
+    lying = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({orders}),
+        tags={"dativo/tenant": "globex", "dativo/job": "shop"},
+    )
+    with structlog.testing.capture_logs() as events:
+        assert [job.label for job in jobs_of_run(lying, index)] == ["demo/shop"]
+    assert [e["event"] for e in events] == ["alert_run_tags_ignored"]
+    # Tags alone (nothing the run ran belongs to a tenant job here) route nothing.
+    only_tags = dg.DagsterRun(job_name="__ASSET_JOB", tags={"dativo/tenant": "demo", "dativo/job": "shop"})
+    assert jobs_of_run(only_tags, index) == []
+
+
+def test_runner_yaml_cannot_set_dativo_or_dagster_tags(tmp_path: Path) -> None:
+    (tmp_path / "runner.yaml").write_text(
+        "version: 1\njobs:\n  - tenant: acme\n    job: shop\n    tags: {team: data, dativo/tenant: globex}\n"
+        "  - tenant: acme\n    job: crm\n    tags: {dagster/priority: '9'}\n"
+    )
+    with pytest.raises(ConfigProblems) as info:
+        load_plan(tmp_path)
+    first, second = info.value.problems
+    assert first.startswith("runner.yaml: jobs[0].tags: ") and "'dativo/tenant'" in first and "reserved" in first
+    assert second.startswith("runner.yaml: jobs[1].tags: ") and "'dagster/priority'" in second
+
+
+def test_dativos_own_run_tags_come_last() -> None:
+    from types import SimpleNamespace
+
+    from dativo_dagster.translator import DativoTranslator
+
+    # Were a job's tags ever to hold a dativo key (built in code, not from runner.yaml), dativo's win.
+    job = SimpleNamespace(tenant="acme", name="shop", tags={"dativo/tenant": "globex", "team": "data"})
+    tags = DativoTranslator().run_tags(job)  # type: ignore[arg-type]
+    assert tags == {"dativo/tenant": "acme", "dativo/job": "shop", "team": "data"}
 
 
 def test_validate_names_an_alert_routes_unset_variable(
