@@ -441,9 +441,12 @@ def run_end_tick(
                 break
             tally.handled += 1
             cursor.finish(name, record.storage_id)
-            progress.save(cursor)
+            # Into the instance's store only after a run that sent something (below) and at the
+            # end: a killed tick then handles the runs without alerts again, which sends nothing.
+            progress.save(cursor, durable=False)
         if tally.stopped:
             break
+    progress.save(cursor)
     return dg.SkipReason(tally.summary())
 
 
@@ -456,40 +459,42 @@ PROGRESS_KEY_PREFIX = "dativo/alerts"
 
 @dataclass
 class PartialRun:
-    """A run end half handled: which alert/route pairs are done, attempts made on the others."""
+    """A run end half handled: which alert/route pairs are done, attempts made on the others,
+    and at how many ticks handling it failed."""
 
-    kind: str
     storage_id: int
     done: list[str] = field(default_factory=list)
     tries: dict[str, int] = field(default_factory=dict)
     errors: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.storage_id, "done": self.done, "tries": self.tries, "errors": self.errors}
+        return {"id": self.storage_id, "done": self.done, "tries": self.tries, "errors": self.errors}
 
 
 @dataclass
 class TickCursor:
-    """The alert sensor's cursor: the last run end handled per kind, and the run half handled."""
+    """The alert sensor's cursor: the last run end handled per kind, and per kind the run end
+    half handled (the one after it)."""
 
     ends: dict[str, int]
-    partial: PartialRun | None = None
+    partial: dict[str, PartialRun] = field(default_factory=dict)
 
     def text(self) -> str:
         value: dict[str, Any] = dict(self.ends)
-        if self.partial is not None:
-            value["partial"] = self.partial.as_json()
+        if self.partial:
+            value["partial"] = {kind: run.as_json() for kind, run in sorted(self.partial.items())}
         return json.dumps(value, sort_keys=True)
 
     def partial_for(self, kind: str, storage_id: int) -> PartialRun:
         """The progress of this run end: the one recorded, or a fresh one."""
-        if self.partial is None or (self.partial.kind, self.partial.storage_id) != (kind, storage_id):
-            self.partial = PartialRun(kind, storage_id)
-        return self.partial
+        found = self.partial.get(kind)
+        if found is None or found.storage_id != storage_id:
+            found = self.partial[kind] = PartialRun(storage_id)
+        return found
 
     def finish(self, kind: str, storage_id: int) -> None:
         self.ends[kind] = storage_id
-        self.partial = None
+        self.partial.pop(kind, None)
 
 
 @dataclass
@@ -518,6 +523,7 @@ class _Progress:
         location = origin.location_name if origin is not None else (context.repository_name or "")
         self.key = f"{PROGRESS_KEY_PREFIX}/{location}/{context.sensor_name}"
         self.started_from = context.cursor
+        self.saved: str | None = None
         self.cursor = parse_tick_cursor(self._recovered(context.cursor), kinds)
 
     def _recovered(self, text: str | None) -> str | None:
@@ -538,10 +544,14 @@ class _Progress:
             return str(stored["cursor"])
         return text
 
-    def save(self, cursor: TickCursor) -> None:
-        """Keep ``cursor`` (a store that fails is logged: the sensor's cursor still holds it)."""
+    def save(self, cursor: TickCursor, *, durable: bool = True) -> None:
+        """Keep ``cursor``: as the sensor's cursor, and (``durable``) in the instance's store (a
+        store that fails is logged: the sensor's cursor still holds it)."""
         text = cursor.text()
         self.context.update_cursor(text)
+        if not durable or text == self.saved:
+            return
+        self.saved = text
         try:
             write_kv(self.context.instance, self.key, json.dumps({"from": self.started_from, "cursor": text}))
         except Exception as exc:
@@ -605,21 +615,25 @@ def parse_tick_cursor(text: str | None, kinds: Mapping[str, object] = RUN_END_EV
     if not all(_is_int(v) for v in value.values()):
         return None
     ends = {str(k): int(v) for k, v in value.items()}
-    return TickCursor(ends, _parse_partial(raw_partial, ends))
+    partial: dict[str, PartialRun] = {}
+    if isinstance(raw_partial, dict):
+        for kind, raw in raw_partial.items():
+            found = _parse_partial(raw, ends.get(kind)) if isinstance(kind, str) else None
+            if found is not None:
+                partial[kind] = found
+    return TickCursor(ends, partial)
 
 
-def _parse_partial(value: Any, ends: Mapping[str, int]) -> PartialRun | None:
-    """The half-handled run of a cursor (None when absent, malformed, or already handled)."""
-    if not isinstance(value, dict) or value.get("kind") not in ends or not _is_int(value.get("id")):
-        return None
-    if value["id"] <= ends[value["kind"]]:
+def _parse_partial(value: Any, end: int | None) -> PartialRun | None:
+    """A half-handled run end of a cursor (None when malformed, or when its kind's end is past it)."""
+    if end is None or not isinstance(value, dict) or not _is_int(value.get("id")) or value["id"] <= end:
         return None
     done, tries, errors = value.get("done", []), value.get("tries", {}), value.get("errors", 0)
     if not isinstance(done, list) or not all(isinstance(d, str) for d in done):
         return None
     if not isinstance(tries, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in tries.items()):
         return None
-    return PartialRun(value["kind"], value["id"], list(done), dict(tries), errors if _is_int(errors) else 0)
+    return PartialRun(value["id"], list(done), dict(tries), errors if _is_int(errors) else 0)
 
 
 def _is_int(value: Any) -> bool:

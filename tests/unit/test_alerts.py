@@ -318,17 +318,28 @@ def test_attempts_made_at_earlier_ticks_count_against_max_attempts() -> None:
     assert len(receiver.requests) == 1
 
 
-def test_the_cursor_keeps_a_half_handled_run() -> None:
-    text = '{"failure": 12, "partial": {"kind": "failure", "id": 15, "done": ["a/b>hook"], "tries": {"a/b>x": 2}}}'
-    cursor = parse_tick_cursor(text, {"failure": object()})
-    assert cursor is not None and cursor.ends == {"failure": 12}
-    assert cursor.partial == PartialRun("failure", 15, ["a/b>hook"], {"a/b>x": 2}, 0)
-    assert parse_tick_cursor(cursor.text(), {"failure": object()}) == cursor
+def test_the_cursor_keeps_a_half_handled_run_per_kind() -> None:
+    kinds = {"failure": object(), "success": object()}
+    text = (
+        '{"failure": 12, "success": 40, "partial": {"failure": {"id": 15, "done": ["a/b>hook"], '
+        '"tries": {"a/b>x": 2}}, "success": {"id": 41, "done": ["c:d>hook"], "errors": 1}}}'
+    )
+    cursor = parse_tick_cursor(text, kinds)
+    assert cursor is not None and cursor.ends == {"failure": 12, "success": 40}
+    assert cursor.partial == {
+        "failure": PartialRun(15, ["a/b>hook"], {"a/b>x": 2}, 0),
+        "success": PartialRun(41, ["c:d>hook"], {}, 1),
+    }
+    assert parse_tick_cursor(cursor.text(), kinds) == cursor
+    # Handling a run end of one kind keeps the other kind's half-handled run.
+    cursor.partial_for("success", 42)
+    cursor.finish("success", 42)
+    assert set(cursor.partial) == {"failure"} and cursor.ends["success"] == 42
     # A partial run the cursor already moved past, or a malformed one, is dropped (the ends hold).
-    for partial in ('{"kind": "failure", "id": 12}', '{"kind": "other", "id": 20}', '{"kind": "failure", "id": "x"}'):
+    for partial in ('{"failure": {"id": 12}}', '{"other": {"id": 20}}', '{"failure": {"id": "x"}}', "[1]"):
         found = parse_tick_cursor(f'{{"failure": 12, "partial": {partial}}}', {"failure": object()})
         assert found == TickCursor({"failure": 12})
-    assert parse_cursor(text, {"failure": object()}) == {"failure": 12}
+    assert parse_cursor(text, kinds) == {"failure": 12, "success": 40}
 
 
 def test_a_route_whose_variable_is_not_set_is_logged_and_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
