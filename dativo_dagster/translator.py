@@ -43,8 +43,8 @@ class DativoTranslator:
         return {TAG_TENANT: obj.tenant, TAG_JOB: obj.job, TAG_SOURCE: obj.source_name}
 
     def run_tags(self, job: JobPlan) -> dict[str, str]:
-        """Tags every run of the job carries."""
-        return {TAG_TENANT: job.tenant, TAG_JOB: job.name, **job.tags}
+        """Tags every run of the job carries (dativo's own last: runner.yaml tags never override them)."""
+        return {**job.tags, TAG_TENANT: job.tenant, TAG_JOB: job.name}
 
     def kinds(self, job: JobPlan) -> set[str]:
         """Kinds shown in the UI."""

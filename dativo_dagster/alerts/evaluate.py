@@ -21,9 +21,10 @@ storage id; run-end events it can, as every instance can.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,7 +32,7 @@ import dagster as dg
 import structlog
 from dagster import EventLogEntry
 
-from dativo_dagster.alerts.delivery import deliver
+from dativo_dagster.alerts.delivery import Delivery, deliver
 from dativo_dagster.alerts.notifications import (
     CHECK_FAILURE,
     RUN_FAILURE,
@@ -40,11 +41,12 @@ from dativo_dagster.alerts.notifications import (
     redacted_message,
     run_url,
 )
-from dativo_dagster.compat.dagster import last_passed_check_timestamp
+from dativo_dagster.compat.dagster import last_passed_check_timestamp, read_kv, write_kv
 from dativo_dagster.config.models import AlertsConfig, JobEntry
 from dativo_dagster.config.plan import JobPlan, Plan
-from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, secret_parts
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, redact_text, secret_parts
+from dativo_dagster.errors import ConfigError, DativoError, UnexpectedError
+from dativo_dagster.run_coordinator import MULTIPLE
 from dativo_dagster.translator import TAG_JOB, TAG_TENANT, DativoTranslator
 
 log = structlog.get_logger("dativo.alerts")
@@ -57,8 +59,8 @@ RUN_ENDS_PER_TICK = 100
 the next tick (the cursor)."""
 RETRY_DECISION_WAIT_S = 120.0
 TICK_BUDGET_S = 30.0
-"""A tick starts no further run after this long: Dagster gives a sensor tick 60 s by default, and
-one alert's slowest delivery (3 attempts of 5 s, 3 s of backoff) must still fit."""
+"""A tick starts no further alert after this long, and every delivery ends by then: Dagster gives
+a sensor tick 60 s by default, the rest is margin for reading the instance."""
 
 
 class PlanIndex:
@@ -138,7 +140,7 @@ def run_failure_alerts(
     elif not any_step_failed:
         # The run failed around its steps (a worker that died, a run canceled by run monitoring):
         # every tenant job it ran is affected.
-        jobs = jobs_of_run(run, index)
+        jobs = jobs_of_run(run, index, None if run.asset_selection else _plan_step_keys(instance, run))
     else:
         jobs = []  # only steps of other assets failed
     found = []
@@ -196,18 +198,47 @@ def _step_failures(instance: dg.DagsterInstance, run_id: str, index: PlanIndex) 
     return found, bool(records)
 
 
-def jobs_of_run(run: dg.DagsterRun, index: PlanIndex) -> list[JobPlan]:
-    """The tenant jobs a run covers, by its ``dativo/tenant`` and ``dativo/job`` tags, else by its
-    asset selection (runs launched from the UI may carry no dativo tag)."""
-    tenant, name = run.tags.get(TAG_TENANT), run.tags.get(TAG_JOB)
-    if tenant and name and f"{tenant}/{name}" in index.by_label:
-        return [index.by_label[f"{tenant}/{name}"]]
+def jobs_of_run(run: dg.DagsterRun, index: PlanIndex, step_keys: Iterable[str] | None = None) -> list[JobPlan]:
+    """The tenant jobs a run covers: by its asset selection, else by the steps it executes.
+
+    Its ``dativo/tenant`` and ``dativo/job`` tags are only a cross-check: anyone launching a run
+    can type them, and an alert routed by them would reach another tenant's routes. A run whose
+    tags disagree with what it ran is logged and alerts the jobs it ran.
+
+    Args:
+        run: The run.
+        index: The code location's tenant jobs.
+        step_keys: The keys of the steps the run executes (its execution plan), if known.
+    """
     jobs: dict[str, JobPlan] = {}
     for key in run.asset_selection or ():
         job = index.by_key.get(key)
         if job is not None:
             jobs.setdefault(job.label, job)
+    if not run.asset_selection:
+        for step_key in step_keys or ():
+            job = index.by_step.get(step_key.split("[", 1)[0])
+            if job is not None:
+                jobs.setdefault(job.label, job)
+    tenant, name = run.tags.get(TAG_TENANT), run.tags.get(TAG_JOB)
+    if tenant and name and jobs and _tags_disagree(tenant, name, list(jobs.values())):
+        log.warning("alert_run_tags_ignored", run_id=run.run_id, tenant_tag=tenant, job_tag=name, jobs=sorted(jobs))
     return list(jobs.values())
+
+
+def _tags_disagree(tenant: str, name: str, jobs: list[JobPlan]) -> bool:
+    tenants = {job.tenant for job in jobs}
+    expected_tenant = next(iter(tenants)) if len(tenants) == 1 else MULTIPLE
+    expected_job = jobs[0].name if len(jobs) == 1 else MULTIPLE
+    return (tenant, name) != (expected_tenant, expected_job)
+
+
+def _plan_step_keys(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The keys of the steps the run executes (empty when its plan is not stored)."""
+    if run.execution_plan_snapshot_id is None:
+        return []
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return [step.key for step in plan.steps]
 
 
 def _failed_keys(job: JobPlan, metadata: Mapping[str, Any], index: PlanIndex) -> list[dg.AssetKey]:
@@ -332,12 +363,20 @@ def run_end_tick(
     """Handle the run ends (of the given kinds) recorded since the sensor's cursor, oldest first.
 
     The cursor (shown on the sensor's page in the UI, kept by Dagster across daemon restarts) is
-    ``{"<kind>": <storage id>}``: the last run-end event of each kind handled. It moves past each
-    run once its alerts are sent, so a run is handled once however many ticks follow. On its first
-    tick a sensor starts after the latest run ends, so turning alerts on does not replay history.
-    After ``budget_s`` (default :data:`TICK_BUDGET_S`) no further run is started: the rest wait
-    for the next tick (a tick that overran Dagster's sensor timeout would keep no cursor and send
-    its alerts again).
+    ``{"<kind>": <storage id>}``: the last run-end event of each kind handled, plus ``partial``
+    while a run is half handled (the alerts and routes of that run already done). It moves past
+    each run once its alerts are sent, so a run is handled once however many ticks follow. On its
+    first tick a sensor starts after the latest run ends, so turning alerts on does not replay
+    history.
+
+    A tick must end before Dagster's sensor timeout (60 s), which would throw its cursor away and
+    have every alert of the tick sent again: after ``budget_s`` (default :data:`TICK_BUDGET_S`)
+    no further alert is started, and each delivery (timeouts, ``Retry-After`` waits, attempts) is
+    cut to what is left (a route cut short is tried again next tick, its attempts counted). The
+    cursor is also written to the instance's key-value store after each alert, so even a tick
+    that is killed does not send again what it delivered. An error while handling a run is logged
+    and the run retried at the next tick (at most :data:`RUN_ERROR_LIMIT` ticks; then it is
+    skipped, logged); it never fails the tick.
 
     Every run of the instance is read, not only those Dagster attributes to this code location:
     ``dativo run`` and ``dagster asset materialize`` execute in-process and carry no code-location
@@ -345,39 +384,222 @@ def run_end_tick(
     names start with the tenant id, and a tenant belongs to one location).
     """
     instance = context.instance
-    cursor = parse_cursor(context.cursor, kinds)
+    progress = _Progress(context, kinds)
+    cursor = progress.cursor
     if cursor is None:
-        cursor = {name: _latest_run_end(instance, event_type) for name, event_type in kinds.items()}
-        context.update_cursor(json.dumps(cursor, sort_keys=True))
-        return dg.SkipReason(f"Starting after the latest run ends: {cursor}")
+        cursor = TickCursor({name: _latest_run_end(instance, event_type) for name, event_type in kinds.items()})
+        progress.save(cursor)
+        return dg.SkipReason(f"Starting after the latest run ends: {cursor.ends}")
     deadline = time.monotonic() + (TICK_BUDGET_S if budget_s is None else budget_s)
-    sent = handled = 0
+    tally = _Tally()
     for name, event_type in kinds.items():
-        records = instance.fetch_run_status_changes(
-            records_filter=dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=cursor[name]),  # type: ignore[arg-type]
-            limit=RUN_ENDS_PER_TICK,
-            ascending=True,
-        ).records
-        ids = list({record.event_log_entry.run_id for record in records})
-        runs = {run.run_id: run for run in instance.get_runs(filters=dg.RunsFilter(run_ids=ids))} if ids else {}
+        try:
+            records = instance.fetch_run_status_changes(
+                records_filter=dg.RunStatusChangeRecordsFilter(
+                    event_type=event_type,  # type: ignore[arg-type]
+                    after_storage_id=cursor.ends[name],
+                ),
+                limit=RUN_ENDS_PER_TICK,
+                ascending=True,
+            ).records
+            ids = list({record.event_log_entry.run_id for record in records})
+            runs = {run.run_id: run for run in instance.get_runs(filters=dg.RunsFilter(run_ids=ids))} if ids else {}
+        except Exception as exc:  # the instance's storage: these run ends wait for the next tick
+            _log_error("alert_run_ends_unreadable", exc, context, kind=name)
+            tally.errors += 1
+            continue
         for record in records:
             if time.monotonic() > deadline:
-                return dg.SkipReason(f"{handled} run end(s) read, {sent} alert(s) sent; the rest next tick")
+                tally.stopped = True
+                break
             entry = record.event_log_entry
             run = runs.get(entry.run_id)  # None: the run was deleted since
             if run is not None and not retry_decided(run, record.timestamp, instance.run_retries_enabled):
                 break  # this run and the later ones wait for the next tick
-            if run is not None:
-                for alert in handle(instance, run, entry):
-                    send(alert, index, alerts)
-                    sent += 1
-            handled += 1
-            cursor[name] = record.storage_id
-            context.update_cursor(json.dumps(cursor, sort_keys=True))
-    return dg.SkipReason(f"{handled} run end(s) read, {sent} alert(s) sent")
+            partial = cursor.partial_for(name, record.storage_id)
+            try:
+                finished = run is None or _handle_run(
+                    instance, run, entry, handle, index, alerts, partial, deadline, tally, lambda: progress.save(cursor)
+                )
+            except Exception as exc:
+                partial.errors += 1
+                tally.errors += 1
+                _log_error("alert_run_failed", exc, context, kind=name, run_id=entry.run_id, tick=partial.errors)
+                if partial.errors < RUN_ERROR_LIMIT:
+                    progress.save(cursor)
+                    break  # this run (and the later ones) again at the next tick
+                log.error(
+                    "alert_run_skipped",
+                    code=_code_of(exc),
+                    sensor=context.sensor_name,
+                    run_id=entry.run_id,
+                    reason=f"handling it failed at {partial.errors} ticks",
+                )
+                finished = True
+            if not finished:
+                tally.stopped = True
+                break
+            tally.handled += 1
+            cursor.finish(name, record.storage_id)
+            # Into the instance's store only after a run that sent something (below) and at the
+            # end: a killed tick then handles the runs without alerts again, which sends nothing.
+            progress.save(cursor, durable=False)
+        if tally.stopped:
+            break
+    progress.save(cursor)
+    return dg.SkipReason(tally.summary())
+
+
+RUN_ERROR_LIMIT = 3
+"""Ticks at which handling one run may fail before it is skipped (logged at error level): a run
+whose alerts cannot be built must not hold back every later run's alerts forever."""
+
+PROGRESS_KEY_PREFIX = "dativo/alerts"
+
+
+@dataclass
+class PartialRun:
+    """A run end half handled: which alert/route pairs are done, attempts made on the others,
+    and at how many ticks handling it failed."""
+
+    storage_id: int
+    done: list[str] = field(default_factory=list)
+    tries: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.storage_id, "done": self.done, "tries": self.tries, "errors": self.errors}
+
+
+@dataclass
+class TickCursor:
+    """The alert sensor's cursor: the last run end handled per kind, and per kind the run end
+    half handled (the one after it)."""
+
+    ends: dict[str, int]
+    partial: dict[str, PartialRun] = field(default_factory=dict)
+
+    def text(self) -> str:
+        value: dict[str, Any] = dict(self.ends)
+        if self.partial:
+            value["partial"] = {kind: run.as_json() for kind, run in sorted(self.partial.items())}
+        return json.dumps(value, sort_keys=True)
+
+    def partial_for(self, kind: str, storage_id: int) -> PartialRun:
+        """The progress of this run end: the one recorded, or a fresh one."""
+        found = self.partial.get(kind)
+        if found is None or found.storage_id != storage_id:
+            found = self.partial[kind] = PartialRun(storage_id)
+        return found
+
+    def finish(self, kind: str, storage_id: int) -> None:
+        self.ends[kind] = storage_id
+        self.partial.pop(kind, None)
+
+
+@dataclass
+class _Tally:
+    handled: int = 0
+    sent: int = 0
+    errors: int = 0
+    stopped: bool = False
+
+    def summary(self) -> str:
+        text = f"{self.handled} run end(s) read, {self.sent} alert(s) sent"
+        if self.errors:
+            text += f", {self.errors} error(s) (logged)"
+        return text + ("; the rest next tick" if self.stopped else "")
+
+
+class _Progress:
+    """Where a tick's cursor is kept: the sensor's cursor (Dagster stores it when the tick ends)
+    and, after every alert, the instance's key-value store, so a tick killed before its end (by
+    Dagster's timeout, a daemon restart) leaves what it delivered behind."""
+
+    def __init__(self, context: dg.SensorEvaluationContext, kinds: Mapping[str, object]) -> None:
+        self.context = context
+        self.kinds = kinds
+        origin = context.code_location_origin
+        location = origin.location_name if origin is not None else (context.repository_name or "")
+        self.key = f"{PROGRESS_KEY_PREFIX}/{location}/{context.sensor_name}"
+        self.started_from = context.cursor
+        self.saved: str | None = None
+        self.cursor = parse_tick_cursor(self._recovered(context.cursor), kinds)
+
+    def _recovered(self, text: str | None) -> str | None:
+        """The sensor's cursor, or a later one a killed tick left in the store.
+
+        The store's value names the sensor cursor its tick started from: when the sensor's cursor
+        is still that one, that tick's own cursor was lost. A cursor an operator set in the UI
+        differs, and wins.
+        """
+        try:
+            stored = json.loads(read_kv(self.context.instance, self.key) or "null")
+        except Exception as exc:  # the store is a safety net: without it the sensor cursor still holds
+            _log_error("alert_progress_unreadable", exc, self.context)
+            return text
+        if isinstance(stored, dict) and stored.get("from") == text and isinstance(stored.get("cursor"), str):
+            if stored["cursor"] != text:
+                log.warning("alert_progress_recovered", sensor=self.context.sensor_name, cursor=stored["cursor"])
+            return str(stored["cursor"])
+        return text
+
+    def save(self, cursor: TickCursor, *, durable: bool = True) -> None:
+        """Keep ``cursor``: as the sensor's cursor, and (``durable``) in the instance's store (a
+        store that fails is logged: the sensor's cursor still holds it)."""
+        text = cursor.text()
+        self.context.update_cursor(text)
+        if not durable or text == self.saved:
+            return
+        self.saved = text
+        try:
+            write_kv(self.context.instance, self.key, json.dumps({"from": self.started_from, "cursor": text}))
+        except Exception as exc:
+            _log_error("alert_progress_unsaved", exc, self.context)
+
+
+def _handle_run(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    entry: EventLogEntry,
+    handle: RunHandler,
+    index: PlanIndex,
+    alerts: AlertsConfig,
+    partial: PartialRun,
+    deadline: float,
+    tally: _Tally,
+    save: Callable[[], None],
+) -> bool:
+    """Send the alerts of one run not sent yet; True when all are done (False: budget spent)."""
+    for alert in handle(instance, run, entry):
+        names = [name for name in route_names_of(alert, index) if f"{alert.key}>{name}" not in partial.done]
+        if not names:
+            continue
+        if time.monotonic() > deadline:
+            return False
+        deliveries = send(alert, index, alerts, names=names, deadline=deadline, attempts_made=partial.tries)
+        for delivery in deliveries:
+            pair = f"{alert.key}>{delivery.route}"
+            if delivery.final:
+                partial.done.append(pair)
+                partial.tries.pop(pair, None)
+            else:
+                partial.tries[pair] = delivery.attempts
+        if all(delivery.final for delivery in deliveries):
+            tally.sent += 1
+        save()
+        if not all(delivery.final for delivery in deliveries):
+            return False
+    return True
 
 
 def parse_cursor(text: str | None, kinds: Mapping[str, object] = RUN_END_EVENTS) -> dict[str, int] | None:
+    """A sensor's cursor's run ends, or None when unset or not one of ours (the sensor then starts afresh)."""
+    cursor = parse_tick_cursor(text, kinds)
+    return cursor.ends if cursor is not None else None
+
+
+def parse_tick_cursor(text: str | None, kinds: Mapping[str, object] = RUN_END_EVENTS) -> TickCursor | None:
     """A sensor's cursor, or None when unset or not one of ours (the sensor then starts afresh)."""
     if not text:
         return None
@@ -385,11 +607,58 @@ def parse_cursor(text: str | None, kinds: Mapping[str, object] = RUN_END_EVENTS)
         value = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(value, dict) or set(value) != set(kinds):
+    if not isinstance(value, dict):
         return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+    raw_partial = value.pop("partial", None)
+    if set(value) != set(kinds):
         return None
-    return {str(k): int(v) for k, v in value.items()}
+    if not all(_is_int(v) for v in value.values()):
+        return None
+    ends = {str(k): int(v) for k, v in value.items()}
+    partial: dict[str, PartialRun] = {}
+    if isinstance(raw_partial, dict):
+        for kind, raw in raw_partial.items():
+            found = _parse_partial(raw, ends.get(kind)) if isinstance(kind, str) else None
+            if found is not None:
+                partial[kind] = found
+    return TickCursor(ends, partial)
+
+
+def _parse_partial(value: Any, end: int | None) -> PartialRun | None:
+    """A half-handled run end of a cursor (None when malformed, or when its kind's end is past it)."""
+    if end is None or not isinstance(value, dict) or not _is_int(value.get("id")) or value["id"] <= end:
+        return None
+    done, tries, errors = value.get("done", []), value.get("tries", {}), value.get("errors", 0)
+    if not isinstance(done, list) or not all(isinstance(d, str) for d in done):
+        return None
+    if not isinstance(tries, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in tries.items()):
+        return None
+    return PartialRun(value["id"], list(done), dict(tries), errors if _is_int(errors) else 0)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _code_of(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, DativoError) else UnexpectedError.code
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.I)
+"""The user (and password) of a URL in an error's text, such as a storage's connection string."""
+
+
+def _log_error(event: str, exc: BaseException, context: dg.SensorEvaluationContext, **fields: Any) -> None:
+    """Log a failure of the tick's own work at error level: coded, its text redacted (an
+    instance's storage error can name its connection string)."""
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", redact_text(str(exc)))
+    log.error(
+        event,
+        code=_code_of(exc),
+        sensor=context.sensor_name,
+        error=f"{type(exc).__name__}: {text}"[:500],
+        **fields,
+    )
 
 
 def _latest_run_end(instance: dg.DagsterInstance, event_type: dg.DagsterEventType) -> int:
@@ -400,14 +669,29 @@ def _latest_run_end(instance: dg.DagsterInstance, event_type: dg.DagsterEventTyp
 # --------------------------------------------------------------------------- shared
 
 
-def send(alert: Alert, index: PlanIndex, alerts: AlertsConfig) -> None:
-    """Send ``alert`` to its job's routes (a failed route is logged by :func:`deliver`)."""
-    job = index.by_label[f"{alert.tenant}/{alert.job}"]
-    names = index.route_names(job)
+def route_names_of(alert: Alert, index: PlanIndex) -> list[str]:
+    """The routes ``alert`` goes to: those of its tenant job."""
+    return index.route_names(index.by_label[f"{alert.tenant}/{alert.job}"])
+
+
+def send(
+    alert: Alert,
+    index: PlanIndex,
+    alerts: AlertsConfig,
+    *,
+    names: Sequence[str] | None = None,
+    deadline: float | None = None,
+    attempts_made: Mapping[str, int] | None = None,
+) -> list[Delivery]:
+    """Send ``alert`` to its job's routes, or to ``names`` of them (a failed route is logged by
+    :func:`deliver`); every delivery ends by ``deadline`` (``time.monotonic()``)."""
+    if names is None:
+        names = route_names_of(alert, index)
     if not names:
         log.info("alert_not_routed", tenant=alert.tenant, job=alert.job, alert=alert.kind, run_id=alert.run_id)
-        return
-    deliver(alert, alerts.routes, names)
+        return []
+    made = {name: attempts_made.get(f"{alert.key}>{name}", 0) for name in names} if attempts_made else None
+    return deliver(alert, alerts.routes, names, deadline=deadline, attempts_made=made)
 
 
 def job_secret_values(job: JobPlan, environ: Mapping[str, str] | None = None) -> set[str]:

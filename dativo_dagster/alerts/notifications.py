@@ -56,6 +56,14 @@ class Alert:
     check: str | None = None
 
     @property
+    def key(self) -> str:
+        """What the alert is about, unique among the alerts of one run (its progress is kept by it):
+        ``tenant/job`` for a failed run, ``asset:check`` for a failed check."""
+        if self.kind == CHECK_FAILURE:
+            return f"{self.assets[0] if self.assets else ''}:{self.check}"
+        return f"{self.tenant}/{self.job}"
+
+    @property
     def title(self) -> str:
         """One line: what failed, where, with which code."""
         code = f" {self.error_code}" if self.error_code else ""

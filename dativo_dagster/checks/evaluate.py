@@ -30,6 +30,17 @@ OTHER_REASONS = "(other reasons)"
 
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
+_UNREAD_LINE = re.compile(
+    r"^(?:line \d+|a line): (?:(?P<fields>expected \d+ fields, found \d+)"
+    r"|longer than (?P<limit>[^(]+?) \([\d,]+ bytes\), not read|(?P<quote>unterminated quote))(?::|$)",
+    re.DOTALL,
+)
+"""A line a file source could not split: its number, then a fixed problem, then the raw line."""
+
+_VALUE_DETAIL = re.compile(r"^(?P<kept>.*?'…'.*?)\s+\(.*$", re.DOTALL)
+"""The parenthesized detail after a masked value (a parser's message, a byte offset): it may
+quote the value again, unquoted."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -68,11 +79,23 @@ def reason_kinds(reason: str) -> list[str]:
     """The problems of one rejected row, with the offending values masked.
 
     A row's reason lists its problems separated by ``"; "`` (``amount: cannot convert 'x' to
-    decimal(12,2); status: required value is missing``). Masking the quoted values groups rows by
-    what is wrong rather than by value, and keeps row values out of Dagster's metadata.
+    decimal(12,2); status: required value is missing``). Masking the quoted values (and the detail
+    after them) groups rows by what is wrong rather than by value, and keeps row values out of
+    Dagster's metadata. A line a file source could not split (``line 7: expected 3 fields, found
+    2: <the raw line>``) keeps only its fixed problem: the raw line is row data, unquoted, and the
+    line number would make every such row its own group. The quarantine table keeps each full
+    reason next to its row.
     """
+    unread = _UNREAD_LINE.match(reason)
+    if unread is not None:
+        if unread.group("fields"):
+            return [f"unreadable line: {unread.group('fields')}"]
+        if unread.group("limit"):
+            return [f"unreadable line: longer than {unread.group('limit')}, not read"]
+        return ["unreadable line: unterminated quote"]
     masked = _QUOTED.sub("'…'", reason)
-    return [part.strip() for part in masked.split("; ") if part.strip()]
+    parts = [part.strip() for part in masked.split("; ") if part.strip()]
+    return [_VALUE_DETAIL.sub(r"\g<kept>", part) for part in parts]
 
 
 def count_reasons(reasons: Iterable[str | None], counter: Counter[str]) -> None:
@@ -184,8 +207,10 @@ def primary_key_outcome(
         False,
         severity,
         metadata,
-        f"{duplicate_keys} primary key value(s) appear more than once ({duplicate_rows} extra row(s)), "
-        f"e.g. {', '.join(examples[:3])}",
+        # Counts only: the description becomes the alert message sent to webhooks and Slack, which
+        # must carry no row value (the examples stay in the check's metadata, in Dagster).
+        f"{duplicate_keys} primary key value(s) of ({', '.join(primary_key)}) appear more than once "
+        f"({duplicate_rows} extra row(s))",
     )
 
 

@@ -39,12 +39,25 @@ def last_passed_check_timestamp(instance: Any, check_key: Any) -> float | None:
     return float(event.timestamp if event is not None else records[0].create_timestamp)
 
 
+def read_kv(instance: Any, key: str) -> str | None:
+    """A value of the instance's key-value store (in its run storage; Dagster's daemons keep their
+    own cursors there). No public accessor exists."""
+    return instance.run_storage.get_cursor_values({key}).get(key)
+
+
+def write_kv(instance: Any, key: str, value: str) -> None:
+    """Set a value of the instance's key-value store (see :func:`read_kv`)."""
+    instance.run_storage.set_cursor_values({key: value})
+
+
 __all__ = [
     "IMPLICIT_ASSET_JOB_NAME",
     "free_concurrency_slots",
     "get_latest_completed_cron_tick",
     "is_valid_cron_string",
     "last_passed_check_timestamp",
+    "read_kv",
+    "write_kv",
 ]
 # The instance-wiring symbols (storage classes, InstanceRef) live in compat.dagster_instance: they
 # import Dagster's storage layer, which loading a code location never needs.

@@ -644,6 +644,22 @@ class JobEntry(StrictModel):
     def _roots_are_templates(cls, value: list[str] | None) -> list[str] | None:
         return _check_root_templates(value) if value is not None else None
 
+    @field_validator("tags")
+    @classmethod
+    def _no_reserved_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        # dativo/tenant and dativo/job choose a run's tenant limit and its alerts' routes: only
+        # dativo sets them (and dagster/ tags steer Dagster itself).
+        reserved = sorted(key for key in value if key.startswith(RESERVED_TAG_PREFIXES))
+        if reserved:
+            raise ValueError(
+                f"tag(s) {', '.join(repr(key) for key in reserved)}: the prefixes "
+                f"{' and '.join(RESERVED_TAG_PREFIXES)} are reserved (dativo tags each run with its tenant and job)"
+            )
+        return value
+
+
+RESERVED_TAG_PREFIXES = ("dativo/", "dagster/")
+"""Tag keys runner.yaml cannot set on a job's runs."""
 
 DEFAULT_DATA_ROOTS = ("tenants/{tenant}/data",)
 

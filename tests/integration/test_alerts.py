@@ -3,12 +3,14 @@ instance on disk, sending to a local HTTP receiver."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+import structlog
 
 from dativo_dagster.alerts import CHECK_SENSOR_NAME, RUN_SENSOR_NAME
 from dativo_dagster.build import build_definitions
@@ -324,3 +326,139 @@ def test_a_run_of_two_tenants_alerts_the_failed_one_on_its_own_routes(
     alert = request["body"]
     assert (alert["tenant"], alert["job"]) == ("acme", "shop")
     assert sorted(alert["assets"]) == ["acme/csv/customers", "acme/csv/orders"]
+
+
+# --------------------------------------------------------------------------- ticks within Dagster's timeout
+
+
+def failing_error_checks(count: int) -> list[dg.AssetChecksDefinition]:
+    def make(number: int) -> dg.AssetChecksDefinition:
+        @dg.asset_check(asset=ORDERS, name=f"must_hold_{number}")
+        def must_hold() -> dg.AssetCheckResult:
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description="vanished")
+
+        return must_hold
+
+    return [make(number) for number in range(count)]
+
+
+def run_with_failed_checks(project: Path, instance: dg.DagsterInstance, count: int) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(load_plan(project, strict=True))
+    result = dg.materialize(
+        [*list(defs.assets or []), *failing_error_checks(count)],
+        selection=dg.AssetSelection.keys(ORDERS),
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert result.success
+    return result
+
+
+def timed_tick(ticks: Ticks) -> float:
+    started = time.monotonic()
+    ticks.tick()
+    return time.monotonic() - started
+
+
+def test_a_rate_limited_route_waits_for_the_next_tick_not_past_the_tick_timeout(
+    project: Path, receiver: Receiver, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.alerts import evaluate
+
+    set_retries(project, 0)
+    runs = Ticks(project, instance, RUN_SENSOR_NAME)
+    runs.tick()
+    failing_reads(monkeypatch)
+    failed = run(project, instance, ORDERS)
+    monkeypatch.setattr(evaluate, "TICK_BUDGET_S", 3.0)
+    receiver.statuses.append(429)
+    receiver.retry_after = "30"  # Slack's answer when rate-limited: waiting would outlast the tick
+    with structlog.testing.capture_logs() as events:
+        assert timed_tick(runs) < 3.0 + 2.0
+        assert receiver.delivered() == [] and len(receiver.requests) == 1
+        assert '"partial"' in (runs.cursor or "")  # the run is half handled: its log route is done
+        runs.tick()
+        runs.tick()
+    assert [body["run_id"] for body in receiver.delivered()] == [failed.run_id]
+    assert len(receiver.requests) == 2
+    assert [e["event"] for e in events].count("alert") == 1  # the log route once, not at every tick
+    assert '"partial"' not in (runs.cursor or "")
+
+
+def test_a_blackholed_route_never_makes_a_tick_overrun_nor_an_alert_repeat(
+    project: Path, receiver: Receiver, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.alerts import evaluate
+
+    checks = Ticks(project, instance, CHECK_SENSOR_NAME)
+    checks.tick()
+    run_with_failed_checks(project, instance, 4)
+    monkeypatch.setattr(evaluate, "TICK_BUDGET_S", 2.0)
+    receiver.delays.extend([0.0, 60.0])  # the second alert's request hangs (timeout_s is 5)
+    assert timed_tick(checks) < 2.0 + 2.0
+    assert len(receiver.delivered()) == 1
+    for _ in range(3):
+        checks.tick()
+    delivered = sorted(body["check"] for body in receiver.delivered())
+    assert delivered == [f"must_hold_{number}" for number in range(4)]  # each exactly once
+
+
+def test_an_error_inside_a_tick_is_logged_and_the_run_finished_next_tick(
+    project: Path, receiver: Receiver, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.alerts import evaluate
+
+    checks = Ticks(project, instance, CHECK_SENSOR_NAME)
+    checks.tick()
+    run_with_failed_checks(project, instance, 3)
+    real_deliver = evaluate.deliver
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # e.g. the instance's database, reached while sending
+            raise RuntimeError("database is locked: postgresql://dagster:hunter2@db/dagster")
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "deliver", flaky)
+    with structlog.testing.capture_logs() as events:
+        checks.tick()  # never fails the tick
+    assert len(receiver.delivered()) == 1
+    (logged,) = [e for e in events if e["event"] == "alert_run_failed"]
+    assert logged["log_level"] == "error" and logged["code"] == "BUG" and "hunter2" not in logged["error"]
+    checks.tick()
+    checks.tick()
+    assert sorted(body["check"] for body in receiver.delivered()) == [f"must_hold_{n}" for n in range(3)]
+
+
+class Killed(BaseException):
+    """Stands for Dagster cutting a tick off: nothing of the tick comes back, its cursor included."""
+
+
+def test_a_tick_killed_midway_does_not_send_again_what_it_delivered(
+    project: Path, receiver: Receiver, any_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.alerts import evaluate
+
+    checks = Ticks(project, any_instance, CHECK_SENSOR_NAME)
+    checks.tick()
+    run_with_failed_checks(project, any_instance, 3)
+    real_deliver = evaluate.deliver
+    calls: list[int] = []
+
+    def killed_at_the_third(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "deliver", killed_at_the_third)
+    started_from = checks.cursor
+    with pytest.raises(Killed):
+        checks.tick()
+    assert checks.cursor == started_from and len(receiver.delivered()) == 2
+    monkeypatch.setattr(evaluate, "deliver", real_deliver)
+    checks.tick()
+    checks.tick()
+    assert sorted(body["check"] for body in receiver.delivered()) == [f"must_hold_{n}" for n in range(3)]

@@ -197,6 +197,8 @@ def test_a_run_launched_from_the_ui_carries_the_tenant_tags_and_succeeds(served:
         },
         "runConfigData": {},
         "mode": "default",
+        # Typed in the launchpad: the run must stay demo's (its run limit, its alerts' routes).
+        "executionMetadata": {"tags": [{"key": "dativo/tenant", "value": "globex"}]},
     }
     launched = _graphql(served, LAUNCH_RUN, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched

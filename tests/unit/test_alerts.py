@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from dativo_dagster.alerts import CHECK_SENSOR_NAME, RUN_SENSOR_NAME
 from dativo_dagster.alerts.delivery import deliver
-from dativo_dagster.alerts.evaluate import job_secret_values, parse_cursor
+from dativo_dagster.alerts.evaluate import PartialRun, TickCursor, job_secret_values, parse_cursor, parse_tick_cursor
 from dativo_dagster.alerts.notifications import Alert, error_code_in, redacted_message, run_url, slack_payload
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import ConfigProblems, load_plan
@@ -284,6 +285,63 @@ def test_a_dead_route_is_logged_without_its_url_and_the_others_still_get_the_ale
     assert logged["log_level"] == "error" and logged["tenant"] == "acme" and logged["error_code"] == "RETRY001"
 
 
+def test_a_retry_after_longer_than_the_deadline_defers_the_route_instead_of_waiting() -> None:
+    # Slack rate-limits with Retry-After: 30: waiting would outlast the sensor's tick.
+    with alert_receiver() as receiver:
+        receiver.statuses.extend([429])
+        receiver.retry_after = "30"
+        started = time.monotonic()
+        (delivery,) = deliver(make_alert(), {"hook": route(receiver.url)}, ["hook"], deadline=started + 3.0)
+        took = time.monotonic() - started
+    assert (delivery.outcome, delivery.attempts, delivery.reason) == ("deferred", 1, "HTTP 429")
+    assert not delivery.final and took < 2.0
+
+
+def test_a_hanging_endpoint_is_cut_off_at_the_deadline() -> None:
+    # A blackholed webhook: 3 attempts of timeout_s each would take 30 s; the deadline is 1.5 s away.
+    with alert_receiver() as receiver:
+        receiver.delays.extend([60.0] * 3)
+        started = time.monotonic()
+        hook = route(receiver.url, timeout_s=10, max_attempts=3)
+        (delivery,) = deliver(make_alert(), {"hook": hook}, ["hook"], deadline=started + 1.5)
+        took = time.monotonic() - started
+    assert delivery.outcome == "deferred" and delivery.attempts >= 1
+    assert took < 2.5
+
+
+def test_attempts_made_at_earlier_ticks_count_against_max_attempts() -> None:
+    with alert_receiver() as receiver:
+        receiver.statuses.extend([503, 503, 503])
+        hook = route(receiver.url, max_attempts=3)
+        (delivery,) = deliver(make_alert(), {"hook": hook}, ["hook"], attempts_made={"hook": 2})
+    assert (delivery.outcome, delivery.attempts) == ("dead", 3)
+    assert len(receiver.requests) == 1
+
+
+def test_the_cursor_keeps_a_half_handled_run_per_kind() -> None:
+    kinds = {"failure": object(), "success": object()}
+    text = (
+        '{"failure": 12, "success": 40, "partial": {"failure": {"id": 15, "done": ["a/b>hook"], '
+        '"tries": {"a/b>x": 2}}, "success": {"id": 41, "done": ["c:d>hook"], "errors": 1}}}'
+    )
+    cursor = parse_tick_cursor(text, kinds)
+    assert cursor is not None and cursor.ends == {"failure": 12, "success": 40}
+    assert cursor.partial == {
+        "failure": PartialRun(15, ["a/b>hook"], {"a/b>x": 2}, 0),
+        "success": PartialRun(41, ["c:d>hook"], {}, 1),
+    }
+    assert parse_tick_cursor(cursor.text(), kinds) == cursor
+    # Handling a run end of one kind keeps the other kind's half-handled run.
+    cursor.partial_for("success", 42)
+    cursor.finish("success", 42)
+    assert set(cursor.partial) == {"failure"} and cursor.ends["success"] == 42
+    # A partial run the cursor already moved past, or a malformed one, is dropped (the ends hold).
+    for partial in ('{"failure": {"id": 12}}', '{"other": {"id": 20}}', '{"failure": {"id": "x"}}', "[1]"):
+        found = parse_tick_cursor(f'{{"failure": 12, "partial": {partial}}}', {"failure": object()})
+        assert found == TickCursor({"failure": 12})
+    assert parse_cursor(text, kinds) == {"failure": 12, "success": 40}
+
+
 def test_a_route_whose_variable_is_not_set_is_logged_and_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("UNSET_HOOK", raising=False)
     with structlog.testing.capture_logs() as events:
@@ -325,7 +383,7 @@ def test_definitions_with_alerts_load_without_the_delivery_imports(project: Path
     assert heavy == "[]"
 
 
-def test_a_run_is_matched_to_its_tenant_job_by_tags_else_by_its_asset_selection(project: Path) -> None:
+def test_a_run_is_matched_to_its_tenant_job_by_what_it_ran_never_by_its_tags_alone(project: Path) -> None:
     import dagster as dg
 
     from dativo_dagster.alerts.evaluate import PlanIndex, jobs_of_run
@@ -333,13 +391,65 @@ def test_a_run_is_matched_to_its_tenant_job_by_tags_else_by_its_asset_selection(
 
     index = PlanIndex(load_plan(project, strict=True), DativoTranslator())
     orders = dg.AssetKey(["demo", "csv", "orders"])
-    tagged = dg.DagsterRun(job_name="__ASSET_JOB", tags={"dativo/tenant": "demo", "dativo/job": "shop"})
+    tagged = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({orders}),
+        tags={"dativo/tenant": "demo", "dativo/job": "shop"},
+    )
     from_ui = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({orders}))
     foreign = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({dg.AssetKey(["other", "x"])}))
     assert [job.label for job in jobs_of_run(tagged, index)] == ["demo/shop"]
     assert [job.label for job in jobs_of_run(from_ui, index)] == ["demo/shop"]
     assert jobs_of_run(foreign, index) == []
     assert jobs_of_run(dg.DagsterRun(job_name="__ASSET_JOB"), index) == []
+    # Without an asset selection, the steps the run executed say which job it ran.
+    whole = dg.DagsterRun(job_name="__ASSET_JOB")
+    assert [job.label for job in jobs_of_run(whole, index, ["demo__shop", "unrelated_op"])] == ["demo/shop"]
+
+
+def test_tags_naming_another_tenant_never_route_its_alerts(project: Path) -> None:
+    # A UI user ran demo's assets tagged dativo/tenant=globex: the alert stays demo's.
+    import dagster as dg
+
+    from dativo_dagster.alerts.evaluate import PlanIndex, jobs_of_run
+    from dativo_dagster.translator import DativoTranslator
+
+    index = PlanIndex(load_plan(project, strict=True), DativoTranslator())
+    orders = dg.AssetKey(["demo", "csv", "orders"])
+    lying = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({orders}),
+        tags={"dativo/tenant": "globex", "dativo/job": "shop"},
+    )
+    with structlog.testing.capture_logs() as events:
+        assert [job.label for job in jobs_of_run(lying, index)] == ["demo/shop"]
+    assert [e["event"] for e in events] == ["alert_run_tags_ignored"]
+    # Tags alone (nothing the run ran belongs to a tenant job here) route nothing.
+    only_tags = dg.DagsterRun(job_name="__ASSET_JOB", tags={"dativo/tenant": "demo", "dativo/job": "shop"})
+    assert jobs_of_run(only_tags, index) == []
+
+
+def test_runner_yaml_cannot_set_dativo_or_dagster_tags(tmp_path: Path) -> None:
+    (tmp_path / "runner.yaml").write_text(
+        "version: 1\njobs:\n  - tenant: acme\n    job: shop\n    tags: {team: data, dativo/tenant: globex}\n"
+        "  - tenant: acme\n    job: crm\n    tags: {dagster/priority: '9'}\n"
+    )
+    with pytest.raises(ConfigProblems) as info:
+        load_plan(tmp_path)
+    first, second = info.value.problems
+    assert first.startswith("runner.yaml: jobs[0].tags: ") and "'dativo/tenant'" in first and "reserved" in first
+    assert second.startswith("runner.yaml: jobs[1].tags: ") and "'dagster/priority'" in second
+
+
+def test_dativos_own_run_tags_come_last() -> None:
+    from types import SimpleNamespace
+
+    from dativo_dagster.translator import DativoTranslator
+
+    # Were a job's tags ever to hold a dativo key (built in code, not from runner.yaml), dativo's win.
+    job = SimpleNamespace(tenant="acme", name="shop", tags={"dativo/tenant": "globex", "team": "data"})
+    tags = DativoTranslator().run_tags(job)  # type: ignore[arg-type]
+    assert tags == {"dativo/tenant": "acme", "dativo/job": "shop", "team": "data"}
 
 
 def test_validate_names_an_alert_routes_unset_variable(

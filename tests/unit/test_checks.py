@@ -69,6 +69,54 @@ def test_reasons_are_grouped_by_problem_with_values_masked() -> None:
     assert "secret@example.com" not in ev.reasons_preview(counter)
 
 
+def test_unreadable_lines_group_by_problem_without_their_text() -> None:
+    # The CSV source's reasons: a line number, a fixed problem, then the raw line, unquoted.
+    counter: Counter[str] = Counter()
+    ev.count_reasons(
+        [
+            "line 7: expected 3 fields, found 2: jane@example.com,4111 1111 1111 1111",
+            "line 12: expected 3 fields, found 2: joe@example.com; 5500 0000 0000 0004",
+            "a line: expected 3 fields, found 4: a,b,c,d",
+            'line 30: unterminated quote: 9,"open',
+            "line 31: longer than 1 MiB (2,097,152 bytes), not read: x,y,z",
+            "line 40: longer than 65,536 bytes (70,000 bytes), not read: secret,row",
+        ],
+        counter,
+    )
+    assert counter == Counter(
+        {
+            "unreadable line: expected 3 fields, found 2": 2,
+            "unreadable line: expected 3 fields, found 4": 1,
+            "unreadable line: unterminated quote": 1,
+            "unreadable line: longer than 1 MiB, not read": 1,
+            "unreadable line: longer than 65,536 bytes, not read": 1,
+        }
+    )
+    preview = ev.reasons_preview(counter)
+    for value in ("example.com", "4111", "5500", "open", "secret", "line 7"):
+        assert value not in preview
+
+
+def test_the_detail_after_a_masked_value_is_dropped() -> None:
+    counter: Counter[str] = Counter()
+    ev.count_reasons(
+        [
+            "born: cannot convert '20231-01-01' to date (year 20231 is out of range)",
+            "born: cannot convert 'x' to date (Invalid isoformat string: x)",
+            "name: '\\xff-jane' is not valid UTF-8 (byte 1)",
+            "amount: cannot convert 'y' to decimal(12,2)",
+        ],
+        counter,
+    )
+    assert counter == Counter(
+        {
+            "born: cannot convert '…' to date": 2,
+            "name: '…' is not valid UTF-8": 1,
+            "amount: cannot convert '…' to decimal(12,2)": 1,
+        }
+    )
+
+
 def test_reason_counting_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ev, "DISTINCT_REASONS_MAX", 2)
     counter: Counter[str] = Counter()
@@ -92,7 +140,14 @@ def test_primary_key_unique() -> None:
     assert ev.primary_key_outcome(["id"], 10, 0, 0, [], ERROR).passed
     failed = ev.primary_key_outcome(["id"], 10, 2, 3, ["7", "9"], ERROR)
     assert not failed.passed and failed.metadata["duplicate_keys"] == 2
-    assert failed.metadata["examples"] == "7, 9" and "7, 9" in (failed.description or "")
+    assert failed.metadata["examples"] == "7, 9"
+    # The description becomes the alert message sent to webhooks: counts, never key values.
+    assert failed.description == "2 primary key value(s) of (id) appear more than once (3 extra row(s))"
+
+
+def test_key_values_never_reach_the_alert_message() -> None:
+    failed = ev.primary_key_outcome(["email"], 10, 1, 1, ["jane@example.com"], ERROR)
+    assert "jane@example.com" not in (failed.description or "")
 
 
 CONTRACT = [
