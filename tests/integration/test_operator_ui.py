@@ -102,6 +102,11 @@ def _serving(project: Path, home: Path, logs: Path) -> Iterator[str]:
     """``dagster-webserver`` and ``dagster-daemon`` for the project; yields the GraphQL URL once it answers."""
     port = _free_port()
     bin_dir = Path(sys.executable).parent
+    # Create the instance's storage (SQLite schemas) before two processes open it at once: each
+    # would otherwise try to create the same tables, as a deployment's first start would not.
+    migrate = [str(bin_dir / "dagster"), "instance", "migrate"]
+    done = subprocess.run(migrate, cwd=project, env=_env(project, home), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
     commands = {
         "webserver": [str(bin_dir / "dagster-webserver"), "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-m", LOCATION],
