@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,5 +90,11 @@ def test_cli_runs_appear_in_dagster_dev_without_any_environment(project: Path) -
         tags = {t["key"]: t["value"] for t in runs[0]["tags"]}  # type: ignore[index,union-attr]
         assert tags["dativo/tenant"] == "demo" and tags["dativo/job"] == "shop"
     finally:
-        os.killpg(dev.pid, 15)
-        dev.wait(timeout=60)
+        os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # `dagster dev` waits for its daemon's sensor threads and code servers to stop; on a busy
+            # machine that can outlast the wait. What this test checks is done: end the group.
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
