@@ -7,8 +7,10 @@ about Dagster: the caller passes the cursor Dagster last recorded (if any) and t
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -47,6 +49,26 @@ def use_system_allocator_for_arrow() -> None:
     """
     if not os.environ.get(ARROW_POOL_ENV):
         pa.set_memory_pool(pa.system_memory_pool())
+    _limit_malloc_arenas()
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def _limit_malloc_arenas() -> None:
+    """Two malloc arenas (glibc), unless ``MALLOC_ARENA_MAX`` is set.
+
+    Each thread that contends for the allocator gets an arena of its own (up to eight per core),
+    and each arena keeps what its thread freed: page chains, object workers and Dagster's threads
+    made the same Stripe load peak 19 MB higher (300 MB against 281 MB with two arenas).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc (musl, say): it has no arenas to limit
+    libc.mallopt(_M_ARENA_MAX, 2)
 
 
 use_system_allocator_for_arrow()
