@@ -15,6 +15,7 @@ import errno
 from typing import Any
 
 from pyiceberg import exceptions as iceberg_exceptions
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from dativo_dagster.config.secrets import redact_text
 from dativo_dagster.errors import AuthError, ConfigError, DativoError, StorageError, StorageStateError
@@ -175,3 +176,23 @@ def raise_storage_failure(exc: BaseException, what: str) -> None:
         raise exc
     # The coded message says what failed; the driver traceback could carry connection details.
     raise mapped from None
+
+
+COMMIT_ATTEMPTS = 5
+"""Commits tried (the table refreshed between them) before a conflict becomes STG001."""
+
+
+class CommitConflict(Exception):
+    """A commit lost a race with another writer; the table is refreshed and the commit replayed."""
+
+
+def replaying_conflicts() -> Retrying:
+    """How every dativo commit (data, quarantine, reset) that lost a race is tried again:
+    ``COMMIT_ATTEMPTS`` in all, with jittered exponential waits; the caller refreshes the table
+    and replays its commit in each attempt."""
+    return Retrying(
+        stop=stop_after_attempt(COMMIT_ATTEMPTS),
+        wait=wait_exponential_jitter(initial=0.05, max=2),
+        retry=retry_if_exception_type(CommitConflict),
+        reraise=True,
+    )

@@ -14,21 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import StorageError
-from dativo_dagster.iceberg.failures import raise_storage_failure
+from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
 from dativo_dagster.iceberg.schema import apply_schema_changes, plan_schema_changes
 from dativo_dagster.iceberg.tables import Owner, Tables
 from dativo_dagster.state import PROP_OBJECT, PROP_RUN_ID
 from dativo_dagster.types import CURSOR_FROM_COLUMN, KEY_COLUMN, ContractEnforcer
-
-CONFLICT_ATTEMPTS = 5
-
-
-class _Conflict(Exception):
-    """A concurrent commit to the quarantine table (another attempt of the same object)."""
 
 
 def commit_quarantine(
@@ -65,19 +58,14 @@ def commit_quarantine(
     table = tables.ensure(namespace, name, schema, owner)
     label = f"{namespace}.{name}"
     try:
-        for attempt in Retrying(
-            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
-            wait=wait_exponential_jitter(initial=0.05, max=2),
-            retry=retry_if_exception_type(_Conflict),
-            reraise=True,
-        ):
+        for attempt in replaying_conflicts():
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     table = table.refresh()
                 _replace(table, data, schema, keys, cursor_from, owner, run_id, obj.label, label, replaced)
-    except _Conflict as exc:
+    except CommitConflict as exc:
         raise StorageError(
-            f"writing quarantine rows to {label} conflicted with other writers {CONFLICT_ATTEMPTS} times: {exc}"
+            f"writing quarantine rows to {label} conflicted with other writers {COMMIT_ATTEMPTS} times: {exc}"
         ) from None
     return label
 
@@ -113,7 +101,7 @@ def _replace(
             txn.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
         txn.commit_transaction()
     except CommitFailedException as exc:
-        raise _Conflict(str(exc)) from exc
+        raise CommitConflict(str(exc)) from exc
     except Exception as exc:
         raise_storage_failure(exc, f"writing quarantine rows to {label}")
 

@@ -12,15 +12,9 @@ from collections.abc import Callable
 
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from dativo_dagster.errors import StorageError
-from dativo_dagster.iceberg.failures import raise_storage_failure
-from dativo_dagster.iceberg.writer import COMMIT_ATTEMPTS
-
-
-class _Conflict(Exception):
-    """Another writer committed first; the table is refreshed and the reset tried again."""
+from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
 
 
 def commit_reset(table: Table, properties: Callable[[Table], dict[str, str]], label: str) -> tuple[int, dict[str, str]]:
@@ -37,18 +31,13 @@ def commit_reset(table: Table, properties: Callable[[Table], dict[str, str]], la
             ``COMMIT_ATTEMPTS`` times.
     """
     try:
-        for attempt in Retrying(
-            stop=stop_after_attempt(COMMIT_ATTEMPTS),
-            wait=wait_exponential_jitter(initial=0.05, max=2),
-            retry=retry_if_exception_type(_Conflict),
-            reraise=True,
-        ):
+        for attempt in replaying_conflicts():
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     table = _refreshed(table, label)
                 props = properties(table)
                 return _commit_once(table, props, label), props
-    except _Conflict as exc:
+    except CommitConflict as exc:
         raise StorageError(
             f"recording a reset of {label} conflicted with other writers {COMMIT_ATTEMPTS} times: {exc}"
         ) from None
@@ -70,7 +59,7 @@ def _commit_once(table: Table, props: dict[str, str], label: str) -> int:
             pass  # no files: the snapshot records the reset and nothing else
         committed = txn.commit_transaction()
     except CommitFailedException as exc:
-        raise _Conflict(str(exc)) from exc
+        raise CommitConflict(str(exc)) from exc
     except Exception as exc:
         raise_storage_failure(exc, f"recording a reset of {label}")
         raise  # unreachable: raise_storage_failure always raises

@@ -36,13 +36,17 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Operation
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from dativo_dagster.config.models import WriteMode
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import QualityError, StorageError
 from dativo_dagster.iceberg.deletes import MergeOnReadOverwrite
-from dativo_dagster.iceberg.failures import raise_storage_failure
+from dativo_dagster.iceberg.failures import (
+    COMMIT_ATTEMPTS,
+    CommitConflict,
+    raise_storage_failure,
+    replaying_conflicts,
+)
 from dativo_dagster.iceberg.files import (
     delete_files as delete_uncommitted,
 )
@@ -98,9 +102,6 @@ log = structlog.get_logger("dativo.iceberg")
 
 FAULT_ENV = "DATIVO_FAULT_INJECT"
 """Test hook: ``before_commit`` or ``after_commit`` kills the process at that instant."""
-
-COMMIT_ATTEMPTS = 5
-"""Commits tried (the table refreshed between them) before a conflict becomes STG001."""
 
 BASE_UNKNOWN: Any = object()
 """``base_snapshot_id`` default: take the table's latest dativo snapshot when the write starts."""
@@ -168,10 +169,6 @@ class _Staged:
     base_cursor: CursorState | None = None
     copied_cursor: CursorState | None = None
     rows_dropped: int = 0  # the run's rows a newer live version of the same key shadowed
-
-
-class _Conflict(Exception):
-    """The commit lost a race; the table is refreshed and the commit replayed."""
 
 
 class IcebergWriter:
@@ -470,18 +467,13 @@ class IcebergWriter:
         """Commit the staged write, refreshing and replaying it when another writer got there first."""
         attempts = 0
         try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(COMMIT_ATTEMPTS),
-                wait=wait_exponential_jitter(initial=0.05, max=2),
-                retry=retry_if_exception_type(_Conflict),
-                reraise=True,
-            ):
+            for attempt in replaying_conflicts():
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     if attempts > 1:
                         table, txn = self._replay_on(table.refresh(), staged)
                     return self._commit_once(table, txn, staged), attempts
-        except _Conflict as exc:
+        except CommitConflict as exc:
             raise StorageError(
                 f"commit to {staged.label} conflicted with other writers {COMMIT_ATTEMPTS} times: {exc}"
             ) from None
@@ -550,7 +542,7 @@ class IcebergWriter:
             committed = txn.commit_transaction()
             _fault_point("after_commit")
         except CommitFailedException as exc:
-            raise _Conflict(str(exc)) from exc
+            raise CommitConflict(str(exc)) from exc
         except Exception as exc:
             raise_storage_failure(exc, f"commit to {staged.label}")
         snapshot = committed.current_snapshot()
