@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Any
 
 import dagster as dg
@@ -45,3 +46,15 @@ def make_schedules_due(instance: dg.DagsterInstance, names: set[str] | None = No
             last_tick_start_timestamp=earlier,
         )
         instance.update_instigator_state(state.with_data(moved))
+
+
+def wait_for_run_end(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 180) -> dg.DagsterRun:
+    """The run once it has finished (its worker is a separate process: poll its status)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        if run.is_finished:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {timeout_s} s")

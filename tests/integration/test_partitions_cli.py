@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +19,7 @@ from dativo_dagster.iceberg.catalog import build_catalog
 from dativo_dagster.iceberg.tables import read_table_cursor
 from dativo_dagster.iceberg.writer import IcebergWriter
 from tests.conftest import REPO
-from tests.integration.sensor_ticks import evaluate_sensors, make_schedules_due
+from tests.integration.sensor_ticks import evaluate_sensors, make_schedules_due, wait_for_run_end
 
 pytestmark = pytest.mark.slow
 
@@ -89,17 +88,6 @@ def test_partition_range_from_the_dagster_cli_then_a_rerun(project: Path, monkey
     assert _rows(project) == rows
 
 
-def _wait_for_end(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 180) -> dg.DagsterRun:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        assert run is not None
-        if run.is_finished:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not finish in {timeout_s} s")
-
-
 def test_the_schedule_of_a_partitioned_job_loads_incrementally(project: Path, tmp_path: Path) -> None:
     _partitioned_project(project)
     coordinator = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
@@ -123,7 +111,7 @@ def test_the_schedule_of_a_partitioned_job_loads_incrementally(project: Path, tm
         (run,) = runs
         assert run.asset_selection == {KEY}
         assert "dagster/partition" not in run.tags
-        assert _wait_for_end(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        assert wait_for_run_end(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert len(_rows(project)) == 500
     job = next(j for j in load_plan(project, strict=True).jobs if j.name == "crm")
     table = IcebergWriter(build_catalog(job.target, SecretResolver({}), project)).load_table("demo", "people")

@@ -9,7 +9,6 @@ in the project's dagster.yaml (see :mod:`tests.integration.sensor_ticks`).
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +18,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from dativo_dagster.specs import CHECK_CONTRACT
-from tests.integration.sensor_ticks import evaluate_sensors, make_schedules_due, sensor_states
+from tests.integration.sensor_ticks import evaluate_sensors, make_schedules_due, sensor_states, wait_for_run_end
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +33,6 @@ def _add_tenant(project: Path, tenant: str) -> None:
     job.write_text(text.replace("tenants/demo/data", f"tenants/{tenant}/data"))
     with (project / "runner.yaml").open("a") as runner:
         runner.write(f'  - tenant: {tenant}\n    job: shop\n    schedule: {{cron: "0 * * * *"}}\n')
-
-
-def _wait_for_end(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 180) -> dg.DagsterRun:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        assert run is not None
-        if run.is_finished:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not finish in {timeout_s} s")
 
 
 def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: Path, tmp_path: Path) -> None:
@@ -89,7 +77,7 @@ def test_schedule_ticks_run_each_tenant_job_with_its_assets_and_checks(project: 
         assert runs["demo"].tags["team"] == "data-platform" and "team" not in runs["acme"].tags
 
         for tenant, run in runs.items():
-            assert _wait_for_end(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+            assert wait_for_run_end(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
             for name, rows in OBJECTS.items():
                 key = dg.AssetKey([tenant, "csv", name])
                 event = instance.get_latest_materialization_event(key)

@@ -168,15 +168,7 @@ class MySQLSource(SqlSource[MyColumn]):
         selected = ", ".join(select_expression(c, for_connectorx=for_connectorx) for c in columns)
         text = f"SELECT {selected} FROM {self._source_sql(options)}"  # noqa: S608 - identifiers quoted
         params: tuple[Any, ...] = ()
-        cursor_type = next(
-            (
-                column_arrow_type(c, obj.label, contract=obj.contract is not None)
-                for c in columns
-                if c.name == obj.cursor_field
-            ),
-            None,
-        )
-        for number, predicate in enumerate(read_predicates(obj, request, cursor_type)):
+        for number, predicate in enumerate(read_predicates(obj, request, self.cursor_arrow_type(obj, columns))):
             assert predicate.column is not None
             value = predicate.value
             if hasattr(value, "tzinfo") and value.tzinfo is not None:

@@ -176,15 +176,7 @@ class PostgresSource(SqlSource[PgColumn]):
             source = sql.SQL("({}) AS dativo_q").format(sql.SQL(query_body(options.query)))
         select = sql.SQL(", ").join(select_expression(c) for c in columns)
         parts: list[sql.Composable] = [sql.SQL("SELECT {} FROM {}").format(select, source)]
-        cursor_type = next(
-            (
-                column_arrow_type(c, obj.label, contract=obj.contract is not None)
-                for c in columns
-                if c.name == obj.cursor_field
-            ),
-            None,
-        )
-        for number, predicate in enumerate(read_predicates(obj, request, cursor_type)):
+        for number, predicate in enumerate(read_predicates(obj, request, self.cursor_arrow_type(obj, columns))):
             assert predicate.column is not None
             parts.append(
                 sql.SQL((" AND " if number else " WHERE ") + "{} " + predicate.operator + " {}").format(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import pyarrow as pa
@@ -86,6 +86,14 @@ class SqlSource(Source, Generic[ColumnT_co]):
             contract: The object has a schema contract, so a column Iceberg cannot hold as is
                 (a decimal beyond 38 digits) is read as text for the enforcer to convert.
         """
+
+    def cursor_arrow_type(self, obj: ObjectPlan, columns: Sequence[ColumnT_co]) -> pa.DataType | None:
+        """Arrow type of the object's cursor column among ``columns`` (None without one): what a
+        read's bounds are compared as (dates stay dates, instants are UTC)."""
+        for column in columns:
+            if column.name == obj.cursor_field:
+                return self.arrow_type(column, obj.label, contract=obj.contract is not None)
+        return None
 
     @contextlib.contextmanager
     def _connection(self, label: str) -> Iterator[Any]:
