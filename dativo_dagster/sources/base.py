@@ -81,6 +81,21 @@ class SourceStats:
 
 
 @dataclass(frozen=True)
+class FileVersion:
+    """One file a file-based source would read, as a new-file sensor sees it.
+
+    ``file_id`` is stable across versions of the file (a path relative to ``base_path``, a Drive
+    file id); ``fingerprint`` changes whenever its content does, even within one ``modified_ns``
+    tick (a size, a Drive version number).
+    """
+
+    file_id: str
+    name: str
+    modified_ns: int
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
 class Slice:
     """A part of a long extraction that is committed on its own (a window of ``created`` times).
 
@@ -360,6 +375,19 @@ class Source(abc.ABC):
     def check_object(self, obj: ObjectPlan) -> None:
         """Raise ConfigError if ``obj`` does not exist at the source (default: discover its schema)."""
         self.discover_schema(obj)
+
+    def watches_files(self, obj: ObjectPlan) -> bool:
+        """Whether ``obj`` is a set of files that can gain members between runs (a folder, a glob):
+        only then does a new-file sensor watch it through :meth:`list_files`."""
+        return False
+
+    def list_files(self, obj: ObjectPlan) -> list[FileVersion]:
+        """Every file ``obj`` would read now, whatever the committed cursor (a sensor's poll).
+
+        Raises:
+            NotImplementedError: the source does not read files.
+        """
+        raise NotImplementedError(f"{self.type} does not read files")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients held by this instance."""

@@ -22,7 +22,7 @@ from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, ExtractError
 from dativo_dagster.paths import confine
-from dativo_dagster.sources.base import Extraction, ReadRequest, Source, SourceStats
+from dativo_dagster.sources.base import Extraction, FileVersion, ReadRequest, Source, SourceStats
 from dativo_dagster.sources.csv.file_cut import last_newline_end
 from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN, FileCursorCodec, file_cursor, files_after
 from dativo_dagster.sources.csv.files import CsvFile, FileVanished, find_files, is_glob, open_confined
@@ -124,6 +124,17 @@ class CsvSource(Source):
             match_file_header(obj, options, fd, end, files[0].relative)
         finally:
             os.close(fd)
+
+    def watches_files(self, obj: ObjectPlan) -> bool:
+        """A glob can match new files between runs; a single path cannot."""
+        return is_glob(self._options(obj).path)
+
+    def list_files(self, obj: ObjectPlan) -> list[FileVersion]:
+        """Every file the object's path or glob matches now (relative path, mtime, size)."""
+        return [
+            FileVersion(file.relative, file.relative, file.mtime_ns, str(file.size))
+            for file in self.matching_files(obj)
+        ]
 
     def discover_schema(self, obj: ObjectPlan) -> pa.Schema:
         """The contract's schema (CSV carries no types of its own)."""
