@@ -376,9 +376,14 @@ class Source(abc.ABC):
         """Raise ConfigError if ``obj`` does not exist at the source (default: discover its schema)."""
         self.discover_schema(obj)
 
-    def watches_files(self, obj: ObjectPlan) -> bool:
+    @classmethod
+    def watches_files(cls, obj: ObjectPlan) -> bool:
         """Whether ``obj`` is a set of files that can gain members between runs (a folder, a glob):
-        only then does a new-file sensor watch it through :meth:`list_files`."""
+        only then does a new-file sensor watch it through :meth:`list_files`.
+
+        A classmethod: it depends on the object's config only, so definitions decide which jobs
+        get a sensor without resolving a secret or reaching the source.
+        """
         return False
 
     def list_files(self, obj: ObjectPlan) -> list[FileVersion]:

@@ -125,9 +125,10 @@ class CsvSource(Source):
         finally:
             os.close(fd)
 
-    def watches_files(self, obj: ObjectPlan) -> bool:
+    @classmethod
+    def watches_files(cls, obj: ObjectPlan) -> bool:
         """A glob can match new files between runs; a single path cannot."""
-        return is_glob(self._options(obj).path)
+        return is_glob(CsvOptions.model_validate(obj.options).path)
 
     def list_files(self, obj: ObjectPlan) -> list[FileVersion]:
         """Every file the object's path or glob matches now (relative path, mtime, size)."""
