@@ -18,7 +18,7 @@ import structlog
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.csv.file_cut import SENTINEL_RE, CutPlan, FileCut, printable
-from dativo_dagster.sources.csv.options import CsvOptions
+from dativo_dagster.sources.csv.options import CsvFormat
 
 log = structlog.get_logger("dativo.sources.csv")
 
@@ -96,7 +96,7 @@ def match_header(header: Sequence[str], wanted: Sequence[str], *, where: str) ->
 
 
 def read_header(
-    options: CsvOptions, fd: int, end: int, *, label: str, relative: str, plan: CutPlan | None = None
+    options: CsvFormat, fd: int, end: int, *, label: str, relative: str, plan: CutPlan | None = None
 ) -> list[str]:
     """The file's header names, as Arrow reads them.
 
@@ -158,7 +158,7 @@ def read_header(
 
 
 def match_file_header(
-    obj: ObjectPlan, options: CsvOptions, fd: int, end: int, relative: str, plan: CutPlan | None = None
+    obj: ObjectPlan, options: CsvFormat, fd: int, end: int, relative: str, plan: CutPlan | None = None
 ) -> tuple[list[str], HeaderMatch]:
     """Read and match one file's header; CFG001 for what cannot be loaded exactly.
 

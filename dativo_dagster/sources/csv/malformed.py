@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from dativo_dagster.sources.csv.file_cut import PLACEHOLDER_MARK, printable
-from dativo_dagster.sources.csv.options import CsvOptions
+from dativo_dagster.sources.csv.options import CsvFormat
 
 REASON_TEXT_CHARS = 200
 """How much of a malformed row's text its quarantine reason quotes."""
@@ -105,7 +105,7 @@ class MalformedRowParser:
 
     def __init__(
         self,
-        options: CsvOptions,
+        options: CsvFormat,
         header: list[str],
         included: list[str],
         cursor_header: str | None,

@@ -104,10 +104,9 @@ class CsvConnection(ConnectionConfig):
     )
 
 
-class CsvOptions(SourceOptions):
-    """Per-object CSV settings."""
+class CsvFormat(SourceOptions):
+    """How a CSV file is written (shared by every source that reads CSV: local files, Drive files)."""
 
-    path: str = Field(description="file name or glob relative to base_path, e.g. 'orders/*.csv' or '**/*.csv'")
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quote_char: str = Field(default='"', min_length=1, max_length=1)
     encoding: str = Field(
@@ -125,6 +124,40 @@ class CsvOptions(SourceOptions):
     # Small blocks bound memory: Arrow parses blocks ahead of the consumer.
     # A row longer than a block is read with a block that fits it (up to 64 MiB, or this if larger).
     block_size_bytes: int = Field(default=1 << 20, ge=1 << 16, le=256 << 20)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        """An encoding whose files can be cut at line ends and recovered row by row (see check_encoding)."""
+        check_encoding(value)
+        return value
+
+    @field_validator("missing_columns", mode="before")
+    @classmethod
+    def _yaml_null(cls, value: object) -> object:
+        """``missing_columns: null`` in YAML arrives as None."""
+        return "null" if value is None else value
+
+    @model_validator(mode="after")
+    def _separators(self) -> CsvFormat:
+        for name, char in (("delimiter", self.delimiter), ("quote_char", self.quote_char)):
+            if not char.isascii() or char in "\r\n":
+                raise ValueError(f"{name} must be one ASCII character other than a line break (got {char!r})")
+        if self.delimiter == self.quote_char:
+            raise ValueError("delimiter and quote_char must differ")
+        trail = MULTIBYTE_ASCII_FROM.get(codecs.lookup(self.encoding).name, 0x80)
+        if ord(self.quote_char) >= trail:
+            raise ValueError(
+                f"quote_char {self.quote_char!r} can be part of a multibyte character in {self.encoding}; "
+                f"use one below {chr(trail)!r}, such as '\"' or \"'\""
+            )
+        return self
+
+
+class CsvOptions(CsvFormat):
+    """Per-object settings of local CSV files: where they are, and how they are written."""
+
+    path: str = Field(description="file name or glob relative to base_path, e.g. 'orders/*.csv' or '**/*.csv'")
     settle_seconds: float = Field(
         default=60,
         ge=0,
@@ -146,31 +179,3 @@ class CsvOptions(SourceOptions):
         if ".." in re.split(r"[/\\]", value):
             raise ValueError(f"must not contain a '..' part (got {value!r}); files are read only under base_path")
         return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        """An encoding whose files can be cut at line ends and recovered row by row (see check_encoding)."""
-        check_encoding(value)
-        return value
-
-    @field_validator("missing_columns", mode="before")
-    @classmethod
-    def _yaml_null(cls, value: object) -> object:
-        """``missing_columns: null`` in YAML arrives as None."""
-        return "null" if value is None else value
-
-    @model_validator(mode="after")
-    def _separators(self) -> CsvOptions:
-        for name, char in (("delimiter", self.delimiter), ("quote_char", self.quote_char)):
-            if not char.isascii() or char in "\r\n":
-                raise ValueError(f"{name} must be one ASCII character other than a line break (got {char!r})")
-        if self.delimiter == self.quote_char:
-            raise ValueError("delimiter and quote_char must differ")
-        trail = MULTIBYTE_ASCII_FROM.get(codecs.lookup(self.encoding).name, 0x80)
-        if ord(self.quote_char) >= trail:
-            raise ValueError(
-                f"quote_char {self.quote_char!r} can be part of a multibyte character in {self.encoding}; "
-                f"use one below {chr(trail)!r}, such as '\"' or \"'\""
-            )
-        return self

@@ -30,7 +30,7 @@ from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN
 from dativo_dagster.sources.csv.files import CsvFile, FileVanished, open_confined
 from dativo_dagster.sources.csv.header import HeaderMatch, match_file_header
 from dativo_dagster.sources.csv.malformed import MalformedRowParser, MalformedRows, UnreadLine
-from dativo_dagster.sources.csv.options import CsvOptions
+from dativo_dagster.sources.csv.options import CsvFormat
 from dativo_dagster.sources.csv.prefetch import Prefetch
 from dativo_dagster.sources.incremental import row_filter
 from dativo_dagster.types import SOURCE_REASON_COLUMN, cast_column
@@ -52,12 +52,12 @@ def settled(mtime_ns: int, settle_seconds: float, now_ns: int | None = None) -> 
     return now - mtime_ns >= settle_seconds * 1e9
 
 
-def record_limit(options: CsvOptions) -> int:
+def record_limit(options: CsvFormat) -> int:
     """The longest record a read takes (longer ones are quarantined)."""
     return max(file_cut.MAX_RECORD_BYTES, options.block_size_bytes)
 
 
-def block_size(options: CsvOptions, longest: int) -> int:
+def block_size(options: CsvFormat, longest: int) -> int:
     """Arrow's block: the configured one, or one that holds the file's longest record with room to spare."""
     if longest + (longest >> 2) <= options.block_size_bytes:
         return options.block_size_bytes
@@ -83,7 +83,7 @@ class FileReader:
         self,
         roots: Sequence[Path],
         obj: ObjectPlan,
-        options: CsvOptions,
+        options: CsvFormat,
         source_columns: list[str],
         cursor_source: str | None,
         cursor_type: pa.DataType | None,
@@ -93,8 +93,11 @@ class FileReader:
         state: ReadState,
         stats: SourceStats,
         upper: Any = None,
+        settle_seconds: float = 0,
     ) -> None:
         self.roots = roots
+        # A file modified within this many seconds may still be being written (local files).
+        self.settle_seconds = settle_seconds
         self.obj = obj
         self.options = options
         self.source_columns = source_columns
@@ -112,67 +115,78 @@ class FileReader:
 
     def read(self, file: CsvFile) -> Iterator[pa.RecordBatch]:
         """Batches of one file as its consistent cut allows; malformed, undecodable and overlong rows carry a reason."""
-        obj, options, relative = self.obj, self.options, file.relative
         try:
-            fd = open_confined(file, self.roots, label=obj.label)
+            fd = open_confined(file, self.roots, label=self.obj.label)
         except FileVanished:
             # Moved away since it was listed (a drop folder being archived): not read, not recorded.
-            log.warning("csv_file_vanished", object=obj.label, file=relative)
+            log.warning("csv_file_vanished", object=self.obj.label, file=file.relative)
             return
         try:
-            opened = os.fstat(fd)  # size and modification time as of the moment the read starts
-            size = opened.st_size
-            plan = plan_cut(
-                fd,
-                size,
-                quote=options.quote_char,
-                delimiter=options.delimiter,
-                settled=settled(opened.st_mtime_ns, options.settle_seconds),
-                limit=record_limit(options),
-                chunk=options.block_size_bytes,
-                label=f"{obj.label}: {relative}",
-            )
-            if plan.left is not None:
-                # Never read a row half: a line or a quoted value still being written waits.
-                if self.by_mtime:
-                    log.warning(
-                        "csv_file_incomplete_deferred",
-                        object=obj.label,
-                        file=relative,
-                        bytes=size,
-                        reason=_LEFT_REASONS[plan.left],
-                        settle_seconds=options.settle_seconds,
-                    )
-                    self.state.deferred.append(relative)
-                    return
-                log.warning(
-                    "csv_partial_last_line_left",
-                    object=obj.label,
-                    file=relative,
-                    bytes=size - plan.end,
-                    reason=_LEFT_REASONS[plan.left],
-                    settle_seconds=options.settle_seconds,
-                )
-            if plan.end == 0:
-                if self.by_mtime:
-                    self.state.deferred.append(relative)
-                log.warning("csv_file_has_no_complete_line", object=obj.label, file=relative)
-                return
-            if plan.skips:
-                log.warning(
-                    "csv_lines_quarantined_unread",
-                    object=obj.label,
-                    file=relative,
-                    unterminated_quote=sum(1 for s in plan.skips if s.kind == "unterminated"),
-                    longer_than_limit=sum(1 for s in plan.skips if s.kind == "too_long"),
-                )
-            header, match = match_file_header(obj, options, fd, plan.end, relative, plan)
-            yield from self._batches(fd, plan, relative, header, match)
-            self.stats.add(api_calls=1, bytes_read=plan.end)
-            self.state.read.append((opened.st_mtime_ns, relative))
-            self.state.sizes[relative] = plan.end
+            yield from self.read_descriptor(fd, file.relative)
         finally:
             os.close(fd)
+
+    def read_descriptor(self, fd: int, relative: str, *, mtime_ns: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Batches of an open file (the caller closes ``fd``), recorded under ``relative``.
+
+        Args:
+            fd: A regular file open for reading.
+            relative: The name rows and messages carry (a path under base_path, a Drive file id).
+            mtime_ns: The modification time to record (default: the file's own).
+        """
+        obj, options = self.obj, self.options
+        opened = os.fstat(fd)  # size and modification time as of the moment the read starts
+        size = opened.st_size
+        modified_ns = opened.st_mtime_ns if mtime_ns is None else mtime_ns
+        plan = plan_cut(
+            fd,
+            size,
+            quote=options.quote_char,
+            delimiter=options.delimiter,
+            settled=settled(opened.st_mtime_ns, self.settle_seconds),
+            limit=record_limit(options),
+            chunk=options.block_size_bytes,
+            label=f"{obj.label}: {relative}",
+        )
+        if plan.left is not None:
+            # Never read a row half: a line or a quoted value still being written waits.
+            if self.by_mtime:
+                log.warning(
+                    "csv_file_incomplete_deferred",
+                    object=obj.label,
+                    file=relative,
+                    bytes=size,
+                    reason=_LEFT_REASONS[plan.left],
+                    settle_seconds=self.settle_seconds,
+                )
+                self.state.deferred.append(relative)
+                return
+            log.warning(
+                "csv_partial_last_line_left",
+                object=obj.label,
+                file=relative,
+                bytes=size - plan.end,
+                reason=_LEFT_REASONS[plan.left],
+                settle_seconds=self.settle_seconds,
+            )
+        if plan.end == 0:
+            if self.by_mtime:
+                self.state.deferred.append(relative)
+            log.warning("csv_file_has_no_complete_line", object=obj.label, file=relative)
+            return
+        if plan.skips:
+            log.warning(
+                "csv_lines_quarantined_unread",
+                object=obj.label,
+                file=relative,
+                unterminated_quote=sum(1 for s in plan.skips if s.kind == "unterminated"),
+                longer_than_limit=sum(1 for s in plan.skips if s.kind == "too_long"),
+            )
+        header, match = match_file_header(obj, options, fd, plan.end, relative, plan)
+        yield from self._batches(fd, plan, relative, header, match)
+        self.stats.add(api_calls=1, bytes_read=plan.end)
+        self.state.read.append((modified_ns, relative))
+        self.state.sizes[relative] = plan.end
 
     def _batches(
         self, fd: int, plan: CutPlan, relative: str, header: list[str], match: HeaderMatch

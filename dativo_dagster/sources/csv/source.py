@@ -194,6 +194,7 @@ class CsvSource(Source):
             state,
             stats,
             upper=upper,
+            settle_seconds=options.settle_seconds,
         )
 
         def batches() -> Iterator[pa.RecordBatch]:
