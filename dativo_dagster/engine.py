@@ -266,6 +266,7 @@ def ingest_object(
                     replaces=extraction.replaces,
                     base_snapshot_id=base_snapshot_id,
                     full_refresh=extraction.full_refresh or replace_table,
+                    source_unchanged=extraction.unchanged and not replace_table,
                 )
                 _add_stats(stats, extraction.stats.as_metadata())
                 notes.extend(n for n in extraction.stats.notes if n not in notes)

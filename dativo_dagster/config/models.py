@@ -405,7 +405,9 @@ class SourceRef(StrictModel):
     @classmethod
     def _credentials_are_references(cls, value: dict[str, str]) -> dict[str, str]:
         for key, text in value.items():
-            if "${" not in text:
+            # A key file's path is not a secret (its content is, and is read at run time from
+            # inside the tenant's data roots); every other credential value must be a reference.
+            if "${" not in text and not key.endswith("_file"):
                 raise ValueError(f"credential '{key}' must be a ${{VAR}} reference, not a literal secret")
         return value
 

@@ -218,6 +218,7 @@ class IcebergWriter:
         base_snapshot_id: int | None = BASE_UNKNOWN,
         full_refresh: bool = False,
         window: TimeWindow | None = None,
+        source_unchanged: bool = False,
     ) -> WriteResult:
         """Stream ``batches`` into ``obj``'s table in one commit.
 
@@ -235,6 +236,8 @@ class IcebergWriter:
                 table had none). If another run of the object commits after it, this write commits
                 nothing (its rows may overlap that run's).
             full_refresh: The stream is a complete copy of the object: it replaces the table.
+            source_unchanged: The source did not change since the copy in the table: the (empty)
+                stream commits nothing, whatever the write mode.
             window: A partition run: the stream holds the rows whose cursor lies in this window,
                 and replaces exactly that window (:mod:`~dativo_dagster.iceberg.window`). The
                 incremental cursor is copied into the snapshot unchanged; ``base_snapshot_id``
@@ -333,6 +336,18 @@ class IcebergWriter:
                     rows_rejected=stats.rejected,
                     quarantine_sample=sample,
                     quarantine_table=quarantine_name,
+                )
+            if source_unchanged and stats.read == 0 and not changes:
+                return WriteResult(
+                    table=label,
+                    rows_written=0,
+                    rows_rejected=0,
+                    rows_read=0,
+                    snapshot_id=current.snapshot_id if (current := table.current_snapshot()) else None,
+                    committed=False,
+                    cursor=previous_cursor,
+                    duration_s=time.monotonic() - started,
+                    schema=target_schema,
                 )
             if mode is WriteMode.OVERWRITE and stats.written == 0:
                 _refuse_emptying(table, obj, stats.read, label)

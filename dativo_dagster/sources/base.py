@@ -173,6 +173,9 @@ class Extraction:
         full_refresh: This read is a complete copy of the object: it replaces the whole table
             whatever the object's write mode (a source falling back from an incremental read it
             can no longer do exactly, e.g. past an API's event retention).
+        unchanged: The source says the object has not changed since the copy the cursor records
+            (a spreadsheet's version): nothing was read and nothing is committed. Only a source
+            that records a version in a full refresh's cursor (``cursor_override``) can say so.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class Extraction:
         replaces: tuple[str, Callable[[], list[str]]] | None = None,
         codec: CursorCodec = DEFAULT_CODEC,
         full_refresh: bool = False,
+        unchanged: bool = False,
     ) -> None:
         self.schema = schema
         self._batches = batches
@@ -203,6 +207,7 @@ class Extraction:
         self.replaces = replaces
         self.codec = codec
         self.full_refresh = full_refresh
+        self.unchanged = unchanged
         self._max_seen: Any = None
         self._rows = 0
         self._drained = False
@@ -248,14 +253,20 @@ class Extraction:
                 self._on_close()
 
     def new_cursor(self) -> CursorState | None:
-        """The cursor the drained stream reached (None for full refresh).
+        """The cursor the drained stream reached.
+
+        A full refresh has none, unless its source records the version of the object the copy
+        was taken from (``cursor_override``): the next run compares it and may skip the read.
 
         Raises:
             StateError: STATE001 if it lies before the cursor the read started from.
         """
         obj = self.request.obj
         if obj.strategy is Strategy.FULL_REFRESH:
-            return None
+            if self._cursor_override is None:
+                return None
+            version = self._cursor_override()
+            return None if version is None else CursorState(strategy=obj.strategy, field=None, value=version)
         previous = self.request.cursor.value if self.request.cursor else None
         override = self._cursor_override
         value = override() if override is not None else self.codec.later(previous, self._max_seen)

@@ -94,10 +94,13 @@ class FileReader:
         stats: SourceStats,
         upper: Any = None,
         settle_seconds: float = 0,
+        count_reads: bool = True,
     ) -> None:
         self.roots = roots
         # A file modified within this many seconds may still be being written (local files).
         self.settle_seconds = settle_seconds
+        # A local file read is one "call" of the object; a downloaded one was counted by its transport.
+        self.count_reads = count_reads
         self.obj = obj
         self.options = options
         self.source_columns = source_columns
@@ -184,7 +187,8 @@ class FileReader:
             )
         header, match = match_file_header(obj, options, fd, plan.end, relative, plan)
         yield from self._batches(fd, plan, relative, header, match)
-        self.stats.add(api_calls=1, bytes_read=plan.end)
+        if self.count_reads:
+            self.stats.add(api_calls=1, bytes_read=plan.end)
         self.state.read.append((modified_ns, relative))
         self.state.sizes[relative] = plan.end
 
