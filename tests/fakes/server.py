@@ -396,6 +396,9 @@ class Request:
         self.body = body
         self.base_url = base_url
         self.received = time.monotonic()
+        #: The fault being applied, set by the server before it asks for an error body, so
+        #: that :meth:`Emulator.error_response` can read options such as ``Fault.reason``.
+        self.fault: Fault | None = None
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """A header value, case-insensitively."""
@@ -469,6 +472,10 @@ class Fault:
         status: The status for ``kind="status"``.
         field: The field removed for ``kind="missing_field"``.
         seconds: How long a ``hang`` lasts at most.
+        reason: Vendor-specific detail of a ``status`` fault's body, for vendors with several
+            bodies for one status (Google's 403 reasons: ``rateLimitExceeded``,
+            ``userRateLimitExceeded``, ``insufficientPermissions``, ``domainPolicy``...);
+            emulators without such variants ignore it.
     """
 
     kind: str
@@ -479,6 +486,7 @@ class Fault:
     status: int | None = None
     field: str | None = None
     seconds: float = 60.0
+    reason: str | None = None
 
     def __post_init__(self) -> None:
         """Check the kind."""
@@ -847,6 +855,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "status":
                 assert fault.status is not None
+                req.fault = fault
                 resp = app.error_response(fault.status, req)
                 app.stats.record(key, req.method, req.path, resp.status)
                 self._send(resp)
