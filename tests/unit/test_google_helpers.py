@@ -97,7 +97,6 @@ def test_numbers_percentages_and_currency_are_exact() -> None:
         decimal.Decimal("-0.125"),
         None,
     ]
-    assert values[7] == decimal.Decimal("0.1235") or reasons[7] is not None
     assert reasons[6] is not None and reasons[6].startswith("C11: c: cannot convert '1.234,50'")
     # More decimal places than the column holds: quarantined, never rounded.
     assert reasons[7] == "C12: c: cannot convert '0.12345' (has more than 4 decimal places)"

@@ -122,11 +122,13 @@ class Drive:
     Args:
         api: The read's authorized requests.
         drive_id: The shared drive holding the folder (lists ``corpora=drive``), or None.
+        page_size: Files per ``files.list`` page.
     """
 
-    def __init__(self, api: GoogleApi, *, drive_id: str | None = None) -> None:
+    def __init__(self, api: GoogleApi, *, drive_id: str | None = None, page_size: int = PAGE_SIZE) -> None:
         self.api = api
         self.drive_id = drive_id
+        self.page_size = page_size
 
     def _drive_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
@@ -163,7 +165,7 @@ class Drive:
         token: str | None = None
         pages = 0
         while True:
-            params = {"q": query, "pageSize": PAGE_SIZE, "fields": LIST_FIELDS, "pageToken": token}
+            params = {"q": query, "pageSize": self.page_size, "fields": LIST_FIELDS, "pageToken": token}
             params.update(self._drive_params())
             what = "Drive files.list"
             response = self.api.request("GET", DRIVE_FILES, params=params, what=what)

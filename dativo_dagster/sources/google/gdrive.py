@@ -36,7 +36,7 @@ from dativo_dagster.sources.csv.options import CsvFormat
 from dativo_dagster.sources.csv.reader import FileReader, ReadState
 from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.google.common import GoogleSource
-from dativo_dagster.sources.google.drive import Drive, DriveFile
+from dativo_dagster.sources.google.drive import PAGE_SIZE, Drive, DriveFile
 from dativo_dagster.types import contract_arrow_schema
 
 log = structlog.get_logger("dativo.sources.gdrive_csv")
@@ -62,7 +62,8 @@ class GDriveCsvOptions(CsvFormat):
     )
     sheet_pattern: str = Field(default="*", min_length=1, description="glob on the names of those spreadsheets")
     shared_drive_id: str | None = Field(default=None, description="the shared drive holding the folder, if any")
-    download_chunk_bytes: int = Field(default=8 << 20, ge=256 << 10, le=256 << 20)
+    page_size: int = Field(default=1000, ge=1, le=1000, description="files per files.list page (Drive's largest: 1000)")
+    download_chunk_bytes: int = Field(default=8 << 20, ge=1 << 10, le=256 << 20, description="bytes per range request")
     prefetch_files: int = Field(default=2, ge=0, le=8, description="files downloaded ahead of the parser")
 
     @field_validator("folder_id", "shared_drive_id")
@@ -98,7 +99,11 @@ class GDriveCsvSource(GoogleSource):
     def drive(self, stats: SourceStats, obj: ObjectPlan | None = None) -> Drive:
         """Drive calls for one read, on a transport counting into ``stats``."""
         options = self._options(obj) if obj is not None else None
-        return Drive(self.api(stats, obj), drive_id=options.shared_drive_id if options else None)
+        return Drive(
+            self.api(stats, obj),
+            drive_id=options.shared_drive_id if options else None,
+            page_size=options.page_size if options else PAGE_SIZE,
+        )
 
     @classmethod
     def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
@@ -141,7 +146,9 @@ class GDriveCsvSource(GoogleSource):
     def list_files(self, obj: ObjectPlan) -> list[FileVersion]:
         """Every file the object reads now: id, name, ``modifiedTime``, version (a sensor's poll)."""
         options = self._options(obj)
-        files = self.drive(SourceStats(), obj).list_files(
+        drive = self.drive(SourceStats(), obj)
+        drive.check_folder(options.folder_id)
+        files = drive.list_files(
             options.folder_id,
             recursive=options.recursive,
             pattern=options.name_pattern,
@@ -157,6 +164,9 @@ class GDriveCsvSource(GoogleSource):
         stats = SourceStats()
         drive = self.drive(stats, obj)
         by_mtime = obj.strategy is Strategy.FILE_MTIME
+        # Drive lists nothing in a folder the credential cannot see: without this check a folder
+        # that is not shared would look like an empty one, and a full refresh would empty the table.
+        drive.check_folder(options.folder_id)
         previous = request.cursor.value if request.cursor and by_mtime else None
         since = previous.get("mtime_ns") if isinstance(previous, dict) and not previous.get("pending") else None
         listed = drive.list_files(

@@ -34,6 +34,7 @@ from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, PaginationError
 from dativo_dagster.sources.base import Extraction, ReadRequest, SourceOptions, SourceStats
 from dativo_dagster.sources.csv.header import match_header
+from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.google.client import GoogleApi, GoogleSession
 from dativo_dagster.sources.google.common import GoogleSource
 from dativo_dagster.sources.google.drive import SPREADSHEET_MIME, Drive
@@ -102,6 +103,37 @@ class GoogleSheetsOptions(SourceOptions):
         return parse_a1_range(self.range) if self.range else GridRange()
 
 
+class SpreadsheetVersionCodec(CursorCodec):
+    """The "cursor" of a worksheet copy: the spreadsheet's Drive version it was taken from.
+
+    It orders copies (Drive's version only grows) and says which one the table holds; it is
+    never a position to read from, so ``dativo reset --to`` has nothing to parse.
+    """
+
+    def order_key(self, value: Any) -> Any:
+        """Copies are ordered by the spreadsheet's version number."""
+        if isinstance(value, dict):
+            try:
+                return int(value.get("version") or 0)
+            except ValueError:
+                return 0
+        return 0
+
+    def display(self, value: Any, field: str | None = None) -> str:
+        """``spreadsheet version 12 (modified 2024-05-01T10:00:00.000Z)``."""
+        if not isinstance(value, dict):
+            return "no copy yet"
+        return f"spreadsheet version {value.get('version')} (modified {value.get('modified_time')})"
+
+    def from_text(self, text: str, value_type: Any = None) -> Any:
+        """A worksheet is always read whole: there is no position to move to.
+
+        Raises:
+            ConfigError: always (reset a worksheet with a full refresh instead).
+        """
+        raise ConfigError("a google_sheets object is read whole each time; reset it with --full-refresh")
+
+
 class GoogleSheetsSource(GoogleSource):
     """One worksheet of a Google Sheets spreadsheet."""
 
@@ -117,6 +149,11 @@ class GoogleSheetsSource(GoogleSource):
             first = exc.errors()[0]
             where = ".".join(["options", *(str(p) for p in first["loc"])])
             raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+    @classmethod
+    def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
+        """Spreadsheet versions (see :class:`SpreadsheetVersionCodec`)."""
+        return SpreadsheetVersionCodec()
 
     def check_connection(self) -> None:
         """Obtain an access token (proves the credential)."""
@@ -221,7 +258,15 @@ class GoogleSheetsSource(GoogleSource):
                 f"modified {version['modified_time']}): not read"
             )
             log.info("sheet_unchanged_skipped", object=obj.label, version=version["version"])
-            return Extraction(schema, iter(()), request, stats, cursor_override=lambda: version, unchanged=True)
+            return Extraction(
+                schema,
+                iter(()),
+                request,
+                stats,
+                cursor_override=lambda: version,
+                unchanged=True,
+                codec=SpreadsheetVersionCodec(),
+            )
         client, sheet, zone_name = self._worksheet(api, obj, options, version)
         return Extraction(
             schema,
@@ -230,6 +275,7 @@ class GoogleSheetsSource(GoogleSource):
             stats,
             cursor_override=lambda: version,
             lineage=LINEAGE,
+            codec=SpreadsheetVersionCodec(),
         )
 
     def _batches(
@@ -349,4 +395,4 @@ class GoogleSheetsSource(GoogleSource):
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-__all__ = ["ROW_COLUMN", "GoogleSheetsOptions", "GoogleSheetsSource"]
+__all__ = ["ROW_COLUMN", "GoogleSheetsOptions", "GoogleSheetsSource", "SpreadsheetVersionCodec"]

@@ -1,0 +1,202 @@
+"""The gdrive_csv source against the Google emulator: paging, the modifiedTime cursor, ties,
+re-uploads, exports, subfolders, shared drives, ranges, quotas and every error class."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.google_api import GoogleEmulator
+from tests.fakes.server import FakeServer, Limit
+from tests.integration.google_project import QUICK_RETRIES, SA_EMAIL, GoogleProject, ok
+
+MTIME = {"strategy": "file_mtime"}
+CONTRACT = {"name": "drive/items", "version": 1}
+
+
+def csv_rows(first: int, count: int, label: str = "item") -> str:
+    return "id,label,amount\n" + "".join(f"{i},{label} {i},{i}.25\n" for i in range(first, first + count))
+
+
+@pytest.fixture
+def google() -> Iterator[tuple[GoogleEmulator, FakeServer, dict[str, Any]]]:
+    emulator = GoogleEmulator()
+    server = emulator.serve().start()
+    key = emulator.add_service_account(SA_EMAIL)
+    try:
+        yield emulator, server, key
+    finally:
+        server.stop()
+
+
+def project(tmp_path: Path, google: Any, folder: str, **options: Any) -> GoogleProject:
+    _, server, key = google
+    strategy = options.pop("incremental", MTIME)
+    obj = {"name": "items", "contract": CONTRACT, "incremental": strategy, "options": {"folder_id": folder, **options}}
+    return GoogleProject(tmp_path, "gdrive_csv", server.url, [obj], key)
+
+
+def media_reads(emulator: GoogleEmulator) -> list[Any]:
+    return [r for r in emulator.request_log if ("alt", "media") in r.query]
+
+
+def test_pages_of_files_incremental_cursor_and_a_quiet_rerun(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    for n in range(12):
+        emulator.add_file(
+            f"part-{n:02d}.csv", csv_rows(n * 10 + 1, 10), parent=folder, modified_time=f"2024-05-01T10:00:{n:02d}.000Z"
+        )
+    emulator.add_file("readme.txt", "not a csv", parent=folder)
+    run = project(tmp_path, google, folder, page_size=5)
+    first = ok(run.run("items"))
+    assert first.write is not None and first.write.rows_written == 120
+    lists = [r for r in emulator.request_log if r.path == "/drive/v3/files"]
+    assert len(lists) == 3 and all(("pageSize", "5") in r.query for r in lists)
+    rows = run.rows("items")
+    assert [r["id"] for r in rows] == list(range(1, 121))
+    assert rows[0]["amount"] == decimal.Decimal("1.25") and rows[0]["_dativo_file_name"] == "part-00.csv"
+    assert rows[0]["_dativo_file_modified"] == dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.timezone.utc)
+    assert len({r["_dativo_file"] for r in rows}) == 12
+
+    emulator.add_file("part-12.csv", csv_rows(121, 10), parent=folder, modified_time="2024-05-02T00:00:00.000Z")
+    before = len(media_reads(emulator))
+    second = ok(run.run("items", run_id="r2"))
+    assert second.write is not None and second.write.rows_written == 10
+    assert len(media_reads(emulator)) - before == 1  # only the new file was downloaded
+    # The listing asked Drive for files modified at or after the cursor, not for every file.
+    assert any("modifiedTime >= '2024-05-01T10:00:11.000Z'" in dict(r.query).get("q", "") for r in emulator.request_log)
+
+    before = len(media_reads(emulator))
+    third = ok(run.run("items", run_id="r3"))
+    assert third.write is not None and third.write.rows_written == 0 and not third.write.committed
+    assert len(media_reads(emulator)) == before
+    assert len(run.rows("items")) == 130
+
+
+def test_a_reuploaded_file_replaces_its_own_rows(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    first = emulator.add_file("a.csv", csv_rows(1, 5), parent=folder, modified_time="2024-05-01T10:00:00.000Z")
+    emulator.add_file("b.csv", csv_rows(6, 5), parent=folder, modified_time="2024-05-01T10:00:01.000Z")
+    run = project(tmp_path, google, folder)
+    ok(run.run("items"))
+    emulator.update_file(first, csv_rows(1, 3, label="fixed"), modified_time="2024-05-03T00:00:00.000Z")
+    result = ok(run.run("items", run_id="r2"))
+    assert result.write is not None and result.write.rows_written == 3
+    rows = run.rows("items")
+    assert [r["id"] for r in rows] == [1, 2, 3, 6, 7, 8, 9, 10]
+    assert {r["label"] for r in rows if r["_dativo_file"] == first} == {"fixed 1", "fixed 2", "fixed 3"}
+
+
+def test_ties_on_modified_time_load_each_file_once(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    stamp = "2024-05-01T10:00:00.500Z"
+    emulator.add_file("a.csv", csv_rows(1, 5), parent=folder, modified_time=stamp)
+    run = project(tmp_path, google, folder)
+    ok(run.run("items"))
+    # Another file lands in the very millisecond the cursor records, after the first run read it.
+    emulator.add_file("b.csv", csv_rows(6, 5), parent=folder, modified_time=stamp)
+    result = ok(run.run("items", run_id="r2"))
+    assert result.write is not None and result.write.rows_written == 5
+    assert [r["id"] for r in run.rows("items")] == list(range(1, 11))
+    assert ok(run.run("items", run_id="r3")).write.rows_written == 0  # type: ignore[union-attr]
+
+
+def test_native_spreadsheets_subfolders_and_ranges(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    sub = emulator.add_folder("2024", parent=folder)
+    deeper = emulator.add_folder("05", parent=sub)
+    emulator.add_file("top.csv", csv_rows(1, 3), parent=folder)
+    emulator.add_file("nested.csv", csv_rows(4, 3), parent=deeper)
+    emulator.add_spreadsheet("Sheet export", {"Data": [["id", "label", "amount"], [7, "sheet 7", 7.5]]}, parent=sub)
+    big = "id,label,amount\n" + "".join(f"{i},{'x' * 50},{i}.00\n" for i in range(100, 400))
+    emulator.add_file("big.csv", big, parent=folder)
+    run = project(tmp_path, google, folder, recursive=True, download_chunk_bytes=4096)
+    ok(run.run("items"))
+    ids = [r["id"] for r in run.rows("items")]
+    assert ids == [1, 2, 3, 4, 5, 6, 7, *range(100, 400)]
+    assert next(r for r in run.rows("items") if r["id"] == 7)["amount"] == decimal.Decimal("7.50")
+    big_id = next(r["_dativo_file"] for r in run.rows("items") if r["id"] == 100)
+    ranges = [r for r in media_reads(emulator) if r.path.endswith(big_id)]
+    assert len(ranges) == -(-len(big.encode()) // 4096)  # streamed in range requests of the chunk size
+    assert any(r.path.endswith("/export") for r in emulator.request_log)
+
+    flat = project(tmp_path / "flat", google, folder, google_sheets=False)
+    ok(flat.run("items"))
+    assert [r["id"] for r in flat.rows("items")][:3] == [1, 2, 3] and 4 not in [r["id"] for r in flat.rows("items")]
+
+
+def test_a_folder_in_a_shared_drive(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    drive = emulator.add_shared_drive("Finance", members=[SA_EMAIL])
+    folder = emulator.add_folder("exports", drive_id=drive)
+    emulator.add_file("a.csv", csv_rows(1, 4), parent=folder)
+    run = project(tmp_path, google, folder, shared_drive_id=drive)
+    ok(run.run("items"))
+    assert len(run.rows("items")) == 4
+    listed = [r for r in emulator.request_log if r.path == "/drive/v3/files"]
+    assert all(("supportsAllDrives", "true") in r.query and ("driveId", drive) in r.query for r in listed)
+
+
+def test_drive_quota_answers_are_waited_out(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    for n in range(6):
+        emulator.add_file(f"p{n}.csv", csv_rows(n * 2 + 1, 2), parent=folder)
+    emulator.configure(limits={"drive": Limit(rps=4, kind="rolling", window=1.0, name="QueriesPer100SecondsPerUser")})
+    run = project(tmp_path, google, folder, prefetch_files=0)
+    result = ok(run.run("items"))
+    assert len(run.rows("items")) == 12
+    assert result.source_stats["http_429"] > 0 and result.source_stats["retries"] > 0
+    assert emulator.stats.status_count(403) > 0  # Drive said userRateLimitExceeded, dativo waited
+
+
+def test_errors_are_coded_and_name_what_to_fix(tmp_path: Path, google: Any) -> None:
+    emulator, server, _ = google
+    hidden = emulator.add_folder("private")  # not shared with the service account
+    run = project(tmp_path, google, hidden)
+    result = run.run("items")
+    assert result.error is not None and result.error.code == "CFG001"
+    assert hidden in str(result.error) and SA_EMAIL in f"{result.error} {result.error.hint}"
+    with run.source() as source, pytest.raises(Exception) as checked:
+        source.check_object(run.job.object("items"))
+    assert getattr(checked.value, "code", None) == "CFG001"
+
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    emulator.add_file("a.csv", csv_rows(1, 2), parent=folder)
+    # A key the token endpoint does not know (signed by a key registered for another account).
+    forged = {**google[2], "client_email": "nobody@acme-data.iam.gserviceaccount.com"}
+    denied = GoogleProject(
+        tmp_path / "forged",
+        "gdrive_csv",
+        server.url,
+        [{"name": "items", "contract": CONTRACT, "incremental": MTIME, "options": {"folder_id": folder}}],
+        forged,
+    )
+    result = denied.run("items")
+    assert result.error is not None and result.error.code == "AUTH001"
+    assert forged["private_key"] not in str(result.error)
+
+    emulator.inject("status", status=403, reason="insufficientPermissions", count=1, path="/drive/v3/files")
+    result = project(tmp_path / "scopes", google, folder).run("items")
+    assert result.error is not None and result.error.code == "AUTH001"
+
+    emulator.inject("status", status=503, count=50, path="/drive/v3/files")
+    result = GoogleProject(
+        tmp_path / "down2",
+        "gdrive_csv",
+        server.url,
+        [{"name": "items", "contract": CONTRACT, "incremental": MTIME, "options": {"folder_id": folder}}],
+        google[2],
+        connection=QUICK_RETRIES,
+    ).run("items")
+    emulator.clear_faults()
+    assert result.error is not None and result.error.code == "RETRY001"
