@@ -36,6 +36,8 @@ class Harness(abc.ABC):
         ("price", "decimal(10,2)"),
     ]
     discovered_columns: ClassVar[set[str]] = {"id", "label", "price"}
+    full_refresh: ClassVar[bool] = False
+    """The object is read whole each run (a worksheet): a run after new rows writes every row."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
