@@ -1064,6 +1064,11 @@ class GoogleEmulator(Emulator):
         """Move the fake clock forward (tokens expire, new changes get later times)."""
         return self.clock.advance(seconds)
 
+    def principal_of(self, token: str) -> str | None:
+        """The principal an access token was issued to (None: unknown token)."""
+        info = self.tokens.get(token)
+        return info.principal if info else None
+
     def credential(self, req: Request) -> str | None:
         """The principal of a request's bearer token (counters and faults are keyed by it)."""
         token = req.bearer()
