@@ -665,7 +665,8 @@ def _discovery_schema(node: Mapping[str, Any], base: str) -> dict[str, Any]:
         out["enum"] = list(node["enum"])
     for bound in ("minimum", "maximum"):
         if bound in node:
-            out[bound] = float(node[bound])
+            text = str(node[bound])
+            out[bound] = int(text) if re.fullmatch(r"-?\d+", text) else float(text)
     if "pattern" in node and "pattern" not in out:
         out["pattern"] = node["pattern"]
     if "properties" in node:
