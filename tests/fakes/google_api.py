@@ -776,8 +776,13 @@ class DriveItem:
         """Replace the bytes (sizes and checksums are recomputed on demand)."""
         self.content, self.generator, self._size, self._md5 = content, generator, None, None
 
-    def to_json(self) -> dict[str, Any]:
-        """Every emulated field, as Drive v3 renders a ``File``."""
+    def to_json(self, wanted: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The emulated fields, as Drive v3 renders a ``File``.
+
+        Args:
+            wanted: A parsed ``fields`` tree; size and checksum (which read generated content)
+                are computed only when it asks for them or is empty (``None``: all fields).
+        """
         out: dict[str, Any] = {
             "kind": "drive#file",
             "id": self.id,
@@ -791,7 +796,7 @@ class DriveItem:
             "explicitlyTrashed": self.trashed,
             "spaces": ["drive"],
         }
-        if not self.native:
+        if not self.native and (not wanted or "*" in wanted or "size" in wanted or "md5Checksum" in wanted):
             self._digest()
             out["size"] = str(self._size)
             out["md5Checksum"] = self._md5
@@ -1583,8 +1588,8 @@ class GoogleEmulator(Emulator):
                 return self._export(item, query)
             if query.get("alt") == "media":
                 return self._media(item, req)
-            tree = _mask(query, _DEFAULT_FILE_FIELDS, FILE_FIELDS)
-            return _json(apply_fields(item.to_json(), tree))
+            tree = _mask(query, FILE_FIELDS) or {k: {} for k in _DEFAULT_FILE_FIELDS}
+            return _json(apply_fields(item.to_json(tree), tree))
 
     def _get_item(self, file_id: str, principal: str, query: _Query) -> DriveItem:
         item = self.items.get(file_id)
@@ -1635,12 +1640,8 @@ class GoogleEmulator(Emulator):
             except ValueError as exc:
                 raise GoogleError(400, "Invalid Value", reason="invalid", location="q") from exc
         order = _parse_order(query.get("orderBy"))
-        tree = _mask(
-            query,
-            ("kind", "nextPageToken", "incompleteSearch", "files"),
-            {"kind", "nextPageToken", "incompleteSearch", "files"},
-        )
-        files_tree = tree.get("files") if tree else None
+        tree = _mask(query, {"kind", "nextPageToken", "incompleteSearch", "files"})
+        files_tree = ({"*": {}} if "*" in tree else tree.get("files")) if tree else None
         if files_tree:
             _check_file_fields(files_tree)
         spaces = set((query.get("spaces") or "drive").split(","))
@@ -1686,9 +1687,8 @@ class GoogleEmulator(Emulator):
                 .decode()
                 .rstrip("=")
             )
-        body["files"] = [
-            apply_fields(item.to_json(), files_tree or {k: {} for k in _DEFAULT_FILE_FIELDS}) for _, item in page
-        ]
+        wanted = files_tree or {k: {} for k in _DEFAULT_FILE_FIELDS}
+        body["files"] = [apply_fields(item.to_json(wanted), wanted) for _, item in page]
         return apply_fields(body, tree) if tree else body
 
     def _media(self, item: DriveItem, req: Request) -> Response:
@@ -1765,10 +1765,10 @@ class GoogleEmulator(Emulator):
                     "spreadsheetId": book.spreadsheet_id,
                     "valueRanges": [self._values(book, r, query) for r in ranges],
                 }
-                return _json(apply_fields(body, _mask(query, (), None)))
+                return _json(apply_fields(body, _mask(query, None)))
             if tail.startswith("values/") and "/" not in tail[len("values/") :]:
                 body = self._values(book, unquote(tail[len("values/") :]), query)
-                return _json(apply_fields(body, _mask(query, (), None)))
+                return _json(apply_fields(body, _mask(query, None)))
         raise GoogleError(404, "Requested entity was not found.")
 
     def _book(self, spreadsheet_id: str, principal: str) -> Spreadsheet:
@@ -1820,7 +1820,7 @@ class GoogleEmulator(Emulator):
             "sheets": sheets_json,
             "spreadsheetUrl": f"https://docs.google.com/spreadsheets/d/{book.spreadsheet_id}/edit",
         }
-        tree = _mask(query, (), None)
+        tree = _mask(query, None)
         return apply_fields(body, tree) if tree else body
 
     def _resolve_range(self, book: Spreadsheet, text: str) -> tuple[Sheet, int, int, int, int, str]:
@@ -1966,7 +1966,7 @@ def _json(body: Any) -> Response:
     return Response(200, body, content_type="application/json; charset=UTF-8")
 
 
-def _mask(query: _Query, default: Sequence[str], allowed: frozenset[str] | set[str] | None) -> dict[str, Any]:
+def _mask(query: _Query, allowed: frozenset[str] | set[str] | None) -> dict[str, Any]:
     """The parsed ``fields`` mask ({} without one: callers apply their default)."""
     text = query.get("fields")
     if not text:
@@ -1979,8 +1979,6 @@ def _mask(query: _Query, default: Sequence[str], allowed: frozenset[str] | set[s
         for name in tree:
             if name != "*" and name not in allowed:
                 raise GoogleError(400, f"Invalid field selection {name}", reason="invalidParameter", location="fields")
-        if allowed is FILE_FIELDS:
-            _check_file_fields(tree)
     return tree
 
 
@@ -2017,7 +2015,9 @@ def _sort_key(item: DriveItem, order: Sequence[tuple[str, bool]]) -> list[Any]:
         elif name == "folder":
             key.append(0 if item.mime_type == FOLDER_MIME else 1)
         elif name == "quotaBytesUsed":
-            key.append(0 if item.native else len(item.data()))
+            if not item.native:
+                item._digest()
+            key.append(item._size or 0)
         else:
             key.append(item.id)
     return key

@@ -229,6 +229,8 @@ def test_listing_pages_defaults_and_partial_response(
     assert set(one) == {"id", "name", "mimeType", "modifiedTime", "size", "version", "md5Checksum", "parents"}
     assert isinstance(one["size"], str) and one["size"].isdigit() and isinstance(one["version"], str)
     assert RFC3339_MS.match(one["modifiedTime"]) and one["parents"] == [folder]
+    default = session.get(f"{server.url}/drive/v3/files/{one['id']}", headers=bearer(token), timeout=10).json()
+    assert default == {"kind": "drive#file", "id": one["id"], "name": one["name"], "mimeType": "text/csv"}
     everything = session.get(
         f"{server.url}/drive/v3/files/{one['id']}", params={"fields": "*"}, headers=bearer(token), timeout=10
     ).json()
