@@ -268,21 +268,18 @@ class Cell:
     (``int``/``float`` → number, ``bool`` → ``TRUE``/``FALSE``, ``str`` → text, ``None`` → empty,
     ``date``/``datetime`` → :meth:`date`/:meth:`datetime`).
 
-    ==========================================  ================  =====================  ==============
-    helper                                      FORMATTED_VALUE   UNFORMATTED_VALUE      FORMULA
-    ==========================================  ================  =====================  ==============
-    ``Cell.number(1234.5)`` / ``1234.5``        ``"1234.5"``      ``1234.5``             ``1234.5``
-    ``Cell.percent(0.25)``                      ``"25.00%"``      ``0.25``               ``0.25``
-    ``Cell.percent(0.25, decimals=0)``          ``"25%"``         ``0.25``               ``0.25``
-    ``Cell.currency(1234.5)``                   ``"$1,234.50"``   ``1234.5``             ``1234.5``
-    ``Cell.date("2024-01-31")``                 ``"2024-01-31"``  ``45322`` (serial) *   ``45322`` *
-    ``Cell.datetime("2024-01-31T12:00:00")``    ``"2024-01-31 12:00:00"``  ``45322.5`` *  ``45322.5`` *
-    ``Cell.formula("=SUM(A1:A3)", 6)``          ``"6"``           ``6``                  ``"=SUM(A1:A3)"``
-    ``Cell.error("#DIV/0!")``                   ``"#DIV/0!"``     ``"#DIV/0!"``          ``"#DIV/0!"``
-    ``True``                                    ``"TRUE"``        ``true``               ``true``
-    ==========================================  ================  =====================  ==============
+    Renderings, as ``FORMATTED_VALUE`` / ``UNFORMATTED_VALUE`` / ``FORMULA``:
 
-    \\* with ``dateTimeRenderOption=FORMATTED_STRING`` the formatted text instead.
+    * ``Cell.number(1234.5)`` or ``1234.5``: ``"1234.5"`` / ``1234.5`` / ``1234.5``;
+    * ``Cell.percent(0.25)``: ``"25.00%"`` / ``0.25`` / ``0.25`` (``decimals=0``: ``"25%"``);
+    * ``Cell.currency(1234.5)``: ``"$1,234.50"`` / ``1234.5`` / ``1234.5``;
+    * ``Cell.date("2024-01-31")``: ``"2024-01-31"`` / ``45322`` / ``45322`` (the serial number;
+      with ``dateTimeRenderOption=FORMATTED_STRING`` the text instead);
+    * ``Cell.datetime("2024-01-31T12:00:00")``: ``"2024-01-31 12:00:00"`` / ``45322.5`` / ``45322.5``
+      (likewise);
+    * ``Cell.formula("=SUM(A1:A3)", 6)``: ``"6"`` / ``6`` / ``"=SUM(A1:A3)"``;
+    * ``Cell.error("#DIV/0!")``: ``"#DIV/0!"`` in every rendering;
+    * ``True``: ``"TRUE"`` / ``true`` / ``true``.
 
     Attributes:
         raw: The unformatted value (a JSON number, bool or string).
@@ -1877,7 +1874,9 @@ class GoogleEmulator(Emulator):
                     f"Range ({_quote_sheet(sheet.title)}!{cells}) exceeds grid limits. "
                     f"Max rows: {sheet.row_count}, max columns: {sheet.column_count}",
                 )
-        canonical = f"{_quote_sheet(sheet.title)}!{_col_letters(c1)}{r1}:{_col_letters(c2)}{r2}"
+        corner = f"{_col_letters(c1)}{r1}"
+        span = corner if (r1, c1) == (r2, c2) else f"{corner}:{_col_letters(c2)}{r2}"
+        canonical = f"{_quote_sheet(sheet.title)}!{span}"
         return sheet, r1, c1, r2, c2, canonical
 
     def _values(self, book: Spreadsheet, text: str, query: _Query) -> dict[str, Any]:

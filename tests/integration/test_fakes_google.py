@@ -529,7 +529,7 @@ def test_values_rendering_and_ranges(served: tuple[GoogleEmulator, FakeServer], 
     }
     assert values("A1:B1").json()["values"] == [["name", "n"]]  # no sheet: the first one
     assert values("Other!B1:C").json() == {"range": "Other!B1:C1000", "majorDimension": "ROWS", "values": [["o2"]]}
-    assert values("Other!A2").json()["values"] == [["o3"]]
+    assert values("Other!A2").json() == {"range": "Other!A2", "majorDimension": "ROWS", "values": [["o3"]]}
     assert values("Other!C5:D9").json() == {"range": "Other!C5:D9", "majorDimension": "ROWS"}
     missing = values("Nope!A1:B2")
     assert missing.status_code == 400
