@@ -264,7 +264,7 @@ def _json_number(value: float) -> float | int:
 class Cell:
     """One cell: its raw value, its formatted text, and optionally a formula.
 
-    Build cells with the helpers; plain Python values in a sheet are converted by :meth:`of`
+    Build cells with the class methods below; plain Python values in a sheet are converted by :meth:`of`
     (``int``/``float`` → number, ``bool`` → ``TRUE``/``FALSE``, ``str`` → text, ``None`` → empty,
     ``date``/``datetime`` → :meth:`date`/:meth:`datetime`).
 
@@ -1925,7 +1925,7 @@ class GoogleEmulator(Emulator):
 
 
 class _Answer(Exception):
-    """A ready response raised out of a helper (quota answers that are not plain errors)."""
+    """A ready response raised out of a nested check (quota answers that are not plain errors)."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
