@@ -66,7 +66,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.fakes.server import Emulator, FakeClock, Limit, Request, Response, common_arguments, run_cli
+from tests.fakes.server import (
+    Emulator,
+    FakeClock,
+    FakeServer,
+    Limit,
+    Request,
+    Response,
+    common_arguments,
+    run_cli,
+)
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
@@ -953,7 +962,7 @@ class GoogleEmulator(Emulator):
 
     # -- serving --
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Any:
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> FakeServer:
         """A :class:`FakeServer` for this emulator; the emulator learns its base URL."""
         server = super().serve(host, port)
         self.base_url = server.url
