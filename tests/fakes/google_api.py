@@ -66,7 +66,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.fakes.server import Emulator, FakeClock, Limit, Request, Response, common_arguments, run_cli
+from tests.fakes.server import (
+    Emulator,
+    FakeClock,
+    FakeServer,
+    Limit,
+    Request,
+    Response,
+    common_arguments,
+    run_cli,
+)
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
@@ -264,25 +273,22 @@ def _json_number(value: float) -> float | int:
 class Cell:
     """One cell: its raw value, its formatted text, and optionally a formula.
 
-    Build cells with the helpers; plain Python values in a sheet are converted by :meth:`of`
+    Build cells with the class methods below; plain Python values in a sheet are converted by :meth:`of`
     (``int``/``float`` → number, ``bool`` → ``TRUE``/``FALSE``, ``str`` → text, ``None`` → empty,
     ``date``/``datetime`` → :meth:`date`/:meth:`datetime`).
 
-    ==========================================  ================  =====================  ==============
-    helper                                      FORMATTED_VALUE   UNFORMATTED_VALUE      FORMULA
-    ==========================================  ================  =====================  ==============
-    ``Cell.number(1234.5)`` / ``1234.5``        ``"1234.5"``      ``1234.5``             ``1234.5``
-    ``Cell.percent(0.25)``                      ``"25.00%"``      ``0.25``               ``0.25``
-    ``Cell.percent(0.25, decimals=0)``          ``"25%"``         ``0.25``               ``0.25``
-    ``Cell.currency(1234.5)``                   ``"$1,234.50"``   ``1234.5``             ``1234.5``
-    ``Cell.date("2024-01-31")``                 ``"2024-01-31"``  ``45322`` (serial) *   ``45322`` *
-    ``Cell.datetime("2024-01-31T12:00:00")``    ``"2024-01-31 12:00:00"``  ``45322.5`` *  ``45322.5`` *
-    ``Cell.formula("=SUM(A1:A3)", 6)``          ``"6"``           ``6``                  ``"=SUM(A1:A3)"``
-    ``Cell.error("#DIV/0!")``                   ``"#DIV/0!"``     ``"#DIV/0!"``          ``"#DIV/0!"``
-    ``True``                                    ``"TRUE"``        ``true``               ``true``
-    ==========================================  ================  =====================  ==============
+    Renderings, as ``FORMATTED_VALUE`` / ``UNFORMATTED_VALUE`` / ``FORMULA``:
 
-    \\* with ``dateTimeRenderOption=FORMATTED_STRING`` the formatted text instead.
+    * ``Cell.number(1234.5)`` or ``1234.5``: ``"1234.5"`` / ``1234.5`` / ``1234.5``;
+    * ``Cell.percent(0.25)``: ``"25.00%"`` / ``0.25`` / ``0.25`` (``decimals=0``: ``"25%"``);
+    * ``Cell.currency(1234.5)``: ``"$1,234.50"`` / ``1234.5`` / ``1234.5``;
+    * ``Cell.date("2024-01-31")``: ``"2024-01-31"`` / ``45322`` / ``45322`` (the serial number;
+      with ``dateTimeRenderOption=FORMATTED_STRING`` the text instead);
+    * ``Cell.datetime("2024-01-31T12:00:00")``: ``"2024-01-31 12:00:00"`` / ``45322.5`` / ``45322.5``
+      (likewise);
+    * ``Cell.formula("=SUM(A1:A3)", 6)``: ``"6"`` / ``6`` / ``"=SUM(A1:A3)"``;
+    * ``Cell.error("#DIV/0!")``: ``"#DIV/0!"`` in every rendering;
+    * ``True``: ``"TRUE"`` / ``true`` / ``true``.
 
     Attributes:
         raw: The unformatted value (a JSON number, bool or string).
@@ -776,8 +782,13 @@ class DriveItem:
         """Replace the bytes (sizes and checksums are recomputed on demand)."""
         self.content, self.generator, self._size, self._md5 = content, generator, None, None
 
-    def to_json(self) -> dict[str, Any]:
-        """Every emulated field, as Drive v3 renders a ``File``."""
+    def to_json(self, wanted: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The emulated fields, as Drive v3 renders a ``File``.
+
+        Args:
+            wanted: A parsed ``fields`` tree; size and checksum (which read generated content)
+                are computed only when it asks for them or is empty (``None``: all fields).
+        """
         out: dict[str, Any] = {
             "kind": "drive#file",
             "id": self.id,
@@ -791,7 +802,7 @@ class DriveItem:
             "explicitlyTrashed": self.trashed,
             "spaces": ["drive"],
         }
-        if not self.native:
+        if not self.native and (not wanted or "*" in wanted or "size" in wanted or "md5Checksum" in wanted):
             self._digest()
             out["size"] = str(self._size)
             out["md5Checksum"] = self._md5
@@ -951,7 +962,7 @@ class GoogleEmulator(Emulator):
 
     # -- serving --
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Any:
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> FakeServer:
         """A :class:`FakeServer` for this emulator; the emulator learns its base URL."""
         server = super().serve(host, port)
         self.base_url = server.url
@@ -1063,6 +1074,11 @@ class GoogleEmulator(Emulator):
     def advance_clock(self, seconds: float) -> float:
         """Move the fake clock forward (tokens expire, new changes get later times)."""
         return self.clock.advance(seconds)
+
+    def principal_of(self, token: str) -> str | None:
+        """The principal an access token was issued to (None: unknown token)."""
+        info = self.tokens.get(token)
+        return info.principal if info else None
 
     def credential(self, req: Request) -> str | None:
         """The principal of a request's bearer token (counters and faults are keyed by it)."""
@@ -1578,8 +1594,8 @@ class GoogleEmulator(Emulator):
                 return self._export(item, query)
             if query.get("alt") == "media":
                 return self._media(item, req)
-            tree = _mask(query, _DEFAULT_FILE_FIELDS, FILE_FIELDS)
-            return _json(apply_fields(item.to_json(), tree))
+            tree = _mask(query, FILE_FIELDS) or {k: {} for k in _DEFAULT_FILE_FIELDS}
+            return _json(apply_fields(item.to_json(tree), tree))
 
     def _get_item(self, file_id: str, principal: str, query: _Query) -> DriveItem:
         item = self.items.get(file_id)
@@ -1630,12 +1646,8 @@ class GoogleEmulator(Emulator):
             except ValueError as exc:
                 raise GoogleError(400, "Invalid Value", reason="invalid", location="q") from exc
         order = _parse_order(query.get("orderBy"))
-        tree = _mask(
-            query,
-            ("kind", "nextPageToken", "incompleteSearch", "files"),
-            {"kind", "nextPageToken", "incompleteSearch", "files"},
-        )
-        files_tree = tree.get("files") if tree else None
+        tree = _mask(query, {"kind", "nextPageToken", "incompleteSearch", "files"})
+        files_tree = ({"*": {}} if "*" in tree else tree.get("files")) if tree else None
         if files_tree:
             _check_file_fields(files_tree)
         spaces = set((query.get("spaces") or "drive").split(","))
@@ -1681,9 +1693,8 @@ class GoogleEmulator(Emulator):
                 .decode()
                 .rstrip("=")
             )
-        body["files"] = [
-            apply_fields(item.to_json(), files_tree or {k: {} for k in _DEFAULT_FILE_FIELDS}) for _, item in page
-        ]
+        wanted = files_tree or {k: {} for k in _DEFAULT_FILE_FIELDS}
+        body["files"] = [apply_fields(item.to_json(wanted), wanted) for _, item in page]
         return apply_fields(body, tree) if tree else body
 
     def _media(self, item: DriveItem, req: Request) -> Response:
@@ -1760,10 +1771,10 @@ class GoogleEmulator(Emulator):
                     "spreadsheetId": book.spreadsheet_id,
                     "valueRanges": [self._values(book, r, query) for r in ranges],
                 }
-                return _json(apply_fields(body, _mask(query, (), None)))
+                return _json(apply_fields(body, _mask(query, None)))
             if tail.startswith("values/") and "/" not in tail[len("values/") :]:
                 body = self._values(book, unquote(tail[len("values/") :]), query)
-                return _json(apply_fields(body, _mask(query, (), None)))
+                return _json(apply_fields(body, _mask(query, None)))
         raise GoogleError(404, "Requested entity was not found.")
 
     def _book(self, spreadsheet_id: str, principal: str) -> Spreadsheet:
@@ -1815,7 +1826,7 @@ class GoogleEmulator(Emulator):
             "sheets": sheets_json,
             "spreadsheetUrl": f"https://docs.google.com/spreadsheets/d/{book.spreadsheet_id}/edit",
         }
-        tree = _mask(query, (), None)
+        tree = _mask(query, None)
         return apply_fields(body, tree) if tree else body
 
     def _resolve_range(self, book: Spreadsheet, text: str) -> tuple[Sheet, int, int, int, int, str]:
@@ -1872,7 +1883,9 @@ class GoogleEmulator(Emulator):
                     f"Range ({_quote_sheet(sheet.title)}!{cells}) exceeds grid limits. "
                     f"Max rows: {sheet.row_count}, max columns: {sheet.column_count}",
                 )
-        canonical = f"{_quote_sheet(sheet.title)}!{_col_letters(c1)}{r1}:{_col_letters(c2)}{r2}"
+        corner = f"{_col_letters(c1)}{r1}"
+        span = corner if (r1, c1) == (r2, c2) else f"{corner}:{_col_letters(c2)}{r2}"
+        canonical = f"{_quote_sheet(sheet.title)}!{span}"
         return sheet, r1, c1, r2, c2, canonical
 
     def _values(self, book: Spreadsheet, text: str, query: _Query) -> dict[str, Any]:
@@ -1921,7 +1934,7 @@ class GoogleEmulator(Emulator):
 
 
 class _Answer(Exception):
-    """A ready response raised out of a helper (quota answers that are not plain errors)."""
+    """A ready response raised out of a nested check (quota answers that are not plain errors)."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
@@ -1961,7 +1974,7 @@ def _json(body: Any) -> Response:
     return Response(200, body, content_type="application/json; charset=UTF-8")
 
 
-def _mask(query: _Query, default: Sequence[str], allowed: frozenset[str] | set[str] | None) -> dict[str, Any]:
+def _mask(query: _Query, allowed: frozenset[str] | set[str] | None) -> dict[str, Any]:
     """The parsed ``fields`` mask ({} without one: callers apply their default)."""
     text = query.get("fields")
     if not text:
@@ -1974,8 +1987,6 @@ def _mask(query: _Query, default: Sequence[str], allowed: frozenset[str] | set[s
         for name in tree:
             if name != "*" and name not in allowed:
                 raise GoogleError(400, f"Invalid field selection {name}", reason="invalidParameter", location="fields")
-        if allowed is FILE_FIELDS:
-            _check_file_fields(tree)
     return tree
 
 
@@ -2012,7 +2023,9 @@ def _sort_key(item: DriveItem, order: Sequence[tuple[str, bool]]) -> list[Any]:
         elif name == "folder":
             key.append(0 if item.mime_type == FOLDER_MIME else 1)
         elif name == "quotaBytesUsed":
-            key.append(0 if item.native else len(item.data()))
+            if not item.native:
+                item._digest()
+            key.append(item._size or 0)
         else:
             key.append(item.id)
     return key

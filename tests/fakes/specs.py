@@ -1,8 +1,10 @@
-"""Check requests and responses against the vendors' own OpenAPI specifications.
+"""Check requests and responses against the vendors' own API specifications.
 
 The specs live outside the repository, in ``<repo>/../shared/vendor-specs`` (override with the
 environment variable ``DATIVO_VENDOR_SPECS``): Stripe's ``stripe/spec3.yaml`` (OpenAPI 3.0,
-API version 2023-08-16) and HubSpot's ``hubspot/crm-*-v3.json`` (OpenAPI 3.0.1).
+API version 2023-08-16), HubSpot's ``hubspot/crm-*-v3.json`` (OpenAPI 3.0.1), and Google's
+discovery documents ``google/drive.v3.json`` and ``google/sheets.v4.json`` (APIs ``drive`` and
+``sheets``; see "Google discovery documents" below).
 
 API::
 
@@ -33,6 +35,22 @@ Known gaps between HubSpot's spec and its API are relaxed unless ``strict=True``
 
 Stripe's YAML takes a couple of seconds to parse, so its converted form is cached as JSON
 under ``<repo>/.dativo/cache/vendor-specs/``, keyed by the SHA-256 of the file.
+
+Google discovery documents (``drive``, ``sheets``): a method matches by HTTP method and
+``servicePath`` + ``flatPath`` (``/drive/v3/files/{fileId}``, ``/v4/spreadsheets/{spreadsheetId}/values/{range}``;
+path parameters are percent-decoded). Request query parameters are the method's ``parameters``
+plus the API's standard ones (``fields``, ``alt``, ``key``, ``prettyPrint``, ``quotaUser``,
+``$.xgafv``, ...), each checked for ``type``, ``format``, ``enum``, ``minimum``/``maximum``,
+``pattern`` and ``repeated``; required ones must be present. Discovery schemas (``type``,
+``properties``, ``$ref``, ``items``, ``additionalProperties``, ``format``, ``enum``) are converted to
+JSON Schema: an object schema with ``properties`` and no ``additionalProperties`` allows no other
+fields (the documents are exhaustive, so an unknown field is a misspelling), ``int64``/``uint64``
+strings must be decimal digits, ``date-time``/``google-datetime`` strings RFC 3339, ``any`` allows
+anything. Discovery documents describe no error bodies: a non-2xx JSON body is checked against
+Google's error envelope (:data:`GOOGLE_ERROR_SCHEMA`: ``google.rpc.Status`` as JSON plus the
+``errors[]`` list Drive v3 still sends) and its ``error.code`` must equal the status. Media
+answers (``alt=media``, ``files.export``) are not JSON and are not checked; pass ``query`` to
+:func:`validate_response` so it knows ``alt=media``.
 """
 
 from __future__ import annotations
@@ -47,7 +65,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -73,6 +91,8 @@ SPEC_FILES: dict[str, tuple[str, ...]] = {
         "hubspot/crm-properties-v3.json",
     ),
 }
+#: Google discovery documents, per API.
+DISCOVERY_FILES: dict[str, str] = {"drive": "google/drive.v3.json", "sheets": "google/sheets.v4.json"}
 _HUBSPOT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2", "deals": "0-3", "tickets": "0-5"}
 
 #: Relaxations applied unless ``strict=True``: places where HubSpot's spec is stricter than the
@@ -120,7 +140,7 @@ def require_vendor_specs(api: str | None = None) -> Path:
     """In a test: skip when the specs are absent, or fail with ``DATIVO_REQUIRE_SERVERS=1`` (CI).
 
     Args:
-        api: Also require this API's files (``stripe``/``hubspot``).
+        api: Also require this API's files (``stripe``/``hubspot``/``drive``/``sheets``).
 
     Returns:
         The specs folder.
@@ -130,7 +150,8 @@ def require_vendor_specs(api: str | None = None) -> Path:
     folder = vendor_specs_dir()
     missing = [] if folder.is_dir() else [str(folder)]
     if not missing and api is not None:
-        missing = [name for name in SPEC_FILES[api] if not (folder / name).is_file()]
+        names = (DISCOVERY_FILES[api],) if api in DISCOVERY_FILES else SPEC_FILES[api]
+        missing = [name for name in names if not (folder / name).is_file()]
     if not missing:
         return folder
     message = f"vendor OpenAPI specs not found ({', '.join(missing)}); set {SPECS_ENV} or add shared/vendor-specs"
@@ -420,7 +441,7 @@ def validate_request(
     """Problems of a request against the API's spec (empty list: conforms).
 
     Args:
-        api: ``stripe`` or ``hubspot``.
+        api: ``stripe``, ``hubspot``, ``drive`` or ``sheets``.
         method: HTTP method.
         path: Request path without the query string (``/v1/charges``).
         query: Query parameters: a mapping (a list value = a repeated parameter), a sequence of
@@ -431,6 +452,8 @@ def validate_request(
     Raises:
         SpecsUnavailable: The specs are not there.
     """
+    if api in DISCOVERY_FILES:
+        return _discovery_request(load_discovery(api), method, path, _query_pairs(query), body)
     spec = load_api(api, strict)
     found = spec.match(method, path)
     if found is None:
@@ -503,20 +526,24 @@ def validate_response(
     body: Any,
     *,
     strict: bool = False,
+    query: Mapping[str, Any] | Sequence[tuple[str, Any]] | str | None = None,
 ) -> list[str]:
     """Problems of a response against the API's spec (empty list: conforms).
 
     Args:
-        api: ``stripe`` or ``hubspot``.
+        api: ``stripe``, ``hubspot``, ``drive`` or ``sheets``.
         method: The request's HTTP method.
         path: The request's path without the query string.
         status: HTTP status of the response.
         body: The body: decoded JSON, or ``bytes``/``str`` to be decoded (empty = no body).
         strict: Do not apply :data:`RELAXATIONS`.
+        query: The request's query (Google: ``alt=media`` answers are media, not JSON).
 
     Raises:
         SpecsUnavailable: The specs are not there.
     """
+    if api in DISCOVERY_FILES:
+        return _discovery_response(load_discovery(api), method, path, status, body, _query_pairs(query))
     spec = load_api(api, strict)
     found = spec.match(method, path)
     where = f"{method.upper()} {path} → {status}"
@@ -554,3 +581,281 @@ def validate_response(
     if body is None:
         return [f"{where}: a JSON body was expected"]
     return _errors(spec.validator(op.doc, f"{pointer}/content/{_escape(media)}/schema"), body, f"{where} body")
+
+
+# --------------------------------------------------------------------------------------------
+# Google discovery documents
+
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+_RPC_CODES = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+]
+#: Google's JSON error envelope (``google.rpc.Status`` plus Drive v3's legacy ``errors`` list).
+GOOGLE_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {"type": "integer"},
+                "message": {"type": "string"},
+                "status": {"enum": _RPC_CODES},
+                "errors": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["message", "domain", "reason"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "message": {"type": "string"},
+                            "domain": {"type": "string"},
+                            "reason": {"type": "string"},
+                            "location": {"type": "string"},
+                            "locationType": {"enum": ["header", "parameter"]},
+                            "extendedHelp": {"type": "string"},
+                            "sendReport": {"type": "string"},
+                        },
+                    },
+                },
+                "details": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["@type"], "properties": {"@type": {"type": "string"}}},
+                },
+            },
+        }
+    },
+}
+
+
+def _discovery_schema(node: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """One discovery-format schema as JSON Schema 2020-12 (``$ref`` names point into ``base#/$defs``)."""
+    if "$ref" in node:
+        return {"$ref": f"{base}#/$defs/{node['$ref']}"}
+    out: dict[str, Any] = {}
+    kind = node.get("type")
+    fmt = node.get("format")
+    if kind and kind != "any":
+        out["type"] = kind
+    if kind == "string" and fmt in ("int64", "uint64"):
+        out["pattern"] = r"^-?\d+$"
+    elif kind == "string" and fmt in ("date-time", "google-datetime"):
+        out["pattern"] = _RFC3339
+    if "enum" in node:
+        out["enum"] = list(node["enum"])
+    for bound in ("minimum", "maximum"):
+        if bound in node:
+            text = str(node[bound])
+            out[bound] = int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+    if "pattern" in node and "pattern" not in out:
+        out["pattern"] = node["pattern"]
+    if "properties" in node:
+        out["properties"] = {k: _discovery_schema(v, base) for k, v in node["properties"].items()}
+    if "items" in node:
+        out["items"] = _discovery_schema(node["items"], base)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, Mapping):
+        out["additionalProperties"] = _discovery_schema(extra, base)
+    elif "properties" in node:
+        out["additionalProperties"] = False
+    return out
+
+
+def _parameter_schema(param: Mapping[str, Any], base: str) -> dict[str, Any]:
+    schema = _discovery_schema({k: v for k, v in param.items() if k != "repeated"}, base)
+    return {"type": "array", "items": schema} if param.get("repeated") else schema
+
+
+@dataclass(frozen=True)
+class DiscoveryMethod:
+    """One method of a discovery document."""
+
+    id: str
+    http_method: str
+    template: str
+    regex: re.Pattern[str]
+    literal_segments: int
+    spec: Mapping[str, Any]
+
+
+class DiscoverySpec:
+    """A loaded Google discovery document, with validators built on demand."""
+
+    def __init__(self, api: str, doc: Mapping[str, Any]) -> None:
+        """Index the methods of ``doc`` and convert its schemas."""
+        self.api = api
+        self.doc = doc
+        self.uri = f"urn:vendor-spec:{api}:discovery"
+        self.schemas = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": self.uri,
+            "$defs": {name: _discovery_schema(schema, self.uri) for name, schema in doc.get("schemas", {}).items()},
+        }
+        resource = Resource.from_contents(self.schemas, default_specification=DRAFT202012)
+        self.registry: Registry[Any] = Registry().with_resource(self.uri, resource)
+        self.methods: list[DiscoveryMethod] = []
+        prefix = "/" + str(doc.get("servicePath") or "")
+        self._collect(doc.get("resources", {}), prefix)
+
+    def _collect(self, resources: Mapping[str, Any], prefix: str) -> None:
+        for resource in resources.values():
+            for method in resource.get("methods", {}).values():
+                template = prefix + str(method.get("flatPath") or method["path"])
+                pattern = re.sub(r"\\\{([^}]+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+                literal = sum(1 for seg in re.split(r"[/:]", template) if seg and not seg.startswith("{"))
+                self.methods.append(
+                    DiscoveryMethod(
+                        method["id"], method["httpMethod"], template, re.compile(f"^{pattern}$"), literal, method
+                    )
+                )
+            self._collect(resource.get("resources", {}), prefix)
+
+    def match(self, method: str, path: str) -> tuple[DiscoveryMethod, dict[str, str]] | None:
+        """The method for ``method path`` and its (percent-decoded) path parameters."""
+        best: tuple[DiscoveryMethod, dict[str, str]] | None = None
+        for candidate in self.methods:
+            if candidate.http_method != method.upper():
+                continue
+            m = candidate.regex.match(path)
+            if m and (best is None or candidate.literal_segments > best[0].literal_segments):
+                best = (candidate, {k: unquote(v) for k, v in m.groupdict().items()})
+        return best
+
+    @functools.lru_cache(maxsize=512)  # noqa: B019 - specs are cached for the process anyway
+    def validator(self, schema_json: str) -> Draft202012Validator:
+        """A validator for a JSON-encoded schema (cached by its text)."""
+        return Draft202012Validator(json.loads(schema_json), registry=self.registry)
+
+    def check(self, schema: Mapping[str, Any], instance: Any, where: str) -> list[str]:
+        """Problems of ``instance`` against ``schema``."""
+        return _errors(self.validator(json.dumps(schema, sort_keys=True)), instance, where)
+
+
+@functools.lru_cache(maxsize=4)
+def load_discovery(api: str, specs_dir: str | None = None) -> DiscoverySpec:
+    """Load (and cache) a Google discovery document.
+
+    Args:
+        api: ``drive`` or ``sheets``.
+        specs_dir: Folder of the specs (default: :func:`vendor_specs_dir`).
+
+    Raises:
+        SpecsUnavailable: The file is missing.
+    """
+    path = (Path(specs_dir) if specs_dir else vendor_specs_dir()) / DISCOVERY_FILES[api]
+    if not path.is_file():
+        raise SpecsUnavailable(f"{path} not found")
+    return DiscoverySpec(api, json.loads(path.read_text(encoding="utf-8")))
+
+
+def _coerce_text(text: str, schema: Mapping[str, Any]) -> Any:
+    kind = schema.get("type")
+    if kind == "integer" and re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", text):
+        return float(text)
+    if kind == "boolean" and text in ("true", "false"):
+        return text == "true"
+    return text
+
+
+def _discovery_request(
+    spec: DiscoverySpec, method: str, path: str, pairs: Sequence[tuple[str, str]], body: Any
+) -> list[str]:
+    where = f"{method.upper()} {path}"
+    found = spec.match(method, path)
+    if found is None:
+        return [f"no method in the {spec.api} discovery document matches {where}"]
+    dmethod, path_params = found
+    params: dict[str, Mapping[str, Any]] = {**spec.doc.get("parameters", {}), **dmethod.spec.get("parameters", {})}
+    problems: list[str] = []
+    values: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key not in params or params[key].get("location") != "query":
+            problems.append(f"{where}: query parameter {key!r} is not in the discovery document")
+            continue
+        values.setdefault(key, []).append(value)
+    for name, param in params.items():
+        schema = _parameter_schema(param, spec.uri)
+        if param.get("location") == "path":
+            if name in path_params:
+                text = path_params[name]
+                problems += spec.check(schema, _coerce_text(text, schema), f"{where} path parameter {name}:")
+            continue
+        given = values.get(name)
+        if given is None:
+            if param.get("required"):
+                problems.append(f"{where}: required query parameter {name!r} is missing")
+            continue
+        if param.get("repeated"):
+            instance: Any = [_coerce_text(v, schema["items"]) for v in given]
+        elif len(given) > 1:
+            problems.append(f"{where}: query parameter {name!r} is not repeated but was given {len(given)} times")
+            continue
+        else:
+            instance = _coerce_text(given[0], schema)
+        problems += spec.check(schema, instance, f"{where} query parameter {name}:")
+    request = dmethod.spec.get("request")
+    if body is not None:
+        if request is None:
+            problems.append(f"{where}: this method takes no request body")
+        else:
+            problems += spec.check(_discovery_schema(request, spec.uri), body, f"{where} body")
+    return problems
+
+
+def _discovery_response(
+    spec: DiscoverySpec, method: str, path: str, status: int, body: Any, pairs: Sequence[tuple[str, str]]
+) -> list[str]:
+    where = f"{method.upper()} {path} → {status}"
+    found = spec.match(method, path)
+    if found is None:
+        return [f"no method in the {spec.api} discovery document matches {method.upper()} {path}"]
+    dmethod, _ = found
+    media = dict(pairs).get("alt") == "media" or "response" not in dmethod.spec
+    if 200 <= status < 300 and media:
+        if not dmethod.spec.get("supportsMediaDownload") and "response" in dmethod.spec:
+            return [f"{where}: {dmethod.id} does not support media download"]
+        return []
+    if status == 206:
+        return [f"{where}: 206 answers only media downloads"]
+    if isinstance(body, (bytes, bytearray, str)):
+        text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+        if not text.strip():
+            body = None
+        else:
+            try:
+                body = json.loads(text)
+            except ValueError as exc:
+                return [f"{where}: body is not JSON ({exc})"]
+    if 200 <= status < 300:
+        if body is None:
+            return [f"{where}: a JSON body was expected"]
+        return spec.check(_discovery_schema(dmethod.spec["response"], spec.uri), body, f"{where} body")
+    if body is None:
+        return [f"{where}: an error body was expected"]
+    problems = spec.check(GOOGLE_ERROR_SCHEMA, body, f"{where} body")
+    code = body.get("error", {}).get("code") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+    if code is not None and code != status:
+        problems.append(f"{where}: error.code {code} differs from the HTTP status")
+    return problems
