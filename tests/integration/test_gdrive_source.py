@@ -200,3 +200,39 @@ def test_errors_are_coded_and_name_what_to_fix(tmp_path: Path, google: Any) -> N
     ).run("items")
     emulator.clear_faults()
     assert result.error is not None and result.error.code == "RETRY001"
+
+
+def test_dativo_requests_conform_to_the_discovery_documents(tmp_path: Path, google: Any) -> None:
+    from tests.fakes.specs import require_vendor_specs, validate_request
+
+    require_vendor_specs("drive")
+    require_vendor_specs("sheets")
+    emulator, server, key = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    sub = emulator.add_folder("sub", parent=folder)
+    emulator.add_file("a.csv", csv_rows(1, 300), parent=sub)
+    emulator.add_spreadsheet("Sheet", {"Data": [["id", "label", "amount"], [900, "x", 1]]}, parent=folder)
+    ok(project(tmp_path, google, folder, recursive=True, download_chunk_bytes=2048, page_size=1).run("items"))
+    book = emulator.add_spreadsheet(
+        "Book", {"Sheet1": [["id", "label", "amount"], [1, "a", 2.5]]}, shared_with=[SA_EMAIL]
+    )
+    sheet = GoogleProject(
+        tmp_path / "sheets",
+        "google_sheets",
+        server.url,
+        [{"name": "items", "contract": CONTRACT, "incremental": {"strategy": "full_refresh"},
+          "options": {"spreadsheet_id": book, "range": "A1:C"}}],
+        key,
+    )  # fmt: skip
+    ok(sheet.run("items"))
+    problems: list[str] = []
+    checked = {"drive": 0, "sheets": 0}
+    for request in emulator.request_log:
+        api = "drive" if request.path.startswith("/drive/") else "sheets" if request.path.startswith("/v4/") else None
+        if api is None:
+            continue  # the OAuth token endpoint is not in the discovery documents
+        checked[api] += 1
+        found = validate_request(api, request.method, request.path, request.query)
+        problems += [f"{request.method} {request.path}: {problem}" for problem in found]
+    assert not problems, problems
+    assert checked["drive"] >= 8 and checked["sheets"] >= 3, checked
