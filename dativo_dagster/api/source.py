@@ -17,7 +17,15 @@ import urllib3
 from pydantic import Field
 
 from dativo_dagster.api.limits import Bucket, LimiterRegistry, RateLimitSettings, credential_fingerprint
-from dativo_dagster.api.transport import ApiTransport, BreakerSettings, Guard, RetrySettings, Sender, urllib3_sender
+from dativo_dagster.api.transport import (
+    ApiTransport,
+    BreakerSettings,
+    Guard,
+    Observer,
+    RetrySettings,
+    Sender,
+    urllib3_sender,
+)
 from dativo_dagster.config.plan import JobPlan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.base import ConnectionConfig, Source, SourceStats
@@ -53,6 +61,8 @@ class ApiRuntime:
     """
 
     limits: LimiterRegistry = field(default_factory=LimiterRegistry)
+    observers: list[Observer] = field(default_factory=list)
+    """See every exchange of the run's transports (debug payload logs, raw page archives)."""
     _guards: dict[str, Guard] = field(default_factory=dict)
     _pools: dict[str, urllib3.PoolManager] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -165,4 +175,5 @@ class ApiSource(Source):
             timeout_s=self.settings.timeout_s,
             redact=self.credential_secrets(),
             max_retried_failures=self.settings.max_retried_failures,
+            observers=self.runtime.observers,
         )

@@ -20,7 +20,7 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from dativo_dagster.api.limits import Bucket
 from dativo_dagster.config.secrets import redact_text
-from dativo_dagster.errors import AuthError, ExtractError, RetryExhaustedError
+from dativo_dagster.errors import AuthError, DativoError, ExtractError, RetryExhaustedError
 
 log = structlog.get_logger("dativo.api")
 
@@ -82,6 +82,57 @@ class Sender(Protocol):
 
 class TransportFailure(Exception):
     """A request that got no HTTP answer (refused, reset, timed out, TLS failure)."""
+
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+"""Request headers that carry a credential: never shown to an observer."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request on the wire and what came back, as observers see it.
+
+    The URL and bodies have the credential's secrets redacted; credential headers are left out.
+
+    Attributes:
+        component: The transport's name (``stripe (1a2b3c4d)``), never the credential.
+        method: HTTP method.
+        url: Full URL, secrets redacted.
+        request_headers: Headers sent, without credential headers.
+        request_body: Body sent (redacted), or None.
+        status: HTTP status, or None when no answer came.
+        response_headers: Headers received (lower-case names).
+        response_body: Body received (redacted).
+        elapsed_s: Seconds from sending to the answer (or the failure).
+        failure: Why no answer came (refused, reset, timed out), or None.
+    """
+
+    component: str
+    method: str
+    url: str
+    request_headers: Mapping[str, str]
+    request_body: bytes | None
+    status: int | None
+    response_headers: Mapping[str, str]
+    response_body: bytes
+    elapsed_s: float
+    failure: str | None = None
+
+    def summary(self, excerpt_bytes: int = 300) -> dict[str, object]:
+        """Method, path, status and the start of the answer: what an error's context carries."""
+        text = self.response_body[:excerpt_bytes].decode("utf-8", "replace").replace("\n", " ")
+        return {
+            "method": self.method,
+            "path": _path(self.url),
+            "status": self.status,
+            "failure": self.failure,
+            "response_excerpt": text,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+Observer = Callable[[Exchange], None]
+"""Sees every exchange of a transport (debug payload logs, raw page archives); must not raise."""
 
 
 class Stats(Protocol):
@@ -216,6 +267,7 @@ class ApiTransport:
         redact: Extra secret values to scrub from messages (the credential).
         sleep: How to wait between attempts (tests pass a recorder).
         max_retried_failures: Stop (RETRY001) after this many retried failures in this transport.
+        observers: Called with every :class:`Exchange` (after redaction).
     """
 
     def __init__(
@@ -231,9 +283,15 @@ class ApiTransport:
         redact: tuple[str, ...] = (),
         sleep: Callable[[float], None] = time.sleep,
         max_retried_failures: int | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.name = name
-        self.sender = sender
+        self.observers = list(observers)
+        # Per thread: parallel page chains share a transport, and each error names its own request.
+        self._local = threading.local()
+        # Observed beneath any vendor wrapper set on ``sender`` later: an answer a wrapper turns
+        # into an error (an expired token, a missing scope) is still seen and remembered.
+        self.sender = self._observed(sender)
         self.buckets = dict(buckets)
         self.guard = guard
         self.retry = retry
@@ -246,6 +304,64 @@ class ApiTransport:
         self.max_retried_failures = max_retried_failures
         self._retried = 0
         self._retried_lock = threading.Lock()
+
+    def _observed(self, inner: Sender) -> Sender:
+        """``inner``, with every exchange remembered (when it went wrong) and shown to the observers."""
+
+        def send(
+            method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float
+        ) -> HttpResponse:
+            started = time.monotonic()
+            try:
+                response = inner(method, url, headers, body, timeout_s)
+            except TransportFailure as exc:
+                self._saw(method, url, headers, body, None, started, failure=str(exc))
+                raise
+            self._saw(method, url, headers, body, response, started)
+            return response
+
+        return send
+
+    def _saw(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        response: HttpResponse | None,
+        started: float,
+        failure: str | None = None,
+    ) -> None:
+        problem = response is None or response.status >= 400
+        if not problem and not self.observers:
+            return
+        exchange = Exchange(
+            component=self.name,
+            method=method,
+            url=self._clean(url),
+            request_headers={k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS},
+            request_body=self._clean_bytes(body) if body is not None else None,
+            status=response.status if response is not None else None,
+            response_headers=dict(response.headers) if response is not None else {},
+            response_body=self._clean_bytes(response.body) if response is not None else b"",
+            elapsed_s=time.monotonic() - started,
+            failure=self._clean(failure) if failure else None,
+        )
+        if problem:
+            self._local.problem = exchange
+        for observer in self.observers:
+            observer(exchange)
+
+    @property
+    def last_problem(self) -> Exchange | None:
+        """The last exchange of this thread's current request that failed (an error status, no answer)."""
+        found = getattr(self._local, "problem", None)
+        return found if isinstance(found, Exchange) else None
+
+    def _clean_bytes(self, data: bytes) -> bytes:
+        text = data.decode("utf-8", "surrogateescape")
+        cleaned = self._clean(text)
+        return data if cleaned == text else cleaned.encode("utf-8", "surrogateescape")
 
     def request(
         self,
@@ -272,6 +388,7 @@ class ApiTransport:
             RetryExhaustedError: RETRY001 when retries are spent or the breaker is open.
         """
         label = what or f"{method} {_path(url)}"
+        self._local.problem = None
         limiter = self.buckets.get(bucket) or self.buckets["default"]
         last: list[str] = []
 
@@ -329,6 +446,21 @@ class ApiTransport:
                 )
             log.info("api_retry", component=self.name, request=label, attempt=state.attempt_number, reason=str(exc))
 
+        try:
+            return self._retrying(attempt, wait, before_sleep, label)
+        except DativoError as exc:
+            # What an operator diagnosing the failure needs first: the request that went wrong.
+            if self.last_problem is not None and "request" not in exc.context:
+                exc.context["request"] = self.last_problem.summary()
+            raise
+
+    def _retrying(
+        self,
+        attempt: Callable[[], HttpResponse],
+        wait: Callable[[RetryCallState], float],
+        before_sleep: Callable[[RetryCallState], None],
+        label: str,
+    ) -> HttpResponse:
         try:
             for attempt_state in Retrying(
                 stop=stop_after_attempt(self.retry.attempts),
@@ -431,9 +563,11 @@ def _reason(response: HttpResponse, secrets: tuple[str, ...]) -> str:
 __all__ = [
     "ApiTransport",
     "BreakerSettings",
+    "Exchange",
     "ExtractError",
     "Guard",
     "HttpResponse",
+    "Observer",
     "RetrySettings",
     "Sender",
     "TransportFailure",

@@ -260,3 +260,30 @@ def test_the_breaker_half_opens_after_its_cooldown_and_closes_on_success(monkeyp
     now[0] += 31  # past the 30 s cooldown: one probe goes through and succeeds
     assert api.request("GET", "http://x/a").status == 200
     assert api.guard.state == "closed" and api.guard.openings == 1
+
+
+def test_errors_carry_the_failing_request_and_observers_see_every_exchange() -> None:
+    from dativo_dagster.api.transport import Exchange, TransportFailure
+
+    secret = "sk_test_observed_secret_value_123"
+    seen: list[Exchange] = []
+    wire = transport(
+        Script(ok(b'{"ok": true}'), HttpResponse(401, {}, f'{{"error": "bad key {secret}"}}'.encode())), attempts=1
+    )
+    wire.observers.append(seen.append)
+    wire._redact = (secret,)
+    wire.request("GET", f"http://x/v1/charges?key={secret}", headers={"Authorization": f"Bearer {secret}", "A": "b"})
+    with pytest.raises(AuthError) as refused:
+        wire.request("GET", "http://x/v1/customers")
+    request = refused.value.context["request"]
+    assert request["method"] == "GET" and request["path"] == "/v1/customers" and request["status"] == 401
+    assert secret not in str(request) and "bad key" in str(request["response_excerpt"])
+    assert [e.status for e in seen] == [200, 401]
+    assert secret not in seen[0].url and "authorization" not in {k.lower() for k in seen[0].request_headers}
+    assert seen[0].request_headers == {"A": "b"}
+
+    down = transport(Script(TransportFailure("connection refused")), attempts=2)
+    with pytest.raises(RetryExhaustedError) as exhausted:
+        down.request("GET", "http://x/v1/charges")
+    assert exhausted.value.context["request"]["failure"] == "connection refused"
+    assert exhausted.value.context["request"]["status"] is None
