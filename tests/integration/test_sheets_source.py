@@ -235,3 +235,13 @@ def test_sheet_errors_are_coded(tmp_path: Path, google: Any) -> None:
     emulator.inject("status", status=403, reason="rateLimitExceeded", count=2, path="/v4/spreadsheets")
     throttled = ok(project(tmp_path / "rate", google, book).run("sales"))
     assert throttled.source_stats["http_429"] == 2
+
+
+def test_a_range_past_the_sheets_edge_reads_up_to_the_edge(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    book = emulator.add_spreadsheet("Sales", {"Sheet1": [HEADER, sale(1), sale(2)]}, shared_with=[SA_EMAIL])
+    run = project(tmp_path, google, book, range="A1:ZZ50000")
+    ok(run.run("sales"))
+    assert [r["id"] for r in run.rows("sales")] == [1, 2]
+    beyond = project(tmp_path / "beyond", google, book, range="AAA1:AAB10").run("sales")
+    assert beyond.error is not None and beyond.error.code == "CFG001" and "last column" in str(beyond.error)

@@ -292,8 +292,19 @@ class GoogleSheetsSource(GoogleSource):
         title = str(sheet.get("title"))
         grid_size = sheet.get("gridProperties") or {}
         grid = options.grid()
-        last_row = grid.last_row or int(grid_size.get("rowCount") or 0)
-        last_column = grid.last_column if grid.last_column is not None else int(grid_size.get("columnCount") or 1) - 1
+        # Sheets refuses a range past the grid ("exceeds grid limits"): a configured range that
+        # reaches beyond the sheet's rows or columns is read up to the sheet's edge.
+        rows = int(grid_size.get("rowCount") or 0)
+        columns_in_grid = int(grid_size.get("columnCount") or 1)
+        last_row = min(grid.last_row or rows, rows)
+        last_column = min(
+            grid.last_column if grid.last_column is not None else columns_in_grid - 1, columns_in_grid - 1
+        )
+        if grid.first_column > last_column:
+            raise ConfigError(
+                f"{obj.label}: options.range {options.range!r} starts right of sheet {title!r}'s last column "
+                f"({columns_in_grid} columns)"
+            )
         zone = time_zone(zone_name)
         columns = obj.contract.columns
         wanted = [c.source_name or c.name for c in columns]
