@@ -271,5 +271,6 @@ def test_a_source_that_cannot_be_built_fails_the_tick_with_its_code(
     job.write_text(job.read_text().replace("base_path: tenants/demo/data", "base_path: ${DROPS_HOME_UNSET_VAR}"))
     monkeypatch.delenv("DROPS_HOME_UNSET_VAR", raising=False)
     tick = Ticks(project, instance)
-    with pytest.raises(Exception, match=r"new_files could not check .* orders: CFG001: .*DROPS_HOME_UNSET_VAR is not set"):
+    expected = r"new_files could not check .* orders: CFG001: .*DROPS_HOME_UNSET_VAR is not set"
+    with pytest.raises(Exception, match=expected):
         tick()
