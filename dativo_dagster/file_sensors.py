@@ -277,7 +277,7 @@ def build_file_sensor(job: JobPlan, translator: DativoTranslator) -> dg.SensorDe
     run_tags: Mapping[str, str] = translator.run_tags(job)
     name = translator.file_sensor_name(job)
 
-    def launch_on_new_files(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def launch_on_new_files(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         marks = parse_cursor(context.cursor)
         tick = check_files(job, objects, marks)
         # Objects that failed keep their mark; objects no longer watched drop theirs.
