@@ -274,3 +274,78 @@ def test_a_source_that_cannot_be_built_fails_the_tick_with_its_code(
     expected = r"new_files could not check .* orders: CFG001: .*DROPS_HOME_UNSET_VAR is not set"
     with pytest.raises(Exception, match=expected):
         tick()
+
+
+# --------------------------------------------------------------------------- any source that lists files
+
+LISTINGS: dict[str, list[FileVersion] | Exception] = {}
+TOKEN = "fake-drive-token-8d1e"
+
+
+@pytest.fixture
+def fake_drive(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[FileVersion] | Exception]]:
+    """demo/shop read through a source type that watches every object (a folder per object, as a
+    Drive source does) and lists what ``LISTINGS`` holds; its credential is a ``${VAR}``."""
+    from dativo_dagster.errors import AuthError
+    from dativo_dagster.sources import registry
+    from dativo_dagster.sources.csv.source import CsvSource
+
+    monkeypatch.setattr(registry, "_TYPES", dict(registry._TYPES))
+    monkeypatch.setenv("FAKE_DRIVE_TOKEN", TOKEN)
+
+    class FakeDrive(CsvSource):
+        type = "fake_drive"
+
+        @classmethod
+        def watches_files(cls, obj: object) -> bool:  # type: ignore[override]
+            return True
+
+        def list_files(self, obj: object) -> list[FileVersion]:  # type: ignore[override]
+            found = LISTINGS[obj.name]  # type: ignore[attr-defined]
+            if found == "denied":
+                # A source that puts its credential into its message: the sensor must not show it.
+                raise AuthError(f"token {self.credentials['token']} was rejected")
+            if isinstance(found, Exception):
+                raise found
+            return list(found)
+
+    (project / "connectors/sources/fake_drive.yaml").write_text(
+        'name: fake_drive\ntype: fake_drive\ncredentials: {token: "${FAKE_DRIVE_TOKEN}"}\n'
+    )
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("recipe: csv", "recipe: fake_drive"))
+    LISTINGS.clear()
+    yield LISTINGS
+    LISTINGS.clear()
+
+
+def test_any_source_listing_files_is_watched_and_its_failures_are_coded_and_redacted(
+    fake_drive: dict[str, list[FileVersion] | Exception], project: Path, instance: dg.DagsterInstance
+) -> None:
+    orders = dg.AssetKey(["demo", "fake_drive", "orders"])
+    customers = dg.AssetKey(["demo", "fake_drive", "customers"])
+    fake_drive.update(orders=[fv("id1", T, "v1")], customers=[fv("c1", T, "v1")])
+    tick = Ticks(project, instance)
+    assert tick.sensor.asset_selection is not None
+    assert tick.sensor.asset_selection.resolve(tick.defs.resolve_asset_graph()) == {orders, customers}
+
+    (both,) = tick().run_requests or []
+    assert both.asset_selection == [customers, orders] and both.tags[TAG_NEW_FILES] == "customers: c1; orders: id1"
+
+    # A new version of id1 (same time, another fingerprint) arrives while customers' listing is refused.
+    fake_drive.update(orders=[fv("id1", T, "v2")], customers="denied")  # type: ignore[dict-item]
+    (only_orders,) = tick().run_requests or []
+    assert only_orders.asset_selection == [orders]
+
+    with pytest.raises(Exception, match="customers: AUTH001") as caught:
+        tick()
+    assert TOKEN not in str(caught.value)
+
+    fake_drive["customers"] = RuntimeError("listing broke")
+    with pytest.raises(Exception, match="customers: BUG: unexpected RuntimeError: listing broke"):
+        tick()
+
+    # Customers listed again: its mark was kept, so only what changed meanwhile arrives.
+    fake_drive["customers"] = [fv("c1", T, "v1"), fv("c2", T + 1, "v1")]
+    (later,) = tick().run_requests or []
+    assert later.tags[TAG_NEW_FILES] == "customers: c2"
