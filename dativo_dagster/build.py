@@ -40,6 +40,7 @@ from dativo_dagster.config.parse_cache import CACHE_ENV as PARSE_CACHE_ENV  # no
 from dativo_dagster.config.parse_cache import content_digest  # noqa: E402
 from dativo_dagster.config.plain_yaml import load_plain  # noqa: E402
 from dativo_dagster.config.plan import BrokenJob, JobPlan, Plan  # noqa: E402
+from dativo_dagster.file_sensors import build_file_sensors  # noqa: E402
 from dativo_dagster.resources import DativoResource, IcebergIOManager  # noqa: E402
 from dativo_dagster.translator import DativoTranslator  # noqa: E402
 
@@ -130,7 +131,8 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
     """Everything the code location exposes for ``plan``.
 
     Working tenant jobs become multi_assets, with a cron sensor per scheduled job targeting its
-    assets (:mod:`dativo_dagster.automation`); broken ones, and jobs repeating another job's asset
+    assets (:mod:`dativo_dagster.automation`) and a new-file sensor per job whose objects watch
+    files (:mod:`dativo_dagster.file_sensors`); broken ones, and jobs repeating another job's asset
     key, become placeholder assets, so one tenant's bad file never keeps the others, or itself, out
     of sight. With alert routes in runner.yaml, the alert sensors come too
     (:func:`dativo_dagster.alerts.build_alert_sensors`).
@@ -163,7 +165,7 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
             built.append(job)
             assets.append(job_assets)
         jobs = built
-        sensors = build_schedule_sensors(jobs, translator)
+        sensors = [*build_schedule_sensors(jobs, translator), *build_file_sensors(jobs, translator)]
         if plan.broken or clashes:
             taken = {translator.asset_key(obj) for job in jobs for obj in job.objects}
             for broken in (*plan.broken, *clashes):

@@ -34,6 +34,10 @@ class DativoTranslator:
         """Name of a tenant job's schedule: the cron sensor that runs it (unique per code location)."""
         return f"{job.tenant}__{job.name}__schedule"
 
+    def file_sensor_name(self, job: JobPlan) -> str:
+        """Name of a tenant job's new-file sensor (unique per code location)."""
+        return f"{job.tenant}__{job.name}__new_files"
+
     def pool(self, job: JobPlan) -> str:
         """Concurrency pool per tenant: one tenant's load never starves another's."""
         return f"dativo-tenant-{job.tenant}"

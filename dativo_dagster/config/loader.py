@@ -470,6 +470,8 @@ def _load_job(
     problems.extend(partition_problems(label, job, source_cls, objects))
     if problems or source_cls is None or len(objects) != len(job.objects):
         return None
+    # Decided here, from config alone, so a code location loading a cached plan never imports a source.
+    watched = tuple(obj.name for obj in objects if source_cls.watches_files(obj))
     return JobPlan(
         job=job,
         source=source,
@@ -484,6 +486,8 @@ def _load_job(
         credentials={**source.credentials, **job.source.credentials},
         data_roots=data_roots,
         code_location=runner.code_locations.location_of(job.tenant),
+        file_sensor=entry.file_sensor,
+        watched_objects=watched,
     )
 
 

@@ -625,6 +625,18 @@ class Schedule(StrictModel):
         return value
 
 
+class FileSensor(StrictModel):
+    """The new-file sensor of a job whose objects watch files (a CSV glob, a Drive folder).
+
+    A job with at least one such object gets the sensor unless ``enabled`` is false.
+    """
+
+    enabled: bool = True
+    minimum_interval_seconds: int = Field(
+        default=60, ge=5, le=86400, description="how often the daemon lists the watched files (seconds)"
+    )
+
+
 class JobEntry(StrictModel):
     """One tenant job that the runner runs."""
 
@@ -632,6 +644,10 @@ class JobEntry(StrictModel):
     job: SafeId
     enabled: bool = True
     schedule: Schedule | None = None
+    file_sensor: FileSensor = Field(
+        default_factory=FileSensor,
+        description="a run when new or changed files arrive in the objects that watch files (globs, folders)",
+    )
     retry: RetryConfig | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     data_roots: list[str] | None = Field(

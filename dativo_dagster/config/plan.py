@@ -8,6 +8,7 @@ from typing import Any
 
 from dativo_dagster.config.models import (
     ChecksConfig,
+    FileSensor,
     ObjectConfig,
     RetryConfig,
     RunnerConfig,
@@ -99,6 +100,9 @@ class JobPlan:
     credentials: dict[str, str] = field(default_factory=dict)
     data_roots: tuple[Path, ...] = ()
     code_location: str = "dativo"
+    file_sensor: FileSensor = field(default_factory=FileSensor)
+    # Objects whose source watches files (a glob, a folder): what a new-file sensor lists.
+    watched_objects: tuple[str, ...] = ()
 
     @property
     def tenant(self) -> str:

@@ -278,3 +278,66 @@ def test_a_partition_backfill_launched_from_the_ui_succeeds(served_with_partitio
     assert tags["dativo/tenant"] == "demo" and tags["dativo/job"] == "crm"
     assert tags["dagster/asset_partition_range_start"] == "2024-01-01"
     assert tags["dagster/asset_partition_range_end"] == "2024-01-03"
+
+
+NEW_FILES_SENSOR_QUERY = """
+query ($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor {
+      description
+      minIntervalSeconds
+      assetSelection { assetKeys { path } }
+      sensorState { status typeSpecificData { ... on SensorData { lastCursor } } }
+    }
+  }
+}
+"""
+
+RUNS_QUERY = """
+{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }
+"""
+
+
+def test_a_new_file_sensor_shows_its_objects_and_cursor_and_launches_a_run(project: Path, tmp_path: Path) -> None:
+    from tests.file_drops import drop, watch_drops
+
+    drops = watch_drops(project, interval_s=5)
+    drop(drops, "a.csv", 1)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with _serving(project, home, logs) as url:
+        nodes = {_path(node["assetKey"]): node for node in _graphql(url, ASSETS_QUERY)["assetNodes"]}
+        instigators = {i["name"] for i in nodes["demo/csv/orders"]["targetingInstigators"]}
+        assert instigators == {"demo__shop__schedule", "demo__shop__new_files"}
+        assert {i["name"] for i in nodes["demo/csv/customers"]["targetingInstigators"]} == {"demo__shop__schedule"}
+
+        selector = {
+            "repositoryName": REPOSITORY,
+            "repositoryLocationName": LOCATION,
+            "sensorName": "demo__shop__new_files",
+        }
+        deadline = time.monotonic() + 180
+        while True:
+            sensor = _graphql(url, NEW_FILES_SENSOR_QUERY, {"selector": selector})["sensorOrError"]
+            assert sensor["__typename"] == "Sensor", sensor
+            cursor = sensor["sensorState"]["typeSpecificData"]["lastCursor"]
+            if cursor:
+                break
+            assert time.monotonic() < deadline, "the new-file sensor never kept a cursor"
+            time.sleep(1)  # the daemon evaluates the sensor: poll its state
+        assert sensor["sensorState"]["status"] == "RUNNING"
+        assert sensor["minIntervalSeconds"] == 5
+        assert "orders" in sensor["description"]
+        assert {_path(key) for key in sensor["assetSelection"]["assetKeys"]} == {"demo/csv/orders"}
+        assert set(json.loads(cursor)["objects"]["orders"]["files"]) == {"drops/a.csv"}
+
+        (launched,) = _graphql(url, RUNS_QUERY)["runsOrError"]["results"]
+        tags = {tag["key"]: tag["value"] for tag in launched["tags"]}
+        assert (
+            tags["dagster/sensor_name"] == "demo__shop__new_files" and tags["dativo/new_files"] == "orders: drops/a.csv"
+        )
+        assert _wait_for_run(url, launched["runId"])["status"] == "SUCCESS"
