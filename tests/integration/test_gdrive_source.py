@@ -236,3 +236,41 @@ def test_dativo_requests_conform_to_the_discovery_documents(tmp_path: Path, goog
         problems += [f"{request.method} {request.path}: {problem}" for problem in found]
     assert not problems, problems
     assert checked["drive"] >= 8 and checked["sheets"] >= 2, checked
+
+
+def test_the_new_file_sensor_watches_the_drive_folder(tmp_path: Path, google: Any, monkeypatch: Any) -> None:
+    import dagster as dg
+
+    from dativo_dagster.build import build_definitions
+    from dativo_dagster.config.loader import load_plan
+
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    emulator.add_file("a.csv", csv_rows(1, 2), parent=folder, modified_time="2024-05-01T10:00:00.000Z")
+    run = project(tmp_path, google, folder)
+    for name, value in run.env.items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions(load_plan(run.root, strict=True))
+    sensor = defs.resolve_sensor_def("acme__db__new_files")
+    assert sensor.asset_selection is not None
+    cursor: str | None = None
+
+    def tick(instance: dg.DagsterInstance) -> Any:
+        nonlocal cursor
+        with dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs) as context:
+            data = sensor.evaluate_tick(context)
+        cursor = data.cursor
+        return data
+
+    with dg.instance_for_test() as instance:
+        (first,) = tick(instance).run_requests or []  # never loaded: the folder's file arrives
+        assert "a.csv" in first.tags["dativo/new_files"]
+        assert not tick(instance).run_requests
+        emulator.add_file("b.csv", csv_rows(3, 2), parent=folder, modified_time="2024-05-01T10:00:00.000Z")
+        (tie,) = tick(instance).run_requests or []  # the same millisecond as a.csv: still new
+        assert "b.csv" in tie.tags["dativo/new_files"] and "a.csv" not in tie.tags["dativo/new_files"]
+        first_id = next(f for f in emulator.items.values() if f.name == "a.csv").id
+        emulator.update_file(first_id, csv_rows(1, 3), modified_time="2024-05-02T00:00:00.000Z")
+        (reupload,) = tick(instance).run_requests or []
+        assert "a.csv" in reupload.tags["dativo/new_files"] and reupload.run_key not in (first.run_key, tie.run_key)
+        assert not tick(instance).run_requests
