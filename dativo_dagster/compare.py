@@ -282,6 +282,10 @@ def compare_tables(
     thresholds = thresholds or Thresholds()
     lines = schema_lines(scratch.schema, production.schema, thresholds)
     if cursor is not None and cursor in scratch.column_names and cursor in production.column_names:
+        mine_type, their_type = scratch.schema.field(cursor).type, production.schema.field(cursor).type
+        if not mine_type.equals(their_type):
+            detail = f"the cursor column {cursor} changed type ({their_type} -> {mine_type}): no range to compare"
+            return [CompareLine("overlap", str(mine_type), str(their_type), "non-empty", False, detail), *lines]
         overlap, mine, theirs = cursor_overlap(scratch, production, cursor)
         if overlap is None:
             detail = "the tables share no cursor range: run the scratch run with --from-start"

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import structlog
 
@@ -226,12 +226,13 @@ class PayloadLog:
 
 
 def log_exchange(exchange: Exchange) -> None:
-    """The DEBUG line of one exchange: what went where and what came back, no body."""
+    """The DEBUG line of one exchange: method, path, status, sizes and time; no query string, no body."""
     log.debug(
         "http_exchange",
         component=exchange.component,
         method=exchange.method,
-        url=redact_text(exchange.url),
+        # The path only: a query string may hold personal data, and this line goes to the run's log.
+        path=redact_text(urlsplit(exchange.url).path),
         status=exchange.status,
         failure=exchange.failure,
         request_bytes=len(exchange.request_body or b""),
