@@ -108,6 +108,14 @@ def cmd_scratch(plan: Plan, job: JobPlan, objects: list[ObjectPlan], args: argpa
     # --from-start needs nothing of production: its catalog is not even opened.
     production = None if args.from_start else runtime.writer_for(job.target)
     source = runtime.source_for(job)
+    if args.limit is not None and not source.ordered_by_cursor:
+        # The engine refuses it too; said here with what to do instead.
+        raise ConfigError(
+            f"{job.label}: source type '{source.type}' does not read in cursor order, so a scratch run cannot stop "
+            f"after --limit rows without skipping rows",
+            hint="drop --limit: a scratch run reads only what the next production run would (everything with "
+            "--from-start)",
+        )
     with source:
         run = run_scratch(
             job,

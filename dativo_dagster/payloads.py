@@ -130,7 +130,9 @@ def redact_body(body: bytes | None, pii: frozenset[str], limit: int, content_typ
     """
     if body is None:
         return {"text": None, "bytes": 0, "truncated": False}
-    text = body.decode("utf-8", "replace")
+    # A downloaded file can be large: only its start is parsed (a cut document is redacted pair by pair).
+    scanned = body[: max(limit * 16, 1 << 16)]
+    text = scanned.decode("utf-8", "ignore" if len(scanned) < len(body) else "replace")
     try:
         document = json.loads(text) if text.strip()[:1] in ("{", "[") else None
     except ValueError:
@@ -143,7 +145,7 @@ def redact_body(body: bytes | None, pii: frozenset[str], limit: int, content_typ
         text = _json_pairs(text, pii)
     text = redact_text(text)
     encoded = text.encode("utf-8")
-    truncated = len(encoded) > limit
+    truncated = len(encoded) > limit or len(scanned) < len(body)
     if truncated:
         # Cut on a character boundary: the log stays valid UTF-8.
         text = encoded[:limit].decode("utf-8", "ignore") + TRUNCATED

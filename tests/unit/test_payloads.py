@@ -170,3 +170,11 @@ def test_job_settings_parse_and_unknown_keys_are_refused() -> None:
         TenantJob.model_validate({**base, "payload_max_bytes": 10})
     with pytest.raises(ValueError, match="include_payload"):
         TenantJob.model_validate({**base, "include_payload": True})
+
+
+def test_a_large_body_is_parsed_from_its_start_only_and_still_redacted() -> None:
+    items = [{"id": n, "email": f"user{n}@example.com"} for n in range(20_000)]
+    raw = json.dumps(items).encode()
+    body = redact_body(raw, PII, 300)
+    assert body["truncated"] is True and body["bytes"] == len(raw)
+    assert "@example.com" not in body["text"] and '"id": 0' in body["text"]
