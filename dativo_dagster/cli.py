@@ -284,7 +284,7 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None, payload
     from dativo_dagster.scratch import new_run_id
 
     runtime = DativoResource(project_dir=str(plan.project_dir))
-    payload_log = attach_observers(runtime.runtime, job, new_run_id().replace("scratch", "dry-run"), payloads=payloads)
+    payload_log = attach_observers(runtime.runtime, job, new_run_id("dry-run"), payloads=payloads)
     source = runtime.source_for(job)
     writer = runtime.writer_for(job.target)
     table = Table("object", "starts from", "rows to load", "rejected", "cursor after")

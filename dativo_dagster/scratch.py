@@ -127,9 +127,9 @@ class ScratchRun:
         return self.directory / RESULT_FILE
 
 
-def new_run_id() -> str:
-    """A scratch run's id."""
-    return f"scratch-{uuid.uuid4().hex[:12]}"
+def new_run_id(kind: str = "scratch") -> str:
+    """The id of a run made without Dagster: ``<kind>-<12 hex digits>``."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def run_scratch(
