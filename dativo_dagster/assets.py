@@ -362,6 +362,11 @@ def run_job(
     reset_by = run_user(context.run.tags) if config.reset is not None else "dagster"
     chain_root = root_run_id(context.run)  # a re-execution does not apply the config's reset again
     try:
+        if objects:
+            from dativo_dagster.payloads import attach_observers, payloads_requested
+
+            # Before the source is built: its transports take the runtime's observers as they stand.
+            attach_observers(dativo.runtime, job, context.run_id, payloads=payloads_requested(context.run.tags))
         source = dativo.source_for(job) if objects else None  # checks alone read no source
         writer = dativo.writer_for(job.target)
     except DativoError as exc:

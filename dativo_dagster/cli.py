@@ -251,24 +251,40 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"object(s) {', '.join(unknown)} not in {job.label} (objects: {', '.join(o.name for o in objects)})"
             )
         objects = [o for o in objects if o.name in args.object]
+    from dativo_dagster.cli_debug import check_run_flags, cmd_scratch
+
+    check_run_flags(args)
+    if args.scratch:
+        return cmd_scratch(plan, job, objects, args)
     if args.full_refresh and (args.dry_run or args.limit is not None):
         raise ConfigError("--full-refresh replaces the tables' rows: it takes neither --dry-run nor --limit")
     if args.dry_run:
         if args.partition is not None:
             raise ConfigError("--dry-run previews an incremental run; it cannot be combined with --partition")
-        return _dry_run(plan, job, objects, args.limit)
+        return _dry_run(plan, job, objects, args.limit, args.payloads)
     if args.full_refresh and args.partition is not None:
         raise ConfigError("--full-refresh replaces the whole table; it cannot be combined with --partition")
     return _materialize(
-        plan, job, [o.name for o in objects], args.limit, args.summary_json, args.full_refresh, args.partition
+        plan,
+        job,
+        [o.name for o in objects],
+        args.limit,
+        args.summary_json,
+        args.full_refresh,
+        args.partition,
+        payloads=args.payloads,
     )
 
 
-def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
+def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None, payloads: bool = False) -> int:
+    from dativo_dagster.cli_debug import say_payloads
     from dativo_dagster.engine import ingest_object
+    from dativo_dagster.payloads import attach_observers
     from dativo_dagster.resources import DativoResource
+    from dativo_dagster.scratch import new_run_id
 
     runtime = DativoResource(project_dir=str(plan.project_dir))
+    payload_log = attach_observers(runtime.runtime, job, new_run_id("dry-run"), payloads=payloads)
     source = runtime.source_for(job)
     writer = runtime.writer_for(job.target)
     table = Table("object", "starts from", "rows to load", "rejected", "cursor after")
@@ -287,6 +303,7 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None) -> int:
             table.add_row(*_cells(obj.name, start, f"{result.write.rows_written:,}", result.write.rows_rejected, after))
     console.print(table)
     say_note("dry run: nothing was written")
+    say_payloads(payload_log, job)
     return EXIT_OK if not failed else (EXIT_FAILED if failed == len(objects) else EXIT_PARTIAL)
 
 
@@ -298,10 +315,13 @@ def _materialize(
     summary_json: Path | None = None,
     full_refresh: bool = False,
     partition: str | None = None,
+    *,
+    payloads: bool = False,
 ) -> int:
 
     from dativo_dagster.build import build_definitions
     from dativo_dagster.cli_runs import cli_run_tags, release_dead_runs
+    from dativo_dagster.payloads import TAG_PAYLOADS
     from dativo_dagster.translator import DativoTranslator
 
     translator = DativoTranslator()
@@ -341,9 +361,19 @@ def _materialize(
             asset_selection=keys,
             raise_on_error=False,
             partition_key=partition_args.get("partition_key"),
-            tags={**translator.run_tags(job), **cli_run_tags(), **partition_args.get("tags", {})},
+            tags={
+                **translator.run_tags(job),
+                **cli_run_tags(),
+                **partition_args.get("tags", {}),
+                **({TAG_PAYLOADS: "true"} if payloads else {}),
+            },
         )
     code = _report(job, object_names, result, translator)
+    if payloads or job.job.include_payloads:
+        from dativo_dagster.cli_debug import say_payloads
+        from dativo_dagster.payloads import payload_path
+
+        say_payloads(payload_path(job.project_dir, result.run_id), job)
     if summary_json is not None:
         write_summary(summary_json, job, result, code)
     return code
@@ -491,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the processing summary (per object: rows, pages, api calls, retries, 429s, throttling, errors)",
     )
+    from dativo_dagster.cli_debug import add_compare_command, add_run_arguments
+
+    add_run_arguments(run)
     run.set_defaults(func=cmd_run)
 
     test = sub.add_parser("test-connection", help="reachability, auth and object existence for a job")
@@ -505,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_workspace_command(sub)
     add_reset_commands(sub)
+    add_compare_command(sub)
     return parser
 
 
@@ -512,7 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dativo`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(logging.INFO, display_level=logging.INFO if args.verbose else logging.WARNING, force=True)
+    if getattr(args, "debug", False):
+        configure_logging(logging.DEBUG, display_level=logging.DEBUG, force=True)
+    else:
+        configure_logging(logging.INFO, display_level=logging.INFO if args.verbose else logging.WARNING, force=True)
     if args.command == "run" and args.limit is not None and args.limit < 1:
         return _fail("CFG001 --limit: must be at least 1")
     try:

@@ -177,6 +177,7 @@ def ingest_object(
     reset_by: str = "dagster",
     window: TimeWindow | None = None,
     root_run_id: str | None = None,
+    start: ReconciledCursor | None = None,
 ) -> ObjectResult:
     """Extract ``obj`` from its committed cursor and commit it, rows and cursor together.
 
@@ -192,6 +193,9 @@ def ingest_object(
     With ``window`` (a partition run) it reads the rows whose cursor lies in the window instead
     and replaces exactly that window, leaving the cursor where it is
     (:func:`dativo_dagster.partition_run.ingest_window`).
+
+    With ``start`` (a scratch run, :mod:`~dativo_dagster.scratch`) the run starts from that cursor
+    instead of the one its table and Dagster record.
 
     Errors are returned in ``ObjectResult.error`` when they are :class:`DativoError`; anything
     else propagates (an unclassified bug must not look like a handled failure).
@@ -228,7 +232,7 @@ def ingest_object(
 
                 applied = apply_reset(obj, writer, codec, reset, by=reset_by, run_id=run_id, root_run_id=root_run_id)
                 notes.append(applied.note)
-            reconciled = start_cursor(obj, writer, dagster or DagsterState())
+            reconciled = start if start is not None else start_cursor(obj, writer, dagster or DagsterState())
             if limit is not None and not dry_run and reconciled.full_refresh:
                 raise ConfigError(
                     f"{obj.label}: a full refresh is pending (reset); a row limit would replace the table with "

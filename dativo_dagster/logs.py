@@ -18,6 +18,7 @@ import structlog
 from dativo_dagster.config.secrets import REDACTED, is_sensitive_key, redact_text
 
 _configured = False
+_level = logging.INFO
 _listeners: list[Callable[[MutableMapping[str, Any]], None]] = []
 
 
@@ -67,9 +68,10 @@ def configure_logging(
         force: Reconfigure even if already configured.
         display_level: Events below this level still reach listeners but are not printed.
     """
-    global _configured
+    global _configured, _level
     if _configured and not force:
         return
+    _level = level
     shown = display_level if display_level is not None else level
 
     def drop_hidden(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -101,6 +103,11 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+def debug_enabled() -> bool:
+    """Whether DEBUG events are produced (``dativo run --debug``): debug-only work is skipped otherwise."""
+    return _level <= logging.DEBUG
 
 
 class _MetricAwareRenderer:

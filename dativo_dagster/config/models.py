@@ -526,6 +526,19 @@ class TenantJob(StrictModel):
     partitions: Partitions | None = Field(
         default=None, description="time partitions of the job's objects (daily or monthly, from a start date)"
     )
+    include_payloads: bool = Field(
+        default=False,
+        description="log API request and response bodies (secrets and pii_fields redacted, truncated) to the "
+        "run's payloads.jsonl; bodies may hold personal data",
+    )
+    pii_fields: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="keys whose values are redacted from payload logs: JSON keys at any depth, form and query "
+        "parameters (case-insensitive)",
+    )
+    payload_max_bytes: int = Field(
+        default=4096, ge=256, le=1_048_576, description="bytes of each logged request or response body"
+    )
 
     @model_validator(mode="after")
     def _namespace_belongs_to_tenant(self) -> TenantJob:

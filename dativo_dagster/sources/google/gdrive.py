@@ -15,6 +15,7 @@ table. Every row carries its file's id, name and modified time (``_dativo_file``
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import tempfile
@@ -277,12 +278,12 @@ def _prefetched(
     with ThreadPoolExecutor(max_workers=options.prefetch_files, thread_name_prefix="gdrive") as pool:
         try:
             for file in itertools.islice(upcoming, options.prefetch_files):
-                window.append((file, pool.submit(fetch, file)))
+                window.append((file, pool.submit(contextvars.copy_context().run, fetch, file)))
             while window:
                 file, future = window.popleft()
                 following = next(upcoming, None)
                 if following is not None:
-                    window.append((following, pool.submit(fetch, following)))
+                    window.append((following, pool.submit(contextvars.copy_context().run, fetch, following)))
                 fd, complete = future.result()
                 yield file, fd, complete
         finally:

@@ -10,6 +10,7 @@ credential's token bucket keeps the chains together under the key's limit.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import queue
 import threading
@@ -56,7 +57,13 @@ def parallel_pages(
         except BaseException as exc:  # handed to the consumer, which raises it
             pages.put(exc)
 
-    threads = [threading.Thread(target=run, args=(chain,), name="dativo-stripe-pages", daemon=True) for chain in chains]
+    # Each chain runs in a copy of the caller's context: its log lines and exchanges still name the object.
+    threads = [
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(run, chain), name="dativo-stripe-pages", daemon=True
+        )
+        for chain in chains
+    ]
     for thread in threads:
         thread.start()
     running = len(threads)
