@@ -349,6 +349,8 @@ class ApiTransport:
         )
         if problem:
             self._local.problem = exchange
+        if getattr(self._local, "private", False):
+            return  # a credential exchange (a token call): its bodies are the secrets themselves
         for observer in self.observers:
             observer(exchange)
 
@@ -372,6 +374,7 @@ class ApiTransport:
         body: bytes | None = None,
         bucket: str = "default",
         what: str = "",
+        private: bool = False,
     ) -> HttpResponse:
         """Send one request with the credential's limits, retries and breaker.
 
@@ -382,6 +385,8 @@ class ApiTransport:
             body: Request body.
             bucket: Which token bucket the request takes from.
             what: A short label for messages (``GET /v1/charges``); defaults to method and path.
+            private: The exchange carries credentials in its bodies (an OAuth token call): it is
+                never shown to observers (debug payload logs, raw page archives).
 
         Raises:
             AuthError: AUTH001 for 401/403.
@@ -389,6 +394,7 @@ class ApiTransport:
         """
         label = what or f"{method} {_path(url)}"
         self._local.problem = None
+        self._local.private = private
         limiter = self.buckets.get(bucket) or self.buckets["default"]
         last: list[str] = []
 

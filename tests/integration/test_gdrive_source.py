@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.fakes.server import FakeServer, Limit
 from tests.integration.google_project import QUICK_RETRIES, SA_EMAIL, GoogleProject, ok
 
 MTIME = {"strategy": "file_mtime"}
+UPLOADS = itertools.count(1)
 CONTRACT = {"name": "drive/items", "version": 1}
 
 
@@ -37,6 +39,7 @@ def google() -> Iterator[tuple[GoogleEmulator, FakeServer, dict[str, Any]]]:
 def project(tmp_path: Path, google: Any, folder: str, **options: Any) -> GoogleProject:
     _, server, key = google
     strategy = options.pop("incremental", MTIME)
+    options.setdefault("settle_seconds", 0)  # files are added "now" by most tests
     obj = {"name": "items", "contract": CONTRACT, "incremental": strategy, "options": {"folder_id": folder, **options}}
     return GoogleProject(tmp_path, "gdrive_csv", server.url, [obj], key)
 
@@ -274,3 +277,93 @@ def test_the_new_file_sensor_watches_the_drive_folder(tmp_path: Path, google: An
         (reupload,) = tick(instance).run_requests or []
         assert "a.csv" in reupload.tags["dativo/new_files"] and reupload.run_key not in (first.run_key, tie.run_key)
         assert not tick(instance).run_requests
+
+
+def test_files_inside_the_settle_window_wait_for_a_later_run(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    emulator.add_file("old.csv", csv_rows(1, 2), parent=folder, modified_time="2024-05-01T10:00:00.000Z")
+    fresh = emulator.add_file("fresh.csv", csv_rows(3, 2), parent=folder)  # modified just now
+    run = project(tmp_path, google, folder, settle_seconds=600)
+    ok(run.run("items"))
+    assert [r["id"] for r in run.rows("items")] == [1, 2]
+    with run.source() as source:  # the sensor does not see it yet either
+        assert [f.name for f in source.list_files(run.job.object("items"))] == ["old.csv"]
+    emulator.set_modified(fresh, "2024-05-01T11:00:00.000Z")  # as if the window had passed
+    ok(run.run("items", run_id="r2"))
+    assert [r["id"] for r in run.rows("items")] == [1, 2, 3, 4]
+
+
+def _reupload_before_each_download(monkeypatch: Any, emulator: GoogleEmulator, times: int) -> list[str]:
+    """Re-upload a file just before dativo downloads it, ``times`` times (a busy uploader)."""
+    from dativo_dagster.sources.google import drive as drive_module
+
+    original = drive_module.Drive.download
+    seen: list[str] = []
+
+    def racing(self: Any, file: Any, fd: int, *, chunk_bytes: int) -> str:
+        if file.name == "busy.csv" and len(seen) < times:
+            seen.append(file.id)
+            version = next(UPLOADS)  # every upload's bytes differ from every earlier one's
+            emulator.update_file(file.id, csv_rows(100 + len(seen) * 10, 2, label=f"v{version}"))
+        return original(self, file, fd, chunk_bytes=chunk_bytes)
+
+    monkeypatch.setattr(drive_module.Drive, "download", racing)
+    return seen
+
+
+def test_a_file_changed_while_downloaded_is_read_again_or_nothing_is_committed(
+    tmp_path: Path, google: Any, monkeypatch: Any
+) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    emulator.add_file("calm.csv", csv_rows(1, 2), parent=folder, modified_time="2024-05-01T10:00:00.000Z")
+    emulator.add_file("busy.csv", csv_rows(50, 2), parent=folder, modified_time="2024-05-01T10:00:01.000Z")
+
+    # Changed once: the new version is looked up and read whole.
+    once = _reupload_before_each_download(monkeypatch, emulator, times=1)
+    run = project(tmp_path, google, folder, incremental={"strategy": "full_refresh"}, prefetch_files=0)
+    ok(run.run("items"))
+    assert len(once) == 1 and [r["id"] for r in run.rows("items")] == [1, 2, 110, 111]
+
+    # Changed at every download: a full refresh commits nothing rather than drop the file's rows.
+    monkeypatch.undo()
+    _reupload_before_each_download(monkeypatch, emulator, times=10)
+    result = run.run("items", run_id="r2")
+    assert result.error is not None and result.error.code == "EXT001" and "busy.csv" in str(result.error)
+    assert [r["id"] for r in run.rows("items")] == [1, 2, 110, 111]
+
+    # An incremental read skips it with a note; its newest version is read by a later run.
+    incremental = project(tmp_path / "inc", google, folder, prefetch_files=0)
+    result = ok(incremental.run("items"))
+    assert [r["id"] for r in incremental.rows("items")] == [1, 2]
+    assert any("changed while being read" in note for note in result.notes)
+
+
+def test_deleted_and_empty_files(tmp_path: Path, google: Any, monkeypatch: Any) -> None:
+    from dativo_dagster.sources.google import drive as drive_module
+
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    emulator.add_file("a.csv", csv_rows(1, 2), parent=folder, modified_time="2024-05-01T10:00:00.000Z")
+    doomed = emulator.add_file("gone.csv", csv_rows(3, 2), parent=folder, modified_time="2024-05-01T10:00:01.000Z")
+    emulator.add_file("empty.csv", "", parent=folder, modified_time="2024-05-01T10:00:02.000Z")
+    original = drive_module.Drive.download
+
+    def deleting(self: Any, file: Any, fd: int, *, chunk_bytes: int) -> str:
+        if file.id == doomed:
+            emulator.delete(doomed)  # deleted between the listing and its download
+        return original(self, file, fd, chunk_bytes=chunk_bytes)
+
+    monkeypatch.setattr(drive_module.Drive, "download", deleting)
+    run = project(tmp_path, google, folder, prefetch_files=0)
+    result = ok(run.run("items"))
+    assert [r["id"] for r in run.rows("items")] == [1, 2]
+    assert any("deleted or unshared" in note for note in result.notes)
+    assert result.write is not None and result.write.cursor is not None
+    cursor = result.write.cursor.value
+    assert "pending" not in cursor and cursor["paths"] and cursor["mtime_ns"] == 1714557602000000000
+    # Nothing is pending: the next run asks only for files modified since the cursor.
+    ok(run.run("items", run_id="r2"))
+    last_list = [r for r in emulator.request_log if r.path == "/drive/v3/files"][-1]
+    assert "modifiedTime >= '2024-05-01T10:00:02.000Z'" in dict(last_list.query)["q"]

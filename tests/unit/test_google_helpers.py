@@ -259,3 +259,24 @@ def test_options_refuse_what_cannot_be_an_id() -> None:
     with pytest.raises(ValueError):
         GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "nope": 1})
     assert GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "range": "B2:F"}).grid().first_row == 2
+
+
+def test_an_incomplete_drive_listing_is_page001() -> None:
+    from dativo_dagster.errors import PaginationError
+    from dativo_dagster.sources.base import SourceStats
+    from dativo_dagster.sources.google.drive import Drive
+
+    class Api:
+        label = "acme/db/items"
+
+        class transport:  # stands in for the transport's counters
+            stats = SourceStats()
+
+        def request(self, *args: object, **kwargs: object) -> HttpResponse:
+            return _answer(200, {"files": [], "incompleteSearch": True})
+
+        def json(self, response: HttpResponse, what: str) -> object:
+            return json.loads(response.body)
+
+    with pytest.raises(PaginationError, match="incompleteSearch"):
+        Drive(Api()).list_files("F1", recursive=False, pattern="*.csv", sheet_pattern=None)  # type: ignore[arg-type]

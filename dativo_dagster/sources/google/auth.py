@@ -10,6 +10,7 @@ other request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ class GoogleIdentity:
 
     email: str | None
     kind: str  # "service account" | "OAuth user"
+    principal: str = ""
+    """What Google counts quotas against: the account's address, or the OAuth client and user (a digest)."""
 
     def share_hint(self) -> str:
         """What to do when a file is not visible to these credentials."""
@@ -129,10 +132,16 @@ class TokenRequest:
     ) -> Any:
         data = body.encode("utf-8") if isinstance(body, str) else body
         try:
-            answer = self.transport.request(method, url, headers=dict(headers or {}), body=data, what="token")
+            answer = self.transport.request(
+                method, url, headers=dict(headers or {}), body=data, what="token", private=True
+            )
         except AuthError as exc:
-            # 401/403 from the token endpoint: hand it to google-auth as the answer it is.
-            return _TokenResponse(401, {}, str(exc).encode())
+            # 401/403 from the token endpoint (a bad OAuth client): hand it to google-auth as the
+            # refusal it is; it raises RefreshError, which becomes AUTH001 with Google's reason.
+            problem = self.transport.last_problem
+            if problem is None:
+                return _TokenResponse(401, {}, str(exc).encode())
+            return _TokenResponse(problem.status or 401, dict(problem.response_headers), problem.response_body)
         return _TokenResponse(answer.status, dict(answer.headers), answer.body)
 
 
@@ -167,7 +176,8 @@ class GoogleCredentials:
                 raise ConfigError(
                     f"{where}: the service account key is unusable ({type(exc).__name__}: check private_key)"
                 ) from None
-            self.identity = GoogleIdentity(str(info["client_email"]), "service account")
+            email = str(info["client_email"])
+            self.identity = GoogleIdentity(email, "service account", email)
         else:
             from google.oauth2.credentials import Credentials
 
@@ -179,7 +189,8 @@ class GoogleCredentials:
                 token_uri=credentials.get("token_uri") or DEFAULT_TOKEN_URI,
                 scopes=list(scopes),
             )
-            self.identity = GoogleIdentity(None, "OAuth user")
+            user = hashlib.sha256(f"{credentials['client_id']}\0{credentials['refresh_token']}".encode()).hexdigest()
+            self.identity = GoogleIdentity(None, "OAuth user", f"oauth:{user[:32]}")
 
     def token(self, transport: ApiTransport, *, force: bool = False) -> str:
         """A valid access token (refreshed through ``transport`` when expired, or when ``force``).
@@ -187,20 +198,23 @@ class GoogleCredentials:
         Raises:
             AuthError: AUTH001 when Google refuses the credential (revoked, wrong key, bad client).
         """
-        from google.auth.exceptions import RefreshError
+        from google.auth.exceptions import GoogleAuthError
 
         with self._lock:
             if force or not self._creds.valid:
                 try:
                     self._creds.refresh(TokenRequest(transport))
-                except RefreshError as exc:
+                except GoogleAuthError as exc:  # RefreshError, a malformed token answer, a bad key
                     reason = _refresh_reason(exc)
                     raise AuthError(
                         f"{self.where}: Google refused the {self.identity.kind} credential ({reason})",
-                        hint="check the key or the refresh token; a revoked token needs a new authorization",
+                        hint="check the key, the OAuth client id and secret, or the refresh token; a revoked "
+                        "token needs a new authorization",
                     ) from None
             token = self._creds.token
-            assert isinstance(token, str)
+            if not isinstance(token, str) or not token:
+                raise AuthError(f"{self.where}: Google's token endpoint answered without an access token")
+            register_secrets([token])  # a bearer token is as good as the key while it lives
             return token
 
 

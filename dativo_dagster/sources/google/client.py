@@ -83,7 +83,8 @@ def google_sender(inner: Sender) -> Sender:
 
     def send(method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout_s: float) -> HttpResponse:
         response = inner(method, url, headers, body, timeout_s)
-        if response.status not in (401, 403):
+        if response.status not in (401, 403) or _is_token_call(method, url):
+            # The token endpoint's refusals are OAuth bodies for google-auth to read, not API errors.
             return response
         error = google_error(response.body)
         if response.status == 401:
@@ -106,6 +107,11 @@ def query_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
             if item is not None:
                 pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
     return pairs
+
+
+def _is_token_call(method: str, url: str) -> bool:
+    """A POST to an OAuth token endpoint (``oauth2.googleapis.com/token`` or a configured ``token_uri``)."""
+    return method.upper() == "POST" and urlsplit(url).path.rstrip("/").endswith("/token")
 
 
 def rebase(url: str, base_url: str | None) -> str:

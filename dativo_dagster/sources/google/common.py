@@ -6,7 +6,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from dativo_dagster.api.limits import RateLimitSettings
+from dativo_dagster.api.limits import RateLimitSettings, credential_fingerprint
 from dativo_dagster.api.source import ApiConnection, ApiSource
 from dativo_dagster.api.transport import ApiTransport
 from dativo_dagster.config.plan import ObjectPlan
@@ -46,6 +46,13 @@ class GoogleSource(ApiSource):
                     self.credentials, project_dir=self.project_dir, data_roots=self.data_roots
                 )
             return self._google_credentials
+
+    @property
+    def fingerprint(self) -> str:
+        """The buckets' and breaker's name: Google's quotas are per user (the service account or the
+        OAuth user), so one account given as a key file or as JSON text shares one set of buckets."""
+        credentials = self.google_credentials()
+        return credential_fingerprint(self.base_url, credentials.identity.principal)
 
     def transport(self, stats: SourceStats, *, name: str | None = None) -> ApiTransport:
         """The toolkit's transport with Google's 401/403 answers read (quota, sharing, expiry)."""

@@ -9,9 +9,11 @@ lists like one in My Drive.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import fnmatch
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,8 @@ FILE_FIELDS = "id,name,mimeType,modifiedTime,size,version,md5Checksum,parents,dr
 LIST_FIELDS = f"nextPageToken,incompleteSearch,files({FILE_FIELDS})"
 PAGE_SIZE = 1000
 """Drive's largest page: fewer list calls against the per-user query quota."""
+OK, CHANGED, VANISHED = "ok", "changed", "vanished"
+"""What a download found: the listed version, a newer one, or no file any more."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class Drive:
         self.api = api
         self.drive_id = drive_id
         self.page_size = page_size
+        # Drive's own clock at the last listing (its Date header): what "settled" is measured on.
+        self.server_now_ns = time.time_ns()
 
     def _drive_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
@@ -172,6 +178,15 @@ class Drive:
             if response.status != 200:
                 raise self.api.refused(response, what)
             data = self.api.json(response, what)
+            if data.get("incompleteSearch"):
+                # Drive could not search every corpus: files may be missing from this answer, and
+                # a cursor moved past them (or a full refresh without them) would lose them.
+                raise PaginationError(
+                    f"{self.api.label}: Drive answered that its file list is incomplete (incompleteSearch)",
+                    hint="list one shared drive (options.shared_drive_id) instead of every drive; the next run "
+                    "tries again",
+                )
+            self.server_now_ns = _server_time_ns(response.header("date")) or time.time_ns()
             pages += 1
             self.api.transport.stats.add(pages=1)
             yield list(data.get("files") or [])
@@ -215,12 +230,13 @@ class Drive:
                             folders.append(child)
         return sorted(found.values(), key=lambda f: (f.modified_ns, f.id))
 
-    def download(self, file: DriveFile, fd: int, *, chunk_bytes: int) -> bool:
+    def download(self, file: DriveFile, fd: int, *, chunk_bytes: int) -> str:
         """Write the file's bytes to ``fd`` in ranges of ``chunk_bytes`` (bounded memory).
 
         Returns:
-            False when the file changed while it was being read (its bytes no longer match the
-            listed checksum): nothing of it may be loaded; its new version is read by a later run.
+            ``"ok"``; ``"changed"`` when the file changed while it was being read (its bytes no
+            longer match the listed size and checksum: nothing of them may be loaded); ``"vanished"``
+            when it was deleted (or unshared) since it was listed.
         """
         if file.is_spreadsheet:
             return self._export(file, fd)
@@ -239,6 +255,8 @@ class Drive:
             )
             if response.status == 416:
                 break  # the file shrank (it changed since it was listed): the checksum says so below
+            if response.status == 404:
+                return VANISHED
             if response.status not in (200, 206):
                 raise self.api.refused(response, what, file_id=file.id)
             body = response.body
@@ -257,10 +275,29 @@ class Drive:
             if not body:
                 break
         if file.size is not None and offset != file.size:
-            return False
-        return file.md5 is None or digest.hexdigest() == file.md5
+            return CHANGED
+        return OK if file.md5 is None or digest.hexdigest() == file.md5 else CHANGED
 
-    def _export(self, file: DriveFile, fd: int) -> bool:
+    def current(self, file_id: str) -> DriveFile | None:
+        """The file as Drive describes it now (None when it was deleted or unshared since)."""
+        what = f"Drive files.get {file_id}"
+        response = self.api.request(
+            "GET",
+            f"{DRIVE_FILES}/{file_id}",
+            params={"fields": FILE_FIELDS, "supportsAllDrives": True},
+            what=what,
+            file_id=file_id,
+        )
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise self.api.refused(response, what, file_id=file_id)
+        data = self.api.json(response, what)
+        if not isinstance(data, dict) or data.get("trashed"):
+            return None
+        return drive_file(data, self.api.label)
+
+    def _export(self, file: DriveFile, fd: int) -> str:
         what = f"Drive export {file.id} as CSV"
         response = self.api.request(
             "GET",
@@ -269,10 +306,26 @@ class Drive:
             what=what,
             file_id=file.id,
         )
+        if response.status == 404:
+            return VANISHED
         if response.status != 200:
             raise self.api.refused(response, what, file_id=file.id)
         _write_all(fd, response.body)
-        return True
+        return OK
+
+
+def _server_time_ns(header: str | None) -> int | None:
+    """An HTTP ``Date`` header in nanoseconds since the epoch (None when absent or unreadable)."""
+    if not header:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    # The header has whole seconds: the server's clock was somewhere in the second after it.
+    return (int(when.timestamp()) + 1) * 10**9
 
 
 def _content_total(header: str | None, known: int | None) -> int | None:

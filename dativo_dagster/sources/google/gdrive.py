@@ -30,14 +30,14 @@ from pydantic import Field, ValidationError, field_validator
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import ConfigError, ExtractError
 from dativo_dagster.sources.base import Extraction, FileVersion, ReadRequest, SourceStats
 from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN, FileCursorCodec, file_cursor, files_after
 from dativo_dagster.sources.csv.options import CsvFormat
 from dativo_dagster.sources.csv.reader import FileReader, ReadState
 from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.google.common import GoogleSource
-from dativo_dagster.sources.google.drive import PAGE_SIZE, Drive, DriveFile
+from dativo_dagster.sources.google.drive import CHANGED, OK, PAGE_SIZE, VANISHED, Drive, DriveFile
 from dativo_dagster.types import contract_arrow_schema
 
 log = structlog.get_logger("dativo.sources.gdrive_csv")
@@ -66,6 +66,13 @@ class GDriveCsvOptions(CsvFormat):
     page_size: int = Field(default=1000, ge=1, le=1000, description="files per files.list page (Drive's largest: 1000)")
     download_chunk_bytes: int = Field(default=8 << 20, ge=1 << 10, le=256 << 20, description="bytes per range request")
     prefetch_files: int = Field(default=2, ge=0, le=8, description="files downloaded ahead of the parser")
+    settle_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="files modified within this many seconds (by Drive's clock) wait for a later run: Drive's "
+        "listing can show a new file after a later one for a short while",
+    )
 
     @field_validator("folder_id", "shared_drive_id")
     @classmethod
@@ -155,7 +162,9 @@ class GDriveCsvSource(GoogleSource):
             pattern=options.name_pattern,
             sheet_pattern=options.sheet_pattern if options.google_sheets else None,
         )
-        return [FileVersion(f.id, f.name, f.modified_ns, str(f.version)) for f in files]
+        # Only what a run would read now: a file still inside the settle window waits for a later poll.
+        settled = _settled_before(drive, options)
+        return [FileVersion(f.id, f.name, f.modified_ns, str(f.version)) for f in files if f.modified_ns <= settled]
 
     def read(self, request: ReadRequest) -> Extraction:
         """Stream the folder's files modified since the cursor (all of them for a full refresh)."""
@@ -177,6 +186,12 @@ class GDriveCsvSource(GoogleSource):
             sheet_pattern=options.sheet_pattern if options.google_sheets else None,
             since_ns=since,
         )
+        # Drive's index is eventually consistent: a file uploaded a moment ago may be listed after a
+        # later one. Files modified within the settle window wait for a later run, so the cursor
+        # never passes a file the listing has not shown yet.
+        settled = _settled_before(drive, options)
+        waiting = [f for f in listed if f.modified_ns > settled]
+        listed = [f for f in listed if f.modified_ns <= settled]
         by_id = {f.id: f for f in listed}
         files = listed
         if by_mtime:
@@ -186,6 +201,10 @@ class GDriveCsvSource(GoogleSource):
                 [(f.modified_ns, f.id) for f in listed], previous, sizes={f.id: f.version for f in listed}
             )
             files = [by_id[file_id] for _, file_id in pairs]
+        if waiting:
+            log.info(
+                "gdrive_files_settling", object=obj.label, files=len(waiting), settle_seconds=options.settle_seconds
+            )
         source_columns = [c.source_name or c.name for c in obj.contract.columns]
         schema = pa.schema([pa.field(name, pa.string()) for name in source_columns] + LINEAGE)
         state = ReadState()
@@ -203,22 +222,40 @@ class GDriveCsvSource(GoogleSource):
             stats=stats,
             count_reads=False,  # the transport counts Drive's calls and bytes
         )
-        changed: list[str] = []
+        skipped: dict[str, list[str]] = {CHANGED: [], VANISHED: []}
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for file, fd, complete in _prefetched(drive, files, options):
-                try:
-                    if not complete:
-                        # Re-uploaded while it was downloaded: its bytes mix two versions. The new
-                        # version has a later modifiedTime, so a later run reads it whole.
-                        changed.append(file.id)
-                        log.warning("gdrive_file_changed_while_read", object=obj.label, file=file.id, name=file.name)
-                        continue
-                    for batch in reader.read_descriptor(fd, file.id, mtime_ns=file.modified_ns):
-                        rows = batch.num_rows
-                        yield batch.append_column(LINEAGE[1], pa.array([file.name] * rows, pa.string())).append_column(
-                            LINEAGE[2], _modified_array(rows, file)
+            for file, fd, outcome in _prefetched(drive, files, options):
+                if outcome == VANISHED:
+                    # Deleted or unshared since it was listed: not read, not recorded (as a local
+                    # file that vanished).
+                    skipped[VANISHED].append(file.id)
+                    log.warning("gdrive_file_vanished", object=obj.label, file=file.id, name=file.name)
+                    continue
+                if outcome == CHANGED:
+                    if not by_mtime:
+                        raise ExtractError(
+                            f"{obj.label}: Drive file {file.name!r} ({file.id}) kept changing while it was read; "
+                            "a full refresh without it would drop its rows, so nothing was committed",
+                            hint="the next run reads it again; pause the uploads if this repeats",
                         )
+                    # Its bytes mixed two versions twice over: nothing of it is loaded; its newest
+                    # version has a later modifiedTime, so a later run reads it whole.
+                    skipped[CHANGED].append(file.id)
+                    log.warning("gdrive_file_changed_while_read", object=obj.label, file=file.id, name=file.name)
+                    continue
+                try:
+                    if os.fstat(fd).st_size == 0:
+                        # An empty upload is complete: it holds no row (and replaces what it held).
+                        state.read.append((file.modified_ns, file.id))
+                    else:
+                        for batch in reader.read_descriptor(fd, file.id, mtime_ns=file.modified_ns):
+                            rows = batch.num_rows
+                            yield batch.append_column(
+                                LINEAGE[1], pa.array([file.name] * rows, pa.string())
+                            ).append_column(LINEAGE[2], _modified_array(rows, file))
+                    # Drive uploads are atomic: nothing is left pending for a later run.
+                    state.deferred = [d for d in state.deferred if d != file.id]
                     state.sizes[file.id] = file.version
                 finally:
                     os.close(fd)
@@ -230,8 +267,12 @@ class GDriveCsvSource(GoogleSource):
             return [file_id for _, file_id in state.read]
 
         def on_close() -> None:
-            if changed:
-                stats.note(f"{len(changed)} file(s) changed while being read; a later run reads their new version")
+            if skipped[CHANGED]:
+                stats.note(
+                    f"{len(skipped[CHANGED])} file(s) changed while being read; a later run reads their new version"
+                )
+            if skipped[VANISHED]:
+                stats.note(f"{len(skipped[VANISHED])} file(s) were deleted or unshared after they were listed")
 
         return Extraction(
             schema,
@@ -246,35 +287,51 @@ class GDriveCsvSource(GoogleSource):
         )
 
 
+def _settled_before(drive: Drive, options: GDriveCsvOptions) -> int:
+    """The newest ``modifiedTime`` (ns) a read takes: Drive's clock at the listing minus ``settle_seconds``."""
+    return drive.server_now_ns - int(options.settle_seconds * 1e9)
+
+
 def _prefetched(
     drive: Drive, files: list[DriveFile], options: GDriveCsvOptions
-) -> Iterator[tuple[DriveFile, int, bool]]:
-    """``(file, open spool descriptor at offset 0, complete)`` in order, downloads running ahead.
+) -> Iterator[tuple[DriveFile, int, str]]:
+    """``(file, open spool descriptor at offset 0, outcome)`` in order, downloads running ahead.
 
     While the consumer parses one file, up to ``prefetch_files`` more download; each goes to a
-    temporary file already unlinked, so nothing is left behind if the run dies. The caller closes
-    each descriptor it receives.
+    temporary file already unlinked, so nothing is left behind if the run dies. A file that changed
+    while it downloaded is looked up again and downloaded once more (its new version). The
+    descriptor is -1 unless the outcome is ``ok``; the caller closes each other one it receives.
     """
 
-    def fetch(file: DriveFile) -> tuple[int, bool]:
-        handle = tempfile.TemporaryFile(prefix="dativo-gdrive-")  # noqa: SIM115 - the fd outlives this call
-        fd = os.dup(handle.fileno())
-        handle.close()
-        try:
-            complete = drive.download(file, fd, chunk_bytes=options.download_chunk_bytes)
-            os.lseek(fd, 0, os.SEEK_SET)
-        except BaseException:
+    def fetch(file: DriveFile) -> tuple[DriveFile, int, str]:
+        for attempt in (1, 2):
+            handle = tempfile.TemporaryFile(prefix="dativo-gdrive-")  # noqa: SIM115 - the fd outlives this call
+            fd = os.dup(handle.fileno())
+            handle.close()
+            try:
+                outcome = drive.download(file, fd, chunk_bytes=options.download_chunk_bytes)
+                os.lseek(fd, 0, os.SEEK_SET)
+            except BaseException:
+                os.close(fd)
+                raise
+            if outcome == OK:
+                return file, fd, OK
             os.close(fd)
-            raise
-        return fd, complete
+            if outcome == VANISHED:
+                return file, -1, VANISHED
+            fresh = drive.current(file.id) if attempt == 1 else None
+            if attempt == 1 and fresh is None:
+                return file, -1, VANISHED
+            if fresh is not None:
+                file = fresh
+        return file, -1, CHANGED
 
     if options.prefetch_files == 0:
         for file in files:
-            fd, complete = fetch(file)
-            yield file, fd, complete
+            yield fetch(file)
         return
     upcoming = iter(files)
-    window: deque[tuple[DriveFile, Future[tuple[int, bool]]]] = deque()
+    window: deque[tuple[DriveFile, Future[tuple[DriveFile, int, str]]]] = deque()
     with ThreadPoolExecutor(max_workers=options.prefetch_files, thread_name_prefix="gdrive") as pool:
         try:
             for file in itertools.islice(upcoming, options.prefetch_files):
@@ -284,8 +341,7 @@ def _prefetched(
                 following = next(upcoming, None)
                 if following is not None:
                     window.append((following, pool.submit(contextvars.copy_context().run, fetch, following)))
-                fd, complete = future.result()
-                yield file, fd, complete
+                yield future.result()
         finally:
             # Stopped early (a failure, a row limit): downloads not started are cancelled, those
             # running finish and their descriptors are closed, never leaked.
@@ -295,7 +351,9 @@ def _prefetched(
                     continue
                 error = future.exception()
                 if error is None:
-                    os.close(future.result()[0])
+                    fd = future.result()[1]
+                    if fd >= 0:
+                        os.close(fd)
                 else:
                     log.warning("gdrive_download_abandoned", file=file.id, error=str(error))
 

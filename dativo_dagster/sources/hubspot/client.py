@@ -68,7 +68,9 @@ class TransportPool:
                 token = self.tokens.current(self._exchange) if attempt == 1 else token
                 sent_headers["Authorization"] = f"Bearer {token}"
             try:
-                answer = self.transport.request(method, url, headers=sent_headers, body=data, bucket=bucket)
+                answer = self.transport.request(
+                    method, url, headers=sent_headers, body=data, bucket=bucket, private=token_call
+                )
             except TokenExpired as exc:
                 if not self.tokens.oauth or attempt == 2 or token is None:
                     raise AuthError(
