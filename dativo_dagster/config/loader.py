@@ -396,6 +396,10 @@ def _load_job(
     if source_cls is not None:
         _check_connection_keys(problems, label, source_cls.connection_model, connection)
         _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
+        # Key files named in credentials (``service_account_file``) are local paths too.
+        credentials = {**source.credentials, **job.source.credentials}
+        key_files = [name for name in credentials if name.endswith("_file")]
+        _check_local_paths(problems, label, key_files, credentials, data_roots, root, section="source.credentials")
     objects = []
     for obj_index, obj in enumerate(job.objects):
         where = f"{label}: objects[{obj_index}]"
@@ -503,6 +507,7 @@ def _check_local_paths(
     connection: dict[str, Any],
     roots: tuple[Path, ...],
     project_dir: Path,
+    section: str = "source.connection",
 ) -> None:
     """Literal local paths of the connection must lie in the tenant's data roots (``${VAR}``s: at run time)."""
     for name in fields:
@@ -510,7 +515,7 @@ def _check_local_paths(
         if not isinstance(value, str) or "${" in value:
             continue
         try:
-            confine(value, roots, base=project_dir, what=f"{label}: source.connection.{name}")
+            confine(value, roots, base=project_dir, what=f"{label}: {section}.{name}")
         except ConfigError as exc:
             problems.append(exc.message)
 

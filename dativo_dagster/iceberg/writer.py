@@ -337,7 +337,9 @@ class IcebergWriter:
                     quarantine_sample=sample,
                     quarantine_table=quarantine_name,
                 )
-            if source_unchanged and stats.read == 0 and not changes:
+            if source_unchanged and stats.read == 0:
+                # Nothing was read because nothing changed: whatever the contract's schema says
+                # now, the table keeps its copy (an overwrite with no rows would empty it).
                 return WriteResult(
                     table=label,
                     rows_written=0,

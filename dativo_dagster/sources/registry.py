@@ -126,7 +126,8 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) ->
     credentials = {
         key: str(value) for key, value in resolver.resolve(dict(job.credentials), where=f"{where}.credentials").items()
     }
-    register_secrets(credentials.values())
+    # A key file's path is not a secret (its content is, registered by the source that reads it).
+    register_secrets(value for key, value in credentials.items() if not key.endswith("_file"))
     connection = resolver.resolve(dict(job.connection), where=f"{where}.connection")
     register_secrets(
         part for key, value in connection.items() for part in secret_parts(value, sensitive=is_sensitive_key(key))
@@ -135,6 +136,9 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) ->
         value = connection.get(name)
         if isinstance(value, str):
             confine(value, job.data_roots, base=job.project_dir, what=f"{where}.connection.{name}")
+    for name, value in credentials.items():
+        if name.endswith("_file") and value:
+            confine(value, job.data_roots, base=job.project_dir, what=f"{where}.credentials.{name}")
     try:
         model = cls.connection_model.model_validate(connection)
     except ValidationError as exc:

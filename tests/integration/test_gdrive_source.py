@@ -367,3 +367,35 @@ def test_deleted_and_empty_files(tmp_path: Path, google: Any, monkeypatch: Any) 
     ok(run.run("items", run_id="r2"))
     last_list = [r for r in emulator.request_log if r.path == "/drive/v3/files"][-1]
     assert "modifiedTime >= '2024-05-01T10:00:02.000Z'" in dict(last_list.query)["q"]
+
+
+def test_drive_refusals_of_one_file_are_named(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    folder = emulator.add_folder("drops", shared_with=[SA_EMAIL])
+    book = emulator.add_spreadsheet("Huge", {"Data": [["id", "label", "amount"], [1, "x", 1]]}, parent=folder)
+    emulator.inject(
+        "status", status=403, reason="exportSizeLimitExceeded", count=1, path=f"/drive/v3/files/{book}/export"
+    )
+    result = project(tmp_path, google, folder).run("items")
+    assert result.error is not None and result.error.code == "EXT001" and not result.error.transient
+    assert "exportSizeLimitExceeded" in str(result.error) and book in str(result.error)
+    emulator.inject("status", status=403, reason="insufficientFilePermissions", count=1, path=f"/drive/v3/files/{book}")
+    result = project(tmp_path / "perm", google, folder).run("items")
+    assert (
+        result.error is not None and result.error.code == "CFG001" and SA_EMAIL in f"{result.error} {result.error.hint}"
+    )
+    emulator.inject("status", status=403, reason="dailyLimitExceeded", count=1, path="/drive/v3/files")
+    result = project(tmp_path / "daily", google, folder).run("items")
+    assert result.error is not None and result.error.code == "RETRY001" and "daily" in str(result.error)
+
+
+def test_a_key_file_outside_the_data_roots_is_refused_at_load(tmp_path: Path) -> None:
+    from dativo_dagster.config.loader import ConfigProblems, load_plan
+    from tests.integration.sql_harness import write_project
+
+    objects = [{"name": "items", "contract": CONTRACT, "incremental": MTIME, "options": {"folder_id": "F1"}}]
+    write_project(tmp_path, "gdrive_csv", {}, objects, {"service_account_file": "/etc/hostname"})
+    with pytest.raises(ConfigProblems) as refused:
+        load_plan(tmp_path, strict=True)
+    assert "source.credentials.service_account_file" in str(refused.value)
+    assert "outside the tenant's data roots" in str(refused.value)

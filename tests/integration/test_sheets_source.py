@@ -169,10 +169,17 @@ def test_an_unchanged_sheet_is_skipped_without_a_read(tmp_path: Path, google: An
     emulator.set_cells(book, "Sheet1", [HEADER, sale(1), sale(2), sale(3)])
     third = ok(run.run("sales", run_id="r3"))
     assert third.write is not None and third.write.committed and len(run.rows("sales")) == 3
-    # A changed contract or option is a different copy, even of an unchanged sheet.
+    # A changed option is a different copy, even of an unchanged sheet.
     run.edit_object("sales", options={"spreadsheet_id": book, "range": "A1:H3"})
     fourth = ok(run.run("sales", run_id="r4"))
     assert fourth.write is not None and fourth.write.committed and len(run.rows("sales")) == 2
+    assert not ok(run.run("sales", run_id="r5")).write.committed  # type: ignore[union-attr]
+    # So is a changed contract.
+    contract = run.root / "connectors/schemas/sheets/sales.v1.yaml"
+    contract.write_text(contract.read_text().replace("{name: units, type: int32}", "{name: units, type: int64}"))
+    run.reload()
+    sixth = ok(run.run("sales", run_id="r6"))
+    assert sixth.write is not None and sixth.write.committed
 
 
 def test_the_read_quota_is_waited_out_with_retry_after(tmp_path: Path, google: Any) -> None:
@@ -210,6 +217,33 @@ def test_oauth_user_credentials_refresh_their_token(tmp_path: Path, google: Any)
     run.reload()
     ok(run.run("sales"))
     assert len(run.rows("sales")) == 1
+    # Token calls are never shown to observers (payload logs, raw archives): their bodies are secrets.
+    from dativo_dagster.api.source import ApiRuntime
+
+    exchanges: list[Any] = []
+    runtime = ApiRuntime(observers=[exchanges.append])
+    emulator.set_cells(book, "Sheet1", [HEADER, sale(1), sale(3)])
+    with run.source(runtime) as source:
+        from dativo_dagster.engine import ingest_object
+
+        ok(ingest_object(run.job.object("sales"), source=source, writer=run.writer, run_id="observed"))
+    assert exchanges and not any(e.url.endswith("/token") for e in exchanges)
+    assert all(str(user["refresh_token"]) not in repr(e) for e in exchanges)
+
+    wrong = {**run.env, "G_CLIENT_SECRET": "not-the-secret"}
+    bad_client = GoogleProject(
+        tmp_path / "bad", "google_sheets", server.url, [obj], {}, contracts={"sheets/sales.v1.yaml": SALES}
+    )
+    bad_job = bad_client.root / "tenants/acme/jobs/db.yaml"
+    bad_data = yaml.safe_load(bad_job.read_text())
+    bad_data["source"]["credentials"] = creds
+    bad_job.write_text(yaml.safe_dump(bad_data))
+    bad_client.env = wrong
+    bad_client.reload()
+    refused = bad_client.run("sales")
+    assert refused.error is not None and refused.error.code == "AUTH001", refused.error
+    assert "not-the-secret" not in f"{refused.error} {refused.error.hint}"
+
     emulator.revoke(str(user["refresh_token"]))
     emulator.set_cells(book, "Sheet1", [HEADER, sale(1), sale(2)])
     emulator.advance_clock(7200)  # the access token expired: a refresh is needed, and refused
@@ -245,3 +279,41 @@ def test_a_range_past_the_sheets_edge_reads_up_to_the_edge(tmp_path: Path, googl
     assert [r["id"] for r in run.rows("sales")] == [1, 2]
     beyond = project(tmp_path / "beyond", google, book, range="AAA1:AAB10").run("sales")
     assert beyond.error is not None and beyond.error.code == "CFG001" and "last column" in str(beyond.error)
+
+
+def test_an_edit_between_blocks_commits_nothing(tmp_path: Path, google: Any, monkeypatch: Any) -> None:
+    from gspread.http_client import HTTPClient
+
+    emulator, _, _ = google
+    rows = [HEADER, *(sale(i) for i in range(1, 301))]
+    book = emulator.add_spreadsheet("Sales", {"Sheet1": rows}, shared_with=[SA_EMAIL])
+    original = HTTPClient.values_get
+    calls: list[str] = []
+
+    def editing(self: Any, spreadsheet_id: str, range_name: str, params: Any = None) -> Any:
+        calls.append(range_name)
+        if len(calls) == 2:  # someone inserts a row at the top while dativo reads the second block
+            emulator.set_cells(book, "Sheet1", [HEADER, sale(0), *rows[1:]])
+        return original(self, spreadsheet_id, range_name, params=params)
+
+    monkeypatch.setattr(HTTPClient, "values_get", editing)
+    run = project(tmp_path, google, book, chunk_rows=100)
+    result = run.run("sales")
+    assert (
+        result.error is not None and result.error.code == "EXT001" and "changed while it was read" in str(result.error)
+    )
+    assert run.writer.load_table("acme", "sales") is None or not run.rows("sales")
+    monkeypatch.undo()
+    ok(run.run("sales", run_id="r2"))
+    assert [r["id"] for r in run.rows("sales")] == list(range(0, 301))
+
+
+def test_an_unreadable_answer_is_page001(tmp_path: Path, google: Any) -> None:
+    emulator, _, _ = google
+    book = emulator.add_spreadsheet("Sales", {"Sheet1": [HEADER, sale(1)]}, shared_with=[SA_EMAIL])
+    emulator.inject("malformed_json", count=1, path=f"/v4/spreadsheets/{book}/values")
+    result = project(tmp_path, google, book).run("sales")
+    assert result.error is not None and result.error.code == "PAGE001", result.error
+    emulator.inject("malformed_json", count=1, path=f"/v4/spreadsheets/{book}")
+    result = project(tmp_path / "meta", google, book).run("sales")
+    assert result.error is not None and result.error.code == "PAGE001", result.error

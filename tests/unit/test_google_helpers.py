@@ -103,9 +103,9 @@ def test_numbers_percentages_and_currency_are_exact() -> None:
 
 
 def test_integers_refuse_fractions_booleans_and_overflow() -> None:
-    values, reasons = _typed([3, 3.0, 3.5, True, 2**70, "7"], pa.int64())
-    assert values == [3, 3, None, None, None, 7]
-    assert [r is not None for r in reasons] == [False, False, True, True, True, False]
+    values, reasons = _typed([3, 3.0, 3.5, True, 2**70, "7", "$1,000.00", "100%", "$2.50"], pa.int64())
+    assert values == [3, 3, None, None, None, 7, 1000, 1, None]
+    assert [r is not None for r in reasons] == [False, False, True, True, True, False, False, False, True]
     assert reasons[2] is not None and reasons[2].startswith("C7: c:")
 
 
@@ -120,7 +120,23 @@ def test_dates_times_and_zones() -> None:
     assert values == [dt.datetime(2024, 1, 31, 12, 0)]
     values, reasons = _typed([0.75, 1.25], pa.time64("us"))
     assert values[0] == dt.time(18, 0) and reasons[1] is not None
-    assert time_zone("Nowhere/Else") is UTC and time_zone(None) is UTC
+    assert time_zone("Nowhere/Else") is None and time_zone(None) is UTC
+    # Text without a zone is a wall-clock time in the spreadsheet's zone, like its date cells.
+    york = time_zone("America/New_York")
+    assert york is not None
+    values, _ = _typed(
+        ["2024-05-01 10:00:00", "2024-05-01T10:00:00Z", 45413 + 10 / 24], pa.timestamp("us", tz="UTC"), york
+    )
+    assert values == [
+        dt.datetime(2024, 5, 1, 14, 0, tzinfo=UTC),
+        dt.datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
+        dt.datetime(2024, 5, 1, 14, 0, tzinfo=UTC),
+    ]
+    # A wall-clock time a daylight-saving change skips or repeats names no single instant.
+    values, reasons = _typed(["2024-03-10 02:30:00", "2024-11-03 01:30:00"], pa.timestamp("us", tz="UTC"), york)
+    assert values == [None, None]
+    assert reasons[0] is not None and "does not exist" in reasons[0]
+    assert reasons[1] is not None and "ambiguous" in reasons[1]
 
 
 def test_formula_errors_and_text_rendering() -> None:
@@ -258,6 +274,10 @@ def test_options_refuse_what_cannot_be_an_id() -> None:
         GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "range": "Sheet1!A1:B2"})
     with pytest.raises(ValueError):
         GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "nope": 1})
+    with pytest.raises(ValueError, match="header_row 1 lies outside range"):
+        GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "range": "A3:C", "header_row": 1})
+    with pytest.raises(ValueError, match="outside range"):
+        GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "range": "A3:C9", "header_row": 10})
     assert GoogleSheetsOptions.model_validate({"spreadsheet_id": "abc", "range": "B2:F"}).grid().first_row == 2
 
 

@@ -30,13 +30,22 @@ import requests
 
 from dativo_dagster.api.transport import ApiTransport, HttpResponse, Sender
 from dativo_dagster.config.secrets import redact_text
-from dativo_dagster.errors import AuthError, ConfigError, ExtractError
+from dativo_dagster.errors import AuthError, ConfigError, ExtractError, PermanentExtractError, RetryExhaustedError
 from dativo_dagster.sources.google.auth import GoogleCredentials
 
 GOOGLE_HOSTS = ("https://www.googleapis.com", "https://sheets.googleapis.com")
 """The roots dativo calls; ``base_url`` (an emulator, a proxy) replaces both."""
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+"""Drive's 403 throttles: retried like a 429."""
+DAILY_QUOTA_REASONS = frozenset({"dailyLimitExceeded", "downloadQuotaExceeded", "sharingRateLimitExceeded"})
+"""Quotas that reset once a day: no retry within a run helps."""
+FILE_REFUSED_REASONS = frozenset(
+    {"exportSizeLimitExceeded", "fileNotDownloadable", "cannotDownloadAbusiveFile", "fileNotExportable"}
+)
+"""One file Drive will not serve: permanent for that file, whoever asks."""
+FILE_PERMISSION_REASONS = frozenset({"insufficientFilePermissions", "appNotAuthorizedToFile"})
+"""The credential may not read this file: it must be shared (CFG001 naming the address)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,21 @@ def google_sender(inner: Sender) -> Sender:
         if error.reason in RATE_LIMIT_REASONS:
             # Drive's quota answer: the same thing a 429 means, so the transport waits and retries.
             return dataclasses.replace(response, status=429)
-        if error.status == "PERMISSION_DENIED" and "does not have permission" in error.message:
+        if error.reason in DAILY_QUOTA_REASONS:
+            raise RetryExhaustedError(
+                f"{_what(method, url)}: Google's daily quota is spent ({error.reason}: {redact_text(error.message)})",
+                hint="the next run after the quota resets (midnight Pacific time) continues from the cursor",
+            )
+        if error.reason in FILE_REFUSED_REASONS:
+            raise PermanentExtractError(
+                f"{_what(method, url)}: Drive will not hand out this file ({error.reason}: "
+                f"{redact_text(error.message)})",
+                hint="a native file over Drive's 10 MB export limit, or one Drive flagged: move it out of the "
+                "folder or download it another way",
+            )
+        if error.reason in FILE_PERMISSION_REASONS or (
+            error.status == "PERMISSION_DENIED" and "does not have permission" in error.message
+        ):
             raise NotShared(error.message)
         return response
 
@@ -107,6 +130,10 @@ def query_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
             if item is not None:
                 pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
     return pairs
+
+
+def _what(method: str, url: str) -> str:
+    return f"{method} {urlsplit(url).path}"
 
 
 def _is_token_call(method: str, url: str) -> bool:

@@ -20,6 +20,7 @@ in a sheet's rows). Rows carry their sheet row number (``_dativo_sheet_row``).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import ConfigError, PaginationError
+from dativo_dagster.errors import ConfigError, ExtractError, PaginationError
 from dativo_dagster.sources.base import Extraction, ReadRequest, SourceOptions, SourceStats
 from dativo_dagster.sources.csv.header import match_header
 from dativo_dagster.sources.cursors import CursorCodec
@@ -96,6 +97,11 @@ class GoogleSheetsOptions(SourceOptions):
     def _one_sheet(self) -> GoogleSheetsOptions:
         if self.worksheet is not None and self.gid is not None:
             raise ValueError("give worksheet or gid, not both")
+        grid = self.grid()
+        if self.header_row is not None and (
+            self.header_row < grid.first_row or (grid.last_row is not None and self.header_row > grid.last_row)
+        ):
+            raise ValueError(f"header_row {self.header_row} lies outside range {self.range!r}")
         return self
 
     def grid(self) -> GridRange:
@@ -216,10 +222,11 @@ class GoogleSheetsSource(GoogleSource):
 
     def _call(self, api: GoogleApi, call: Any, what: str, file_id: str) -> Any:
         """One gspread call; its ``APIError`` (an answer the transport passed on) becomes a coded error."""
+        import requests
         from gspread.exceptions import APIError
 
         try:
-            return call()
+            answer = call()
         except APIError as exc:
             response = exc.response
             from dativo_dagster.api.transport import HttpResponse
@@ -229,15 +236,23 @@ class GoogleSheetsSource(GoogleSource):
                 f"Sheets {what}",
                 file_id=file_id,
             ) from None
+        except (ValueError, requests.RequestException) as exc:  # a body that is not JSON, a cut answer
+            raise PaginationError(
+                f"{api.label}: Sheets {what}: the answer cannot be read ({type(exc).__name__})",
+                hint="a proxy or an outage answered instead of Google; the next run tries again",
+            ) from None
+        if not isinstance(answer, dict):
+            raise PaginationError(f"{api.label}: Sheets {what}: the answer is not a JSON object")
+        return answer
 
-    def _fingerprint(self, obj: ObjectPlan, options: GoogleSheetsOptions, sheet: str | int | None) -> str:
-        """What else a copy depends on: the worksheet, the range, the header row and the contract."""
+    def _fingerprint(self, obj: ObjectPlan) -> str:
+        """What else a copy depends on: the object's whole config (worksheet, range, header row,
+        quality thresholds, ...), its contract and its key; any change means a new copy."""
         assert obj.contract is not None
         parts = {
-            "sheet": sheet,
-            "range": options.range,
-            "header_row": options.header_row,
-            "contract": [c.model_dump(mode="json") for c in obj.contract.columns],
+            "object": obj.config.model_dump(mode="json"),
+            "contract": obj.contract.model_dump(mode="json"),
+            "primary_key": list(obj.primary_key),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -249,7 +264,7 @@ class GoogleSheetsSource(GoogleSource):
         stats = SourceStats()
         api = self.api(stats, obj)
         version = self._spreadsheet_version(api, options)
-        version["copy_of"] = self._fingerprint(obj, options, options.worksheet or options.gid)
+        version["copy_of"] = self._fingerprint(obj)
         schema = contract_arrow_schema(obj.contract).append(LINEAGE[0])
         previous = request.cursor.value if request.cursor is not None else None
         if options.skip_unchanged and previous == version and request.limit is None:
@@ -270,7 +285,7 @@ class GoogleSheetsSource(GoogleSource):
         client, sheet, zone_name = self._worksheet(api, obj, options, version)
         return Extraction(
             schema,
-            self._batches(api, client, obj, options, sheet, zone_name, stats),
+            self._batches(api, client, obj, options, sheet, zone_name, stats, version),
             request,
             stats,
             cursor_override=lambda: version,
@@ -287,6 +302,7 @@ class GoogleSheetsSource(GoogleSource):
         sheet: dict[str, Any],
         zone_name: str | None,
         stats: SourceStats,
+        version: dict[str, Any] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         assert obj.contract is not None
         title = str(sheet.get("title"))
@@ -306,6 +322,14 @@ class GoogleSheetsSource(GoogleSource):
                 f"({columns_in_grid} columns)"
             )
         zone = time_zone(zone_name)
+        if zone is None:
+            if any(pa.types.is_timestamp(arrow_type(c)) and arrow_type(c).tz for c in obj.contract.columns):
+                raise ConfigError(
+                    f"{obj.label}: the spreadsheet's time zone {zone_name!r} is unknown to this system, so its "
+                    "date-times cannot be placed in time",
+                    hint="install the tzdata package, or set the spreadsheet's time zone in File > Settings",
+                )
+            zone = dt.timezone.utc  # only zone-less columns: the zone is never used
         columns = obj.contract.columns
         wanted = [c.source_name or c.name for c in columns]
         positions: dict[str, int] | None = None
@@ -363,6 +387,16 @@ class GoogleSheetsSource(GoogleSource):
             row = end + 1
         if positions is None:
             raise ConfigError(f"{obj.label}: sheet {title!r} holds no header row in the range read")
+        if version is not None and row > grid.first_row + options.chunk_rows:
+            # Read in several blocks: an edit between two of them would commit a torn copy (rows
+            # moved across a block boundary read twice or not at all). Nothing is committed then.
+            now = self._spreadsheet_version(api, options)
+            if now["version"] != version["version"]:
+                raise ExtractError(
+                    f"{obj.label}: the spreadsheet changed while it was read (version {version['version']} → "
+                    f"{now['version']}); nothing was committed",
+                    hint="the next run reads it again",
+                )
         if empty_rows:
             log.info("sheet_empty_rows_skipped", object=obj.label, rows=empty_rows)
 

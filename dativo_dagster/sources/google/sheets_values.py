@@ -134,6 +134,23 @@ def serial_datetime(serial: float) -> dt.datetime:
     return SERIAL_EPOCH + dt.timedelta(milliseconds=millis)
 
 
+def localize(local: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """A wall-clock time in ``zone`` as a UTC instant.
+
+    Raises:
+        ValueError: the time does not exist in the zone (skipped by a daylight-saving change) or
+            names two instants (repeated by one): which one was meant cannot be known.
+    """
+    first = local.replace(tzinfo=zone, fold=0)
+    second = local.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        back = first.astimezone(dt.timezone.utc).astimezone(zone).replace(tzinfo=None)
+        if back != local:
+            raise ValueError(f"does not exist in {zone} (a daylight-saving change skips it)")
+        raise ValueError(f"is ambiguous in {zone} (a daylight-saving change repeats it)")
+    return first.astimezone(dt.timezone.utc)
+
+
 def _number_from_text(text: str) -> decimal.Decimal | None:
     """A number written as text with a currency sign, thousands separators or a percent sign.
 
@@ -164,10 +181,20 @@ def _normalise(value: Any, target: pa.DataType, zone: dt.tzinfo) -> Any:
     if pa.types.is_timestamp(target):
         if numeric:
             local = serial_datetime(float(value))
-            if target.tz is None:
-                return local
-            return local.replace(tzinfo=zone).astimezone(dt.timezone.utc)
-        return value
+        elif isinstance(value, str):
+            try:
+                local = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                return value  # the converter says why it is not a timestamp
+            if local.tzinfo is not None:
+                return value  # an explicit offset says which instant it is
+        else:
+            return value
+        if target.tz is None:
+            return local
+        # A time written without a zone is a wall-clock time in the spreadsheet's zone, as the
+        # sheet's own date cells are.
+        return localize(local, zone)
     if pa.types.is_date(target):
         if numeric:
             if not float(value).is_integer():
@@ -185,6 +212,8 @@ def _normalise(value: Any, target: pa.DataType, zone: dt.tzinfo) -> Any:
     ):
         number = _number_from_text(value)
         if number is not None:
+            if pa.types.is_integer(target) and number == number.to_integral_value():
+                return str(int(number))  # "$1,000.00" and "100%" are whole numbers
             return str(number)
         return value
     if pa.types.is_string(target) or pa.types.is_large_string(target):
@@ -236,11 +265,11 @@ def typed_column(
     return pa.array(out, target), reasons
 
 
-def time_zone(name: str | None) -> dt.tzinfo:
-    """The spreadsheet's time zone (UTC when it names none or one this system does not know)."""
+def time_zone(name: str | None) -> dt.tzinfo | None:
+    """The spreadsheet's time zone (UTC when it names none; None when this system does not know it)."""
     if not name:
         return dt.timezone.utc
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return dt.timezone.utc
+        return None
