@@ -136,33 +136,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if view is None:
             return "-"
         code = f" {view.code}" if view.outcome == "failure" and view.code else ""
-        return f"{when(view.at)}{code} ({view.run_id[:8]})"
+        stamp = (when(view.at) or "?")[5:16].replace("T", " ")
+        return f"{stamp}{code} {view.run_id[:8]}"
 
-    table = Table(
-        "object", "health", "last success", "last failure", "streak", "success", "median s", "rows", "cursor", "lag"
-    )
-    for status in found:
-        rate = "-" if status.success_rate is None else f"{status.success_rate:.0%} of {len(status.runs)}"
-        median = "-" if status.median_duration_s is None else f"{status.median_duration_s:.1f}"
-        rows = status.rows
-        rows_text = "-" if not rows else f"{rows[0]:,} ({status.trend})"
-        health = "UNHEALTHY" if status.unhealthy else ("never run" if not status.runs else "ok")
-        table.add_row(
-            *_cells(
-                status.label,
-                health,
-                short(status.last_success),
-                short(status.last_failure),
-                status.streak,
-                rate,
-                median,
-                rows_text,
-                status.cursor or "-",
-                lag_text(status.cursor_lag_s)
-                + (f" ({status.cursor_lag_basis})" if status.cursor_lag_s is not None else ""),
-            )
-        )
-    console.print(table)
+    for job in jobs:
+        mine = [s for s in found if s.label.startswith(f"{job.label}/")]
+        console.print(_status_table(Table, job.label, mine, short, lag_text, _cells))
     for status in found:
         for note in status.notes:
             say_note(f"{status.label}: {note}")
@@ -171,6 +150,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not unhealthy:
         say_ok(f"{len(found)} object(s) healthy")
     return EXIT_PARTIAL if unhealthy else EXIT_OK
+
+
+def _status_table(
+    table_class: Any, title: str, found: list[ObjectStatus], short: Any, lag_text: Any, cells: Any
+) -> Any:
+    table = table_class(
+        "object", "health", "last success", "last failure", "streak", "ok", "median", "rows", "lag", title=title
+    )
+    for status in found:
+        rate = "-" if status.success_rate is None else f"{status.success_rate:.0%}/{len(status.runs)}"
+        median = "-" if status.median_duration_s is None else f"{status.median_duration_s:.1f}s"
+        rows = status.rows
+        rows_text = "-" if not rows else f"{rows[0]:,}" + (f" {status.trend}" if len(rows) > 1 else "")
+        health = "UNHEALTHY" if status.unhealthy else ("never run" if not status.runs else "ok")
+        table.add_row(
+            *cells(
+                status.label.rsplit("/", 1)[-1],
+                health,
+                short(status.last_success),
+                short(status.last_failure),
+                status.streak,
+                rate,
+                median,
+                rows_text,
+                lag_text(status.cursor_lag_s),
+            )
+        )
+    return table
 
 
 # --------------------------------------------------------------------------- diagnose
@@ -247,7 +254,7 @@ def build_report(
         report.fix_diffs = config_diff(recorded, plan.project_dir)
     if obj.contract is not None and record.get("quarantine_preview"):
         columns = [c.name for c in obj.contract.columns]
-        required = [c.name for c in obj.contract.columns if not c.nullable]
+        required = [c.name for c in obj.contract.columns if c.required]
         report.shape = shape_diff(columns, required, record["quarantine_preview"])
     path = compare_path(state_dir(plan.project_dir), job.tenant, job.name, obj.name)
     comparison, note = read_compare(path)

@@ -70,11 +70,19 @@ def reason_parts(reason: str | None) -> list[str]:
     return [part.strip() for part in (reason or "").split("; ") if part.strip()]
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection reason without the values it quotes, so rows rejected for the same reason count together."""
+    return _QUOTED.sub("'…'", reason)
+
+
 def top_reasons(records: Sequence[Mapping[str, Any]], limit: int = TOP_REASONS) -> list[dict[str, Any]]:
-    """The most frequent rejection reasons among quarantine records, most frequent first."""
+    """The most frequent rejection reasons among quarantine records (values left out), most frequent first."""
     counts: Counter[str] = Counter()
     for record in records:
-        counts.update(reason_parts(record.get("reason")))
+        counts.update(reason_kind(part) for part in reason_parts(record.get("reason")))
     return [{"reason": redact_text(reason), "rows": rows} for reason, rows in counts.most_common(limit)]
 
 

@@ -278,7 +278,7 @@ class ObjectStatus:
             return "n/a" if rows[0] == 0 else "up (median 0)"
         ratio = rows[0] / median
         direction = "steady" if 0.8 <= ratio <= 1.25 else ("up" if ratio > 1 else "down")
-        return f"{direction} ({ratio:.2f}x median {median:g})"
+        return f"{direction} {ratio:.1f}x median"
 
     def judge(self, streak: int, now: float) -> None:
         """Fill :attr:`unhealthy` (see the module docstring)."""
