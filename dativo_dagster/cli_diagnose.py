@@ -233,7 +233,8 @@ def build_report(
     from dativo_dagster.instance import state_dir
 
     record = dict(failure.record or {})
-    message = " ".join(str(part) for part in (record.get("message") or failure.message, record.get("hint")) if part)
+    # The message, not the hint: hints are generic advice ("down or throttling") that would mislead.
+    message = str(record.get("message") or failure.message or "")
     request = record.get("request") if isinstance(record.get("request"), dict) else None
     diagnosis = classify(failure.code, message, request, record)
     index = next(i for i, r in enumerate(runs) if r is failure)

@@ -345,7 +345,7 @@ _CREDENTIAL = re.compile(
     r"access denied for user|invalid (token|credential)|login failed",
     re.I,
 )
-_RATE = re.compile(r"\b429\b|rate.?limit|quota|too many requests|throttl", re.I)
+_RATE = re.compile(r"\b429\b|rate.?limit|quota|too many requests", re.I)
 _NOT_FOUND = re.compile(r"\b404\b|unrecognized request url|no such (endpoint|resource)", re.I)
 _SHAPE = re.compile(
     r"json|malformed|truncated|missing from the source|could not be read as|not a list|has no (field|data)|"
@@ -405,6 +405,10 @@ def classify(
         if _AUTH_DENIED.search(text):
             return found("missing_scope", f"AUTH001: {_AUTH_DENIED.search(text).group(0)!r} in the message")  # type: ignore[union-attr]
         return found("credentials", "AUTH001 (authentication failed)")
+    if status is None and failure:
+        return found("connectivity", f"no answer: {failure[:120]}")
+    if (status is not None and status >= 500) and not _RATE.search(text):
+        return found("source_error", f"the source answered HTTP {status}")
     if status == 429 or _RATE.search(text):
         return found("rate_limited", "HTTP 429 or a rate limit / quota in the message")
     if status == 404 or (code in ("CFG001", "EXT001", "PAGE001", "RETRY001") and _NOT_FOUND.search(text)):
@@ -422,8 +426,6 @@ def classify(
         ):
             return found("response_shape", "most rejected rows miss a column the contract requires", *details)
         return found("data_quality", "error code QUAL001 (rejected-row rate over the threshold)", *details)
-    if status is None and failure:
-        return found("connectivity", f"no answer: {failure[:120]}")
     if cause == "PAGE001" or code == "PAGE001":
         if _SHAPE.search(text):
             return found("response_shape", f"PAGE001: {_SHAPE.search(text).group(0)!r} in the message")  # type: ignore[union-attr]
