@@ -54,7 +54,13 @@ CASES: list[tuple[str, str | None, str, dict[str, Any] | None, dict[str, Any]]] 
         request(429),
         {"cause_code": "RETRY001"},
     ),
-    ("rate_limited", "RETRY001", "GET /v1/charges failed 5 time(s); last failure: EXT001 HTTP 429 rate limited", None, {}),
+    (
+        "rate_limited",
+        "RETRY001",
+        "GET /v1/charges failed 5 time(s); last failure: EXT001 HTTP 429 rate limited",
+        None,
+        {},
+    ),
     ("endpoint_gone", "CFG001", "GET /v1/customers page 1: HTTP 404 (Unrecognized request URL.)", request(404), {}),
     ("endpoint_gone", "CFG001", "GET /v1/customers page 1: HTTP 404 (Unrecognized request URL.)", None, {}),
     ("response_shape", "PAGE001", "GET /v1/customers page 1: the response is not valid JSON", None, {}),
@@ -77,8 +83,20 @@ CASES: list[tuple[str, str | None, str, dict[str, Any] | None, dict[str, Any]]] 
         {"cause_code": "RETRY001"},
     ),
     ("connectivity", "EXT001", "could not translate host name 'db.invalid' to address", None, {}),
-    ("connectivity", "RETRY001", "GET /x failed 5 time(s); last failure: EXT001 GET /x: no answer (timed out)", None, {}),
-    ("source_error", "RETRY001", "GET /v1/charges failed 5 time(s); last failure: EXT001 HTTP 503 <html>", request(503), {}),
+    (
+        "connectivity",
+        "RETRY001",
+        "GET /x failed 5 time(s); last failure: EXT001 GET /x: no answer (timed out)",
+        None,
+        {},
+    ),
+    (
+        "source_error",
+        "RETRY001",
+        "GET /v1/charges failed 5 time(s); last failure: EXT001 HTTP 503 <html>",
+        request(503),
+        {},
+    ),
     ("storage", "STG001", "another run committed demo.orders while this run was reading", None, {}),
     (
         "data_quality",
@@ -235,7 +253,10 @@ def test_cursor_times_and_lags() -> None:
     assert cursor_time(1_767_225_600_000, "updated") == (1_767_225_600.0, "epoch milliseconds")
     assert cursor_time(1_767_225_600, "append") == (None, "n/a")  # an id is no time
     assert cursor_time(42, "created") == (None, "n/a")
-    assert cursor_time({"mtime_ns": 1_767_225_600_000_000_000, "files": []}) == (1_767_225_600.0, "file modification time")
+    assert cursor_time({"mtime_ns": 1_767_225_600_000_000_000, "files": []}) == (
+        1_767_225_600.0,
+        "file modification time",
+    )
     assert cursor_time("not a time") == (None, "n/a")
     assert [lag_text(s) for s in (None, 5, 125, 7200 + 60, 3 * 86400 + 3600)] == ["n/a", "5s", "2m", "2h 1m", "3d 1h"]
 
