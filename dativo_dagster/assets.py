@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.config.secrets import redact_text
-from dativo_dagster.diagnose import FAILURE_METADATA_KEY
+from dativo_dagster.diagnose import CONFIG_METADATA_KEY, FAILURE_METADATA_KEY
 from dativo_dagster.errors import (
     DativoError,
     ErrorClass,
@@ -292,22 +292,27 @@ def failure_for(
         metadata["dativo/traceback"] = dg.MetadataValue.text(
             "\n\n".join(redact_text(bug.context.get("traceback", "")) for bug in bugs)
         )
-    metadata[FAILURE_METADATA_KEY] = dg.MetadataValue.json(failure_records(job, failures, code, project_dir))
+    records, files = failure_records(job, failures, code, project_dir)
+    metadata[FAILURE_METADATA_KEY] = dg.MetadataValue.json(records)
+    metadata[CONFIG_METADATA_KEY] = dg.MetadataValue.json(files)
     return dg.Failure(description=redact_text(description), metadata=metadata, allow_retries=retries_left)  # type: ignore[arg-type]
 
 
 def failure_records(
     job: JobPlan, failures: "list[ObjectResult]", step_code: str, project_dir: Path | None
-) -> dict[str, object]:
-    """Per failed object, what ``dativo diagnose`` reads later (:func:`dativo_dagster.diagnose.failure_record`)."""
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Per failed object, what ``dativo diagnose`` reads later (:func:`dativo_dagster.diagnose.failure_record`),
+    and the copies of their job and contract files (once each)."""
     from dativo_dagster.diagnose import failure_record, object_config_files
 
     records: dict[str, object] = {}
+    copies: dict[str, object] = {}
     for failure in failures:
         error = failure.error
         if error is None:
             continue
         files = object_config_files(job.job_file, failure.obj.contract, project_dir) if project_dir else {}
+        copies.update(files)
         cursor = failure.reconciled.cursor
         records[failure.obj.name] = failure_record(
             error,
@@ -316,21 +321,26 @@ def failure_records(
             cursor_before=cursor.display() if cursor is not None else None,
             config_files=files,
         )
-    return records
+    return records, copies
 
 
-def setup_failure_records(
+def setup_failure_metadata(
     job: JobPlan, objects: list[ObjectPlan], error: DativoError, code: str, project_dir: Path
-) -> dict[str, object]:
-    """The failure record of every selected object when the run failed before reading any (the
-    source or the warehouse could not be set up)."""
+) -> dict[str, Any]:
+    """The failure records of every selected object when the run failed before reading any (the
+    source or the warehouse could not be set up), with the copies of their config files."""
     from dativo_dagster.diagnose import failure_record, object_config_files
 
+    records: dict[str, object] = {}
+    copies: dict[str, object] = {}
+    for obj in objects:
+        files = object_config_files(job.job_file, obj.contract, project_dir)
+        copies.update(files)
+        records[obj.name] = failure_record(error, code=code, config_files=files)
     return {
-        obj.name: failure_record(
-            error, code=code, config_files=object_config_files(job.job_file, obj.contract, project_dir)
-        )
-        for obj in objects
+        "dativo/failed_objects": ", ".join(obj.name for obj in objects),
+        FAILURE_METADATA_KEY: dg.MetadataValue.json(records),
+        CONFIG_METADATA_KEY: dg.MetadataValue.json(copies),
     }
 
 
@@ -414,10 +424,7 @@ def run_job(
             metadata={
                 **exc.as_metadata(),
                 "dativo/error_code": code,
-                "dativo/failed_objects": ", ".join(obj.name for obj in objects),
-                FAILURE_METADATA_KEY: dg.MetadataValue.json(
-                    setup_failure_records(job, objects, exc, code, dativo.root)
-                ),
+                **setup_failure_metadata(job, objects, exc, code, dativo.root),
             },
             allow_retries=retries_left,
         ) from None
@@ -428,10 +435,7 @@ def run_job(
             metadata={
                 **bug.as_metadata(),
                 "dativo/traceback": dg.MetadataValue.text(bug.context["traceback"]),
-                "dativo/failed_objects": ", ".join(obj.name for obj in objects),
-                FAILURE_METADATA_KEY: dg.MetadataValue.json(
-                    setup_failure_records(job, objects, bug, bug.code, dativo.root)
-                ),
+                **setup_failure_metadata(job, objects, bug, bug.code, dativo.root),
             },
             allow_retries=False,
         ) from None

@@ -36,6 +36,11 @@ from dativo_dagster.text import printable
 FAILURE_METADATA_KEY = "dativo/failure"
 """Step failure metadata: JSON object, object name → :func:`failure_record`."""
 
+CONFIG_METADATA_KEY = "dativo/config_files"
+"""Step failure metadata: JSON object, file path (relative to the project) → ``{"sha256", "text"}``: the
+job and contract files of the failed objects as they were at the run, once per step (each object's
+record names its files by digest)."""
+
 CONFIG_FILE_CHARS = 20_000
 """A job or contract file longer than this is kept in a failure record only by its digest."""
 
@@ -122,7 +127,8 @@ def failure_record(
         code: The code the step reports for it when it differs (RETRY001 once retries are spent).
         duration_s: How long the object ran.
         cursor_before: The cursor the run started from (as the source shows it).
-        config_files: :func:`config_file_copy` entries of the job and contract files.
+        config_files: :func:`config_file_copy` entries of the job and contract files (the record
+            keeps their digests; their text goes once per step under :data:`CONFIG_METADATA_KEY`).
 
     Returns:
         A JSON-able dict; every string in it is redacted.
@@ -152,7 +158,7 @@ def failure_record(
         "duration_s": round(duration_s, 3),
         "cursor_before": redact_text(cursor_before) if cursor_before else None,
         "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "config_files": {k: dict(v) for k, v in (config_files or {}).items()},
+        "config_files": {k: {"sha256": v.get("sha256")} for k, v in (config_files or {}).items()},
     }
     if isinstance(error, UnexpectedError):
         lines = str(context.get("traceback", "")).strip().splitlines()

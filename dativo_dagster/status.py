@@ -30,7 +30,7 @@ from typing import Any
 import dagster as dg
 
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
-from dativo_dagster.diagnose import FAILURE_METADATA_KEY, RunView, when
+from dativo_dagster.diagnose import CONFIG_METADATA_KEY, FAILURE_METADATA_KEY, RunView, when
 from dativo_dagster.translator import TAG_JOB, TAG_TENANT, DativoTranslator
 
 DEFAULT_RUNS = 20
@@ -52,6 +52,14 @@ def _failure_view(run_id: str, at: float | None, obj: ObjectPlan, data: Any) -> 
     records = metadata.get(FAILURE_METADATA_KEY)
     record = records.get(obj.name) if isinstance(records, Mapping) else None
     if isinstance(record, Mapping):
+        copies = metadata.get(CONFIG_METADATA_KEY)
+        copies = copies if isinstance(copies, Mapping) else {}
+        files = record.get("config_files")
+        files = files if isinstance(files, Mapping) else {}
+        record = {
+            **record,
+            "config_files": {name: {**entry, **(copies.get(name) or {})} for name, entry in files.items()},
+        }
         return RunView(
             run_id=run_id,
             outcome="failure",
