@@ -249,6 +249,14 @@ def build_report(
         generated_at=time.time() if now is None else now,
     )
     report.changes_since_success = _changes_since(job, obj, success, failure, plan.project_dir)
+    rows = [int(r.rows_written) for r in older if r.outcome == "success" and r.rows_written is not None]
+    if len(rows) >= 2:
+        import statistics
+
+        report.changes_since_success.append(
+            f"the last success wrote {rows[0]:,} row(s); the median of the {len(rows)} successful runs before "
+            f"the failure is {statistics.median(rows):g}"
+        )
     recorded = record.get("config_files")
     if isinstance(recorded, dict) and recorded:
         report.fix_checked = True
@@ -395,7 +403,8 @@ def add_diagnose_commands(sub: Any) -> None:
         help="classify an object's latest failure: the failing request or rows, the cause and the fix",
         description="Reads the latest failure recorded in the Dagster instance (or that of --run) and says what "
         "kind of failure it is, the likely cause and the fix, what the last success looked like and what changed "
-        "since. --report writes a markdown debug report.",
+        "since. --report writes a markdown debug report. Exit 0 when it could answer (with or without a failure "
+        "to diagnose), 2 otherwise.",
     )
     diagnose.add_argument("target", help="TENANT/JOB or TENANT/JOB/OBJECT")
     diagnose.add_argument("--run", default=None, metavar="RUN_ID", help="the failure of this run")

@@ -119,6 +119,11 @@ def check_report(report: str, code: str, title: str) -> None:
 def test_a_revoked_key_is_expired_or_revoked_credentials(stripe_cli: tuple[StripeEmulator, Cli]) -> None:
     emu, cli = stripe_cli
     assert cli("run", "acme/payments")[0] == 0  # a success first: the report compares with it
+    code, text = cli("status", "acme/payments", "--json")
+    (customers,) = json.loads(text)["objects"]
+    assert code == 0 and customers["healthy"] and customers["rows_last"] == 30
+    assert customers["cursor_source"] == "table" and customers["cursor_lag_basis"] == "epoch seconds"
+    assert customers["cursor_lag_s"] > 0
     del emu.keys[CANARY]  # revoked at Stripe
     failing_run(cli)
     diagnosis, report = cli.diagnose("acme/payments/customers")
@@ -131,6 +136,18 @@ def test_a_revoked_key_is_expired_or_revoked_credentials(stripe_cli: tuple[Strip
     assert "GET /v1/customers → HTTP 401" in report and "30 row(s) written" in report
     code, text = cli("diagnose", "acme/payments")  # the human form names the same
     assert code == 0 and "kind: expired or revoked credentials" in text and "failing request:" in text
+
+
+def test_a_credential_variable_not_set_is_config_for_every_object(
+    stripe_cli: tuple[StripeEmulator, Cli], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, cli = stripe_cli
+    monkeypatch.delenv("STRIPE_API_KEY")  # the run fails before reading any object
+    failing_run(cli)
+    diagnosis, report = cli.diagnose("acme/payments")
+    assert diagnosis["object"] == "acme/payments/customers" and diagnosis["kind"] == "config"
+    assert "STRIPE_API_KEY" in diagnosis["failure"]["message"]
+    check_report(report, "CFG001", "configuration")
 
 
 def test_a_key_without_the_permission_is_a_missing_scope(
