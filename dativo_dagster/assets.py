@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dativo_dagster.config.models import Backoff, Jitter, RetryConfig
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.config.secrets import redact_text
+from dativo_dagster.diagnose import CONFIG_METADATA_KEY, FAILURE_METADATA_KEY
 from dativo_dagster.errors import (
     DativoError,
     ErrorClass,
@@ -239,6 +241,7 @@ def failure_for(
     succeeded: int,
     retry_number: int = 0,
     summary: dict[str, dict[str, object]] | None = None,
+    project_dir: Path | None = None,
 ) -> dg.Failure:
     """One Failure for the step.
 
@@ -289,7 +292,56 @@ def failure_for(
         metadata["dativo/traceback"] = dg.MetadataValue.text(
             "\n\n".join(redact_text(bug.context.get("traceback", "")) for bug in bugs)
         )
+    records, files = failure_records(job, failures, code, project_dir)
+    metadata[FAILURE_METADATA_KEY] = dg.MetadataValue.json(records)
+    metadata[CONFIG_METADATA_KEY] = dg.MetadataValue.json(files)
     return dg.Failure(description=redact_text(description), metadata=metadata, allow_retries=retries_left)  # type: ignore[arg-type]
+
+
+def failure_records(
+    job: JobPlan, failures: "list[ObjectResult]", step_code: str, project_dir: Path | None
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Per failed object, what ``dativo diagnose`` reads later (:func:`dativo_dagster.diagnose.failure_record`),
+    and the copies of their job and contract files (once each)."""
+    from dativo_dagster.diagnose import failure_record, object_config_files
+
+    records: dict[str, object] = {}
+    copies: dict[str, object] = {}
+    for failure in failures:
+        error = failure.error
+        if error is None:
+            continue
+        files = object_config_files(job.job_file, failure.obj.contract, project_dir) if project_dir else {}
+        copies.update(files)
+        cursor = failure.reconciled.cursor
+        records[failure.obj.name] = failure_record(
+            error,
+            code=step_code if step_code == RetryExhaustedError.code and error.transient else error.code,
+            duration_s=failure.duration_s,
+            cursor_before=cursor.display() if cursor is not None else None,
+            config_files=files,
+        )
+    return records, copies
+
+
+def setup_failure_metadata(
+    job: JobPlan, objects: list[ObjectPlan], error: DativoError, code: str, project_dir: Path
+) -> dict[str, Any]:
+    """The failure records of every selected object when the run failed before reading any (the
+    source or the warehouse could not be set up), with the copies of their config files."""
+    from dativo_dagster.diagnose import failure_record, object_config_files
+
+    records: dict[str, object] = {}
+    copies: dict[str, object] = {}
+    for obj in objects:
+        files = object_config_files(job.job_file, obj.contract, project_dir)
+        copies.update(files)
+        records[obj.name] = failure_record(error, code=code, config_files=files)
+    return {
+        "dativo/failed_objects": ", ".join(obj.name for obj in objects),
+        FAILURE_METADATA_KEY: dg.MetadataValue.json(records),
+        CONFIG_METADATA_KEY: dg.MetadataValue.json(copies),
+    }
 
 
 def ingest_config(raw: object) -> IngestConfig:
@@ -374,14 +426,22 @@ def run_job(
         code = exc.code if retries_left or not exc.transient else RetryExhaustedError.code
         raise dg.Failure(
             description=redact_text(f"{code}: {job.label}: {exc}" if code != exc.code else f"{job.label}: {exc}"),
-            metadata={**exc.as_metadata(), "dativo/error_code": code},
+            metadata={
+                **exc.as_metadata(),
+                "dativo/error_code": code,
+                **setup_failure_metadata(job, objects, exc, code, dativo.root),
+            },
             allow_retries=retries_left,
         ) from None
     except Exception as exc:
         bug = unexpected(exc)
         raise dg.Failure(
             description=redact_text(f"{job.label}: {bug}"),
-            metadata={**bug.as_metadata(), "dativo/traceback": dg.MetadataValue.text(bug.context["traceback"])},
+            metadata={
+                **bug.as_metadata(),
+                "dativo/traceback": dg.MetadataValue.text(bug.context["traceback"]),
+                **setup_failure_metadata(job, objects, bug, bug.code, dativo.root),
+            },
             allow_retries=False,
         ) from None
     failures: list[ObjectResult] = []
@@ -476,6 +536,6 @@ def run_job(
     if objects:
         context.log.info("processing_summary " + json.dumps(summary, sort_keys=True))
     if failures:
-        raise failure_for(job, failures, succeeded, retry_number, summary)
+        raise failure_for(job, failures, succeeded, retry_number, summary, project_dir=dativo.root)
     if check_errors:
         raise check_failure(check_errors, retry_number, job.retry.max_retries)

@@ -111,6 +111,7 @@ class StripeApi:
     client: Any
     api_version: str | None
     max_pages: int | None
+    transport: ApiTransport | None = None
 
     @classmethod
     def connect(
@@ -126,7 +127,16 @@ class StripeApi:
             max_network_retries=0,  # the transport retries, honouring Retry-After, within the bucket
             stripe_version=api_version,
         )
-        return cls(client, api_version, max_pages)
+        return cls(client, api_version, max_pages, transport)
+
+    def _classified(self, exc: Exception, *, where: str, path: str) -> DativoError:
+        """The dativo error for a client exception, carrying the request that failed (a 404, a 400)
+        when the transport saw one: the client raises it after the transport returned the answer."""
+        error = classify_stripe_error(exc, where=where, path=path, api_version=self.api_version)
+        problem = self.transport.last_problem if self.transport is not None else None
+        if problem is not None and "request" not in error.context:
+            error.context["request"] = problem.summary()
+        return error
 
     def call(self, fn: Callable[[], Any], *, where: str, path: str) -> Any:
         """Run one client call; a ``StripeError`` becomes the dativo error for it."""
@@ -137,7 +147,7 @@ class StripeApi:
         except DativoError:
             raise
         except stripe.StripeError as exc:
-            raise classify_stripe_error(exc, where=where, path=path, api_version=self.api_version) from None
+            raise self._classified(exc, where=where, path=path) from None
 
     def list_page(self, resource: StripeResource, params: dict[str, Any], *, where: str) -> dict[str, Any]:
         """One list page's JSON body (PAGE001 when it is not a list envelope)."""
@@ -176,15 +186,14 @@ class StripeApi:
         expand = [path.removeprefix("data.") for path in expand]
         path = f"/v1/{resource.name}/{quote(object_id, safe='')}"
         where = f"{label}: GET {path}"
-        version = self.api_version
         try:
             response = self.client.raw_request("get", path, **({"expand": expand} if expand else {}))
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "http_status", None) == 404:
                 return None  # gone since the event: its last announced version stands
-            raise classify_stripe_error(exc, where=where, path=path, api_version=version) from None
+            raise self._classified(exc, where=where, path=path) from None
         except stripe.StripeError as exc:
-            raise classify_stripe_error(exc, where=where, path=path, api_version=version) from None
+            raise self._classified(exc, where=where, path=path) from None
         body = getattr(response, "data", None)
         if not isinstance(body, dict) or not (body.get("deleted") or "created" in body):
             return None
