@@ -500,11 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list jobs and objects")
     listing.set_defaults(func=cmd_list)
 
+    from dativo_dagster.cli_replay import add_replay_commands
     from dativo_dagster.cli_resets import add_reset_commands
     from dativo_dagster.cli_workspace import add_workspace_command
 
     add_workspace_command(sub)
     add_reset_commands(sub)
+    add_replay_commands(sub)
     return parser
 
 

@@ -526,6 +526,13 @@ class TenantJob(StrictModel):
     partitions: Partitions | None = Field(
         default=None, description="time partitions of the job's objects (daily or monthly, from a start date)"
     )
+    raw_retention_days: float = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="API sources: keep each run's raw responses this many days for `dativo inspect` and "
+        "`dativo replay --from raw` (0: keep none)",
+    )
 
     @model_validator(mode="after")
     def _namespace_belongs_to_tenant(self) -> TenantJob:
