@@ -262,6 +262,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     else:
         say_note(f"{obj.label}: nothing to commit from {outcome.source}")
+    if outcome.rows_superseded:
+        say_note(
+            f"{outcome.rows_superseded} conforming row(s) were not committed: {table} already holds a newer "
+            "version of their key"
+        )
     if outcome.rows_still_failing:
         where = f"{obj.namespace}.{obj.quarantine_table}"
         say_note(f"{outcome.rows_still_failing} row(s) still violate the contract and stay in {where}:")

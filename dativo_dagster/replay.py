@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import BooleanExpression, EqualTo, IsNull, NotStartsWith, Or
+from pyiceberg.expressions import BooleanExpression, EqualTo, In, IsNull, NotStartsWith, Or
 from pyiceberg.table import Table
 
 from dativo_dagster.config.models import WriteMode
@@ -98,6 +98,8 @@ class ReplayOutcome:
         finished: Replays a killed process had left half done, completed now (their ids).
         reasons: The most frequent reasons of the rows that still fail, with their counts.
         dry_run: Nothing was written.
+        pages: Raw pages read (a raw replay).
+        rows_superseded: Conforming rows not committed because the table holds a newer version of their key.
     """
 
     replay_id: str | None
@@ -110,6 +112,7 @@ class ReplayOutcome:
     reasons: list[tuple[str, int]] = field(default_factory=list)
     dry_run: bool = False
     pages: int = 0
+    rows_superseded: int = 0
 
 
 def replayable(obj: ObjectPlan) -> ObjectPlan:
@@ -329,6 +332,8 @@ def _replay_quarantine_once(
     if waiting.num_rows == 0:
         return outcome
     good, failing = _checked(enforcer, waiting)
+    if dry_run:
+        good, outcome.rows_superseded = newer_in_table(obj, production, good)
     outcome.rows_committed = good.num_rows
     outcome.rows_still_failing = len(failing)
     outcome.reasons = _top_reasons(list(failing.values()))
@@ -357,13 +362,47 @@ def _replay_quarantine_once(
     )
     _fault_point("replay_prepared")
     # Steps 2 and 3, as a re-run after a kill would do them.
-    result = _finish(obj, writer, enforcer, quarantine.refresh(), label, new_id, by)
-    outcome.snapshot_id = (
-        result.snapshot_id if result is not None else replay_snapshot(writer.load_table(*obj.table_identifier), new_id)
-    )
-    if result is not None:
-        outcome.rows_committed = result.rows_written
+    result, outcome.rows_superseded = _finish(obj, writer, enforcer, quarantine.refresh(), label, new_id, by)
+    outcome.snapshot_id = result.snapshot_id if result is not None and result.committed else None
+    outcome.rows_committed = result.rows_written if result is not None else 0
     return outcome
+
+
+def newer_in_table(obj: ObjectPlan, production: Table | None, rows: pa.Table) -> tuple[pa.Table, int]:
+    """``rows`` without those the table already holds a newer (or the same) version of, and how many.
+
+    A merge object's key may have been loaded again since its row was quarantined or its page kept:
+    replaying the older version would overwrite the newer one. Compared on the cursor column (objects
+    with one key column and a cursor; others are returned whole).
+    """
+    key, cursor = (obj.primary_key[0], obj.cursor_field) if len(obj.primary_key) == 1 else (None, None)
+    if (
+        obj.write_mode is not WriteMode.MERGE
+        or key is None
+        or cursor is None
+        or production is None
+        or production.current_snapshot() is None
+        or not rows.num_rows
+        or not {key, cursor} <= set(rows.column_names)
+        or not {key, cursor} <= set(production.schema().column_names)
+    ):
+        return rows, 0
+    keys = pc.unique(rows.column(key)).to_pylist()
+    try:
+        existing = production.scan(row_filter=In(key, keys), selected_fields=(key, cursor)).to_arrow()  # type: ignore[call-arg, arg-type]
+    except Exception as exc:
+        raise_storage_failure(exc, f"reading {'.'.join(production.name())}")
+        raise
+    latest: dict[Any, Any] = {}
+    for k, c in zip(existing.column(key).to_pylist(), existing.column(cursor).to_pylist(), strict=True):
+        if c is not None and (k not in latest or c > latest[k]):
+            latest[k] = c
+    keep = [
+        k not in latest or (c is not None and c > latest[k])
+        for k, c in zip(rows.column(key).to_pylist(), rows.column(cursor).to_pylist(), strict=True)
+    ]
+    kept = rows.filter(pa.array(keep, pa.bool_()))
+    return kept, rows.num_rows - kept.num_rows
 
 
 def _same_reasons(rows: pa.Table, failing: dict[int, str]) -> bool:
@@ -378,7 +417,7 @@ def _finish(
     label: str,
     replay_id: str,
     by: str,
-) -> WriteResult | None:
+) -> tuple[WriteResult | None, int]:
     """Steps 2 and 3 of replay ``replay_id``: commit its set-aside rows unless the table already
     records it, then remove them from the quarantine (rows that no longer conform go back to it)."""
     mark = f"{PENDING_PREFIX}{replay_id}"
@@ -387,6 +426,9 @@ def _finish(
     good, failing = _checked(enforcer, rows)
     result = None
     production = writer.load_table(*obj.table_identifier)
+    good, superseded = newer_in_table(obj, production, good)
+    if superseded:
+        log.info("replay_rows_superseded", object=obj.label, replay_id=replay_id, rows=superseded)
     if replay_snapshot(production, replay_id) is None and good.num_rows:
         writing = ContractEnforcer(
             pa.schema([f for f in enforcer.schema if f.name != ROW_COLUMN], metadata=enforcer.schema.metadata),
@@ -424,7 +466,7 @@ def _finish(
         back,
         {PROP_OBJECT: obj.label, PROP_REPLAY_ID: replay_id, PROP_REPLAY_PHASE: "finished"},
     )
-    return result
+    return result, superseded
 
 
 # --------------------------------------------------------------------------- raw pages
@@ -482,6 +524,9 @@ def replay_raw(
             good.append(enforced.good)
         if enforced.rejected is not None:
             rejected.append(enforced.rejected)
+    if good:
+        kept, outcome.rows_superseded = newer_in_table(obj, production, pa.Table.from_batches(good))
+        good = kept.to_batches()
     outcome.rows_committed = sum(b.num_rows for b in good)
     outcome.rows_still_failing = sum(b.num_rows for b in rejected)
     outcome.reasons = _top_reasons([r for b in rejected for r in b.column(REASON_COLUMN).to_pylist()])

@@ -116,7 +116,9 @@ def test_raw_pages_are_kept_inspected_and_replayed_after_a_mapping_fix(
     assert [r["run_id"] for r in document["raw_runs"]] == ["run-1"]
     assert document["raw_runs"][0]["pages"] == len(entries)
     first = lists[0].seq
-    assert main(["--project", str(root), "inspect", "acme/payments", "--object", "customers", "--show", str(first)]) == 0
+    assert (
+        main(["--project", str(root), "inspect", "acme/payments", "--object", "customers", "--show", str(first)]) == 0
+    )
     shown = capsys.readouterr().out
     assert "/v1/customers" in shown and "example.com" in shown
 

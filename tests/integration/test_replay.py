@@ -187,3 +187,52 @@ def test_replay_killed_midway_commits_every_row_once(shop: Path, fault: str) -> 
     third = cli(shop, "replay", "demo/shop", "--object", "orders")
     assert third.returncode == 0 and "nothing to commit" in third.stdout
     assert order_ids(shop) == EXPECTED_AFTER_REPLAY
+
+
+CUSTOMER_HEADER = "customer_id,email,name,country,created_at,updated_at\n"
+
+
+def customer(i: int, country: str, updated_day: int) -> str:
+    return f"{i},c{i}@example.com,Customer {i},{country},2024-01-01T00:00:00+00:00,2024-01-{updated_day:02d}T00:00:00+00:00\n"
+
+
+def test_a_merge_replay_never_overwrites_a_newer_version_of_a_key(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contract = project / "connectors/schemas/shop/customers.v1.yaml"
+    contract.write_text(contract.read_text().replace("{name: country, type: string}", STRICT_COUNTRY))
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("objects:\n", "quality: {max_rejected_rate: 0.9}\nobjects:\n", 1))
+    data = project / "tenants/demo/data/customers.csv"
+    # 1 and 2 lack a country: quarantined.
+    data.write_text(CUSTOMER_HEADER + customer(1, "", 10) + customer(2, "", 10) + customer(3, "FR", 10))
+    ingest_customers(project, "run-1")
+    # Customer 2 comes back, complete and newer, and is loaded; its quarantined version is now stale.
+    data.write_text(CUSTOMER_HEADER + customer(2, "IT", 20) + customer(3, "FR", 10))
+    ingest_customers(project, "run-2")
+    contract.write_text(contract.read_text().replace(STRICT_COUNTRY, "{name: country, type: string}"))
+
+    assert main(["replay", "demo/shop", "--object", "customers", "--json"]) == 0
+    outcome = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert outcome["rows_committed"] == 1 and outcome["rows_superseded"] == 1
+    writer, _ = writer_for(project)
+    table = writer.load_table("demo", "customers")
+    assert table is not None
+    rows = {r["customer_id"]: r for r in table.scan().to_arrow().to_pylist()}
+    assert sorted(rows) == [1, 2, 3]
+    assert rows[2]["country"] == "IT" and rows[2]["updated_at"].day == 20  # the newer version stays
+    assert rows[1]["country"] is None
+    quarantine = writer.load_table("demo", "customers__quarantine")
+    assert quarantine is not None and quarantine.scan().to_arrow().num_rows == 0
+
+
+STRICT_COUNTRY = "{name: country, type: string, required: true}"
+
+
+def ingest_customers(project: Path, run_id: str) -> None:
+    plan = load_plan(project, strict=True)
+    job = plan.job("demo/shop")
+    writer = IcebergWriter(build_catalog(job.target, SecretResolver(), project))
+    with build_source(job, SecretResolver()) as source:
+        result = ingest_object(job.object("customers"), source=source, writer=writer, run_id=run_id)
+    assert result.error is None, result.error
