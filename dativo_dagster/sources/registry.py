@@ -142,7 +142,8 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) ->
         path = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}.connection.{path}: {first['msg']}") from None
     source = cls.from_plan(model, credentials, job, runtime=runtime)
-    if job.job.raw_retention_days:
+    # Read defensively: callers building a source from a partial plan (tests, tools) may have no job file.
+    if getattr(getattr(job, "job", None), "raw_retention_days", 0):
         _keep_raw_pages(source, job, resolver)
     return source
 
