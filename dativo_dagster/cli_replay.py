@@ -240,7 +240,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 enforcer = enforcer_for(obj, source)
                 outcome = replay_raw(obj, writer, source, enforcer, directory, by=by, dry_run=args.dry_run)
     if args.json:
-        sys.stdout.write(json.dumps({"object": obj.label, **outcome.__dict__}, default=str, sort_keys=True) + "\n")
+        # Reasons quote the values that failed: scrubbed like every other output.
+        document = _redacted({"object": obj.label, **outcome.__dict__, "reasons": [list(r) for r in outcome.reasons]})
+        sys.stdout.write(json.dumps(document, default=str, sort_keys=True) + "\n")
         return EXIT_OK
     for finished in outcome.finished:
         say_note(f"{obj.label}: finished replay {finished}, which an earlier process left half done")

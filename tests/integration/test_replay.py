@@ -193,7 +193,8 @@ CUSTOMER_HEADER = "customer_id,email,name,country,created_at,updated_at\n"
 
 
 def customer(i: int, country: str, updated_day: int) -> str:
-    return f"{i},c{i}@example.com,Customer {i},{country},2024-01-01T00:00:00+00:00,2024-01-{updated_day:02d}T00:00:00+00:00\n"
+    created, updated = "2024-01-01T00:00:00+00:00", f"2024-01-{updated_day:02d}T00:00:00+00:00"
+    return f"{i},c{i}@example.com,Customer {i},{country},{created},{updated}\n"
 
 
 def test_a_merge_replay_never_overwrites_a_newer_version_of_a_key(
