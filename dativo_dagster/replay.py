@@ -98,7 +98,7 @@ class ReplayOutcome:
         finished: Replays a killed process had left half done, completed now (their ids).
         reasons: The most frequent reasons of the rows that still fail, with their counts.
         dry_run: Nothing was written.
-        pages: Raw pages read (a raw replay).
+        pages: Raw pages that held rows of the object (a raw replay).
         rows_superseded: Conforming rows not committed because the table holds a newer version of their key.
     """
 
@@ -510,11 +510,11 @@ def replay_raw(
         return outcome
     batches: list[pa.RecordBatch] = []
     for entry in read_index(directory):
-        if not entry.ok or entry.method != "GET":
-            continue
-        outcome.pages += 1
+        if not entry.ok:
+            continue  # a failed exchange holds no rows (it is kept to show what went wrong)
         batch = source.rows_from_page(obj, read_page(directory, entry))
         if batch is not None and batch.num_rows:
+            outcome.pages += 1
             batches.append(batch)
     good: list[pa.RecordBatch] = []
     rejected: list[pa.RecordBatch] = []

@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from dativo_dagster.cli import main
+from dativo_dagster.engine import enforcer_for
 from dativo_dagster.raw_pages import INDEX_FILE, read_index
-from dativo_dagster.replay import PROP_REPLAY_ID, PROP_REPLAYED_FROM
+from dativo_dagster.replay import PROP_REPLAY_ID, PROP_REPLAYED_FROM, replay_raw
+from dativo_dagster.sources.registry import build_source
 from dativo_dagster.state import PROP_RUN_ID
 from tests.fakes.server import FakeClock, FakeServer
 from tests.fakes.stripe_api import StripeEmulator
@@ -154,3 +156,68 @@ def test_raw_pages_are_kept_inspected_and_replayed_after_a_mapping_fix(
     out, err = capsys.readouterr()
     assert "run-1" in out and "GET" in out
     assert CANARY not in out + err + all_raw_text(root)
+
+
+HUBSPOT_TOKEN = "pat-na1-canary00-2222-3333-4444-555555555555"
+
+
+def test_hubspot_search_pages_are_replayed_with_a_fixed_contract(tmp_path: Path) -> None:
+    from tests.fakes.hubspot_api import HubSpotEmulator
+    from tests.fakes.server import Limit
+    from tests.integration.sql_harness import Runner, write_project
+
+    lifted = {
+        "default": Limit(rps=100_000, kind="rolling", window=10.0, name="TEN_SECONDLY_ROLLING"),
+        "search": Limit(rps=100_000, kind="rolling", window=1.0, name="SECONDLY"),
+    }
+    emulator = HubSpotEmulator(clock=FakeClock(time.time() - 3600, frozen=True), limits=lifted)
+    emulator.add_portal(HUBSPOT_TOKEN, seed=3, contacts=5, companies=5, deals=40, tickets=5)
+    shipped = (Path(__file__).resolve().parents[2] / "connectors/schemas/hubspot/deals.v1.yaml").read_text()
+    exact = "{name: closedate, type: timestamptz}"
+    assert exact in shipped
+    with emulator.serve() as server:
+        root = write_project(
+            tmp_path / "hub",
+            "hubspot",
+            {
+                "base_url": server.url,
+                "rate_limit": {"rps": 1000, "burst": 1000},
+                "search_rate_limit": {"rps": 1000, "burst": 1000},
+            },
+            [
+                {
+                    "name": "deals",
+                    "contract": {"name": "hubspot/deals", "version": 1},
+                    "incremental": {"strategy": "updated", "cursor_field": "hs_lastmodifieddate"},
+                }
+            ],
+            {"access_token": "${HUBSPOT_TOKEN}"},
+            job_extra={"raw_retention_days": 1, "quality": {"max_rejected_rate": 1.0}},
+            # A contract that requires a close date: open deals are quarantined.
+            contracts={
+                "hubspot/deals.v1.yaml": shipped.replace(exact, "{name: closedate, type: timestamptz, required: true}")
+            },
+        )
+        env = {"HUBSPOT_TOKEN": HUBSPOT_TOKEN}
+        first = Runner(root, env).run("deals")
+        assert first.error is None and first.write is not None
+        rejected = first.write.rows_rejected
+        assert 0 < rejected < 40
+        (root / "connectors/schemas/hubspot/deals.v1.yaml").write_text(shipped)
+        runner = Runner(root, env)
+        job = runner.job
+        with build_source(job, runner.resolver) as source:
+            outcome = replay_raw(
+                job.object("deals"),
+                runner.writer,
+                source,
+                enforcer_for(job.object("deals"), source),
+                root / ".dativo/raw/acme/db/deals/run-1",
+                by="test",
+            )
+    # The quarantined deals now conform; the others are in the table already, in the same version.
+    assert outcome.rows_committed == rejected and outcome.rows_superseded == 40 - rejected
+    assert outcome.pages >= 1 and outcome.rows_still_failing == 0
+    rows = runner.rows("deals")
+    assert len(rows) == len({r["id"] for r in rows}) == 40
+    assert HUBSPOT_TOKEN not in all_raw_text(root)
