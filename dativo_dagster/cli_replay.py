@@ -163,6 +163,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 f"{obj.label}: no raw pages kept"
                 + ("" if job.job.raw_retention_days else " (set raw_retention_days on the job to keep them)")
             )
+    if table is None:
+        say_note(f"{document['table']} does not exist yet: no run of {obj.label} has written it")
+        return EXIT_OK
     history = Table(
         "snapshot", "committed at", "kind", "run / replay", "cursor", "rows", "total", title=document["table"]
     )
