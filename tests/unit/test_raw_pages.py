@@ -1,4 +1,4 @@
-"""Raw pages: layout, redaction, per-object observers, retention, and the replay's pure helpers."""
+"""Raw pages: layout, redaction, per-object observers, retention, and the replay's pure functions."""
 
 from __future__ import annotations
 
