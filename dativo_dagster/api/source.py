@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+import pyarrow as pa
+import structlog
 import urllib3
 from pydantic import Field
 
@@ -26,9 +28,15 @@ from dativo_dagster.api.transport import (
     Sender,
     urllib3_sender,
 )
-from dativo_dagster.config.plan import JobPlan
+from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.base import ConnectionConfig, Source, SourceStats
+
+
+class ObjectObservers(Protocol):
+    """Makes an observer for one object read from its log context (see :mod:`~dativo_dagster.raw_pages`)."""
+
+    def observer(self, context: Mapping[str, Any]) -> Observer | None: ...
 
 
 class ApiConnection(ConnectionConfig):
@@ -98,6 +106,8 @@ class ApiSource(Source):
     def __init__(self, *args: Any, runtime: ApiRuntime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime or ApiRuntime()
+        self.raw_archive: ObjectObservers | None = None
+        """Keeps the raw pages of each object read (set for jobs with ``raw_retention_days``)."""
 
     @classmethod
     def from_plan(
@@ -175,5 +185,30 @@ class ApiSource(Source):
             timeout_s=self.settings.timeout_s,
             redact=self.credential_secrets(),
             max_retried_failures=self.settings.max_retried_failures,
-            observers=self.runtime.observers,
+            observers=[*self.runtime.observers, *self.object_observers()],
+        )
+
+    def object_observers(self) -> list[Observer]:
+        """Observers bound to the object being read: the engine binds ``object`` and ``run_id`` in
+        the log context of each object's run, and transports are made inside it."""
+        if self.raw_archive is None:
+            return []
+        found = self.raw_archive.observer(structlog.contextvars.get_contextvars())
+        return [found] if found is not None else []
+
+    def rows_from_page(self, obj: ObjectPlan, page: Mapping[str, Any]) -> pa.RecordBatch | None:
+        """The object's rows in one retained raw page, parsed with the source's current mapping
+        (``dativo replay --from raw``); None for a page that holds none of them (a search, a token).
+
+        Args:
+            obj: The object whose run kept the page.
+            page: The stored exchange (:mod:`~dativo_dagster.raw_pages`): ``method``, ``url``,
+                ``status`` and ``body`` (text).
+
+        Raises:
+            ConfigError: CFG001 when the source cannot re-parse raw pages.
+        """
+        raise ConfigError(
+            f"{obj.label}: replaying raw pages is not supported for source type '{self.type}'",
+            hint="replay from quarantine instead, or re-run the object",
         )

@@ -539,6 +539,13 @@ class TenantJob(StrictModel):
     payload_max_bytes: int = Field(
         default=4096, ge=256, le=1_048_576, description="bytes of each logged request or response body"
     )
+    raw_retention_days: float = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="API sources: keep each run's raw responses this many days for `dativo inspect` and "
+        "`dativo replay --from raw` (0: keep none)",
+    )
 
     @model_validator(mode="after")
     def _namespace_belongs_to_tenant(self) -> TenantJob:

@@ -219,6 +219,7 @@ class IcebergWriter:
         full_refresh: bool = False,
         window: TimeWindow | None = None,
         source_unchanged: bool = False,
+        replay_properties: dict[str, str] | None = None,
     ) -> WriteResult:
         """Stream ``batches`` into ``obj``'s table in one commit.
 
@@ -242,6 +243,10 @@ class IcebergWriter:
                 and replaces exactly that window (:mod:`~dativo_dagster.iceberg.window`). The
                 incremental cursor is copied into the snapshot unchanged; ``base_snapshot_id``
                 and ``previous_cursor`` are the incremental state when the read began.
+            replay_properties: A replay's commit (:mod:`~dativo_dagster.replay`): its snapshot
+                carries these properties instead of a run's (no run id, no cursor), so the
+                incremental cursor logic never sees it; ``new_cursor`` should return
+                ``previous_cursor``.
 
         Raises:
             QualityError: QUAL001 when the rejected-row rate exceeds the object's threshold, or a
@@ -422,7 +427,9 @@ class IcebergWriter:
                     PROP_CURSOR_FIELD: obj.cursor_field or "",
                     PROP_CURSOR: cursor.to_json() if cursor else "null",
                     PROP_ROWS: str(stats.written),
-                },
+                }
+                if replay_properties is None
+                else {PROP_OBJECT: obj.label, PROP_ROWS: str(stats.written), **replay_properties},
                 base_snapshot_id=base_snapshot_id,
                 window=window,
                 base_cursor=previous_cursor,

@@ -145,4 +145,22 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) ->
         first = exc.errors()[0]
         path = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}.connection.{path}: {first['msg']}") from None
-    return cls.from_plan(model, credentials, job, runtime=runtime)
+    source = cls.from_plan(model, credentials, job, runtime=runtime)
+    # Read defensively: callers building a source from a partial plan (tests, tools) may have no job file.
+    if getattr(getattr(job, "job", None), "raw_retention_days", 0):
+        _keep_raw_pages(source, job, resolver)
+    return source
+
+
+def _keep_raw_pages(source: Source, job: JobPlan, resolver: SecretResolver) -> None:
+    """Give an API source the job's raw page archive (CFG001 for a source that has no pages)."""
+    from dativo_dagster.api.source import ApiSource
+    from dativo_dagster.raw_pages import RawArchive
+
+    if not isinstance(source, ApiSource):
+        raise ConfigError(
+            f"{job.job_file.relative_to(job.project_dir)}: raw_retention_days: source type '{job.source.type}' "
+            "is not an API source; only API responses are kept as raw pages",
+            hint="remove raw_retention_days from the job",
+        )
+    source.raw_archive = RawArchive.for_job(job, resolver)

@@ -10,6 +10,7 @@ and streams it through the search windows or the list endpoint
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +23,7 @@ from dativo_dagster.api.source import ApiSource
 from dativo_dagster.api.transport import ApiTransport
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import ConfigError, ExtractError
 from dativo_dagster.sources.base import Extraction, ReadRequest, Slice, SourceStats
 from dativo_dagster.sources.cursors import CursorCodec
 from dativo_dagster.sources.hubspot.client import hubspot_client
@@ -30,8 +31,15 @@ from dativo_dagster.sources.hubspot.cursor import DAY_MS, HubSpotCursorCodec, is
 from dativo_dagster.sources.hubspot.errors import MissingScopesError, call_api, hubspot_sender
 from dativo_dagster.sources.hubspot.options import HubSpotConnection, HubSpotOptions
 from dativo_dagster.sources.hubspot.owners import OWNER_BATCH_SCHEMA, OWNER_SCHEMA, OWNERS, owner_batches
-from dativo_dagster.sources.hubspot.properties import ReadPlan, cursor_property, property_types, read_plan
+from dativo_dagster.sources.hubspot.properties import (
+    ReadPlan,
+    association_ids,
+    cursor_property,
+    property_types,
+    read_plan,
+)
 from dativo_dagster.sources.hubspot.reads import list_batches, oldest_modified, search_batches
+from dativo_dagster.sources.hubspot.rows import RowBuffer
 from dativo_dagster.sources.hubspot.search import slice_windows
 from dativo_dagster.sources.hubspot.tokens import AccessTokens
 from dativo_dagster.sources.incremental import lower_bound
@@ -193,6 +201,50 @@ class HubSpotSource(ApiSource):
 
         return Extraction(plan.batch_schema, batches, request, stats, cursor_override=cursor, codec=codec)
 
+    def rows_from_page(self, obj: ObjectPlan, page: Mapping[str, Any]) -> pa.RecordBatch | None:
+        """The records of a retained search page (``POST .../search`` asking for the object's
+        properties; a split probe asks for one and is skipped) or list page, as rows of the current
+        plan. Associations come inline in list pages only: a searched object with associations is
+        refused (CFG001), as are owners.
+        """
+        if self._object_type(obj) == OWNERS:
+            raise ConfigError(f"{obj.label}: replaying raw pages of owners is not supported", hint="re-run the object")
+        plan = self._plan(obj, discover=obj.contract is None)
+        status = page.get("status")
+        if not isinstance(status, int) or not 200 <= status < 300:
+            return None
+        url = str(page.get("url", "")).split("://", 1)[-1]
+        path = ("/" + url.split("/", 1)[1] if "/" in url else "/").split("?", 1)[0]
+        base = f"/crm/v3/objects/{plan.object_type}"
+        searched = page.get("method") == "POST" and path == f"{base}/search"
+        listed = page.get("method") == "GET" and path == base
+        if not searched and not listed:
+            return None
+        where = f"{obj.label}: raw page {page.get('method')} {path}"
+        if searched:
+            if plan.associations:
+                raise ConfigError(
+                    f"{obj.label}: its associations were read by separate requests; replaying its raw search "
+                    "pages is not supported",
+                    hint="replay from quarantine, or re-run the object",
+                )
+            asked = _json_object(str(page.get("request_body") or "{}"), where).get("properties") or []
+            if not set(plan.properties) <= set(asked):
+                return None  # a split probe: one property, not the object's rows
+        items = _json_object(str(page.get("body", "")), where).get("results")
+        if not isinstance(items, list):
+            raise ExtractError(f"{where}: the stored response has no 'results' list")
+        rows = RowBuffer(plan)
+        for item in items:
+            links = None
+            if plan.associations:
+                blocks = item.get("associations") or {}
+                if not isinstance(blocks, dict):
+                    raise ExtractError(f"{where}: record {item.get('id')!r} has a malformed 'associations'")
+                links = {other: association_ids(blocks.get(other), where=where) for other in plan.associations}
+            rows.add(item, links, where=where)
+        return rows.take() if rows.count else None
+
     # ------------------------------------------------------------------ planning
 
     def _side_stats(self, obj: ObjectPlan) -> SourceStats:
@@ -278,3 +330,14 @@ class HubSpotSource(ApiSource):
     def _owners(self, obj: ObjectPlan, transport: ApiTransport, stats: SourceStats) -> Iterator[pa.RecordBatch]:
         """Active owners, then archived ones (deals and tickets still point at those)."""
         yield from owner_batches(self.client(transport), obj, stats)
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    """A stored body as a JSON object (EXT001 otherwise)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ExtractError(f"{where}: the stored body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ExtractError(f"{where}: the stored body is not a JSON object")
+    return data

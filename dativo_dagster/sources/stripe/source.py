@@ -11,6 +11,7 @@ each window through the official client on dativo's transport
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ from dativo_dagster.api.paging import items_at
 from dativo_dagster.api.source import ApiSource
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import ConfigError, ExtractError
 from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Slice, Source, SourceStats
 from dativo_dagster.sources.stripe.client import StripeApi
 from dativo_dagster.sources.stripe.cursor import (
@@ -193,6 +194,29 @@ class StripeSource(ApiSource):
             codec=self._codec,
             full_refresh=any(p.kind == "refresh" for p in parts),
         )
+
+    def rows_from_page(self, obj: ObjectPlan, page: Mapping[str, Any]) -> pa.RecordBatch | None:
+        """The objects of a retained list page of the object's resource (``GET /v1/<resource>``), mapped
+        by the current contract; other pages (events, single objects) hold none of its rows."""
+        target = resolve_target(obj)
+        path = str(page.get("url", "")).split("://", 1)[-1]
+        path = "/" + path.split("/", 1)[1] if "/" in path else "/"
+        if page.get("method") != "GET" or path.split("?", 1)[0] != f"/v1/{target.resource.name}":
+            return None
+        status = page.get("status")
+        if not isinstance(status, int) or not 200 <= status < 300:
+            return None
+        where = f"{obj.label}: raw page GET /v1/{target.resource.name}"
+        try:
+            body = json.loads(str(page.get("body", "")))
+        except ValueError:
+            raise ExtractError(f"{where}: the stored response is not JSON") from None
+        if not isinstance(body, dict):
+            raise ExtractError(f"{where}: the stored response is not a JSON object")
+        items = items_at(body, "data", where=where)
+        if not items:
+            return None
+        return to_batch(items, target.specs)
 
     # ------------------------------------------------------------------ planning
 
