@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
     from dativo_dagster.compare import Thresholds
 
-COMPARE_FILE = "compare.json"
-
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """The debug and scratch flags of ``dativo run``."""
@@ -163,10 +161,11 @@ def cmd_scratch(plan: Plan, job: JobPlan, objects: list[ObjectPlan], args: argpa
 
 
 def compare_path(project_dir: Path, obj: ObjectPlan) -> Path:
-    """Where ``dativo compare`` writes its result: ``<state dir>/diagnose/<tenant>__<job>__<object>/compare.json``."""
+    """Where ``dativo compare`` writes its result (see :func:`dativo_dagster.diagnose.compare_path`)."""
+    from dativo_dagster import diagnose
     from dativo_dagster.instance import state_dir
 
-    return state_dir(project_dir) / "diagnose" / f"{obj.tenant}__{obj.job}__{obj.name}" / COMPARE_FILE
+    return diagnose.compare_path(state_dir(project_dir), obj.tenant, obj.job, obj.name)
 
 
 def required_columns(obj: ObjectPlan, production: Table) -> list[str]:
@@ -271,28 +270,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
         sys.stdout.flush()
-        return EXIT_OK if document["ok"] else EXIT_FAILED
+        return EXIT_OK if document["passed"] else EXIT_FAILED
     view = View(
         "check", "scratch", "production", "threshold", "result", "detail", title=f"{obj.label}: scratch vs production"
     )
-    for line in document["lines"]:
+    for check in document["checks"]:
         view.add_row(
             *_cells(
-                line["check"],
-                _shown(line["scratch"]),
-                _shown(line["production"]),
-                line["threshold"],
-                "pass" if line["ok"] else "FAIL",
-                line["detail"],
+                check["name"],
+                _shown(check["scratch"]),
+                _shown(check["production"]),
+                check["threshold"],
+                "pass" if check["passed"] else "FAIL",
+                check["detail"],
             )
         )
     console.print(view)
-    failed = [line["check"] for line in document["lines"] if not line["ok"]]
+    failed = [check["name"] for check in document["checks"] if not check["passed"]]
     say_note(f"written to {path}")
     if failed:
         say_error(f"{obj.label}: {len(failed)} check(s) failed: {', '.join(failed)}")
         return EXIT_FAILED
-    say_ok(f"{obj.label}: the scratch table matches production ({len(document['lines'])} checks)")
+    say_ok(f"{obj.label}: the scratch table matches production ({len(document['checks'])} checks)")
     return EXIT_OK
 
 

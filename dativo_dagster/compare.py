@@ -327,11 +327,30 @@ def compare_tables(
 
 
 def compare_document(lines: Sequence[CompareLine], *, label: str, checked_at: dt.datetime | None = None) -> dict:
-    """The compare result as ``compare.json`` holds it: ``ok``, ``checked_at``, ``object`` and ``lines``."""
+    """The compare result as ``compare.json`` holds it (the contract of
+    :func:`dativo_dagster.diagnose.compare_path`, which ``dativo diagnose --report`` reads): ``version``,
+    ``object``, ``created_at``, ``passed`` and one ``checks`` entry per line, each with its ``name``,
+    ``passed``, ``detail`` and the ``scratch`` and ``production`` values against the ``threshold``."""
+    from dativo_dagster.diagnose import COMPARE_VERSION
+
     moment = checked_at or dt.datetime.now(dt.timezone.utc)
+    checks = []
+    for line in lines:
+        shown = line.as_json()
+        checks.append(
+            {
+                "name": shown["check"],
+                "passed": shown["ok"],
+                "detail": shown["detail"],
+                "scratch": shown["scratch"],
+                "production": shown["production"],
+                "threshold": shown["threshold"],
+            }
+        )
     return {
+        "version": COMPARE_VERSION,
         "object": label,
-        "ok": all(line.ok for line in lines),
-        "checked_at": moment.isoformat(timespec="seconds"),
-        "lines": [line.as_json() for line in lines],
+        "created_at": moment.isoformat(timespec="seconds"),
+        "passed": all(line.ok for line in lines),
+        "checks": checks,
     }

@@ -160,7 +160,7 @@ def _compare(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[
 
 
 def _failed(document: dict[str, Any]) -> set[str]:
-    return {line["check"] for line in document["lines"] if not line["ok"]}
+    return {check["name"] for check in document["checks"] if not check["passed"]}
 
 
 def _plant(root: Path, change: Any) -> None:
@@ -229,9 +229,9 @@ def test_scratch_run_leaves_production_alone_and_compare_catches_regressions(
     # validate: from the start, everything; the overlap with production passes
     assert main(["--project", str(root), "run", "acme/db", "--object", "orders", "--scratch", "--from-start"]) == 0
     code, document = _compare(root, capsys)
-    assert code == 0 and document["ok"] is True and _failed(document) == set(), document
-    assert {"checked_at", "lines", "ok", "object"} <= set(document)
-    assert {line["check"] for line in document["lines"]} >= {
+    assert code == 0 and document["passed"] is True and _failed(document) == set(), document
+    assert {"version", "created_at", "checks", "passed", "object"} <= set(document)
+    assert {check["name"] for check in document["checks"]} >= {
         "overlap",
         "rows",
         "distinct_keys",
@@ -240,7 +240,7 @@ def test_scratch_run_leaves_production_alone_and_compare_catches_regressions(
         "max:updated_at",
         "columns_missing",
     }
-    rows_line = next(line for line in document["lines"] if line["check"] == "rows")
+    rows_line = next(check for check in document["checks"] if check["name"] == "rows")
     assert rows_line["scratch"] == rows_line["production"] == 100
 
     # planted regressions
@@ -251,7 +251,7 @@ def test_scratch_run_leaves_production_alone_and_compare_catches_regressions(
         ),
     )
     code, document = _compare(root, capsys)
-    assert code == 2 and document["ok"] is False and "nulls:email" in _failed(document)
+    assert code == 2 and document["passed"] is False and "nulls:email" in _failed(document)
 
     assert main(["--project", str(root), "run", "acme/db", "--object", "orders", "--scratch", "--from-start"]) == 0
     day = (START + dt.timedelta(hours=30), START + dt.timedelta(hours=54))
@@ -267,7 +267,7 @@ def test_scratch_run_leaves_production_alone_and_compare_catches_regressions(
     # the good fix passes again; production never moved
     assert main(["--project", str(root), "run", "acme/db", "--object", "orders", "--scratch", "--from-start"]) == 0
     code, document = _compare(root, capsys)
-    assert code == 0 and document["ok"] is True
+    assert code == 0 and document["passed"] is True
     final = production.load_table("acme", "orders")
     assert final is not None and final.current_snapshot().snapshot_id == snapshot  # type: ignore[union-attr]
     assert _dagster_runs(root) == runs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -173,9 +174,19 @@ def test_the_document_is_json_with_ok_checked_at_and_lines() -> None:
     lines = run(orders(range(1, 10)), orders(range(1, 11)), cursor=None)
     moment = dt.datetime(2026, 2, 1, 12, tzinfo=UTC)
     document = json.loads(json.dumps(compare_document(lines, label="acme/db/orders", checked_at=moment)))
-    assert document["ok"] is False and document["checked_at"] == "2026-02-01T12:00:00+00:00"
+    assert document["passed"] is False and document["created_at"] == "2026-02-01T12:00:00+00:00"
     assert document["object"] == "acme/db/orders"
-    assert set(document["lines"][0]) == {"check", "scratch", "production", "threshold", "ok", "detail"}
-    bound = next(line for line in document["lines"] if line["check"] == "max:updated_at")
-    assert bound["scratch"] == "2026-01-01T09:00:00+00:00" and bound["ok"] is False
-    assert compare_document(run(orders(range(1, 5)), orders(range(1, 5))), label="x")["ok"] is True
+    assert set(document["checks"][0]) == {"name", "scratch", "production", "threshold", "passed", "detail"}
+    bound = next(check for check in document["checks"] if check["name"] == "max:updated_at")
+    assert bound["scratch"] == "2026-01-01T09:00:00+00:00" and bound["passed"] is False
+    assert compare_document(run(orders(range(1, 5)), orders(range(1, 5))), label="x")["passed"] is True
+
+
+def test_the_document_keeps_the_contract_the_report_reads(tmp_path: Path) -> None:
+    from dativo_dagster.diagnose import read_compare
+
+    document = compare_document(run(orders([1, 3, 4]), orders(range(1, 5))), label="acme/db/orders")
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(document))
+    read, why = read_compare(path)
+    assert why is None and read is not None and read["passed"] is False
