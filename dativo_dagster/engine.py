@@ -12,6 +12,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,13 @@ import structlog
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import ConfigError, DativoError
+from dativo_dagster.errors import ConfigError, DativoError, UnexpectedError
 from dativo_dagster.iceberg.deletes import referenced_data_file
 from dativo_dagster.iceberg.tables import read_table_cursor
 from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult
 from dativo_dagster.logs import log_context
 from dativo_dagster.quarantine_view import PREVIEW_ROWS
-from dativo_dagster.sources.base import ReadRequest, Slice, Source, TimeWindow
+from dativo_dagster.sources.base import Extraction, ReadRequest, Slice, Source, TimeWindow
 from dativo_dagster.state import CursorState, ReconciledCursor, reconcile_cursor
 from dativo_dagster.types import ContractEnforcer, check_table_schema
 
@@ -256,39 +257,52 @@ def ingest_object(
             # A full-refresh reset: the first commit replaces the table's rows, whatever the write mode.
             replace_table = reconciled.full_refresh
             result: WriteResult | None = None
-            for number, piece in enumerate(slices, start=1):
-                extraction = source.read(dataclasses.replace(request, cursor=cursor, window=piece))
-                enforcer = base_enforcer.with_lineage(extraction.lineage)
-                part = writer.write(
-                    obj,
-                    iter(extraction),
-                    enforcer=enforcer,
-                    run_id=run_id,
-                    previous_cursor=cursor,
-                    new_cursor=extraction.new_cursor,
-                    keys_unique=extraction.unique_keys,
-                    replaces=extraction.replaces,
-                    base_snapshot_id=base_snapshot_id,
-                    full_refresh=extraction.full_refresh or replace_table,
-                    source_unchanged=extraction.unchanged and not replace_table,
-                )
-                _add_stats(stats, extraction.stats.as_metadata())
-                notes.extend(n for n in extraction.stats.notes if n not in notes)
-                result = part if result is None else _combined(result, part)
-                if piece is not None:
-                    stats["slices"] = stats.get("slices", 0) + 1
-                    log.info(
-                        "slice_committed",
-                        slice=piece.label or number,
-                        of=len(slices),
-                        rows=part.rows_written,
-                        cursor=part.cursor.display(codec) if part.cursor else None,
+            # A source streaming from a process that marks its own commit points (a Singer tap's
+            # STATE messages) hands over one extraction per checkpoint, each committed before the
+            # next is read: a run killed in between resumes from the last committed checkpoint.
+            checkpointed = source.read_checkpointed(request) if window is None and not planned else None
+            pieces: Iterator[tuple[Slice | None, Extraction | None]] = (
+                ((None, ready) for ready in checkpointed)
+                if checkpointed is not None
+                else ((piece, None) for piece in slices)
+            )
+            try:
+                for number, (piece, ready) in enumerate(pieces, start=1):
+                    extraction = ready or source.read(dataclasses.replace(request, cursor=cursor, window=piece))
+                    part = _commit_part(
+                        obj,
+                        writer,
+                        extraction,
+                        base_enforcer,
+                        run_id=run_id,
+                        cursor=cursor,
+                        base_snapshot_id=base_snapshot_id,
+                        replace_table=replace_table,
+                        stats=stats,
+                        notes=notes,
                     )
-                cursor = part.cursor
-                if part.committed:
-                    base_snapshot_id = part.snapshot_id
-                    replace_table = False
-            assert result is not None
+                    result = part if result is None else _combined(result, part)
+                    cursor = part.cursor
+                    if part.committed:
+                        base_snapshot_id = part.snapshot_id
+                        replace_table = False
+                    if piece is not None or checkpointed is not None:
+                        counter = "slices" if piece is not None else "checkpoints"
+                        stats[counter] = stats.get(counter, 0) + 1
+                        log.info(
+                            "slice_committed" if piece is not None else "checkpoint_committed",
+                            slice=(piece.label if piece is not None else "") or number,
+                            of=len(slices) if piece is not None else None,
+                            rows=part.rows_written,
+                            cursor=cursor.display(codec) if cursor else None,
+                        )
+            finally:
+                if checkpointed is not None:
+                    close = getattr(checkpointed, "close", None)
+                    if close is not None:
+                        close()  # stops the source's process when a commit failed
+            if result is None:
+                raise UnexpectedError(f"{obj.label}: the source produced no extraction at all")
             total = total_rows(writer, obj)
             log.info(
                 "object_finished",
@@ -319,6 +333,43 @@ def ingest_object(
                 source_stats=stats,
                 notes=notes,
             )
+
+
+def _commit_part(
+    obj: ObjectPlan,
+    writer: IcebergWriter,
+    extraction: Extraction,
+    base_enforcer: ContractEnforcer,
+    *,
+    run_id: str,
+    cursor: CursorState | None,
+    base_snapshot_id: int | None,
+    replace_table: bool,
+    stats: dict[str, float],
+    notes: list[str],
+) -> WriteResult:
+    """Commit one extraction (the whole read, a slice or a checkpoint) after the ones before it.
+
+    ``replace_table``: this commit replaces the table's rows (the first commit of a full-refresh
+    reset); ``base_snapshot_id``: the snapshot the commit must follow (no other run committed since).
+    """
+    enforcer = base_enforcer.with_lineage(extraction.lineage)
+    part = writer.write(
+        obj,
+        iter(extraction),
+        enforcer=enforcer,
+        run_id=run_id,
+        previous_cursor=cursor,
+        new_cursor=extraction.new_cursor,
+        keys_unique=extraction.unique_keys,
+        replaces=extraction.replaces,
+        base_snapshot_id=base_snapshot_id,
+        full_refresh=extraction.full_refresh or replace_table,
+        source_unchanged=extraction.unchanged and not replace_table,
+    )
+    _add_stats(stats, extraction.stats.as_metadata())
+    notes.extend(n for n in extraction.stats.notes if n not in notes)
+    return part
 
 
 def _add_stats(total: dict[str, float], part: dict[str, float]) -> None:

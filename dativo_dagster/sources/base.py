@@ -383,6 +383,18 @@ class Source(abc.ABC):
         """
         return None
 
+    def read_checkpointed(self, request: ReadRequest) -> Iterator[Extraction] | None:
+        """The read as consecutive extractions, each ending at a checkpoint the source marks (None:
+        the source has none, and :meth:`read` is used).
+
+        For sources whose stream carries its own commit points (a Singer tap's STATE messages, an
+        Airbyte source's per-stream state): the engine commits each extraction, rows and cursor
+        together, before it takes the next, so a run killed in between resumes from the last
+        checkpoint committed. Each extraction's ``request.cursor`` is the cursor the one before
+        it reached; a full-refresh read yields a single extraction.
+        """
+        return None
+
     def check_object(self, obj: ObjectPlan) -> None:
         """Raise ConfigError if ``obj`` does not exist at the source (default: discover its schema)."""
         self.discover_schema(obj)
