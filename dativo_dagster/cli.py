@@ -285,7 +285,7 @@ def _dry_run(plan: Plan, job: JobPlan, objects: list, limit: int | None, payload
 
     runtime = DativoResource(project_dir=str(plan.project_dir))
     payload_log = attach_observers(runtime.runtime, job, new_run_id("dry-run"), payloads=payloads)
-    source = runtime.source_for(job)
+    source = runtime.source_for(job, raw_pages=False)  # a dry run keeps no pages
     writer = runtime.writer_for(job.target)
     table = Table("object", "starts from", "rows to load", "rejected", "cursor after")
     failed = 0

@@ -105,7 +105,7 @@ def cmd_scratch(plan: Plan, job: JobPlan, objects: list[ObjectPlan], args: argpa
     payloads = attach_observers(runtime.runtime, job, run_id, payloads=args.payloads)
     # --from-start needs nothing of production: its catalog is not even opened.
     production = None if args.from_start else runtime.writer_for(job.target)
-    source = runtime.source_for(job)
+    source = runtime.source_for(job, raw_pages=False)  # a scratch run keeps nothing in production's archive
     if args.limit is not None and not source.ordered_by_cursor:
         # The engine refuses it too; said here with what to do instead.
         raise ConfigError(

@@ -272,6 +272,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"{outcome.rows_superseded} conforming row(s) were not committed: {table} already holds a newer "
             "version of their key"
         )
+    if outcome.rows_left_for_next_run:
+        say_note(
+            f"{outcome.rows_left_for_next_run} quarantined row(s) come from runs that committed nothing (their "
+            "cursor did not move): the next run reads them again, so they are not replayed"
+        )
     if outcome.rows_still_failing:
         where = f"{obj.namespace}.{obj.quarantine_table}"
         say_note(f"{outcome.rows_still_failing} row(s) still violate the contract and stay in {where}:")

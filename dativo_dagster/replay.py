@@ -52,14 +52,15 @@ from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, StorageError
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure
 from dativo_dagster.iceberg.quarantine import commit_quarantine
-from dativo_dagster.iceberg.writer import IcebergWriter, WriteResult
+from dativo_dagster.iceberg.writer import PROP_REPLAY_ID as WRITER_REPLAY_ID
+from dativo_dagster.iceberg.writer import IcebergWriter, ReplayAlreadyCommitted, WriteResult
 from dativo_dagster.raw_pages import read_index, read_page
 from dativo_dagster.state import PROP_OBJECT, PROP_RUN_ID
-from dativo_dagster.types import CURSOR_FROM_COLUMN, REASON_COLUMN, ContractEnforcer
+from dativo_dagster.types import CURSOR_FROM_COLUMN, REASON_COLUMN, RUN_ID_COLUMN, ContractEnforcer
 
 log = structlog.get_logger("dativo.replay")
 
-PROP_REPLAY_ID = "dativo.replay-id"
+PROP_REPLAY_ID = WRITER_REPLAY_ID
 PROP_REPLAYED_FROM = "dativo.replayed-from"
 PROP_REPLAY_RUN = "dativo.replay-run"
 """A raw replay: the run whose pages were parsed again."""
@@ -100,6 +101,8 @@ class ReplayOutcome:
         dry_run: Nothing was written.
         pages: Raw pages that held rows of the object (a raw replay).
         rows_superseded: Conforming rows not committed because the table holds a newer version of their key.
+        rows_left_for_next_run: Quarantined rows of runs that committed nothing (a QUAL001 failure, a
+            crash): their cursor did not move, so the next run reads them again; never replayed.
     """
 
     replay_id: str | None
@@ -113,6 +116,7 @@ class ReplayOutcome:
     dry_run: bool = False
     pages: int = 0
     rows_superseded: int = 0
+    rows_left_for_next_run: int = 0
 
 
 def replayable(obj: ObjectPlan) -> ObjectPlan:
@@ -124,6 +128,21 @@ def replayable(obj: ObjectPlan) -> ObjectPlan:
     import dataclasses
 
     return dataclasses.replace(obj, config=obj.config.model_copy(update={"write_mode": mode}))
+
+
+def committed_run_ids(table: Table | None) -> set[str]:
+    """Ids of the runs (and replays) that committed a snapshot in the table's lineage."""
+    found: set[str] = set()
+    snapshot = table.current_snapshot() if table is not None else None
+    while snapshot is not None:
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if PROP_RUN_ID in props:
+            found.add(props[PROP_RUN_ID])
+        if PROP_REPLAY_ID in props:
+            found.add(f"replay-{props[PROP_REPLAY_ID]}")
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None and table is not None else None
+    return found
 
 
 def replay_snapshot(table: Table | None, replay_id: str) -> int | None:
@@ -329,6 +348,15 @@ def _replay_quarantine_once(
             rows = _read(quarantine, label)
             pending = _pending(rows)
     waiting = rows.filter(pc.invert(pending))
+    # A run that failed (QUAL001, a crash) committed nothing and left its cursor where it was: the
+    # next run reads its rows again, so replaying its rejections would load them twice.
+    committed = committed_run_ids(production)
+    if RUN_ID_COLUMN in waiting.column_names:
+        from_committed = pc.fill_null(
+            pc.is_in(waiting.column(RUN_ID_COLUMN), value_set=pa.array(sorted(committed), pa.string())), False
+        )
+        outcome.rows_left_for_next_run = waiting.num_rows - int(pc.sum(from_committed).as_py() or 0)
+        waiting = waiting.filter(from_committed)
     if waiting.num_rows == 0:
         return outcome
     good, failing = _checked(enforcer, waiting)
@@ -435,16 +463,20 @@ def _finish(
             {},
             enforcer.primary_key,
         )
-        result = writer.write(
-            obj,
-            iter(_without_row_column(good).to_batches()),
-            enforcer=writing,
-            run_id=f"replay-{replay_id}",
-            previous_cursor=None,
-            new_cursor=lambda: None,
-            replay_properties=_props(replay_id, "quarantine", by),
-        )
-        log.info("replay_committed", object=obj.label, replay_id=replay_id, rows=result.rows_written)
+        try:
+            result = writer.write(
+                obj,
+                iter(_without_row_column(good).to_batches()),
+                enforcer=writing,
+                run_id=f"replay-{replay_id}",
+                previous_cursor=None,
+                new_cursor=lambda: None,
+                replay_properties=_props(replay_id, "quarantine", by),
+            )
+            log.info("replay_committed", object=obj.label, replay_id=replay_id, rows=result.rows_written)
+        except ReplayAlreadyCommitted:
+            # Another process finished this replay first (it found it half done): only step 3 is left.
+            log.info("replay_committed_elsewhere", object=obj.label, replay_id=replay_id)
     _fault_point("replay_committed")
     back = None
     if failing:
@@ -537,15 +569,21 @@ def replay_raw(
         commit_quarantine(writer.tables, obj, enforcer, rejected, replay_id, f"raw:{run_id}")
     if not good:
         return outcome
-    result = writer.write(
-        obj,
-        iter(good),
-        enforcer=enforcer,
-        run_id=replay_id,
-        previous_cursor=None,
-        new_cursor=lambda: None,
-        replay_properties=_props(replay_id, "raw", by, **{PROP_REPLAY_RUN: run_id}),
-    )
+    try:
+        result = writer.write(
+            obj,
+            iter(good),
+            enforcer=enforcer,
+            run_id=replay_id,
+            previous_cursor=None,
+            new_cursor=lambda: None,
+            replay_properties=_props(replay_id, "raw", by, **{PROP_REPLAY_RUN: run_id}),
+        )
+    except ReplayAlreadyCommitted:
+        outcome.already_committed = True
+        outcome.rows_committed = 0
+        outcome.snapshot_id = replay_snapshot(writer.load_table(*obj.table_identifier), replay_id)
+        return outcome
     outcome.rows_committed = result.rows_written
     outcome.snapshot_id = result.snapshot_id
     return outcome

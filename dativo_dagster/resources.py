@@ -61,11 +61,13 @@ class DativoResource(dg.ConfigurableResource):
             self._runtime = ApiRuntime()
         return self._runtime
 
-    def source_for(self, job: JobPlan) -> Source:
-        """A fresh source for ``job`` (one per credential per run)."""
+    def source_for(self, job: JobPlan, *, raw_pages: bool = True) -> Source:
+        """A fresh source for ``job`` (one per credential per run); ``raw_pages``: see
+        :func:`~dativo_dagster.sources.registry.build_source` (off for scratch runs, whose
+        exchanges must never reach the production archive that ``dativo replay`` loads from)."""
         from dativo_dagster.sources.registry import build_source
 
-        return build_source(job, self.resolver, self.runtime)
+        return build_source(job, self.resolver, self.runtime, raw_pages=raw_pages)
 
     def writer_for(self, target: TargetRecipe) -> IcebergWriter:
         """The Iceberg writer of ``target`` (one catalog connection per target per run)."""

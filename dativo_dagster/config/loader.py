@@ -396,6 +396,14 @@ def _load_job(
     if source_cls is not None:
         _check_connection_keys(problems, label, source_cls.connection_model, connection)
         _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
+        if job.raw_retention_days:
+            from dativo_dagster.api.source import ApiSource
+
+            if not issubclass(source_cls, ApiSource):
+                problems.append(
+                    f"{label}: raw_retention_days: source type '{source.type}' is not an API source; only API "
+                    "responses are kept as raw pages (remove raw_retention_days from the job)"
+                )
         # Key files named in credentials (``service_account_file``) are local paths too.
         credentials = {**source.credentials, **job.source.credentials}
         key_files = [name for name in credentials if name.endswith("_file")]

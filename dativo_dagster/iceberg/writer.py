@@ -506,6 +506,11 @@ class IcebergWriter:
     def _replay_on(self, table: Table, staged: _Staged) -> tuple[Table, Transaction]:
         """A fresh transaction on the refreshed table that reproduces the staged schema and merge."""
         log.info("commit_conflict_replayed", table=staged.label)
+        replay_id = staged.props.get(PROP_REPLAY_ID)
+        if replay_id is not None and snapshot_with(table, PROP_REPLAY_ID, replay_id) is not None:
+            # The conflicting writer was another process finishing this very replay: committing
+            # again would load its rows twice. (The staged files are removed as for any failure.)
+            raise ReplayAlreadyCommitted(replay_id)
         _check_start(table, staged.base_snapshot_id, staged.obj, staged.label, staged.window, staged.base_cursor)
         txn = table.transaction()
         changes = plan_schema_changes(table.schema().as_arrow(), staged.schema, table=staged.label)
@@ -571,6 +576,30 @@ class IcebergWriter:
             raise_storage_failure(exc, f"commit to {staged.label}")
         snapshot = committed.current_snapshot()
         return snapshot.snapshot_id if snapshot else None
+
+
+PROP_REPLAY_ID = "dativo.replay-id"
+"""Snapshot property naming the replay (:mod:`~dativo_dagster.replay`) whose rows the snapshot committed."""
+
+
+class ReplayAlreadyCommitted(Exception):
+    """Another process committed this replay while this one was writing it: nothing more to commit."""
+
+    def __init__(self, replay_id: str) -> None:
+        super().__init__(f"replay {replay_id} was committed by another process")
+        self.replay_id = replay_id
+
+
+def snapshot_with(table: Table, prop: str, value: str) -> int | None:
+    """The snapshot in the table's lineage whose summary has ``prop`` = ``value``, or None."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if props.get(prop) == value:
+            return snapshot.snapshot_id
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    return None
 
 
 def _check_start(

@@ -111,7 +111,7 @@ def cursor_codec_for(job: JobPlan, obj: ObjectPlan) -> CursorCodec:
     return source_class(job.source.type).cursor_codec(obj)
 
 
-def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) -> Source:
+def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None, *, raw_pages: bool = False) -> Source:
     """Resolve ``${VAR}`` references and build a fresh Source for one run of ``job``.
 
     Credential values are registered for log redaction before anything can log them.
@@ -120,6 +120,9 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) ->
         job: The job.
         resolver: Resolves ``${VAR}`` references (and remembers the values for redaction).
         runtime: What sources of the run share (see :meth:`Source.from_plan`).
+        raw_pages: A run of the job (not a scratch run, a replay, a check): an API source keeps
+            its exchanges in the job's raw page archive when the job asks for one, and the
+            archive's expired runs are removed now.
     """
     cls = source_class(job.source.type)
     where = f"{job.job_file.relative_to(job.project_dir)}: source"
@@ -147,7 +150,7 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None) ->
         raise ConfigError(f"{where}.connection.{path}: {first['msg']}") from None
     source = cls.from_plan(model, credentials, job, runtime=runtime)
     # Read defensively: callers building a source from a partial plan (tests, tools) may have no job file.
-    if getattr(getattr(job, "job", None), "raw_retention_days", 0):
+    if raw_pages and getattr(getattr(job, "job", None), "raw_retention_days", 0) > 0:
         _keep_raw_pages(source, job, resolver)
     return source
 

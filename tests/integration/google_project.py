@@ -64,7 +64,7 @@ class GoogleProject:
         self.writer = IcebergWriter(build_catalog(self.job.target, self.resolver, self.root))
 
     def source(self, runtime: ApiRuntime | None = None) -> Source:
-        return build_source(self.job, self.resolver, runtime)
+        return build_source(self.job, self.resolver, runtime, raw_pages=True)
 
     def run(self, name: str, run_id: str = "run") -> ObjectResult:
         with self.source() as source:

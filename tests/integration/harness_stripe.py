@@ -127,7 +127,7 @@ class StripeRunner:
     def run(self, name: str) -> ObjectResult:
         """One run of object ``name``."""
         self.runs += 1
-        with build_source(self.job, self.resolver, self.runtime) as source:
+        with build_source(self.job, self.resolver, self.runtime, raw_pages=True) as source:
             return ingest_object(self.job.object(name), source=source, writer=self.writer, run_id=f"run-{self.runs}")
 
     def ok(self, name: str) -> ObjectResult:

@@ -66,7 +66,7 @@ class Runner:
 
     def run(self, name: str, limit: int | None = None) -> ObjectResult:
         self.runs += 1
-        with build_source(self.job, self.resolver) as source:
+        with build_source(self.job, self.resolver, raw_pages=True) as source:
             return ingest_object(
                 self.job.object(name), source=source, writer=self.writer, run_id=f"run-{self.runs}", limit=limit
             )

@@ -82,7 +82,7 @@ class Project:
         self.writer = IcebergWriter(build_catalog(self.job.target, self.resolver, self.root))
 
     def source(self, runtime: ApiRuntime | None = None) -> Source:
-        return build_source(self.job, self.resolver, runtime)
+        return build_source(self.job, self.resolver, runtime, raw_pages=True)
 
     def run(self, name: str, source: Source | None = None, run_id: str = "run") -> ObjectResult:
         own = source is None

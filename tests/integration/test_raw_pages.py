@@ -206,7 +206,7 @@ def test_hubspot_search_pages_are_replayed_with_a_fixed_contract(tmp_path: Path)
         (root / "connectors/schemas/hubspot/deals.v1.yaml").write_text(shipped)
         runner = Runner(root, env)
         job = runner.job
-        with build_source(job, runner.resolver) as source:
+        with build_source(job, runner.resolver, raw_pages=True) as source:
             outcome = replay_raw(
                 job.object("deals"),
                 runner.writer,
@@ -221,3 +221,17 @@ def test_hubspot_search_pages_are_replayed_with_a_fixed_contract(tmp_path: Path)
     rows = runner.rows("deals")
     assert len(rows) == len({r["id"] for r in rows}) == 40
     assert HUBSPOT_TOKEN not in all_raw_text(root)
+
+
+def test_scratch_and_dry_runs_keep_no_raw_pages(
+    emu: tuple[StripeEmulator, FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, server = emu
+    root = project(tmp_path, server.url)
+    monkeypatch.setenv("STRIPE_API_KEY", CANARY)
+    job = ["--project", str(root), "run", "acme/payments", "--object", "customers"]
+    assert main([*job, "--scratch", "--from-start"]) == 0
+    assert main([*job, "--dry-run"]) == 0
+    # Nothing reached the production archive that `dativo replay --from raw` loads from.
+    raw = root / ".dativo/raw/acme/payments/customers"
+    assert not raw.exists() or not any(raw.iterdir())

@@ -237,3 +237,24 @@ def ingest_customers(project: Path, run_id: str) -> None:
     with build_source(job, SecretResolver()) as source:
         result = ingest_object(job.object("customers"), source=source, writer=writer, run_id=run_id)
     assert result.error is None, result.error
+
+
+def test_rejections_of_a_run_that_committed_nothing_are_left_to_the_next_run(
+    shop: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = shop / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("max_rejected_rate: 0.5", "max_rejected_rate: 0.1"))
+    plan = load_plan(shop, strict=True)
+    demo = plan.job("demo/shop")
+    writer = IcebergWriter(build_catalog(demo.target, SecretResolver(), shop))
+    with build_source(demo, SecretResolver()) as source:
+        failed = ingest_object(demo.object("orders"), source=source, writer=writer, run_id="run-1")
+    assert failed.error is not None and failed.error.code == "QUAL001"  # 5 of 20 rejected: nothing committed
+    fix_contract(shop)
+    assert main(["replay", "demo/shop", "--object", "orders", "--json"]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    # The run's cursor did not move: its rows are read again by the next run, not replayed now.
+    assert outcome["rows_committed"] == 0 and outcome["rows_left_for_next_run"] == 5
+    ingest(shop, "run-2")
+    ids = order_ids(shop)
+    assert ids == EXPECTED_AFTER_REPLAY and len(ids) == len(set(ids))  # every row once
