@@ -98,15 +98,65 @@ def redact_pairs(text: str, pii: frozenset[str]) -> str:
 def _json_pairs(text: str, pii: frozenset[str]) -> str:
     """``"key": value`` in text that does not parse as JSON (cut off, malformed): values hidden all the same."""
 
-    def substitute(match: re.Match[str]) -> str:
-        if not _hidden(json.loads(match.group("key")), pii):
-            return match.group(0)
-        return f'{match.group("head")}"{REDACTED}"'
+    pattern = re.compile(r'(?P<head>(?P<key>"(?:[^"\\]|\\.)*")\s*:\s*)')
+    out: list[str] = []
+    position = 0
+    for match in pattern.finditer(text):
+        if match.start() < position:
+            continue  # inside a value already hidden
+        try:
+            key = json.loads(match.group("key"))
+        except ValueError:
+            continue
+        if not _hidden(str(key), pii):
+            continue
+        end = _value_end(text, match.end())
+        out.append(text[position : match.end()] + f'"{REDACTED}"')
+        position = end
+    out.append(text[position:])
+    return "".join(out)
 
-    pattern = re.compile(
-        r'(?P<head>(?P<key>"(?:[^"\\]|\\.)*")\s*:\s*)(?P<value>"(?:[^"\\]|\\.)*"?|[^,}\]\s]+)',
-    )
-    return pattern.sub(substitute, text)
+
+def _value_end(text: str, start: int) -> int:
+    """Where the JSON value starting at ``start`` ends: a string, a number or word, or an object or
+    array up to its matching bracket (or the end of the text, when it was cut off inside it)."""
+    if start >= len(text):
+        return start
+    first = text[start]
+    if first == '"':
+        i = start + 1
+        while i < len(text):
+            if text[i] == "\\":
+                i += 2
+                continue
+            if text[i] == '"':
+                return i + 1
+            i += 1
+        return len(text)
+    if first in "{[":
+        depth = 0
+        in_string = False
+        i = start
+        while i < len(text):
+            char = text[i]
+            if in_string:
+                if char == "\\":
+                    i += 2
+                    continue
+                if char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "{[":
+                depth += 1
+            elif char in "}]":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return len(text)
+    match = re.compile(r"[^,}\]\s]+").match(text, start)
+    return match.end() if match else start
 
 
 def redact_url(url: str, pii: frozenset[str]) -> str:

@@ -178,3 +178,12 @@ def test_a_large_body_is_parsed_from_its_start_only_and_still_redacted() -> None
     body = redact_body(raw, PII, 300)
     assert body["truncated"] is True and body["bytes"] == len(raw)
     assert "@example.com" not in body["text"] and '"id": 0' in body["text"]
+
+
+def test_objects_under_pii_keys_are_hidden_whole_in_a_cut_body() -> None:
+    customer = '{"id": "cus_%d", "email": "p%d@example.com", "address": {"city": "Paris", "line1": "0 Secret Street"}}'
+    body = ('{"data": [' + ", ".join(customer % (i, i) for i in range(2000)) + "]}").encode()
+    assert len(body) > 1 << 16  # larger than what is parsed: redacted pair by pair
+    shown = redact_body(body, frozenset({"email", "address"}), 4096)["text"]
+    assert "Secret Street" not in shown and "Paris" not in shown and "@example.com" not in shown
+    assert '"address": "***"' in shown and "cus_0" in shown
