@@ -344,7 +344,9 @@ class Diagnosis:
 
 
 _AUTH_DENIED = re.compile(
-    r"\b403\b|forbidden|scope|permission|insufficient|not allowed|access denied to|not authori[sz]ed to", re.I
+    r"\b403\b|forbidden|scope|permission|insufficient|not allowed|access denied to|not authori[sz]ed to|"
+    r"command denied|privilege",
+    re.I,
 )
 _CREDENTIAL = re.compile(
     r"\b401\b|expired|revoked|invalid api key|invalid_grant|unauthori[sz]ed|password authentication|"
@@ -401,11 +403,21 @@ def classify(
 
     if code == "BUG" or cause == "BUG":
         return found("bug", "error code BUG (an exception no code covers)")
+    # The code of the layer that failed decides before any wording: a full disk's "quota" is storage,
+    # not a rate limit.
+    if cause == "STG001" or code == "STG001":
+        return found("storage", "error code STG001")
+    # A throttle or a spent quota can come as a 403 (Google's rateLimitExceeded, dailyLimitExceeded).
+    if status == 429 or (_RATE.search(text) and status in (None, 403, 429)):
+        return found("rate_limited", "HTTP 429 or a rate limit / quota in the message")
     if status == 401:
         return found("credentials", "the source answered HTTP 401")
     if status == 403:
         return found("missing_scope", "the source answered HTTP 403")
     if cause == "AUTH001" or code == "AUTH001":
+        # "SELECT command denied to user" names a user but means a missing privilege, not a bad password.
+        if _AUTH_DENIED.search(text) and not _CREDENTIAL.search(text.replace("denied to user", "")):
+            return found("missing_scope", f"AUTH001: {_AUTH_DENIED.search(text).group(0)!r} in the message")  # type: ignore[union-attr]
         if _CREDENTIAL.search(text):
             return found("credentials", f"AUTH001: {_CREDENTIAL.search(text).group(0)!r} in the message")  # type: ignore[union-attr]
         if _AUTH_DENIED.search(text):
@@ -419,8 +431,6 @@ def classify(
         return found("rate_limited", "HTTP 429 or a rate limit / quota in the message")
     if status == 404 or (code in ("CFG001", "EXT001", "PAGE001", "RETRY001") and _NOT_FOUND.search(text)):
         return found("endpoint_gone", "the source answered HTTP 404")
-    if cause == "STG001" or code == "STG001":
-        return found("storage", "error code STG001")
     if cause == "STATE001" or code == "STATE001":
         return found("state", "error code STATE001")
     if cause == "QUAL001" or code == "QUAL001":

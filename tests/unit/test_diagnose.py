@@ -291,3 +291,39 @@ def test_an_object_past_its_freshness_sla_is_unhealthy() -> None:
 def test_rows_trend_compares_the_last_run_with_the_median() -> None:
     assert status_of("success", "success", "success").trend == "down 0.5x median"
     assert status_of("success").trend == "n/a"
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "kind"),
+    [
+        (
+            "RETRY001",
+            "GET /drive/v3/files: Google's daily quota is spent (dailyLimitExceeded: ...)",
+            403,
+            "rate_limited",
+        ),
+        (
+            "RETRY001",
+            "GET /drive/v3/files failed 5 time(s); last failure: EXT001 HTTP 429 rate limited",
+            403,
+            "rate_limited",
+        ),
+        ("STG001", "writing data files failed: [Errno 122] Disk quota exceeded", None, "storage"),
+        (
+            "AUTH001",
+            "acme/db/orders: (1142, \"SELECT command denied to user 'etl'@'%' for table 'orders'\")",
+            None,
+            "missing_scope",
+        ),
+        (
+            "AUTH001",
+            "acme/db/orders: Access denied for user 'etl'@'10.0.0.1' (using password: YES)",
+            None,
+            "credentials",
+        ),
+        ("AUTH001", "GET /v1/charges: HTTP 403 insufficient permissions", 403, "missing_scope"),
+    ],
+)
+def test_the_layer_decides_before_the_wording(code: str, message: str, status: int | None, kind: str) -> None:
+    request = {"method": "GET", "path": "/x", "status": status} if status is not None else None
+    assert classify(code, message, request).kind.kind == kind
