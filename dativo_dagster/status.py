@@ -124,6 +124,10 @@ def object_runs(
         run = record.dagster_run
         if run.status not in _FINISHED_FAILED and run.status is not dg.DagsterRunStatus.SUCCESS:
             continue  # still running: its outcome is not known yet
+        if PARTITION_TAGS & set(run.tags):
+            # A backfill of past windows: neither its failures nor its successes say whether the
+            # incremental load is healthy (Dagster's backfill page shows them).
+            continue
         at = record.end_time or record.start_time or record.create_timestamp.timestamp()
         selected = set(run.asset_selection) if run.asset_selection is not None else set(keys)
         seen: dict[str, RunView] = {}
@@ -167,6 +171,10 @@ def object_runs(
             if len(found[name]) < runs:
                 found[name].append(view)
     return found
+
+
+PARTITION_TAGS = frozenset({"dagster/partition", "dagster/asset_partition_range_start", "dagster/backfill"})
+"""Run tags of partition runs and backfills, which ``status`` leaves out."""
 
 
 # --------------------------------------------------------------------------- cursors
