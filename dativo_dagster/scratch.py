@@ -54,7 +54,13 @@ def scratch_target(project_dir: Path, job: JobPlan) -> TargetRecipe:
         catalog_name=job.target.catalog_name,
         catalog=CatalogConfig(type="sql", uri=f"sqlite:///{root / 'catalog.db'}"),
         warehouse=str(root / "warehouse"),
-        table_properties=dict(job.target.table_properties),
+        # Production's table settings, but never a location: ``write.data.path`` and its kind
+        # would send the scratch table's files into production's storage.
+        table_properties={
+            key: value
+            for key, value in job.target.table_properties.items()
+            if not key.endswith(".path") and "location" not in key
+        },
         target_file_rows=job.target.target_file_rows,
     )
 
