@@ -21,6 +21,7 @@ import threading
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import ValidationError
 
 from dativo_dagster.config.models import is_safe_identifier
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from dativo_dagster.sources.cursors import CursorCodec
 
 ENTRY_POINT_GROUP = "dativo.sources"
+log = structlog.get_logger("dativo.sources")
 
 _TYPES: dict[str, type[Source]] = {}
 _LOCK = threading.RLock()
@@ -150,9 +152,26 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None, *,
         raise ConfigError(f"{where}.connection.{path}: {first['msg']}") from None
     source = cls.from_plan(model, credentials, job, runtime=runtime)
     # Read defensively: callers building a source from a partial plan (tests, tools) may have no job file.
-    if raw_pages and getattr(getattr(job, "job", None), "raw_retention_days", 0) > 0:
-        _keep_raw_pages(source, job, resolver)
+    if raw_pages:
+        if getattr(getattr(job, "job", None), "raw_retention_days", 0) > 0:
+            _keep_raw_pages(source, job, resolver)
+        else:
+            _discard_raw_pages(job, resolver)
     return source
+
+
+def _discard_raw_pages(job: JobPlan, resolver: SecretResolver) -> None:
+    """A job that keeps no raw pages (any more) keeps none: pages left from when it did are removed."""
+    import shutil
+
+    from dativo_dagster.raw_pages import job_dir, raw_root
+
+    if getattr(job, "job", None) is None:
+        return
+    directory = job_dir(raw_root(job, resolver), job.tenant, job.name)
+    if directory.is_dir():
+        shutil.rmtree(directory)
+        log.info("raw_pages_discarded", job=f"{job.tenant}/{job.name}", reason="raw_retention_days is 0")
 
 
 def _keep_raw_pages(source: Source, job: JobPlan, resolver: SecretResolver) -> None:

@@ -235,3 +235,20 @@ def test_scratch_and_dry_runs_keep_no_raw_pages(
     # Nothing reached the production archive that `dativo replay --from raw` loads from.
     raw = root / ".dativo/raw/acme/payments/customers"
     assert not raw.exists() or not any(raw.iterdir())
+
+
+def test_turning_retention_off_discards_the_pages_kept(
+    emu: tuple[StripeEmulator, FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, server = emu
+    root = project(tmp_path, server.url)
+    runner = StripeRunner(root, {"STRIPE_API_KEY": CANARY})
+    assert runner.run("customers").error is None
+    kept = root / ".dativo/raw/acme/payments"
+    assert any(kept.rglob(INDEX_FILE))
+    job = root / "tenants/acme/jobs/payments.yaml"
+    spec = yaml.safe_load(job.read_text())
+    spec["raw_retention_days"] = 0
+    job.write_text(yaml.safe_dump(spec, sort_keys=False))
+    StripeRunner(root, {"STRIPE_API_KEY": CANARY}).run("customers")
+    assert not kept.exists()
