@@ -1,0 +1,1 @@
+"""External connector engines (Singer, Airbyte, Meltano) behind dativo's Source interface."""
