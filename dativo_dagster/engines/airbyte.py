@@ -79,7 +79,7 @@ __all__ = [
     "stream_state_of",
 ]
 
-_LOG_LEVELS = {"FATAL": log.error, "ERROR": log.error, "WARN": log.warning, "WARNING": log.warning}
+_LOG_LEVELS = {"FATAL": "error", "ERROR": "error", "WARN": "warning", "WARNING": "warning"}
 
 
 class TraceError:
@@ -343,7 +343,8 @@ class AirbyteProtocol(EngineProtocol):
             return
         level = str(entry.get("level") or "INFO").upper()
         text = redact_text(str(entry.get("message") or ""), self.secrets)[:2000]
-        _LOG_LEVELS.get(level, log.info)("connector_log", connector=proc.label, level=level, line=text)
+        emit = getattr(log, _LOG_LEVELS.get(level, "info"))  # looked up per call: logging may be reconfigured
+        emit("connector_log", connector=proc.label, source_level=level, line=text)
         if level == "FATAL":
             proc.note_error(text)
 
