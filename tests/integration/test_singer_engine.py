@@ -214,3 +214,33 @@ def test_an_unknown_stream_is_cfg001_naming_the_streams(maria: tuple[Any, str], 
     with source, pytest.raises(ConfigError) as error:
         source.check_object(job.object("nothere"))
     assert "'nothere'" in error.value.message and f"{db}-items" in error.value.message
+
+
+def test_test_connection_runs_the_taps_own_check(maria: tuple[Any, str], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    connection, db = maria
+    sql(connection, f"CREATE TABLE {db}.items (id int PRIMARY KEY)")
+    root = singer_project(
+        tmp_path / "p", db, [{"name": "items", "options": {"stream": "items"}, "primary_key": ["id"]}]
+    )
+    env = {**os.environ, "DATIVO_PROJECT_DIR": str(root), "DATIVO_HOME": str(root / ".dativo")}
+
+    def test_connection(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dativo_dagster.cli", "test-connection", "acme/db"],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    good = test_connection()
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "source reachable and authenticated" in good.stdout and "items" in good.stdout
+    bad = test_connection(TEST_MYSQL_PASSWORD="wrong-password-4b1d")
+    assert bad.returncode == 2
+    assert "AUTH001" in bad.stdout + bad.stderr and "wrong-password-4b1d" not in bad.stdout + bad.stderr
