@@ -37,12 +37,14 @@ import collections
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -56,6 +58,10 @@ from dativo_dagster.errors import AuthError, ConfigError, DativoError, ExtractEr
 
 log = structlog.get_logger("dativo.engines.process")
 
+CHUNK_BYTES = 1 << 20
+QUEUE_CHUNKS = 32
+SMALL_CHUNK_BYTES = 64 << 10
+"""stdout read ahead while dativo is busy (a commit): at most QUEUE_CHUNKS chunks of CHUNK_BYTES."""
 MAX_LINE_BYTES = 64 << 20
 """Longest stdout line accepted (one message)."""
 PIPE_BYTES = 1 << 20
@@ -129,6 +135,9 @@ class ConnectorProcess:
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr_thread: threading.Thread | None = None
+        self._stdout_thread: threading.Thread | None = None
+        self._chunks: queue.Queue[bytes | BaseException | None] | None = None
+        self._stopping = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._errors: list[str] = []
         self._finished = False
@@ -207,6 +216,9 @@ class ConnectorProcess:
             self._cleanup()
 
     def _cleanup(self) -> None:
+        self._stopping.set()
+        if self._stdout_thread is not None:
+            self._stdout_thread.join(timeout=5)
         if self._proc is not None:
             for stream in (self._proc.stdout,):
                 if stream is not None:
@@ -236,33 +248,85 @@ class ConnectorProcess:
     # ------------------------------------------------------------------ stdout
 
     def lines(self) -> Iterator[bytes]:
-        """stdout, one line at a time (without the line end; blank lines skipped).
+        """stdout, one line at a time (without the line end; empty lines skipped).
+
+        A thread reads stdout in chunks into a queue of at most ``QUEUE_CHUNKS`` chunks: the connector
+        keeps running while dativo commits a checkpoint, and memory stays bounded (the thread waits,
+        and the connector blocks on its pipe, once the queue is full).
 
         Raises:
             PaginationError: PAGE001 for a line longer than ``max_line_bytes``.
         """
-        proc = self._require()
-        stdout = proc.stdout
-        assert stdout is not None
-        readline = stdout.readline
+        chunks = self._start_pump()
         limit = self._max_line
+        pending = b""
         while True:
-            line = readline(limit)
-            if not line:
-                return
-            self.bytes_read += len(line)
-            if line[-1:] != b"\n":
-                if len(line) >= limit:
-                    raise PaginationError(
-                        f"{self.label}: the connector wrote a line longer than {limit >> 20} MiB on stdout",
-                        hint="a single message this large is not supported",
-                    )
-            else:
-                line = line[:-1]
-            if not line.strip():
-                continue
+            chunk = chunks.get()
+            if chunk is None:
+                break
+            if isinstance(chunk, BaseException):
+                raise ExtractError(f"{self.label}: reading the connector's output failed: {chunk}") from chunk
+            parts = chunk.split(b"\n")
+            if pending:
+                parts[0] = pending + parts[0]
+            pending = parts.pop()
+            if len(pending) > limit:
+                raise PaginationError(
+                    f"{self.label}: the connector wrote a line longer than {limit >> 20} MiB on stdout",
+                    hint="a single message this large is not supported",
+                )
+            self.lines_read += len(parts)
+            for line in parts:
+                if line:
+                    yield line
+        if pending:
             self.lines_read += 1
-            yield line
+            yield pending
+
+    def _start_pump(self) -> queue.Queue[bytes | BaseException | None]:
+        proc = self._require()
+        assert proc.stdout is not None
+        if self._chunks is None:
+            self._chunks = queue.Queue(maxsize=QUEUE_CHUNKS)
+            self._stdout_thread = threading.Thread(
+                target=self._pump_stdout,
+                args=(proc.stdout, self._chunks),
+                name=f"connector-stdout-{proc.pid}",
+                daemon=True,
+            )
+            self._stdout_thread.start()
+        return self._chunks
+
+    def _pump_stdout(self, stream: IO[bytes], chunks: queue.Queue[bytes | BaseException | None]) -> None:
+        """Copy stdout into the queue chunk by chunk (runs in a thread; stops when the process is closed)."""
+        read = getattr(stream, "read1", stream.read)
+        item: bytes | BaseException | None
+        try:
+            while not self._stopping.is_set():
+                item = read(CHUNK_BYTES)
+                if not item:
+                    break
+                self.bytes_read += len(item)
+                if not self._put(chunks, item):
+                    return
+                if len(item) < SMALL_CHUNK_BYTES:
+                    # A connector writes a line at a time: waiting a moment lets the pipe fill, so the
+                    # next read takes many lines at once (a thread switch per line cost more CPU than
+                    # parsing it). 5 ms is nothing next to a checkpoint interval.
+                    time.sleep(0.005)
+            item = None
+        except (OSError, ValueError) as exc:
+            item = None if self._stopping.is_set() else exc
+        self._put(chunks, item)
+
+    def _put(self, chunks: queue.Queue[bytes | BaseException | None], item: bytes | BaseException | None) -> bool:
+        while not self._stopping.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def messages(self) -> Iterator[dict[str, Any]]:
         """stdout as parsed JSON objects, one per line, read as the caller consumes them.
@@ -275,6 +339,8 @@ class ConnectorProcess:
             try:
                 message = loads(line)
             except orjson.JSONDecodeError:
+                if not line.strip():
+                    continue
                 raise self.invalid_line(line) from None
             if not isinstance(message, dict):
                 raise self.invalid_line(line)
@@ -337,6 +403,7 @@ class ConnectorProcess:
         if self._finished:
             return
         self._finished = True
+        self._stopping.set()
         if proc.stdout is not None:
             # Whatever it still writes is not read: the caller has all the messages it wanted.
             with contextlib.suppress(OSError):

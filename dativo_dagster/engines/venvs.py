@@ -40,7 +40,6 @@ from filelock import FileLock, Timeout
 
 from dativo_dagster.config.secrets import redact_text
 from dativo_dagster.errors import ConfigError, ExtractError
-from dativo_dagster.instance import state_dir
 
 log = structlog.get_logger("dativo.engines.venvs")
 
@@ -64,7 +63,11 @@ _TAIL_LINES = 15
 def connectors_dir(project_dir: Path) -> Path:
     """Where connector environments are cached: ``$DATIVO_CONNECTORS_DIR``, else ``<state dir>/connectors``."""
     override = os.environ.get(CONNECTORS_DIR_ENV)
-    return Path(override).expanduser().resolve() if override else state_dir(project_dir) / "connectors"
+    if override:
+        return Path(override).expanduser().resolve()
+    from dativo_dagster.instance import state_dir  # imports Dagster: only when the cache is not overridden
+
+    return state_dir(project_dir) / "connectors"
 
 
 def package_name(pip_url: str) -> str:
