@@ -179,7 +179,7 @@ class MeltanoSettings(StrictModel):
     extractor: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="the extractor's name in meltano.yml (tap-mysql)"
     )
-    pip_url: str = Field(default="meltano==4.1.2", min_length=1, description="what installs Meltano itself")
+    pip_url: str = Field(default="meltano==4.4.1", min_length=1, description="what installs Meltano itself")
 
     @field_validator("project")
     @classmethod

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dativo_dagster.config.models import SchemaContract
-from dativo_dagster.types import JSON_FIELD_METADATA, SOURCE_REASON_COLUMN, arrow_type
+from dativo_dagster.types import JSON_FIELD_METADATA, SOURCE_REASON_COLUMN
 
 _TS = pa.timestamp("us", "UTC")
 
@@ -53,20 +53,18 @@ def stream_arrow_schema(
     json_schema: Mapping[str, Any], *, contract: SchemaContract | None = None, key_properties: Sequence[str] = ()
 ) -> pa.Schema:
     """Arrow schema of a stream (the contract's when given)."""
+    properties = json_schema.get("properties") or {}
     if contract is not None:
-        return pa.schema(
-            [
-                pa.field(
-                    c.source_name or c.name,
-                    arrow_type(c),
-                    nullable=not c.required,
-                    metadata=JSON_FIELD_METADATA if c.type.value == "json" else None,
-                )
-                for c in contract.columns
-            ]
-        )
+        # The stream's own types, under the contract's source names; the contract enforcer casts them.
+        typed = []
+        for column in contract.columns:
+            name = column.source_name or column.name
+            node = properties.get(name)
+            data_type = _arrow(node)[0] if isinstance(node, Mapping) else pa.string()
+            typed.append(pa.field(name, data_type))
+        return pa.schema(typed)
     fields = []
-    for name, node in (json_schema.get("properties") or {}).items():
+    for name, node in properties.items():
         data_type, is_json = _arrow(node if isinstance(node, Mapping) else {})
         fields.append(
             pa.field(

@@ -341,7 +341,7 @@ class EngineSource(Source):
         streams = self.catalog()
         found = [s for s in streams if wanted == s.name] or [s for s in streams if wanted in s.aliases]
         if len(found) != 1:
-            names = ", ".join(sorted(s.aliases[0] if s.aliases else s.name for s in streams)[:50])
+            names = ", ".join(sorted(s.name for s in streams)[:50]) + (", ..." if len(streams) > 50 else "")
             what = "no stream" if not found else f"{len(found)} streams"
             raise ConfigError(
                 f"{obj.label}: the connector has {what} named {wanted!r} (streams: {names or 'none'})",

@@ -95,7 +95,8 @@ class ConnectorProcess:
     """One run of a connector executable (a context manager).
 
     Args:
-        argv: The command; an element equal to ``{name}`` becomes the path of ``files[name]``.
+        argv: The command; an element equal to ``{name}`` becomes the path of ``files[name]`` (so does
+            an ``env`` value).
         label: Names the connector in log lines and errors (``tenant/job/object (tap-mysql)``).
         files: JSON documents to pass as files (config, catalog, state).
         secrets: Values to scrub from stderr and error text (the config's secret values).
@@ -165,7 +166,13 @@ class ConnectorProcess:
         env.setdefault("HOME", str(self._dir))
         env["PATH"] = os.pathsep.join([*map(str, self._path_prefix), os.environ.get("PATH", "/usr/bin:/bin")])
         env["PYTHONUNBUFFERED"] = "1"
-        env.update(self._env)
+        # An environment value that is exactly ``{name}`` is that file's path too (a Meltano catalog).
+        env.update(
+            {
+                k: str(self.paths[v[1:-1]]) if _placeholder(v) and v[1:-1] in self.paths else v
+                for k, v in self._env.items()
+            }
+        )
         try:
             self._proc = subprocess.Popen(
                 argv,

@@ -62,6 +62,8 @@ class SingerProtocol(EngineProtocol):
         cwd: Working directory (a Meltano project).
         pass_config: Pass ``--config`` (a Meltano-managed tap gets its config from Meltano).
         catalog_flag: ``--catalog`` (current taps) or ``--properties`` (older ones).
+        catalog_env: Pass the catalog's path in this environment variable instead of a flag
+            (Meltano's ``<EXTRACTOR>__CATALOG`` extra).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class SingerProtocol(EngineProtocol):
         pass_config: bool = True,
         catalog_flag: str = "--catalog",
         path_prefix: tuple[Any, ...] = (),
+        catalog_env: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,8 +85,11 @@ class SingerProtocol(EngineProtocol):
         self.pass_config = pass_config
         self.catalog_flag = catalog_flag
         self.path_prefix = path_prefix
+        self.catalog_env = catalog_env
 
-    def _process(self, args: list[str], files: dict[str, Any], what: str) -> ConnectorProcess:
+    def _process(
+        self, args: list[str], files: dict[str, Any], what: str, env: dict[str, str] | None = None
+    ) -> ConnectorProcess:
         if self.pass_config:
             args = ["--config", "{config}", *args]
             files = {"config": self.config, **files}
@@ -92,7 +98,7 @@ class SingerProtocol(EngineProtocol):
             label=f"{self.label} {what}",
             files=files,
             secrets=self.secrets,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.cwd,
             path_prefix=self.path_prefix,
         )
@@ -171,11 +177,12 @@ class SingerProtocol(EngineProtocol):
             PaginationError: PAGE001 for a line that is not a Singer message.
         """
         files: dict[str, Any] = {"catalog": self.read_catalog(stream, selection)}
-        args = [self.catalog_flag, "{catalog}"]
+        args = [] if self.catalog_env else [self.catalog_flag, "{catalog}"]
+        env = {self.catalog_env: "{catalog}"} if self.catalog_env else {}
         if state is not None:
             files["state"] = state
             args += ["--state", "{state}"]
-        with self._process(args, files, "sync") as proc:
+        with self._process(args, files, "sync", env) as proc:
             for message in proc.messages():
                 kind = message.get("type")
                 if kind == "RECORD":
