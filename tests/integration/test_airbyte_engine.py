@@ -1,17 +1,15 @@
 """``engine: airbyte`` end to end: the real ``airbyte-source-faker`` from PyPI loaded into Iceberg with
 its per-stream state as the committed cursor, and failures with their codes.
 
-The connector's virtualenv is built once per session (``DATIVO_CONNECTORS_DIR``, default under the
-repository's ``.dativo``) and reused by every test here.
+The connector's virtualenv is built once per session in the shared connector cache
+(:func:`tests.integration.engine_harness.connectors_cache`) and reused by every test here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +18,17 @@ import yaml
 
 from dativo_dagster.engines.airbyte import AirbyteProtocol, AirbyteSource
 from dativo_dagster.engines.base import EngineProtocol
-from dativo_dagster.engines.venvs import CONNECTORS_DIR_ENV, connector_venv
+from dativo_dagster.engines.venvs import connector_venv
 from dativo_dagster.logs import configure_logging
 from dativo_dagster.sources.registry import build_source
 from dativo_dagster.state import PROP_CURSOR
 from dativo_dagster.types import type_label
+from tests.integration.engine_harness import connectors_cache
 from tests.integration.sql_harness import Runner, write_project
+
+__all__ = ["connectors_cache"]  # fixtures
+
+pytestmark = [pytest.mark.slow]
 
 PIP_URL = "airbyte-source-faker==7.2.1"
 REPO = Path(__file__).resolve().parents[2]
@@ -34,19 +37,9 @@ CANARY = "canary-faker-key-41b7c2"
 
 
 @pytest.fixture(scope="session")
-def faker_cache() -> Iterator[Path]:
-    """The shared connector cache, with the faker's virtualenv built in it (once per session)."""
-    with pytest.MonkeyPatch.context() as patch:
-        cache = Path(os.environ.get(CONNECTORS_DIR_ENV) or REPO / ".dativo" / "test-connectors")
-        patch.setenv(CONNECTORS_DIR_ENV, str(cache))
-        connector_venv(REPO, PIP_URL, label="airbyte-source-faker")
-        yield cache
-
-
-@pytest.fixture
-def connectors(faker_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(CONNECTORS_DIR_ENV, str(faker_cache))
-    return faker_cache
+def faker_venv(connectors_cache: Path) -> Path:
+    """The faker's virtualenv, built once per session in the shared connector cache."""
+    return connector_venv(REPO, PIP_URL, label="airbyte-source-faker")
 
 
 def _project(
@@ -87,7 +80,7 @@ def _snapshots_with_cursor(runner: Runner, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def test_faker_incremental_state_is_the_committed_cursor(connectors: Path, tmp_path: Path) -> None:
+def test_faker_incremental_state_is_the_committed_cursor(faker_venv: Path, tmp_path: Path) -> None:
     root = _project(tmp_path, [USERS], config={"count": 12, "always_updated": False})
     first = Runner(root).run("users")
     assert first.error is None and first.write is not None
@@ -125,7 +118,7 @@ def test_faker_incremental_state_is_the_committed_cursor(connectors: Path, tmp_p
     assert third.write.cursor is not None and third.write.cursor.value["stream"]["stream_state"]["loop_offset"] == 15
 
 
-def test_faker_full_refresh_replaces_the_table(connectors: Path, tmp_path: Path) -> None:
+def test_faker_full_refresh_replaces_the_table(faker_venv: Path, tmp_path: Path) -> None:
     products = {"name": "products", "primary_key": ["id"]}
     root = _project(tmp_path, [products], config={"count": 5})
     first = Runner(root).run("products")
@@ -139,7 +132,7 @@ def test_faker_full_refresh_replaces_the_table(connectors: Path, tmp_path: Path)
 
 
 def test_faker_bad_config_is_cfg001_and_the_secret_never_shows(
-    connectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    faker_venv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure_logging(logging.INFO, force=True)
     root = _project(
