@@ -46,14 +46,10 @@ from pydantic import ConfigDict, Field
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
+from dativo_dagster.engines.jsonschema import RecordBatcher, stream_arrow_schema
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.base import ConnectionConfig, Extraction, ReadRequest, Source, SourceOptions, SourceStats
 from dativo_dagster.sources.cursors import CursorCodec
-
-try:  # the JSON Schema mapping ships in its own module; until then a minimal one stands in
-    from dativo_dagster.engines.jsonschema import RecordBatcher, stream_arrow_schema  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - depends on the build
-    from dativo_dagster.engines._interim_records import RecordBatcher, stream_arrow_schema  # type: ignore[assignment,unused-ignore]
 
 if TYPE_CHECKING:
     from dativo_dagster.config.models import SourceRecipe
