@@ -61,6 +61,7 @@ from dativo_dagster.types.mapping import type_label
 
 __all__ = [
     "RecordBatcher",
+    "build_batch",
     "is_json_field",
     "stream_arrow_schema",
     "unmapped_fields",
