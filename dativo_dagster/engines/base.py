@@ -33,6 +33,7 @@ from __future__ import annotations
 import abc
 import builtins
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -437,7 +438,9 @@ class EngineSource(Source):
         messages = self.protocol.read(stream, selection=selection, state=state)
         rows = options.checkpoint_rows or self.recipe.checkpoint_rows
         seconds = options.checkpoint_seconds or self.recipe.checkpoint_seconds
-        return _EngineRun(self, stream, schema, messages, state, rows=rows, seconds=seconds)
+        run = _EngineRun(self, stream, schema, messages, state, rows=rows, seconds=seconds)
+        run.midnight_dates = _midnight_date_fields(stream, schema)
+        return run
 
 
 class _EngineRun:
@@ -465,6 +468,7 @@ class _EngineRun:
         self.stats = SourceStats()
         self.names = {stream.name, *stream.aliases}
         self.other_streams = 0
+        self.midnight_dates: tuple[str, ...] = ()
 
     def extraction(self, request: ReadRequest, *, whole: bool) -> Extraction:
         obj = request.obj
@@ -490,6 +494,7 @@ class _EngineRun:
         batcher = RecordBatcher(self.schema, max_rows=BATCH_ROWS)
         add = batcher.add
         names = self.names
+        dates = self.midnight_dates
         rows = 0
         started = time.monotonic()
         limit_rows, limit_s = self.rows, self.seconds
@@ -499,7 +504,10 @@ class _EngineRun:
                     self.other_streams += 1
                     continue
                 rows += 1
-                batch = add(message.data)
+                data = message.data
+                if dates:
+                    data = _dates_from_midnights(data, dates)
+                batch = add(data)
                 if batch is not None:
                     yield batch
             elif message.__class__ is Checkpoint:
@@ -521,6 +529,38 @@ class _EngineRun:
         close = getattr(self.messages, "close", None)
         if close is not None:
             close()
+
+
+def _midnight_date_fields(stream: StreamInfo, schema: pa.Schema) -> tuple[str, ...]:
+    """Fields the stream sends as date-times but the table holds as dates (a contract's ``date`` column).
+
+    Singer taps send SQL ``DATE`` values as ``date-time`` strings at midnight UTC (tap-mysql:
+    ``2024-01-02T00:00:00.000000Z``); such a value is that date exactly, anything else is not a date.
+    """
+    properties = stream.json_schema.get("properties") or {}
+    found = []
+    for column in schema:
+        node = properties.get(column.name)
+        if pa.types.is_date(column.type) and isinstance(node, Mapping) and node.get("format") == "date-time":
+            found.append(column.name)
+    return tuple(found)
+
+
+_MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ]00:00:00(\.0+)?(Z|[+-]00:?00)?$")
+
+
+def _dates_from_midnights(data: Mapping[str, Any], fields: tuple[str, ...]) -> Mapping[str, Any]:
+    """``data`` with midnight date-times of ``fields`` shortened to their date (others left to be refused)."""
+    changed: dict[str, Any] | None = None
+    for name in fields:
+        value = data.get(name)
+        if isinstance(value, str):
+            match = _MIDNIGHT.match(value)
+            if match:
+                if changed is None:
+                    changed = dict(data)
+                changed[name] = match.group(1)
+    return data if changed is None else changed
 
 
 def _source_column(obj: ObjectPlan, name: str) -> str:

@@ -106,6 +106,7 @@ columns:
   - {name: note, type: string}
   - {name: ordered_at, type: timestamptz}
   - {name: updated_at, type: timestamptz, required: true}
+  - {name: day, type: date}
 """
 
 
@@ -114,7 +115,8 @@ def test_native_and_singer_load_identical_rows(maria: tuple[Any, str], tmp_path:
     sql(
         connection,
         f"""CREATE TABLE {db}.orders (id bigint PRIMARY KEY, customer varchar(40), amount decimal(10,2),
-            ratio double, paid tinyint(1), note text, ordered_at datetime(6), updated_at datetime(6) NOT NULL)""",
+            ratio double, paid tinyint(1), note text, ordered_at datetime(6), updated_at datetime(6) NOT NULL,
+            day date)""",
     )
     rows = [
         (
@@ -126,10 +128,11 @@ def test_native_and_singer_load_identical_rows(maria: tuple[Any, str], tmp_path:
             'line\nbreak, "quoted"' if i % 5 == 0 else None,
             None if i % 9 == 0 else f"2024-0{1 + i % 9}-1{i % 10} 1{i % 10}:2{i % 10}:00.{i:06d}",
             f"2024-05-01 00:00:{i % 60:02d}",
+            None if i % 4 == 0 else f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}",
         )
         for i in range(1, 1201)
     ]
-    sql(connection, f"INSERT INTO {db}.orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", many=rows)
+    sql(connection, f"INSERT INTO {db}.orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", many=rows)
     contract = {"shop/orders.v1.yaml": CONTRACT}
     incremental = {"strategy": "updated", "cursor_field": "updated_at"}
     native = Runner(
@@ -173,6 +176,7 @@ def test_native_and_singer_load_identical_rows(maria: tuple[Any, str], tmp_path:
     assert native_rows[4]["note"] == 'line\nbreak, "quoted"'
     assert native_rows[0]["amount"] == decimal.Decimal("1.01")
     assert native_rows[0]["ordered_at"] == dt.datetime(2024, 2, 11, 11, 21, 0, 1, tzinfo=UTC)
+    assert native_rows[0]["day"] == dt.date(2023, 2, 2)  # tap-mysql sends 2023-02-02T00:00:00.000000Z
     native_table = native.writer.load_table("acme", "orders")
     singer_table = singer.writer.load_table("acme", "orders")
     assert native_table is not None and singer_table is not None
