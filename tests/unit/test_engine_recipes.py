@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +67,33 @@ def test_connector_states_order_by_their_bookmark_and_show_it() -> None:
     assert codec.later(state(1), state(2)) == state(2) and codec.later(state(2), None) == state(2)
     assert codec.display(state(7), "id") == "id=7"
     assert codec.display({"opaque": [1, 2]}) == '{"opaque":[1,2]}'
+
+
+def test_engine_objects_are_ordinary_assets_and_loading_runs_no_connector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dagster side does not know the engine: same keys, group and checks; nothing installed at load."""
+    import dagster as dg
+
+    from dativo_dagster.build import build_definitions
+    from dativo_dagster.config.loader import load_plan
+    from tests.integration.engine_harness import singer_project
+
+    monkeypatch.setenv("DATIVO_CONNECTORS_DIR", str(tmp_path / "connectors"))
+    objects = [
+        {
+            "name": "orders",
+            "options": {"stream": "shop-orders"},
+            "incremental": {"strategy": "updated", "cursor_field": "updated_at"},
+            "primary_key": ["id"],
+        },
+        {"name": "customers", "options": {"stream": "shop-customers"}, "primary_key": ["id"]},
+    ]
+    root = singer_project(tmp_path / "p", "shop", objects)
+    defs = build_definitions(load_plan(root, strict=True))
+    graph = defs.resolve_asset_graph()
+    keys = {key for key in graph.get_all_asset_keys()}
+    assert keys == {dg.AssetKey(["acme", "mysql_singer", "orders"]), dg.AssetKey(["acme", "mysql_singer", "customers"])}
+    assert {graph.get(key).group_name for key in keys} == {"acme"}
+    assert graph.asset_check_keys  # the usual checks
+    assert not (tmp_path / "connectors").exists()  # no virtualenv built, no connector started
