@@ -392,7 +392,7 @@ def _load_job(
     except ConfigError as exc:
         problems.append(f"{label}: {exc.message}")
         return None
-    connection = {**source.defaults, **job.source.connection}
+    connection = {**source.connection_defaults, **job.source.connection}
     if source_cls is not None:
         _check_connection_keys(problems, label, source_cls.connection_model, connection)
         _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
@@ -530,6 +530,8 @@ def _check_local_paths(
 
 def _check_connection_keys(problems: list[str], label: str, model: type[BaseModel], connection: dict[str, Any]) -> None:
     """Unknown connection keys are caught at load; values are validated after ``${VAR}`` resolution."""
+    if model.model_config.get("extra") == "allow":
+        return  # an external connector's config: its keys are the connector's to judge (its check)
     allowed = set(model.model_fields)
     for key in connection:
         if key not in allowed:

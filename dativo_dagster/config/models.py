@@ -164,15 +164,42 @@ class SchemaContract(StrictModel):
 
 
 class Engine(str, enum.Enum):
-    """How a source is executed. Only ``native`` ships today; taps plug in here later."""
+    """How a source is executed: dativo's own sources, or an external connector in its own virtualenv."""
 
     NATIVE = "native"
     SINGER = "singer"
     AIRBYTE = "airbyte"
+    MELTANO = "meltano"
+
+
+class MeltanoSettings(StrictModel):
+    """The Meltano project and extractor an ``engine: meltano`` recipe runs."""
+
+    project: str = Field(description="directory holding meltano.yml, relative to the dativo project")
+    extractor: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="the extractor's name in meltano.yml (tap-mysql)"
+    )
+    pip_url: str = Field(default="meltano==4.4.1", min_length=1, description="what installs Meltano itself")
+
+    @field_validator("project")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        from pathlib import PurePosixPath
+
+        path = PurePosixPath(value)
+        if not value.strip() or path.is_absolute() or ".." in path.parts:
+            raise ValueError("must be a relative path inside the project, without '..'")
+        return value
 
 
 class SourceRecipe(StrictModel):
-    """connectors/sources/<name>.yaml: how to reach one kind of source."""
+    """connectors/sources/<name>.yaml: how to reach one kind of source.
+
+    ``engine: native`` runs the source module named by ``type``. ``singer``, ``airbyte`` and ``meltano``
+    run an external connector (``pip_url`` + ``executable``, or a Meltano project's extractor) with
+    ``config`` as its config template (``${VAR}`` references resolved at run time); their ``type``
+    is the engine's name and may be left out.
+    """
 
     name: SafeId
     type: SafeId = Field(description="source type: a module of dativo_dagster.sources, or a registered plugin")
@@ -185,12 +212,66 @@ class SourceRecipe(StrictModel):
     objects: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="well-known objects with their default per-object config"
     )
+    pip_url: str | None = Field(
+        default=None, min_length=1, description="engines: what pip installs into the connector's own virtualenv"
+    )
+    executable: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="engines: the command the package installs (default: the package's name)",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="engines: the connector's config template (job connection keys override)"
+    )
+    meltano: MeltanoSettings | None = Field(default=None, description="engine meltano: the project and extractor")
+    checkpoint_rows: int = Field(
+        default=100_000, ge=1, description="engines: commit at the first connector state after this many rows"
+    )
+    checkpoint_seconds: float = Field(
+        default=60, gt=0, description="engines: ... or at the first state after this many seconds"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_type(cls, data: Any) -> Any:
+        # An engine recipe's type is its engine: the connector is named by pip_url/executable.
+        if isinstance(data, dict) and "type" not in data and data.get("engine") not in (None, "native"):
+            data = {**data, "type": data.get("engine")}
+        return data
 
     @model_validator(mode="after")
-    def _native_only(self) -> SourceRecipe:
-        if self.engine is not Engine.NATIVE:
-            raise ValueError(f"engine '{self.engine.value}' is not available yet; use 'native'")
+    def _engine_settings(self) -> SourceRecipe:
+        engine_fields = ("pip_url", "executable", "meltano")
+        if self.engine is Engine.NATIVE:
+            given = [name for name in engine_fields if getattr(self, name) is not None]
+            if self.config:
+                given.append("config")
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only for engine singer, airbyte or meltano (this recipe is native)"
+                )
+            return self
+        check_references(self.config)
+        if self.type != self.engine.value:
+            raise ValueError(f"type: an engine '{self.engine.value}' recipe has type '{self.engine.value}' (or none)")
+        if self.defaults:
+            raise ValueError("defaults: an engine recipe puts the connector's settings under 'config'")
+        if self.engine is Engine.MELTANO:
+            if self.meltano is None:
+                raise ValueError("engine 'meltano' needs 'meltano: {project: ..., extractor: ...}'")
+            if self.pip_url is not None or self.executable is not None:
+                raise ValueError("pip_url/executable: a Meltano project installs its own extractor (meltano.yml)")
+        else:
+            if self.meltano is not None:
+                raise ValueError(f"meltano: only for engine 'meltano' (this recipe is '{self.engine.value}')")
+            if self.pip_url is None:
+                raise ValueError(f"engine '{self.engine.value}' needs 'pip_url' (the connector package to install)")
         return self
+
+    @property
+    def connection_defaults(self) -> dict[str, Any]:
+        """What a job's ``connection`` overrides: ``defaults`` (native) or the connector ``config`` (engines)."""
+        return dict(self.config) if self.engine is not Engine.NATIVE else dict(self.defaults)
 
 
 class CatalogConfig(StrictModel):

@@ -64,11 +64,14 @@ def _load(source_type: str) -> None:
     """Import whatever may register ``source_type``: its module by name, then entry points."""
     if not is_safe_identifier(source_type):
         return
-    module = f"{__package__}.{source_type}"
-    if importlib.util.find_spec(module) is not None:
-        importlib.import_module(module)
-    if source_type in _TYPES:
-        return
+    # A source module named after the type; the external engines (singer, airbyte, meltano) live
+    # in dativo_dagster.engines.
+    for package in (__package__, "dativo_dagster.engines"):
+        module = f"{package}.{source_type}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+        if source_type in _TYPES:
+            return
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=source_type):
         entry.load()
 
