@@ -162,7 +162,10 @@ class ConnectorProcess:
         Raises:
             ConfigError: CFG001 when the executable cannot be started.
         """
-        self._dir = Path(tempfile.mkdtemp(prefix="dativo-connector-"))
+        sweep_orphaned_inputs()
+        # The owner's pid is in the name: a run killed with SIGKILL cannot delete its files, the
+        # next run that starts a connector does (see sweep_orphaned_inputs).
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{INPUT_DIR_PREFIX}{os.getpid()}-"))
         os.chmod(self._dir, 0o700)
         for name, document in self._files.items():
             path = self._dir / f"{name}.json"
@@ -192,6 +195,8 @@ class ConnectorProcess:
                 env=env,
                 bufsize=PIPE_BYTES,
                 start_new_session=True,  # its own process group: kill() stops whatever it spawned
+                # Dies with this process (even on SIGKILL) and writes its own files privately.
+                preexec_fn=_child_setup,
             )
         except OSError as exc:
             self._cleanup()
@@ -208,9 +213,9 @@ class ConnectorProcess:
         log.info("connector_started", connector=self.label, pid=self._proc.pid, command=Path(argv[0]).name)
 
     def close(self) -> None:
-        """Stop the connector if it still runs and delete its input files (idempotent)."""
+        """Stop the connector and whatever it started, and delete its input files (idempotent)."""
         try:
-            if self._proc is not None and self._proc.poll() is None:
+            if self._proc is not None and (self._proc.poll() is None or _group_alive(self._proc.pid)):
                 self.kill()
         finally:
             self._cleanup()
@@ -231,19 +236,27 @@ class ConnectorProcess:
             self._dir = None
 
     def kill(self) -> None:
-        """Stop the connector and everything it started (SIGTERM, then SIGKILL after 5 s)."""
+        """Stop the connector and everything it started (SIGTERM, then SIGKILL after 5 s).
+
+        The whole process group is signalled even when its leader already exited: a wrapper such
+        as ``meltano invoke`` may be gone while the tap it started still runs.
+        """
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        log.warning("connector_stopped", connector=self.label, pid=proc.pid)
+        if proc.poll() is None:
+            log.warning("connector_stopped", connector=self.label, pid=proc.pid)
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:
                 os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return  # nothing of the group is left
             try:
                 proc.wait(timeout=grace)
-                return
             except subprocess.TimeoutExpired:
                 continue
+            if not _group_alive(proc.pid):
+                return
 
     # ------------------------------------------------------------------ stdout
 
@@ -499,3 +512,66 @@ def _last_words(tail: list[str]) -> str:
 def dumps(document: Any) -> str:
     """JSON text of a connector document (config, catalog, state) as the engines log or compare it."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+
+INPUT_DIR_PREFIX = "dativo-connector-"
+"""Temporary directories holding a connector's config, catalog and state: ``<prefix><owner pid>-<random>``."""
+
+
+def _child_setup() -> None:
+    """In the connector's process, before exec: die when dativo dies, create private files."""
+    os.umask(0o077)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the sweep and close() still clean up
+        return
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphaned_inputs(temp_dir: Path | None = None) -> list[Path]:
+    """Delete connector input directories whose owning dativo process is gone (killed with SIGKILL).
+
+    Returns:
+        The directories removed.
+    """
+    import shutil
+
+    base = Path(temp_dir or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        candidates = list(base.glob(f"{INPUT_DIR_PREFIX}*"))
+    except OSError:
+        return removed
+    for directory in candidates:
+        owner = directory.name[len(INPUT_DIR_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        try:
+            os.kill(int(owner), 0)
+            continue  # its owner still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's process
+        try:
+            if directory.stat().st_uid != os.getuid():
+                continue
+            shutil.rmtree(directory)
+            removed.append(directory)
+        except OSError as exc:
+            log.warning("connector_inputs_not_removed", directory=directory.name, reason=str(exc))
+    return removed

@@ -184,3 +184,52 @@ def test_venv_names_follow_the_requirement() -> None:
     assert name.startswith("tap-mysql-") and name != venv_name("tap-mysql==1.17.8")
     with pytest.raises(ConfigError):
         venv_name("   ")
+
+
+def test_a_killed_dativo_takes_its_connector_and_leaves_its_secrets_to_the_next_sweep(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from dativo_dagster.engines.process import INPUT_DIR_PREFIX, sweep_orphaned_inputs
+
+    marker = tmp_path / "child.pid"
+    sleeper = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from dativo_dagster.engines.process import ConnectorProcess
+        proc = ConnectorProcess(
+            [sys.executable, "-c", {sleeper!r}],
+            label="sleeper", files={{"config": {{"password": "hunter22-canary"}}}},
+        )
+        proc.start()
+        print("CONFIG=" + str(proc.paths["config"]), flush=True)
+        time.sleep(60)
+        """
+    )
+    runner = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    line = runner.stdout.readline()
+    while not line.startswith("CONFIG="):  # the run's own log lines come first
+        assert line, "the parent ended early"
+        line = runner.stdout.readline()
+    config = Path(line.strip().removeprefix("CONFIG="))
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text()):
+        assert time.monotonic() < deadline, "the connector did not start"
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert config.exists() and oct(config.stat().st_mode & 0o777) == "0o600"
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    deadline = time.monotonic() + 30
+    while True:  # the connector dies with its parent (no orphan keeps reading the source)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the connector outlived dativo"
+        time.sleep(0.05)
+    assert config.parent.name.startswith(INPUT_DIR_PREFIX) and config.exists()
+    removed = sweep_orphaned_inputs(config.parent.parent)
+    assert config.parent in removed and not config.exists()
