@@ -10,8 +10,9 @@ or the host's.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dativo_dagster.errors import ConfigError
 
@@ -92,3 +93,33 @@ def describe_roots(roots: Sequence[Path], project_dir: Path) -> str:
         except ValueError:
             shown.append(str(root))
     return ", ".join(shown) or "none configured"
+
+
+def confine_setting_paths(
+    value: Any, roots: Sequence[Path], *, base: Path, what: str, literal_only: bool = False
+) -> None:
+    """Every path (or ``file://`` URL) in a connector setting, at any depth, must lie in the data roots.
+
+    Args:
+        value: The setting: a path, a list or mapping holding paths.
+        roots: The tenant's resolved data roots.
+        base: Directory relative paths are relative to.
+        what: The setting, for messages.
+        literal_only: Skip values holding a ``${VAR}`` (checked at run time, once resolved).
+
+    Raises:
+        ConfigError: CFG001 naming the setting and the path outside the roots.
+    """
+    if isinstance(value, str):
+        if literal_only and "${" in value:
+            return
+        text = value[len("file://") :] if value.startswith("file://") else value
+        if "://" in text or not text.strip():
+            return  # a network location, not a local path
+        confine(text, roots, base=base, what=what)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            confine_setting_paths(item, roots, base=base, what=f"{what}.{key}", literal_only=literal_only)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            confine_setting_paths(item, roots, base=base, what=f"{what}[{index}]", literal_only=literal_only)

@@ -393,6 +393,17 @@ def _load_job(
         problems.append(f"{label}: {exc.message}")
         return None
     connection = {**source.connection_defaults, **job.source.connection}
+    settable = source.tenant_settable()
+    if settable is not None:
+        for key in job.source.connection:
+            if key not in settable:
+                problems.append(
+                    f"{label}: source.connection.{key}: recipe '{source.name}' does not let a tenant set this "
+                    f"connector setting (it may set: {', '.join(sorted(settable)) or 'nothing'}; the recipe's "
+                    "tenant_settings lists them)"
+                )
+    if source.path_settings:
+        _check_engine_paths(problems, label, source.path_settings, connection, data_roots, root)
     if source_cls is not None:
         _check_connection_keys(problems, label, source_cls.connection_model, connection)
         _check_local_paths(problems, label, source_cls.local_path_fields, connection, data_roots, root)
@@ -524,6 +535,28 @@ def _check_local_paths(
             continue
         try:
             confine(value, roots, base=project_dir, what=f"{label}: {section}.{name}")
+        except ConfigError as exc:
+            problems.append(exc.message)
+
+
+def _check_engine_paths(
+    problems: list[str],
+    label: str,
+    keys: Iterable[str],
+    connection: dict[str, Any],
+    roots: tuple[Path, ...],
+    project_dir: Path,
+) -> None:
+    """Literal paths under an engine recipe's ``path_settings`` must lie in the tenant's data roots."""
+    from dativo_dagster.paths import confine_setting_paths
+
+    for key in keys:
+        if key not in connection:
+            continue
+        try:
+            confine_setting_paths(
+                connection[key], roots, base=project_dir, what=f"{label}: source.connection.{key}", literal_only=True
+            )
         except ConfigError as exc:
             problems.append(exc.message)
 

@@ -172,6 +172,18 @@ class Engine(str, enum.Enum):
     MELTANO = "meltano"
 
 
+def _refuse_pip_options(value: str) -> None:
+    import shlex
+
+    try:
+        tokens = shlex.split(value)
+    except ValueError:
+        raise ValueError("must be a list of requirements") from None
+    options = [t for t in tokens if t.startswith("-")]
+    if options:
+        raise ValueError(f"must name packages only, not pip options ({', '.join(options)})")
+
+
 class MeltanoSettings(StrictModel):
     """The Meltano project and extractor an ``engine: meltano`` recipe runs."""
 
@@ -180,6 +192,12 @@ class MeltanoSettings(StrictModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="the extractor's name in meltano.yml (tap-mysql)"
     )
     pip_url: str = Field(default="meltano==4.4.1", min_length=1, description="what installs Meltano itself")
+
+    @field_validator("pip_url")
+    @classmethod
+    def _packages_only(cls, value: str) -> str:
+        _refuse_pip_options(value)
+        return value
 
     @field_validator("project")
     @classmethod
@@ -224,12 +242,31 @@ class SourceRecipe(StrictModel):
         default_factory=dict, description="engines: the connector's config template (job connection keys override)"
     )
     meltano: MeltanoSettings | None = Field(default=None, description="engine meltano: the project and extractor")
+    tenant_settings: list[str] | None = Field(
+        default=None,
+        description="engines: the connector settings a tenant job's connection may set (default: the keys of "
+        "config); anything else is CFG001, so a tenant cannot point the connector somewhere the platform did not "
+        "mean it to go",
+    )
+    path_settings: list[str] = Field(
+        default_factory=list,
+        description="engines: connector settings holding local paths (or file:// URLs), at any depth under the key; "
+        "each must lie inside the tenant's data roots (links followed)",
+    )
     checkpoint_rows: int = Field(
         default=100_000, ge=1, description="engines: commit at the first connector state after this many rows"
     )
     checkpoint_seconds: float = Field(
         default=60, gt=0, description="engines: ... or at the first state after this many seconds"
     )
+
+    @field_validator("pip_url")
+    @classmethod
+    def _packages_only(cls, value: str | None) -> str | None:
+        """pip options (an index URL, a requirements file) would change where connectors come from."""
+        if value is not None:
+            _refuse_pip_options(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -267,6 +304,12 @@ class SourceRecipe(StrictModel):
             if self.pip_url is None:
                 raise ValueError(f"engine '{self.engine.value}' needs 'pip_url' (the connector package to install)")
         return self
+
+    def tenant_settable(self) -> set[str] | None:
+        """The connection keys a tenant job may set on this recipe (None: any its model knows)."""
+        if self.engine is Engine.NATIVE:
+            return None
+        return set(self.tenant_settings) if self.tenant_settings is not None else set(self.config)
 
     @property
     def connection_defaults(self) -> dict[str, Any]:

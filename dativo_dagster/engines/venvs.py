@@ -78,7 +78,7 @@ def package_name(pip_url: str) -> str:
     """
     match = _NAME.match(pip_url)
     if not match:
-        raise ConfigError(f"pip_url {pip_url!r} names no package")
+        raise ConfigError(f"pip_url {_shown(pip_url)!r} names no package")
     return match.group(1)
 
 
@@ -90,7 +90,7 @@ def venv_name(pip_url: str) -> str:
     """
     match = _NAME.match(pip_url)
     if not match or not pip_url.strip():
-        raise ConfigError(f"pip_url {pip_url!r} names no package")
+        raise ConfigError(f"pip_url {_shown(pip_url)!r} names no package")
     name = re.sub(r"[^a-z0-9]+", "-", match.group(1).lower()).strip("-")[:40] or "connector"
     interpreter = f"{sys.version_info.major}.{sys.version_info.minor}"
     digest = hashlib.sha256(f"{interpreter}\0{pip_url.strip()}".encode()).hexdigest()[:12]
@@ -127,7 +127,7 @@ def connector_venv(project_dir: Path, pip_url: str, *, label: str) -> Path:
             _build(venv, pip_url, label=label)
     except Timeout:
         raise ExtractError(
-            f"{label}: waited {LOCK_TIMEOUT_S:.0f}s for another process installing {pip_url!r}",
+            f"{label}: waited {LOCK_TIMEOUT_S:.0f}s for another process installing {_shown(pip_url)!r}",
             hint=f"remove {root / (name + '.lock')} if no dativo process is installing it",
         ) from None
     return venv
@@ -139,10 +139,10 @@ def _build(venv: Path, pip_url: str, *, label: str) -> None:
         log.warning("connector_venv_incomplete", venv=str(venv), action="rebuilding")
         shutil.rmtree(venv)
     started = time.monotonic()
-    log.info("connector_venv_building", venv=venv.name, pip_url=pip_url)
+    log.info("connector_venv_building", venv=venv.name, pip_url=_shown(pip_url))
     _run([sys.executable, "-m", "venv", str(venv)], label=label, what="create a virtualenv for", pip_url=pip_url)
     python = venv / "bin" / "python"
-    requirements = shlex.split(pip_url)
+    requirements = check_pip_url(pip_url, label=label)
     _run(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", *requirements],
         label=label,
@@ -153,18 +153,52 @@ def _build(venv: Path, pip_url: str, *, label: str) -> None:
     log.info("connector_venv_ready", venv=venv.name, seconds=round(time.monotonic() - started, 1))
 
 
+_INSTALL_ENV_PREFIXES = ("PIP_", "UV_")
+_INSTALL_ENV = (
+    *("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"),
+    *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
+)
+"""What pip sees of dativo's environment: its own settings and the network's. Installing a package can run
+its build code, which must not see the tenants' ``${VAR}`` secrets living in dativo's environment."""
+
+
+def check_pip_url(pip_url: str, *, label: str) -> list[str]:
+    """The requirements ``pip_url`` names (pip's own options are refused: an index URL or a
+    requirements file would let a recipe change where every connector comes from).
+
+    Raises:
+        ConfigError: CFG001 for an option, or for text that does not split into requirements.
+    """
+    try:
+        requirements = shlex.split(pip_url)
+    except ValueError:
+        raise ConfigError(f"{label}: pip_url is not a list of requirements") from None
+    options = [r for r in requirements if r.startswith("-")]
+    if options or not requirements:
+        raise ConfigError(
+            f"{label}: pip_url may name packages only, not pip options ({', '.join(options) or 'empty'})",
+            hint="configure the package index for pip itself (PIP_INDEX_URL) where dativo runs",
+        )
+    return requirements
+
+
+def _shown(pip_url: str) -> str:
+    """``pip_url`` for messages, without the password of a URL (``https://user:token@host/...``)."""
+    return redact_text(re.sub(r"(://[^/@\s:]+):[^@/\s]+@", r"\1:***@", pip_url))
+
+
 def _run(argv: list[str], *, label: str, what: str, pip_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items() if k in _INSTALL_ENV or k.startswith(_INSTALL_ENV_PREFIXES)}
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False)
     except OSError as exc:
-        raise ExtractError(f"{label}: could not {what} {pip_url!r}: {exc.strerror}") from None
+        raise ExtractError(f"{label}: could not {what} {_shown(pip_url)!r}: {exc.strerror}") from None
     if done.returncode == 0:
         return
     output = (done.stdout or "") + (done.stderr or "")
     tail = "\n".join(line for line in output.strip().splitlines()[-_TAIL_LINES:])
     tail = redact_text(tail)
-    message = f"{label}: could not {what} {pip_url!r} (pip exited {done.returncode}):\n{tail}"
+    message = f"{label}: could not {what} {_shown(pip_url)!r} (pip exited {done.returncode}):\n{tail}"
     if _BAD_REQUIREMENT.search(output):
         raise ConfigError(message, hint="check the recipe's pip_url (package name and version)")
     raise ExtractError(message, hint="check that the package index is reachable")

@@ -28,7 +28,7 @@ from dativo_dagster.config.models import is_safe_identifier
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
 from dativo_dagster.errors import ConfigError
-from dativo_dagster.paths import confine
+from dativo_dagster.paths import confine, confine_setting_paths
 
 if TYPE_CHECKING:
     from dativo_dagster.sources.base import Source
@@ -144,6 +144,12 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None, *,
         value = connection.get(name)
         if isinstance(value, str):
             confine(value, job.data_roots, base=job.project_dir, what=f"{where}.connection.{name}")
+    recipe_paths = getattr(job.source, "path_settings", None) or []
+    for name in recipe_paths:
+        if name in connection:
+            confine_setting_paths(
+                connection[name], job.data_roots, base=job.project_dir, what=f"{where}.connection.{name}"
+            )
     for name, value in credentials.items():
         if name.endswith("_file") and value:
             confine(value, job.data_roots, base=job.project_dir, what=f"{where}.credentials.{name}")

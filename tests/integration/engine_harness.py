@@ -69,6 +69,8 @@ def singer_recipe(root: Path, name: str = "mysql_singer", **extra: Any) -> None:
         "pip_url": TAP_MYSQL,
         "executable": "tap-mysql",
         "config": {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "${TEST_MYSQL_PASSWORD:-}"},
+        # What a tenant's job may set: which database it reads, nothing about where the server is.
+        "tenant_settings": ["database", "filter_dbs"],
         **extra,
     }
     path = root / "connectors/sources" / f"{name}.yaml"

@@ -57,6 +57,9 @@ def _project(
         "executable": "source-faker",
         "config": {"seed": 1, "records_per_slice": 5, "parallelism": 1, **(config or {})},
         "checkpoint_rows": 1,  # commit at every state message
+        "tenant_settings": sorted(
+            {"seed", "records_per_slice", "parallelism", "count", *(config or {}), *(connection or {})}
+        ),
     }
     (root / "connectors/sources/faker.yaml").write_text(yaml.safe_dump(recipe))
     return root

