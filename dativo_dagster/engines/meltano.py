@@ -29,6 +29,7 @@ How it runs:
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import os
 import re
@@ -98,12 +99,16 @@ class MeltanoSource(EngineSource):
 
     def _install(self, meltano: Path, project: Path, extractor: str, env: dict[str, str], venv: Path) -> None:
         """``meltano install`` the extractor unless the project already has it (under a file lock)."""
-        installed = project / ".meltano" / "extractors" / extractor / "venv"
-        if installed.is_dir():
+        # Written only once ``meltano install`` succeeded: a venv directory alone may be one a killed
+        # install left half built, or one a concurrent install is still filling.
+        # Keyed by meltano.yml's content too: a changed extractor definition is installed again.
+        digest = hashlib.sha256((project / "meltano.yml").read_bytes()).hexdigest()[:12]
+        ready = project / ".meltano" / f"dativo-installed-{extractor}-{digest}"
+        if ready.exists():
             return
         (project / ".meltano").mkdir(exist_ok=True)
         with FileLock(str(project / ".meltano" / "dativo-install.lock")):
-            if installed.is_dir():
+            if ready.exists():
                 return
             log.info("meltano_install", connector=self.label, extractor=extractor)
             run_env = {k: os.environ[k] for k in ("HOME", "LANG", "TMPDIR", "SSL_CERT_FILE") if k in os.environ}
@@ -124,3 +129,4 @@ class MeltanoSource(EngineSource):
                 if re.search(r"(not found|No matching distribution|Could not find a version|does not exist)", tail):
                     raise ConfigError(message, hint="check the extractor's name and pip_url in meltano.yml")
                 raise ExtractError(message)
+            ready.write_text(extractor + "\n", encoding="utf-8")
