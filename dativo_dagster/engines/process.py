@@ -350,8 +350,10 @@ class ConnectorProcess:
         loads = orjson.loads
         for line in self.lines():
             try:
-                message = loads(line)
-            except orjson.JSONDecodeError:
+                # A number of more digits than a float holds (a wide DECIMAL, a 20-digit id) is read
+                # exactly, as a Decimal or an int; every other line takes orjson's fast path.
+                message = _exact_loads(line) if _LONG_NUMBER.search(line) else loads(line)
+            except (orjson.JSONDecodeError, ValueError):
                 if not line.strip():
                     continue
                 raise self.invalid_line(line) from None
@@ -575,3 +577,16 @@ def sweep_orphaned_inputs(temp_dir: Path | None = None) -> list[Path]:
         except OSError as exc:
             log.warning("connector_inputs_not_removed", directory=directory.name, reason=str(exc))
     return removed
+
+
+_LONG_NUMBER = re.compile(rb"[:\[,]\s*-?[0-9][0-9.eE+-]{15,}")
+"""A JSON number token of 16 characters or more: a float may not hold it exactly (a match inside a
+string only costs the exact, slower parse)."""
+
+
+def _exact_loads(line: bytes) -> Any:
+    """``line`` parsed with every number exact: fractions as Decimal, integers as int."""
+    import decimal
+    import json
+
+    return json.loads(line, parse_float=decimal.Decimal)

@@ -233,3 +233,25 @@ def test_a_killed_dativo_takes_its_connector_and_leaves_its_secrets_to_the_next_
     assert config.parent.name.startswith(INPUT_DIR_PREFIX) and config.exists()
     removed = sweep_orphaned_inputs(config.parent.parent)
     assert config.parent in removed and not config.exists()
+
+
+def test_numbers_wider_than_a_float_arrive_exact(tmp_path: Path) -> None:
+    import decimal
+
+    from dativo_dagster.engines.jsonschema import build_batch, stream_arrow_schema
+
+    script = tmp_path / "tap.py"
+    script.write_text(
+        'print(\'{"type": "RECORD", "stream": "s", "record": {"amt": 12345678901234567.89, "f": 1.5}}\')\n'
+    )
+    with ConnectorProcess([sys.executable, str(script)], label="wide") as proc:
+        (message,) = list(proc.messages())
+        proc.finish()
+    record = message["record"]
+    assert record["amt"] == decimal.Decimal("12345678901234567.89")
+    schema = stream_arrow_schema(
+        {"type": "object", "properties": {"amt": {"type": "number", "multipleOf": 0.01}, "f": {"type": "number"}}}
+    )
+    batch = build_batch([record], schema)
+    assert batch.column("amt").to_pylist() == [decimal.Decimal("12345678901234567.89")]
+    assert batch.column("f").to_pylist() == [1.5]
