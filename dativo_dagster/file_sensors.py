@@ -21,11 +21,12 @@ tagged like the job's runs plus ``dativo/trigger: new_files``, keyed by a digest
 versions that triggered it: a tick evaluated again after a crash between the launch and the
 cursor's save requests the same key, which Dagster never launches twice.
 
-The first evaluation of an object (no mark in the cursor) counts as arrived the files modified
-after the object's last commit to its Iceberg table (the newest snapshot an incremental run
-committed); a table that does not exist, or that no run ever committed to, has every present
-file arrive. So a sensor turned on after loads does not load old files again, and a folder never
-loaded is loaded by one run.
+The first evaluation of an object (no mark in the cursor) starts from what its Iceberg table holds:
+a ``file_mtime`` cursor names the files loaded, so the files it does not cover arrive; otherwise
+the files modified after the table's last commit, less a margin for files written while that run
+was under way, arrive; a table that does not exist, or that no run ever committed to, has every
+present file arrive. So a sensor turned on after loads does not load old files again, and a
+folder never loaded is loaded by one run.
 """
 
 from __future__ import annotations
@@ -81,17 +82,32 @@ class FileMark:
     files: Mapping[str, str] = field(default_factory=dict)
 
 
-def starting_mark(files: Iterable[FileVersion], committed_ns: int | None) -> FileMark:
+START_MARGIN_NS = 600 * 10**9
+"""Without a file cursor to start from, files modified up to this long before the table's last
+commit still count as arrived: the run listed its files before it committed (a Drive read leaves the
+newest minute to settle), so a file written in between may not be in the table."""
+
+
+def starting_mark(files: Iterable[FileVersion], committed_ns: int | None, cursor_value: object = None) -> FileMark:
     """The mark of an object evaluated for the first time.
 
     Args:
         files: The object's files now.
-        committed_ns: When the object's table last committed a load (ns), or None if never:
-            files modified up to then count as seen (those at exactly that time too).
+        committed_ns: When the object's table last committed a load (ns), or None if never.
+        cursor_value: The table's committed cursor. A ``file_mtime`` cursor says exactly which
+            files the table holds: the mark starts there (its files and their sizes or versions).
+            Otherwise files modified up to :data:`START_MARGIN_NS` before the commit count as seen.
     """
+    if isinstance(cursor_value, Mapping) and "mtime_ns" in cursor_value:
+        if cursor_value.get("pending"):
+            return FileMark(0)  # files left for a later run: let everything arrive, the run sorts it out
+        sizes = cursor_value.get("sizes") or {}
+        paths = cursor_value.get("paths") or []
+        return FileMark(int(cursor_value["mtime_ns"]), {str(p): str(sizes.get(p, "")) for p in paths})
     if committed_ns is None:
         return FileMark(0)
-    return FileMark(committed_ns, {f.file_id: f.fingerprint for f in files if f.modified_ns == committed_ns})
+    edge = committed_ns - START_MARGIN_NS
+    return FileMark(edge, {f.file_id: f.fingerprint for f in files if f.modified_ns == edge})
 
 
 def arrived_files(files: Iterable[FileVersion], mark: FileMark) -> list[FileVersion]:
@@ -218,7 +234,8 @@ def check_files(job: JobPlan, objects: Sequence[ObjectPlan], marks: Mapping[str,
                 files = source.list_files(obj)
                 mark = marks.get(obj.name)
                 if mark is None:
-                    mark = starting_mark(files, committed.of(obj))
+                    committed_ns, cursor_value = committed.of(obj)
+                    mark = starting_mark(files, committed_ns, cursor_value)
             except DativoError as exc:
                 tick.failures[obj.name] = exc
                 continue
@@ -241,21 +258,24 @@ class _CommittedTimes:
         self.resolver = resolver
         self._catalog: Catalog | None = None
 
-    def of(self, obj: ObjectPlan) -> int | None:
-        """The commit time (ns) of the newest snapshot an incremental run committed, or None."""
+    def of(self, obj: ObjectPlan) -> tuple[int | None, object]:
+        """The commit time (ns) of the newest snapshot an incremental run (or a reset) committed,
+        and the cursor the table holds (None and None when nothing was committed)."""
         from dativo_dagster.iceberg.catalog import build_catalog
-        from dativo_dagster.iceberg.tables import Tables, latest_dativo_summary
+        from dativo_dagster.iceberg.tables import Tables, latest_dativo_summary, read_table_cursor
 
         if self._catalog is None:
             self._catalog = build_catalog(self.job.target, self.resolver, self.job.project_dir)
         table = Tables(self._catalog).load(obj.namespace, obj.table)
         if table is None:
-            return None
+            return None, None
         found = latest_dativo_summary(table)
         if found is None:
-            return None
+            return None, None
         snapshot = table.snapshot_by_id(found[0])
-        return None if snapshot is None else int(snapshot.timestamp_ms) * 1_000_000
+        committed = read_table_cursor(table)
+        cursor = committed.cursor.value if committed is not None and committed.cursor is not None else None
+        return (None if snapshot is None else int(snapshot.timestamp_ms) * 1_000_000), cursor
 
 
 def _failure_text(sensor: str, failures: Mapping[str, DativoError]) -> str:

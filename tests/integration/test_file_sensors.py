@@ -24,7 +24,7 @@ from dagster._core.scheduler.instigation import TickStatus
 
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import load_plan
-from dativo_dagster.file_sensors import TAG_NEW_FILES, TAG_TRIGGER, run_key
+from dativo_dagster.file_sensors import START_MARGIN_NS, TAG_NEW_FILES, TAG_TRIGGER, run_key
 from dativo_dagster.sources.base import FileVersion
 from tests.conftest import REPO
 from tests.file_drops import drop, watch_drops
@@ -55,7 +55,8 @@ def _wait_for(what: str, probe: Callable[[], Found | None], timeout_s: float = 1
 
 def test_first_tick_after_a_load_counts_only_files_newer_than_the_commit(project: Path) -> None:
     drops = watch_drops(project)
-    drop(drops, "a.csv", 1)
+    # Written well before the load (files written while a run is under way arrive on the first tick).
+    drop(drops, "a.csv", 1, modified_ns=time.time_ns() - 2 * START_MARGIN_NS)
     defs = build_definitions(load_plan(project, strict=True))
     with dg.instance_for_test() as instance:
         loaded = dg.materialize(

@@ -13,6 +13,7 @@ import pytest
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import ConfigProblems, load_plan
 from dativo_dagster.file_sensors import (
+    START_MARGIN_NS,
     TAG_NEW_FILES,
     TAG_TRIGGER,
     FileMark,
@@ -88,10 +89,18 @@ def test_an_older_file_not_at_the_mark_is_not_seen() -> None:
     assert arrived_files([fv("old", T - 1)], FileMark(T, {"a": "10"})) == []
 
 
-def test_first_evaluation_counts_files_after_the_last_commit() -> None:
-    files = [fv("loaded", T - 1), fv("at_commit", T), fv("later", T + 1)]
-    assert ids(arrived_files(files, starting_mark(files, T))) == ["later"]
-    assert ids(arrived_files(files, starting_mark(files, None))) == ["loaded", "at_commit", "later"]
+def test_first_evaluation_starts_from_what_the_table_holds() -> None:
+    # A file_mtime cursor says exactly which files were loaded: ties and newer files arrive.
+    cursor = {"mtime_ns": T, "paths": ["at_cursor"], "sizes": {"at_cursor": 10}}
+    files = [fv("old", T - 5), fv("at_cursor", T, "10"), fv("tie", T, "3"), fv("later", T + 1)]
+    assert ids(arrived_files(files, starting_mark(files, T + 10**12, cursor))) == ["tie", "later"]
+    # Files the run left for later (pending): everything arrives, the run reads what it needs.
+    assert starting_mark(files, T, {**cursor, "pending": ["x"]}) == FileMark(0)
+    # No file cursor: files written while the last run was under way (before its commit) still arrive.
+    commit = T + START_MARGIN_NS * 2
+    files = [fv("long_ago", commit - START_MARGIN_NS - 1), fv("during_run", commit - 1), fv("later", commit + 1)]
+    assert ids(arrived_files(files, starting_mark(files, commit))) == ["during_run", "later"]
+    assert ids(arrived_files(files, starting_mark(files, None))) == ["long_ago", "during_run", "later"]
     assert starting_mark([], None) == FileMark(0)
 
 
