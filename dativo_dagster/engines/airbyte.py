@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -118,10 +119,22 @@ class TraceError:
         return self.message or "no error message"
 
 
+_NETWORK_WORDS = re.compile(
+    r"timed? ?out|timeout|connection (refused|reset|aborted)|name or service not known|"
+    r"temporary failure in name resolution|could not resolve|unreachable|no route to host",
+    re.I,
+)
+"""A check that failed because the source could not be reached: EXT001, not a configuration problem."""
+
+
 def classify_trace(error: TraceError, label: str) -> DativoError:
     """The coded error for a ``TRACE`` error (see the module docstring)."""
     message = f"{label}: the connector reported an error: {error.text}"
     evidence = f"{error.message}\n{error.internal_message}"
+    if error.failure_type == "transient_error":
+        # The connector says a retry may help (a rate limit, an outage): whatever words its message
+        # holds ("token", "unauthorized" in a proxy's page), it is not a refused credential.
+        return ExtractError(message, hint="a transient failure at the source; the run is retried")
     if _AUTH_WORDS.search(evidence):
         return AuthError(message, hint="check the connector's credentials")
     if error.failure_type == "config_error":
@@ -397,6 +410,8 @@ class AirbyteProtocol(EngineProtocol):
         text = f"{self.label}: the connector's check failed: {said}"
         if _AUTH_WORDS.search(said) and not _CONFIG_WORDS.search(said):
             raise AuthError(text, hint="check the connector's credentials")
+        if _NETWORK_WORDS.search(said):
+            raise ExtractError(text, hint="the source could not be reached; check the network and try again")
         raise ConfigError(text, hint="check the recipe's config and the job's connection settings")
 
     def discover(self) -> list[StreamInfo]:

@@ -45,7 +45,7 @@ import pyarrow as pa
 import structlog
 from pydantic import ConfigDict, Field
 
-from dativo_dagster.config.models import Strategy
+from dativo_dagster.config.models import Strategy, WriteMode
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
 from dativo_dagster.engines.jsonschema import RecordBatcher, stream_arrow_schema
 from dativo_dagster.errors import ConfigError
@@ -427,6 +427,15 @@ class EngineSource(Source):
 
     def _start(self, request: ReadRequest) -> _EngineRun:
         obj = request.obj
+        if obj.strategy is not Strategy.FULL_REFRESH and obj.write_mode is not WriteMode.MERGE:
+            # A connector re-sends the rows at its state's position (a Singer bookmark is inclusive,
+            # and the records after a stream's last state are sent again by the next run): only a
+            # merge on the key turns those into the same rows instead of duplicates.
+            raise ConfigError(
+                f"{obj.label}: an incremental object of an external engine must merge on its primary key "
+                f"(write_mode {obj.write_mode.value} would load the rows a connector sends again twice)",
+                hint="remove write_mode (updated and created merge by default) and give the object a primary_key",
+            )
         options = EngineOptions.model_validate(obj.options)
         stream = self.stream_of(obj)
         selection = self.selection(obj, stream)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -355,6 +356,13 @@ def _column(values: list[Any], field: pa.Field) -> tuple[pa.Array, list[str | No
             return pa.array(values, target), None  # exact: Arrow refuses anything that is not text
         except CONVERSION_ERRORS:
             return _per_value(values, target, to_text)
+    if pa.types.is_floating(target) and any(_wide_number(v) for v in values):
+        # A number parsed exactly (wider than a float, see engines.process) must survive as a float,
+        # or its row is quarantined: a 17-digit id or amount is never silently rounded.
+        return _per_value(values, target, _exact_float)
+    if pa.types.is_boolean(target) and any(isinstance(v, str) for v in values):
+        # JSON booleans only: "no" or "0" in a boolean field is not a boolean the connector sent.
+        return _per_value(values, target, _strict_bool)
     try:
         # Inferred, then cast exactly: Arrow's typed conversion would truncate 1.5 into an int64
         # column and read true as 1.0, where the exact cast refuses both.
@@ -368,6 +376,40 @@ def _column(values: list[Any], field: pa.Field) -> tuple[pa.Array, list[str | No
     if pa.types.is_decimal(target) and pa.types.is_floating(inferred.type):
         return _decimal_from_floats(inferred, target)
     return cast_column(inferred, target)
+
+
+def _wide_number(value: Any) -> bool:
+    return isinstance(value, decimal.Decimal) or (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_EXACT_INT
+    )
+
+
+FLOAT_EXACT_INT = 2**53
+"""The largest integer every float holds exactly."""
+
+
+def _exact_float(value: Any) -> float:
+    """``value`` as a float when the float is the same number (its shortest form reads back equal)."""
+    if isinstance(value, bool):
+        raise TypeError("is a boolean, not a number")
+    if isinstance(value, decimal.Decimal):
+        result = float(value)
+        if not math.isfinite(result) or decimal.Decimal(repr(result)) != value:
+            raise ValueError("has more digits than a floating-point number holds")
+        return result
+    if isinstance(value, int):
+        if abs(value) > FLOAT_EXACT_INT and int(float(value)) != value:
+            raise ValueError("has more digits than a floating-point number holds")
+        return float(value)
+    if isinstance(value, float):
+        return value
+    raise TypeError("is not a number")
+
+
+def _strict_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError("is not a JSON boolean")
 
 
 def _is_temporal(target: pa.DataType) -> bool:

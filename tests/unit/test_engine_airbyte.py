@@ -210,3 +210,11 @@ def _items_entry() -> dict[str, Any]:
         "default_cursor_field": ["id"],
         "source_defined_primary_key": [["id"]],
     }
+
+
+def test_a_transient_trace_is_retried_whatever_its_words() -> None:
+    from dativo_dagster.engines.airbyte import TraceError, classify_trace
+
+    transient = TraceError("Rate limited: the token bucket is empty (unauthorized burst)", "", "transient_error")
+    coded = classify_trace(transient, "acme/db/users")
+    assert coded.code == "EXT001" and coded.transient

@@ -237,3 +237,25 @@ def test_contract_wins_and_unknown_fields_are_listed() -> None:
     ]
     assert enforced.rejected is not None
     assert "created_at: required value is missing" in enforced.rejected.to_pylist()[0]["_dativo_reason"]
+
+
+def test_floats_and_booleans_are_exact_or_quarantined() -> None:
+    import decimal
+
+    from dativo_dagster.engines.jsonschema import build_batch
+
+    schema = pa.schema([pa.field("f", pa.float64()), pa.field("b", pa.bool_())])
+    batch = build_batch(
+        [
+            {"f": decimal.Decimal("12345678901234567.89"), "b": True},
+            {"f": decimal.Decimal("0.1"), "b": "no"},
+            {"f": 9007199254740993, "b": False},
+            {"f": 2**53, "b": None},
+        ],
+        schema,
+    ).to_pylist()
+    assert [row["f"] for row in batch] == [None, 0.1, None, 9007199254740992.0]
+    assert [row["b"] for row in batch] == [True, None, False, None]
+    reasons = [row["_dativo_source_reason"] for row in batch]
+    assert "more digits than a floating-point number holds" in reasons[0]
+    assert "is not a JSON boolean" in reasons[1] and "more digits" in reasons[2] and reasons[3] is None
