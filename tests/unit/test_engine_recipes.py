@@ -142,3 +142,21 @@ def test_pip_sees_no_secret_and_takes_no_options(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
     probe = "import os, sys; sys.exit(3 if 'ACME_STRIPE_KEY' in os.environ or 'PIP_INDEX_URL' not in os.environ else 0)"
     _run([sys.executable, "-c", probe], label="probe", what="run", pip_url="probe")  # raises if the key leaked
+
+
+def test_an_incremental_engine_object_that_would_append_is_refused(tmp_path: Path) -> None:
+    from dativo_dagster.config.loader import ConfigProblems, load_plan
+    from tests.integration.engine_harness import singer_project
+
+    objects = [
+        {
+            "name": "items",
+            "options": {"stream": "items"},
+            "primary_key": ["id"],
+            "incremental": {"strategy": "created", "cursor_field": "at"},
+            "write_mode": "append",
+        }
+    ]
+    # A connector re-sends the rows at its state's position: only a merge keeps them once.
+    with pytest.raises(ConfigProblems, match="write_mode"):
+        load_plan(singer_project(tmp_path / "p", "shop", objects), strict=True)
