@@ -484,18 +484,7 @@ class AirbyteSource(EngineSource):
     type = "airbyte"
     protocol_class: ClassVar[builtins.type[EngineProtocol]] = AirbyteProtocol
 
-    def make_protocol(self) -> EngineProtocol:
-        """Install the source (once per package and version) and point the protocol at its executable."""
-        from dativo_dagster.engines.venvs import connector_venv, executable, package_name
-
-        pip_url = self.recipe.pip_url or ""
-        venv = connector_venv(self.project_dir, pip_url, label=self.label)
-        command = executable(venv, self.recipe.executable or default_executable(package_name(pip_url)))
-        return AirbyteProtocol(
-            command=[str(command)],
-            path_prefix=(venv / "bin",),
-            label=self.label,
-            project_dir=self.project_dir,
-            config=self.config,
-            secrets=self.secrets,
-        )
+    @classmethod
+    def default_executable(cls, package: str) -> str:
+        """``airbyte-source-faker`` installs ``source-faker``."""
+        return default_executable(package)

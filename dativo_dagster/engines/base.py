@@ -307,9 +307,29 @@ class EngineSource(Source):
 
     # ------------------------------------------------------------------ protocol
 
-    @abc.abstractmethod
     def make_protocol(self) -> EngineProtocol:
-        """Build this engine's protocol adapter (installs the connector on first use)."""
+        """Install the connector of the recipe's ``pip_url`` (once per package and version) and point
+        the engine's protocol at its executable (an engine that runs otherwise, Meltano, overrides this)."""
+        from dativo_dagster.engines.venvs import connector_venv, executable, package_name
+
+        pip_url = self.recipe.pip_url or ""
+        venv = connector_venv(self.project_dir, pip_url, label=self.label)
+        command = executable(venv, self.recipe.executable or self.default_executable(package_name(pip_url)))
+        protocol: Any = self.protocol_class
+        built: EngineProtocol = protocol(
+            command=[str(command)],
+            path_prefix=(venv / "bin",),
+            label=self.label,
+            project_dir=self.project_dir,
+            config=self.config,
+            secrets=self.secrets,
+        )
+        return built
+
+    @classmethod
+    def default_executable(cls, package: str) -> str:
+        """The command a connector package installs when the recipe names none: the package's name."""
+        return package
 
     @property
     def protocol(self) -> EngineProtocol:

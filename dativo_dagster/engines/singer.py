@@ -240,19 +240,3 @@ class SingerSource(EngineSource):
 
     type = "singer"
     protocol_class: ClassVar[builtins.type[EngineProtocol]] = SingerProtocol
-
-    def make_protocol(self) -> EngineProtocol:
-        """Install the tap (once per package and version) and point the protocol at its executable."""
-        from dativo_dagster.engines.venvs import connector_venv, executable, package_name
-
-        pip_url = self.recipe.pip_url or ""
-        venv = connector_venv(self.project_dir, pip_url, label=self.label)
-        command = executable(venv, self.recipe.executable or package_name(pip_url))
-        return SingerProtocol(
-            command=[str(command)],
-            path_prefix=(venv / "bin",),
-            label=self.label,
-            project_dir=self.project_dir,
-            config=self.config,
-            secrets=self.secrets,
-        )

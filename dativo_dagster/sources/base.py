@@ -366,6 +366,24 @@ class Source(abc.ABC):
         """Stream ``request.obj`` from ``request.cursor`` on, in bounded batches."""
 
     @classmethod
+    def object_options(cls, obj: ObjectPlan) -> Any:
+        """``obj.options`` validated by the source's ``options_model``.
+
+        Raises:
+            ConfigError: CFG001 naming the object and the option (``options.path``) at fault.
+        """
+        from pydantic import ValidationError
+
+        from dativo_dagster.errors import ConfigError
+
+        try:
+            return cls.options_model.model_validate(obj.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(["options", *(str(p) for p in first["loc"])])
+            raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+    @classmethod
     def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
         """How this source's cursor values for ``obj`` are ordered, shown and moved back.
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pydantic import ValidationError
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
@@ -74,12 +73,8 @@ class CsvSource(Source):
         return sorted(p.stem for p in self.base_path.glob("*.csv"))
 
     def _options(self, obj: ObjectPlan) -> CsvOptions:
-        try:
-            return CsvOptions.model_validate(obj.options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(["options", *(str(p) for p in first["loc"])])
-            raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        options: CsvOptions = self.object_options(obj)
+        return options
 
     @classmethod
     def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:

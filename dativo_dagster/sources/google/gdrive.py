@@ -26,11 +26,11 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
-from dativo_dagster.errors import ConfigError, ExtractError
+from dativo_dagster.errors import ExtractError
 from dativo_dagster.sources.base import Extraction, FileVersion, ReadRequest, SourceStats
 from dativo_dagster.sources.csv.file_mtime import FILE_COLUMN, FileCursorCodec, file_cursor, files_after
 from dativo_dagster.sources.csv.options import CsvFormat
@@ -97,12 +97,8 @@ class GDriveCsvSource(GoogleSource):
     needs_contract = True
 
     def _options(self, obj: ObjectPlan) -> GDriveCsvOptions:
-        try:
-            return GDriveCsvOptions.model_validate(obj.options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(["options", *(str(p) for p in first["loc"])])
-            raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        options: GDriveCsvOptions = self.object_options(obj)
+        return options
 
     def drive(self, stats: SourceStats, obj: ObjectPlan | None = None) -> Drive:
         """Drive calls for one read, on a transport counting into ``stats``."""

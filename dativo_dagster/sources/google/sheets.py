@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dativo_dagster.config.models import Strategy
 from dativo_dagster.config.plan import ObjectPlan
@@ -149,12 +149,8 @@ class GoogleSheetsSource(GoogleSource):
     needs_contract = True
 
     def _options(self, obj: ObjectPlan) -> GoogleSheetsOptions:
-        try:
-            return GoogleSheetsOptions.model_validate(obj.options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(["options", *(str(p) for p in first["loc"])])
-            raise ConfigError(f"{obj.label}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        options: GoogleSheetsOptions = self.object_options(obj)
+        return options
 
     @classmethod
     def cursor_codec(cls, obj: ObjectPlan) -> CursorCodec:
