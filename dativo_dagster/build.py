@@ -41,6 +41,7 @@ from dativo_dagster.config.parse_cache import content_digest  # noqa: E402
 from dativo_dagster.config.plain_yaml import load_plain  # noqa: E402
 from dativo_dagster.config.plan import BrokenJob, JobPlan, Plan  # noqa: E402
 from dativo_dagster.file_sensors import build_file_sensors  # noqa: E402
+from dativo_dagster.maintenance_jobs import build_maintenance  # noqa: E402
 from dativo_dagster.resources import DativoResource, IcebergIOManager  # noqa: E402
 from dativo_dagster.translator import DativoTranslator  # noqa: E402
 
@@ -135,7 +136,8 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
     files (:mod:`dativo_dagster.file_sensors`); broken ones, and jobs repeating another job's asset
     key, become placeholder assets, so one tenant's bad file never keeps the others, or itself, out
     of sight. With alert routes in runner.yaml, the alert sensors come too
-    (:func:`dativo_dagster.alerts.build_alert_sensors`).
+    (:func:`dativo_dagster.alerts.build_alert_sensors`); with a tenant's ``maintenance`` entry, its
+    upkeep job and schedule (:mod:`dativo_dagster.maintenance_jobs`).
     """
     translator = translator or DativoTranslator()
     resources = {
@@ -174,8 +176,13 @@ def build_definitions(plan: Plan, translator: DativoTranslator | None = None) ->
                 # placeholder then steps aside rather than hide the broken job.
                 placeholder = key if key not in taken else dg.AssetKey([*key.path, "job"])
                 assets.append(build_broken_job_asset(broken, translator, plan.project_dir, placeholder))
+    upkeep_jobs, upkeep_schedules = build_maintenance(plan.runner.maintenance, jobs)
     return dg.Definitions(
-        assets=assets, sensors=[*sensors, *build_alert_sensors(plan, translator)], resources=resources
+        assets=assets,
+        sensors=[*sensors, *build_alert_sensors(plan, translator)],
+        jobs=upkeep_jobs,
+        schedules=upkeep_schedules,
+        resources=resources,
     )
 
 

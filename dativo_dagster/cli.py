@@ -534,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     from dativo_dagster.cli_diagnose import add_diagnose_commands
+    from dativo_dagster.cli_maintain import add_maintain_command
     from dativo_dagster.cli_replay import add_replay_commands
     from dativo_dagster.cli_resets import add_reset_commands
     from dativo_dagster.cli_workspace import add_workspace_command
@@ -543,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(sub)
     add_diagnose_commands(sub)
     add_replay_commands(sub)
+    add_maintain_command(sub)
     return parser
 
 

@@ -31,6 +31,10 @@ carries the incremental cursor unchanged, and the incremental cursor (and the sn
 incremental run builds on) is read from the newest dativo snapshot *without* it, so partition
 runs never move, or race for, the incremental cursor."""
 
+PROP_MAINTENANCE = "dativo.maintenance"
+"""Set on a table-maintenance snapshot (``compact``): it carries no run id and no cursor, so the
+cursor readers walk past it to the run before."""
+
 # A reset's audit record, in the summary of the snapshot that moved the cursor (see resets.py).
 PROP_RESET_KIND = "dativo.reset-kind"
 PROP_RESET_BY = "dativo.reset-by"

@@ -2,7 +2,10 @@
 
 * ``_OverwriteFiles`` is subclassed to commit position-delete files with an overwrite snapshot
   (merge-on-read); the subclass reads its producer state (``_transaction``, ``_snapshot_id``,
-  ``_added_data_files``, ...), listed in :data:`OVERWRITE_PRODUCER_ATTRIBUTES`.
+  ``_added_data_files``, ...), listed in :data:`OVERWRITE_PRODUCER_ATTRIBUTES`, and overrides
+  ``_manifests``, ``_existing_manifests`` and ``_summary`` (a rewrite also removes delete files).
+* ``Transaction._stage`` adds a requirement to a transaction: pyiceberg's snapshot expiry carries
+  none, and table maintenance must not remove snapshots from metadata another writer just changed.
 * ``ManifestWriterV2`` is subclassed for delete manifests (``content`` and ``_meta``).
 * ``_dataframe_to_data_files`` writes an Arrow table as data files of a table (merge rewrites).
 * ``_to_requested_schema`` gives batches the table's field ids before they are written.
@@ -41,6 +44,7 @@ OVERWRITE_PRODUCER_ATTRIBUTES = (
     "_deleted_data_files",
     "_parent_snapshot_id",
     "_operation",
+    "_io",
 )
 """State of ``_OverwriteFiles`` that :class:`~dativo_dagster.iceberg.deletes.MergeOnReadOverwrite` reads."""
 
@@ -49,6 +53,13 @@ def set_dictionary_columns(writer: ParquetFormatWriter, columns: list[str]) -> N
     """Dictionary-encode only ``columns`` in the Parquet file ``writer`` opens on its first write."""
     kwargs: dict[str, Any] = writer._parquet_writer_kwargs
     kwargs["use_dictionary"] = columns
+
+
+def require_current_snapshot(transaction: Any, snapshot_id: int | None) -> None:
+    """Make ``transaction`` commit only while the main branch is still at ``snapshot_id``."""
+    from pyiceberg.table.update import AssertRefSnapshotId
+
+    transaction._stage((), (AssertRefSnapshotId(snapshot_id=snapshot_id, ref="main"),))
 
 
 def iceberg_type_of(arrow_type: Any) -> Any:
@@ -71,6 +82,7 @@ __all__ = [
     "iceberg_type_of",
     "load_location_provider",
     "pyarrow_to_schema",
+    "require_current_snapshot",
     "set_dictionary_columns",
     "update_snapshot_summaries",
 ]

@@ -987,6 +987,36 @@ class AlertsConfig(StrictModel):
         return list(self.tenants.get(tenant, self.default))
 
 
+class TenantMaintenance(StrictModel):
+    """Scheduled table upkeep of one tenant's tables (what ``dativo maintain`` does, on a cron).
+
+    The code location gets a job ``<tenant>__maintain`` running compaction, snapshot expiry and
+    orphan removal on every table of the tenant's jobs, and a schedule for it.
+    """
+
+    schedule: str = Field(description="cron expression, e.g. '0 3 * * 0' (Sundays at 03:00)")
+    timezone: str = "UTC"
+    enabled: bool = True
+    retain_days: float = Field(default=7, ge=0, le=3650, description="keep snapshots younger than this")
+    orphan_age_hours: float = Field(
+        default=72, ge=1, le=87600, description="delete unreferenced files only when older than this (at least 1)"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dativo_dagster.compat.dagster import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"'{value}' is not a valid cron expression")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return Schedule._known_timezone(value)
+
+
 class RunnerDefaults(StrictModel):
     """Defaults applied to every job entry."""
 
@@ -1007,6 +1037,9 @@ class RunnerConfig(StrictModel):
     )
     code_locations: CodeLocations = Field(default_factory=CodeLocations)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
+    maintenance: dict[SafeId, TenantMaintenance] = Field(
+        default_factory=dict, description="scheduled table upkeep per tenant (a job and a schedule each)"
+    )
     jobs: list[JobEntry] = Field(default_factory=list)
 
     @field_validator("data_roots")
@@ -1024,6 +1057,17 @@ class RunnerConfig(StrictModel):
             if entry.alerts is not None:
                 _check_route_names(entry.alerts, alerts.routes, f"jobs[{index}].alerts")
         return value
+
+    @model_validator(mode="after")
+    def _maintained_tenants_have_jobs(self) -> RunnerConfig:
+        tenants = {entry.tenant for entry in self.jobs}
+        unknown = sorted(tenant for tenant in self.maintenance if tenant not in tenants)
+        if unknown:
+            raise ValueError(
+                f"maintenance: tenant(s) {', '.join(unknown)} have no job in 'jobs' "
+                f"(tenants with jobs: {', '.join(sorted(tenants)) or 'none'})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_entries(self) -> RunnerConfig:

@@ -29,7 +29,7 @@ from pyiceberg.manifest import (
     ManifestFile,
 )
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Summary
+from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.typedef import Record
 from pyiceberg.types import LongType, StringType
 
@@ -116,28 +116,97 @@ class _DeleteManifestWriter(ManifestWriterV2):
 
 
 class MergeOnReadOverwrite(_OverwriteFiles):
-    """An OVERWRITE snapshot that may add data files, remove data files and add delete files."""
+    """An OVERWRITE snapshot that may add data files, remove data files and add delete files.
+
+    With ``operation=Operation.REPLACE`` it is a rewrite (table maintenance): it may also remove
+    delete files (:meth:`remove_delete_file`), the ones folded into the data files it adds.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._added_delete_files: list[DataFile] = []
+        self._removed_delete_files: list[DataFile] = []
 
     def add_delete_file(self, delete_file: DataFile) -> MergeOnReadOverwrite:
         """Register a position-delete file for this snapshot."""
         self._added_delete_files.append(delete_file)
         return self
 
-    def _manifests(self) -> list[ManifestFile]:
-        manifests = super()._manifests()
-        if not self._added_delete_files:
-            return manifests
-        writer = _DeleteManifestWriter(
-            spec=self._transaction.table_metadata.spec(),
+    def remove_delete_file(self, delete_file: DataFile) -> MergeOnReadOverwrite:
+        """Register a live delete file that this snapshot removes (it must be live in the parent)."""
+        self._removed_delete_files.append(delete_file)
+        return self
+
+    def _existing_manifests(self) -> list[ManifestFile]:
+        if not self._removed_delete_files:
+            return super()._existing_manifests()
+        # pyiceberg rewrites every manifest as a data manifest: with delete files to remove, delete
+        # manifests are rewritten here as delete manifests.
+        removed_data = {f.file_path for f in self._deleted_data_files}
+        removed_deletes = {f.file_path for f in self._removed_delete_files}
+        parent = self._parent_snapshot()
+        existing: list[ManifestFile] = []
+        for manifest in parent.manifests(io=self._io) if parent is not None else []:
+            is_deletes = manifest.content == ManifestContent.DELETES
+            removed = removed_deletes if is_deletes else removed_data
+            entries = manifest.fetch_manifest_entry(io=self._io, discard_deleted=True)
+            kept = [entry for entry in entries if entry.data_file.file_path not in removed]
+            if len(kept) == len(entries):
+                existing.append(manifest)
+                continue
+            if not kept:
+                continue
+            spec = self._transaction.table_metadata.specs()[manifest.partition_spec_id]
+            writer = self._delete_manifest_writer(spec) if is_deletes else self.new_manifest_writer(spec)
+            with writer:
+                for entry in kept:
+                    writer.add_entry(_entry(entry, ManifestEntryStatus.EXISTING, entry.snapshot_id))
+            existing.append(writer.to_manifest_file())
+        return existing
+
+    def _parent_snapshot(self) -> Any:
+        if self._parent_snapshot_id is None:
+            return None
+        return self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id)
+
+    def _delete_manifest_writer(self, spec: Any) -> _DeleteManifestWriter:
+        return _DeleteManifestWriter(
+            spec=spec,
             schema=self.schema(),
             output_file=self.new_manifest_output(),
             snapshot_id=self._snapshot_id,
             avro_compression=self._compression,
         )
+
+    def _removed_delete_entries(self) -> list[ManifestEntry]:
+        """DELETED entries for the delete files this snapshot removes (their history, as readers of
+        the table's changes expect); every one must be live in the parent snapshot."""
+        wanted = {f.file_path for f in self._removed_delete_files}
+        found: list[ManifestEntry] = []
+        parent = self._parent_snapshot()
+        for manifest in parent.manifests(io=self._io) if parent is not None else []:
+            if manifest.content != ManifestContent.DELETES:
+                continue
+            for entry in manifest.fetch_manifest_entry(io=self._io, discard_deleted=True):
+                if entry.data_file.file_path in wanted:
+                    found.append(_entry(entry, ManifestEntryStatus.DELETED, self._snapshot_id))
+        missing = wanted - {entry.data_file.file_path for entry in found}
+        if missing:
+            raise ValueError(f"delete files to remove are not live in the parent snapshot: {sorted(missing)}")
+        return found
+
+    def _manifests(self) -> list[ManifestFile]:
+        manifests = super()._manifests()
+        if self._removed_delete_files:
+            deleted = self._removed_delete_entries()
+            writer = self._delete_manifest_writer(self._transaction.table_metadata.spec())
+            with writer:
+                for entry in deleted:
+                    writer.add_entry(entry)
+            manifests = [*manifests, writer.to_manifest_file()]
+        if not self._added_delete_files:
+            return manifests
+        writer = self._delete_manifest_writer(self._transaction.table_metadata.spec())
         with writer:
             for delete_file in self._added_delete_files:
                 writer.add(
@@ -158,10 +227,27 @@ class MergeOnReadOverwrite(_OverwriteFiles):
         for data_file in [*self._added_data_files, *self._added_delete_files]:
             collector.add_file(data_file=data_file, partition_spec=metadata.spec(), schema=schema)
         specs = metadata.specs()
-        for data_file in self._deleted_data_files:
+        for data_file in [*self._deleted_data_files, *self._removed_delete_files]:
             collector.remove_file(data_file=data_file, partition_spec=specs[data_file.spec_id], schema=schema)
         previous = metadata.snapshot_by_id(self._parent_snapshot_id) if self._parent_snapshot_id is not None else None
-        return update_snapshot_summaries(
-            summary=Summary(operation=self._operation, **collector.build(), **(snapshot_properties or {})),
+        # pyiceberg computes totals for appends, overwrites and deletes only; a rewrite's totals
+        # follow the same arithmetic (added minus removed), so they are computed as an overwrite's.
+        operation = Operation.OVERWRITE if self._operation == Operation.REPLACE else self._operation
+        summary = update_snapshot_summaries(
+            summary=Summary(operation=operation, **collector.build(), **(snapshot_properties or {})),
             previous_summary=previous.summary if previous is not None else None,
         )
+        if self._operation == Operation.REPLACE:
+            summary = Summary(operation=Operation.REPLACE, **summary.additional_properties)
+        return summary
+
+
+def _entry(entry: ManifestEntry, status: ManifestEntryStatus, snapshot_id: int | None) -> ManifestEntry:
+    """A copy of a manifest entry with another status (sequence numbers kept, as the spec requires)."""
+    return ManifestEntry.from_args(
+        status=status,
+        snapshot_id=snapshot_id,
+        sequence_number=entry.sequence_number,
+        file_sequence_number=entry.file_sequence_number,
+        data_file=entry.data_file,
+    )
