@@ -46,7 +46,15 @@ def snapshot_history(job: JobPlan, obj: ObjectPlan, table: Any, limit: int) -> l
     operation, what wrote it (run, replay, reset), the cursor it records and its row counts."""
     from dativo_dagster.replay import PROP_REPLAY_ID, PROP_REPLAYED_FROM
     from dativo_dagster.sources.registry import cursor_codec_for
-    from dativo_dagster.state import PROP_CURSOR, PROP_PARTITION, PROP_RESET_KIND, PROP_ROWS, PROP_RUN_ID, CursorState
+    from dativo_dagster.state import (
+        PROP_CURSOR,
+        PROP_MAINTENANCE,
+        PROP_PARTITION,
+        PROP_RESET_KIND,
+        PROP_ROWS,
+        PROP_RUN_ID,
+        CursorState,
+    )
 
     codec = cursor_codec_for(job, obj)
     records: list[dict[str, Any]] = []
@@ -66,6 +74,8 @@ def snapshot_history(job: JobPlan, obj: ObjectPlan, table: Any, limit: int) -> l
             kind = f"partition {props[PROP_PARTITION]}"
         elif PROP_RUN_ID in props:
             kind = "run"
+        elif PROP_MAINTENANCE in props:
+            kind = f"maintenance ({props[PROP_MAINTENANCE]})"
         else:
             kind = "other"
         records.append(

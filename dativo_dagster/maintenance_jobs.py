@@ -6,8 +6,6 @@ targets' catalogs only; nothing is resolved at definitions load. A table that fa
 the others; the op fails at the end, naming them, so the run shows red and alerts fire.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import dagster as dg

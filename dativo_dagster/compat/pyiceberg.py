@@ -59,7 +59,8 @@ def require_current_snapshot(transaction: Any, snapshot_id: int | None) -> None:
     """Make ``transaction`` commit only while the main branch is still at ``snapshot_id``."""
     from pyiceberg.table.update import AssertRefSnapshotId
 
-    transaction._stage((), (AssertRefSnapshotId(snapshot_id=snapshot_id, ref="main"),))
+    requirement = AssertRefSnapshotId(snapshot_id=snapshot_id, ref="main")  # type: ignore[call-arg]
+    transaction._stage((), (requirement,))
 
 
 def iceberg_type_of(arrow_type: Any) -> Any:

@@ -41,6 +41,13 @@ from dativo_dagster.errors import ConfigError, StorageError
 from dativo_dagster.iceberg.deletes import MergeOnReadOverwrite, referenced_data_file
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
 from dativo_dagster.iceberg.files import delete_files, write_data_files
+from dativo_dagster.iceberg.integrity import (
+    FileDigests,
+    carry_forward_before_expiry,
+    delete_manifest,
+    integrity_properties,
+    retained_integrity_paths,
+)
 from dativo_dagster.state import PROP_CURSOR, PROP_MAINTENANCE, PROP_PARTITION, PROP_RUN_ID
 
 log = structlog.get_logger("dativo.iceberg")
@@ -79,34 +86,6 @@ def check_retain_days(days: float, where: str = "--retain-days") -> float:
     if not days >= 0:
         raise ConfigError(f"{where}: must be 0 or more days (got {days:g})")
     return days
-
-
-# --------------------------------------------------------------------------- integrity manifests
-# The sha256 digests of data files and the manifests recording them (integrity.py) are kept
-# through upkeep: compaction records digests of the files it writes, expiry carries manifests
-# forward, orphan removal keeps them. These four call sites are the only contact points.
-
-
-def _new_digests() -> Any:
-    return None
-
-
-def _write_recording_digests(
-    table: Table, schema: pa.Schema, batches: Iterator[pa.RecordBatch], target_rows: int, digests: Any
-) -> list[DataFile]:
-    return write_data_files(table, table.metadata, schema, batches, target_rows)
-
-
-def _integrity_properties(table: Table, added: list[DataFile], digests: Any, run: dict[str, str]) -> dict[str, str]:
-    return {}
-
-
-def _carry_integrity_forward(table: Table, txn: Any, expiring: set[int]) -> None:
-    return None
-
-
-def _retained_integrity_paths(table: Table) -> set[str]:
-    return set()
 
 
 # --------------------------------------------------------------------------- compaction planning
@@ -303,6 +282,7 @@ class _Compaction:
     groups: list[list[FileFacts]]
     tasks: dict[str, FileScanTask]
     written: list[DataFile] = field(default_factory=list)
+    integrity: dict[str, str] = field(default_factory=dict)
 
     def removed_delete_files(self) -> list[DataFile]:
         """The delete files applying only to data files being rewritten (folded into the new files)."""
@@ -354,7 +334,7 @@ def _group_batches(table: Table, tasks: list[FileScanTask]) -> Iterator[pa.Recor
         yield from scan.to_record_batches([task])
 
 
-def _write_groups(table: Table, plan: _Compaction, target_rows: int, digests: Any) -> None:
+def _write_groups(table: Table, plan: _Compaction, target_rows: int, digests: FileDigests) -> None:
     for group in plan.groups:
         batches = _group_batches(table, [plan.tasks[f.path] for f in group])
         first = next(batches, None)
@@ -365,13 +345,26 @@ def _write_groups(table: Table, plan: _Compaction, target_rows: int, digests: An
             yield head
             yield from rest
 
-        plan.written.extend(_write_recording_digests(table, first.schema, stream(), target_rows, digests))
+        plan.written.extend(
+            write_data_files(table, table.metadata, first.schema, stream(), target_rows, digests=digests)
+        )
 
 
-def _commit_compaction(table: Table, plan: _Compaction, digests: Any, label: str) -> int | None:
+def _commit_compaction(table: Table, plan: _Compaction, digests: FileDigests, label: str) -> int | None:
     removed = [plan.tasks[f.path].file for group in plan.groups for f in group]
-    props = {PROP_MAINTENANCE: COMPACT}
-    props.update(_integrity_properties(table, plan.written, digests, {PROP_MAINTENANCE: COMPACT}))
+    # The integrity manifest lists exactly what this attempt adds (an earlier attempt's is dropped).
+    delete_manifest(table, plan.integrity)
+    plan.integrity = {}
+    run = {
+        "operation": COMPACT,
+        "rows": str(sum(f.record_count for f in plan.written)),
+        "files": str(len(plan.written)),
+    }
+    try:
+        plan.integrity = integrity_properties(table, plan.written, digests, run)
+    except OSError as exc:
+        raise_storage_failure(exc, f"writing the integrity manifest of {label}")
+    props = {PROP_MAINTENANCE: COMPACT, **plan.integrity}
     try:
         txn = table.transaction()
         producer = MergeOnReadOverwrite(
@@ -413,7 +406,7 @@ def compact_table(
     label = ".".join(table.name())
     result = CompactionResult(dry_run=dry_run)
     plan: _Compaction | None = None
-    digests = _new_digests()
+    digests = FileDigests()
     committed = False
     try:
         for attempt in replaying_conflicts():
@@ -424,7 +417,9 @@ def compact_table(
                     if plan is not None and not _still_live(table, plan):
                         log.info("compaction_replanned", table=label)
                         delete_files(table, [f.file_path for f in plan.written])
+                        delete_manifest(table, plan.integrity)
                         plan = None
+                        digests = FileDigests()
                     else:
                         log.info("commit_conflict_replayed", table=label)
                 facts, tasks = _live_facts(table)
@@ -449,8 +444,9 @@ def compact_table(
             hint="run maintenance again when loads are quieter",
         ) from None
     finally:
-        if not committed and plan is not None and plan.written:
+        if not committed and plan is not None:
             delete_files(table, [f.file_path for f in plan.written])
+            delete_manifest(table, plan.integrity)
     raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
 
 
@@ -538,7 +534,7 @@ def expire_snapshots(
                 try:
                     txn = table.transaction()
                     require_current_snapshot(txn, current_id)
-                    _carry_integrity_forward(table, txn, set(expiring))
+                    carry_forward_before_expiry(table, txn, set(expiring))
                     ExpireSnapshots(txn).by_ids(expiring).commit()
                     txn.commit_transaction()
                 except CommitFailedException as exc:
@@ -610,7 +606,7 @@ def referenced_locations(table: Table) -> set[str]:
             found.add(manifest.manifest_path)
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
                 found.add(entry.data_file.file_path)
-    found.update(_retained_integrity_paths(table))
+    found.update(retained_integrity_paths(table))
     return found
 
 

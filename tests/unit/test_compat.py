@@ -161,3 +161,21 @@ def test_latest_completed_cron_tick() -> None:
     assert tick == datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
     paris = dagster_compat.get_latest_completed_cron_tick("0 9 * * *", now, "Europe/Paris")
     assert paris.isoformat() == "2026-11-28T09:00:00+01:00"
+
+
+def test_overwrite_files_existing_manifests_is_overridable(table) -> None:  # type: ignore[no-untyped-def]
+    # MergeOnReadOverwrite rewrites delete manifests itself when a rewrite removes delete files.
+    assert callable(iceberg_compat._OverwriteFiles._existing_manifests)
+    assert _params(iceberg_compat._OverwriteFiles._existing_manifests) == ["self"]
+    assert callable(iceberg_compat._OverwriteFiles.new_manifest_writer)
+
+
+def test_require_current_snapshot_makes_a_stale_transaction_fail(table) -> None:  # type: ignore[no-untyped-def]
+    from pyiceberg.exceptions import CommitFailedException
+
+    txn = table.transaction()
+    iceberg_compat.require_current_snapshot(txn, table.current_snapshot().snapshot_id)
+    txn.set_properties({"k": "v"})
+    table.append(pa.table({"id": pa.array([3], pa.int64())}))  # another writer moves main
+    with pytest.raises(CommitFailedException):
+        txn.commit_transaction()

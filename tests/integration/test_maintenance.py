@@ -1,0 +1,202 @@
+"""Table upkeep on the local warehouse: compaction folds deletes and keeps rows and cursor, expiry
+keeps the cursor's snapshot chain, orphan removal spares fresh and referenced files, and upkeep
+and loads interleave without losing or duplicating a row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+
+from dativo_dagster.iceberg import writer as writer_module
+from dativo_dagster.iceberg.integrity import verify_table
+from dativo_dagster.iceberg.maintenance import compact_table, expire_snapshots, remove_orphans
+from dativo_dagster.iceberg.tables import read_table_cursor
+from dativo_dagster.iceberg.writer import IcebergWriter
+from dativo_dagster.state import PROP_MAINTENANCE, PROP_RUN_ID
+from tests.integration.test_merge import rows, write
+
+LATER = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> IcebergWriter:
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    return IcebergWriter(catalog, target_file_rows=4_000)
+
+
+def merged(writer: IcebergWriter, runs: int = 3) -> Any:
+    """A table of 12,000 rows after ``runs`` merges of ~1% updates plus a few new keys."""
+    result = write(writer, list(range(12_000)), "v", 0)
+    for day in range(1, runs + 1):
+        result = write(writer, [*range(day, 12_000, 89), 20_000 + day], f"u{day}-", day, previous=result.cursor)
+    return result
+
+
+def table_of(writer: IcebergWriter) -> Any:
+    table = writer.load_table("t", "items")
+    assert table is not None
+    return table
+
+
+def live_layout(table: Any) -> tuple[int, int]:
+    tasks = list(table.scan().plan_files())
+    return len(tasks), len({d.file_path for t in tasks for d in t.delete_files})
+
+
+def test_compaction_folds_deletes_and_keeps_rows_and_cursor(writer: IcebergWriter) -> None:
+    merged(writer)
+    before = rows(writer)
+    table = table_of(writer)
+    cursor = read_table_cursor(table)
+    assert live_layout(table)[1] == 9  # 3 files x 3 merges
+
+    result = compact_table(table, target_rows=4_000)
+
+    table = table_of(writer)
+    assert result.delete_files_folded == 9 and result.files_rewritten > 3
+    assert live_layout(table) == (result.data_files_after, 0)
+    assert rows(writer) == before
+    summary = table.current_snapshot().summary
+    assert summary.operation.value == "replace"
+    assert summary.additional_properties[PROP_MAINTENANCE] == "compact"
+    assert PROP_RUN_ID not in summary.additional_properties
+    assert summary.additional_properties["total-position-deletes"] == "0"
+    after = read_table_cursor(table)
+    assert after is not None and cursor is not None
+    assert (after.cursor, after.snapshot_id) == (cursor.cursor, cursor.snapshot_id)
+    assert table.schema() == table_of(writer).schema() and table.schema().find_field("id").field_id == 1
+    assert not verify_table(table).failed  # the new files' digests were recorded
+    # nothing left to do: a second pass commits nothing
+    assert compact_table(table, target_rows=4_000).snapshot_id is None
+
+
+def test_expiry_keeps_the_cursor_chain_and_the_next_run_loads_nothing_new(writer: IcebergWriter) -> None:
+    last = merged(writer)
+    compact_table(table_of(writer), target_rows=4_000)
+    table = table_of(writer)
+    cursor = read_table_cursor(table)
+    before = rows(writer)
+
+    result = expire_snapshots(table, retain_days=0, min_keep=1, now=LATER)
+
+    table = table_of(writer)
+    assert result.snapshots_expired == 3 and len(table.metadata.snapshots) == 2  # compaction + cursor snapshot
+    after = read_table_cursor(table)
+    assert after is not None and cursor is not None
+    assert (after.cursor, after.snapshot_id, after.run_id) == (cursor.cursor, cursor.snapshot_id, cursor.run_id)
+    assert rows(writer) == before
+    assert not verify_table(table).failed  # digests of kept files were carried forward
+    # the last run again (a lookback re-read): nothing new, nothing committed
+    again = write(writer, [*range(3, 12_000, 89), 20_003], "u3-", 3, previous=last.cursor)
+    assert not again.committed
+
+
+def orphan_candidates(table: Any) -> list[str]:
+    base = table.location().removeprefix("file://")
+    selector = pafs.FileSelector(base, recursive=True)
+    return [i.path for i in pafs.LocalFileSystem().get_file_info(selector) if i.type == pafs.FileType.File]
+
+
+def test_orphan_removal_spares_fresh_and_referenced_files(writer: IcebergWriter) -> None:
+    merged(writer, runs=1)
+    table = table_of(writer)
+    data_dir = Path(table.location().removeprefix("file://")) / "data"
+    old_orphan = data_dir / "left-by-a-killed-run.parquet"
+    fresh_orphan = data_dir / "being-written-now.parquet"
+    for path in (old_orphan, fresh_orphan):
+        path.write_bytes(b"PAR1")
+    week_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7)).timestamp()
+    import os
+
+    os.utime(old_orphan, (week_ago, week_ago))
+    referenced = set(orphan_candidates(table)) - {str(old_orphan), str(fresh_orphan)}
+    for path in referenced:  # referenced files as old as the orphan stay
+        os.utime(path, (week_ago, week_ago))
+    before = rows(writer)
+
+    dry = remove_orphans(table, older_than_hours=72, dry_run=True)
+    assert dry.orphans_removed == 1 and old_orphan.exists()
+    result = remove_orphans(table, older_than_hours=72)
+
+    assert result.orphans_removed == 1 and result.young_unreferenced == 1 and result.bytes_removed == 4
+    assert not old_orphan.exists() and fresh_orphan.exists()
+    assert set(orphan_candidates(table)) == referenced | {str(fresh_orphan)}
+    assert rows(writer) == before
+
+
+def test_compaction_losing_to_an_append_replays_its_commit(
+    writer: IcebergWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.iceberg import maintenance
+
+    last = merged(writer, runs=2)
+    commit = maintenance._commit_compaction
+    calls = []
+
+    def load_first(table: Any, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # new keys only: the files being compacted are untouched
+            write(writer, [30_000, 30_001], "n", 3, previous=last.cursor)
+        return commit(table, *args)
+
+    monkeypatch.setattr(maintenance, "_commit_compaction", load_first)
+    result = compact_table(table_of(writer), target_rows=4_000)
+
+    assert result.commit_attempts == 2 and result.snapshot_id is not None
+    assert rows(writer)[30_001] == "n30001" and len(rows(writer)) == 12_004
+    assert live_layout(table_of(writer))[1] == 0
+    assert remove_orphans(table_of(writer), older_than_hours=1, dry_run=True).young_unreferenced == 0
+
+
+def test_compaction_losing_to_a_merge_on_its_files_plans_again(
+    writer: IcebergWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dativo_dagster.iceberg import maintenance
+
+    last = merged(writer, runs=2)
+    commit = maintenance._commit_compaction
+    calls = []
+
+    def load_first(table: Any, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # updates rows of the files being compacted: the plan is stale
+            write(writer, list(range(0, 12_000, 500)), "late", 3, previous=last.cursor)
+        return commit(table, *args)
+
+    monkeypatch.setattr(maintenance, "_commit_compaction", load_first)
+    result = compact_table(table_of(writer), target_rows=4_000)
+
+    assert result.commit_attempts == 2 and len(calls) == 2
+    data = rows(writer)
+    assert len(data) == 12_002 and data[500] == "late500" and data[1] == "u1-1" and data[2] == "u2-2"
+    assert live_layout(table_of(writer))[1] == 0  # the load's delete files were folded by the new plan
+    assert remove_orphans(table_of(writer), older_than_hours=1, dry_run=True).young_unreferenced == 0
+
+
+def test_a_merge_load_losing_to_compaction_is_replayed_without_loss(
+    writer: IcebergWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = merged(writer, runs=2)
+    compactions = []
+
+    def compact_before_commit(name: str) -> None:
+        if name == "before_commit" and not compactions:
+            compactions.append(compact_table(table_of(writer), target_rows=4_000))
+
+    monkeypatch.setattr(writer_module, "_fault_point", compact_before_commit)
+    result = write(writer, [*range(7, 12_000, 300), 40_000], "w", 3, previous=last.cursor)
+
+    assert compactions and compactions[0].snapshot_id is not None
+    assert result.committed and result.commit_attempts == 2
+    data = rows(writer)  # asserts no duplicate key
+    assert len(data) == 12_003 and data[7] == "w7" and data[40_000] == "w40000" and data[90] == "u1-90"
+    table = table_of(writer)
+    cursor = read_table_cursor(table)
+    assert cursor is not None and cursor.cursor == result.cursor and cursor.snapshot_id == result.snapshot_id
+    lineage = [s.summary.additional_properties.get(PROP_MAINTENANCE) for s in table.snapshots()]
+    assert "compact" in lineage

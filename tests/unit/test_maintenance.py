@@ -1,0 +1,144 @@
+"""Table upkeep planners: which files are compacted and how they are grouped, which snapshots
+expire, which files are orphans; and the settings' safety rules."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from dativo_dagster.config.models import RunnerConfig, TenantMaintenance
+from dativo_dagster.errors import ConfigError
+from dativo_dagster.iceberg.maintenance import (
+    FileFacts,
+    ListedFile,
+    SnapshotFacts,
+    check_orphan_age,
+    check_retain_days,
+    pack_groups,
+    plan_compaction,
+    plan_expiry,
+    protected_snapshots,
+    select_for_compaction,
+    select_orphans,
+)
+from dativo_dagster.state import PROP_CURSOR, PROP_PARTITION, PROP_RUN_ID
+
+TARGET = 1_000
+
+
+def f(path: str, rows: int, *deletes: str) -> FileFacts:
+    return FileFacts(path=path, rows=rows, delete_paths=frozenset(deletes))
+
+
+def test_small_files_and_files_with_deletes_are_selected() -> None:
+    files = [f("big", 900), f("small", 100), f("big-with-deletes", 950, "d1"), f("edge", 750)]
+    chosen = {x.path for x in select_for_compaction(files, TARGET)}
+    assert chosen == {"small", "big-with-deletes"}
+
+
+def test_groups_are_bin_packed_to_the_target() -> None:
+    files = [f("a", 600), f("b", 500), f("c", 400), f("d", 300), f("e", 200)]
+    groups = pack_groups(files, TARGET)
+    assert all(sum(x.rows for x in group) <= TARGET for group in groups)
+    assert sorted(x.path for group in groups for x in group) == ["a", "b", "c", "d", "e"]
+    assert len(groups) == 2  # 2,000 rows in two full groups (first fit, largest first)
+
+
+def test_an_oversized_file_with_deletes_gets_a_group_of_its_own() -> None:
+    groups = plan_compaction([f("huge", 5_000, "d"), f("s1", 10), f("s2", 10)], TARGET)
+    assert [[x.path for x in g] for g in groups] == [["huge"], ["s1", "s2"]]
+
+
+def test_a_lone_small_file_without_deletes_is_not_rewritten() -> None:
+    assert plan_compaction([f("big", 990), f("small", 10)], TARGET) == []
+    assert plan_compaction([f("small", 10, "d")], TARGET) == [[f("small", 10, "d")]]
+    with pytest.raises(ValueError):
+        plan_compaction([], 0)
+
+
+DAY = 86_400_000
+NOW = 100 * DAY
+
+
+def snap(sid: int, parent: int | None, day: float, **props: str) -> SnapshotFacts:
+    return SnapshotFacts(sid, parent, int(day * DAY), props)
+
+
+def run(run_id: str) -> dict[str, str]:
+    return {PROP_RUN_ID: run_id, PROP_CURSOR: '{"v":1}'}
+
+
+def test_expiry_keeps_the_chain_back_to_the_cursor_snapshot() -> None:
+    snapshots = [
+        snap(1, None, 1, **run("r1")),
+        snap(2, 1, 2, **run("r2")),
+        snap(3, 2, 3, **run("r3")),  # the cursor
+        snap(4, 3, 4, **{"dativo.maintenance": "compact"}),
+        snap(5, 4, 5, **{"dativo.maintenance": "compact"}),
+    ]
+    expired = plan_expiry(snapshots, 5, ref_heads=[5], now_ms=NOW, retain_days=7, min_keep=1)
+    assert expired == [1, 2]
+    assert protected_snapshots(snapshots, 5, [5], min_keep=1) == {3, 4, 5}
+
+
+def test_expiry_keeps_young_snapshots_minimum_count_refs_and_newest_partition() -> None:
+    snapshots = [
+        snap(1, None, 1, **run("r1")),
+        snap(2, 1, 2, **{**run("p"), PROP_PARTITION: "2024-01-01/2024-01-02"}),
+        snap(3, 2, 3, **run("r3")),
+        snap(4, 3, 4),
+        snap(5, 4, 98),  # young
+        snap(9, 1, 1.5),  # a tag's head, off the main lineage
+    ]
+    expired = plan_expiry(snapshots, 5, ref_heads=[5, 9], now_ms=NOW, retain_days=7, min_keep=1)
+    assert expired == [1]
+    # a minimum count keeps the newest of the lineage even when they are old
+    assert plan_expiry(snapshots, 5, [5, 9], NOW, retain_days=0, min_keep=5) == []
+
+
+def test_without_an_incremental_snapshot_the_walk_to_the_partition_cursor_is_kept() -> None:
+    snapshots = [
+        snap(1, None, 1, **{**run("p"), PROP_PARTITION: "w"}),
+        snap(2, 1, 2, **{"dativo.maintenance": "compact"}),
+        snap(3, 2, 3, **{"dativo.maintenance": "compact"}),
+    ]
+    assert plan_expiry(snapshots, 3, [3], NOW, retain_days=0, min_keep=1) == []
+
+
+def test_orphans_are_unreferenced_and_old() -> None:
+    listed = [
+        ListedFile("wh/t/data/referenced.parquet", 10, 0.0),
+        ListedFile("wh/t/data/old-orphan.parquet", 20, 100.0),
+        ListedFile("wh/t/data/young-orphan.parquet", 30, 5_000.0),
+        ListedFile("wh/t/data/unknown-age.parquet", 40, None),
+    ]
+    orphans = select_orphans(listed, {"wh/t/data/referenced.parquet"}, older_than_s=1_000.0)
+    assert [o.path for o in orphans] == ["wh/t/data/old-orphan.parquet"]
+
+
+def test_safety_margins_are_enforced_with_cfg001() -> None:
+    assert check_orphan_age(1) == 1
+    with pytest.raises(ConfigError, match=r"CFG001.*safety window"):
+        check_orphan_age(0.5)
+    with pytest.raises(ConfigError, match="CFG001"):
+        check_retain_days(-1)
+
+
+def test_tenant_maintenance_settings_are_validated() -> None:
+    settings = TenantMaintenance.model_validate({"schedule": "0 3 * * 0", "retain_days": 7, "orphan_age_hours": 72})
+    assert settings.timezone == "UTC" and settings.enabled
+    for bad in (
+        {"schedule": "every sunday"},
+        {"schedule": "0 3 * * 0", "orphan_age_hours": 0.5},
+        {"schedule": "0 3 * * 0", "timezone": "Mars/Olympus"},
+        {"schedule": "0 3 * * 0", "extra": 1},
+    ):
+        with pytest.raises(ValidationError):
+            TenantMaintenance.model_validate(bad)
+
+
+def test_maintenance_of_a_tenant_without_jobs_is_refused() -> None:
+    jobs = [{"tenant": "acme", "job": "crm"}]
+    RunnerConfig.model_validate({"jobs": jobs, "maintenance": {"acme": {"schedule": "0 3 * * 0"}}})
+    with pytest.raises(ValidationError, match="globex"):
+        RunnerConfig.model_validate({"jobs": jobs, "maintenance": {"globex": {"schedule": "0 3 * * 0"}}})
