@@ -155,10 +155,10 @@ class MergeOnReadOverwrite(_OverwriteFiles):
             removed = removed_deletes if is_deletes else removed_data
             entries = manifest.fetch_manifest_entry(io=self._io, discard_deleted=True)
             kept = [entry for entry in entries if entry.data_file.file_path not in removed]
+            if not kept:
+                continue  # nothing live left in it (or only files removed earlier): readers need not open it
             if len(kept) == len(entries):
                 existing.append(manifest)
-                continue
-            if not kept:
                 continue
             spec = self._transaction.table_metadata.specs()[manifest.partition_spec_id]
             writer = self._delete_manifest_writer(spec) if is_deletes else self.new_manifest_writer(spec)

@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation
@@ -283,6 +283,8 @@ class _Compaction:
     tasks: dict[str, FileScanTask]
     written: list[DataFile] = field(default_factory=list)
     integrity: dict[str, str] = field(default_factory=dict)
+    outcome_unknown: bool = False
+    """The catalog may have committed the last attempt: its files must stay (orphans at worst)."""
 
     def removed_delete_files(self) -> list[DataFile]:
         """The delete files applying only to data files being rewritten (folded into the new files)."""
@@ -381,6 +383,7 @@ def _commit_compaction(table: Table, plan: _Compaction, digests: FileDigests, la
     except CommitFailedException as exc:
         raise CommitConflict(str(exc)) from exc
     except Exception as exc:
+        plan.outcome_unknown = isinstance(exc, CommitStateUnknownException)
         raise_storage_failure(exc, f"compaction commit to {label}")
         raise
     snapshot = committed.current_snapshot()
@@ -444,7 +447,7 @@ def compact_table(
             hint="run maintenance again when loads are quieter",
         ) from None
     finally:
-        if not committed and plan is not None:
+        if not committed and plan is not None and not plan.outcome_unknown:
             delete_files(table, [f.file_path for f in plan.written])
             delete_manifest(table, plan.integrity)
     raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises

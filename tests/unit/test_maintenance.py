@@ -3,6 +3,8 @@ expire, which files are orphans; and the settings' safety rules."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -142,3 +144,26 @@ def test_maintenance_of_a_tenant_without_jobs_is_refused() -> None:
     RunnerConfig.model_validate({"jobs": jobs, "maintenance": {"acme": {"schedule": "0 3 * * 0"}}})
     with pytest.raises(ValidationError, match="globex"):
         RunnerConfig.model_validate({"jobs": jobs, "maintenance": {"globex": {"schedule": "0 3 * * 0"}}})
+
+
+def test_definitions_hold_the_upkeep_job_and_schedule_without_secrets(project: Path) -> None:
+    import dagster as dg
+
+    from dativo_dagster.build import build_definitions
+    from dativo_dagster.config.loader import load_plan
+
+    assert not {j.name for j in build_definitions(load_plan(project, strict=True)).resolve_all_job_defs()} & {
+        "demo__maintain"
+    }
+    runner = project / "runner.yaml"
+    runner.write_text(
+        runner.read_text() + 'maintenance:\n  demo: {schedule: "0 3 * * 0", timezone: Europe/Paris, enabled: false}\n'
+    )
+    defs = build_definitions(load_plan(project, strict=True))
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def("demo__maintain")
+    assert job.tags["dativo/tenant"] == "demo"
+    schedule = defs.resolve_schedule_def("demo__maintain__schedule")
+    assert schedule.cron_schedule == "0 3 * * 0" and schedule.execution_timezone == "Europe/Paris"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == "demo__maintain"
