@@ -142,21 +142,31 @@ class MergeOnReadOverwrite(_OverwriteFiles):
         return self
 
     def _existing_manifests(self) -> list[ManifestFile]:
-        if not self._removed_delete_files:
-            return super()._existing_manifests()
-        # pyiceberg rewrites every manifest as a data manifest: with delete files to remove, delete
-        # manifests are rewritten here as delete manifests.
+        """The parent's manifests this snapshot keeps, rewritten without the files it removes.
+
+        Unlike pyiceberg's overwrite, a manifest with no live entry left (only files recorded as
+        removed) is dropped, as a fast append drops it: every later scan would read it for nothing
+        (a compaction's thousands of removed delete files cost a scan more than its data). Delete
+        manifests are rewritten as delete manifests.
+
+        Raises:
+            ValueError: a data or delete file to remove is not live in the parent snapshot.
+        """
         removed_data = {f.file_path for f in self._deleted_data_files}
         removed_deletes = {f.file_path for f in self._removed_delete_files}
+        found: set[str] = set()
         parent = self._parent_snapshot()
         existing: list[ManifestFile] = []
         for manifest in parent.manifests(io=self._io) if parent is not None else []:
+            if not (manifest.has_added_files() or manifest.has_existing_files()):
+                continue
             is_deletes = manifest.content == ManifestContent.DELETES
             removed = removed_deletes if is_deletes else removed_data
             entries = manifest.fetch_manifest_entry(io=self._io, discard_deleted=True)
             kept = [entry for entry in entries if entry.data_file.file_path not in removed]
+            found.update(entry.data_file.file_path for entry in entries if entry.data_file.file_path in removed)
             if not kept:
-                continue  # nothing live left in it (or only files removed earlier): readers need not open it
+                continue
             if len(kept) == len(entries):
                 existing.append(manifest)
                 continue
@@ -166,6 +176,9 @@ class MergeOnReadOverwrite(_OverwriteFiles):
                 for entry in kept:
                     writer.add_entry(_entry(entry, ManifestEntryStatus.EXISTING, entry.snapshot_id))
             existing.append(writer.to_manifest_file())
+        missing = (removed_data | removed_deletes) - found
+        if missing:
+            raise ValueError(f"files to remove are not live in the parent snapshot: {sorted(missing)[:5]}")
         return existing
 
     def _parent_snapshot(self) -> Any:
@@ -182,32 +195,10 @@ class MergeOnReadOverwrite(_OverwriteFiles):
             avro_compression=self._compression,
         )
 
-    def _removed_delete_entries(self) -> list[ManifestEntry]:
-        """DELETED entries for the delete files this snapshot removes (their history, as readers of
-        the table's changes expect); every one must be live in the parent snapshot."""
-        wanted = {f.file_path for f in self._removed_delete_files}
-        found: list[ManifestEntry] = []
-        parent = self._parent_snapshot()
-        for manifest in parent.manifests(io=self._io) if parent is not None else []:
-            if manifest.content != ManifestContent.DELETES:
-                continue
-            for entry in manifest.fetch_manifest_entry(io=self._io, discard_deleted=True):
-                if entry.data_file.file_path in wanted:
-                    found.append(_entry(entry, ManifestEntryStatus.DELETED, self._snapshot_id))
-        missing = wanted - {entry.data_file.file_path for entry in found}
-        if missing:
-            raise ValueError(f"delete files to remove are not live in the parent snapshot: {sorted(missing)}")
-        return found
-
     def _manifests(self) -> list[ManifestFile]:
+        # Removed delete files are left out of the kept manifests, not recorded as DELETED entries:
+        # see _existing_manifests (removed data files are recorded, by pyiceberg, as usual).
         manifests = super()._manifests()
-        if self._removed_delete_files:
-            deleted = self._removed_delete_entries()
-            writer = self._delete_manifest_writer(self._transaction.table_metadata.spec())
-            with writer:
-                for entry in deleted:
-                    writer.add_entry(entry)
-            manifests = [*manifests, writer.to_manifest_file()]
         if not self._added_delete_files:
             return manifests
         writer = self._delete_manifest_writer(self._transaction.table_metadata.spec())
