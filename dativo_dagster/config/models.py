@@ -533,7 +533,7 @@ class SourceRef(StrictModel):
             # inside the tenant's data roots); every other credential value must be a reference.
             if "${" not in text and not key.endswith("_file"):
                 raise ValueError(
-                    f"credential '{key}' must be a reference (${{VAR}}, ${{file:/path}}, ${{aws-sm:id}} or "
+                    f"credential '{key}' must be a ${{VAR}} reference (or ${{file:/path}}, ${{aws-sm:id}}, "
                     "${aws-ssm:/name}), not a literal secret"
                 )
         return value

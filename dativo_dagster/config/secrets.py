@@ -154,12 +154,12 @@ def reference_problem(text: str) -> str | None:
 
 def _malformed(text: str) -> tuple[str, str] | None:
     for opening in _OPENING.finditer(text):
-        fragment = text[opening.start() : opening.start() + 40]
+        fragment = text[opening.start() : opening.start() + 24]
         match = _REFERENCE.match(text, opening.start())
         if match is None:
             if fragment.startswith("${file:") and not fragment.startswith("${file:/"):
                 return fragment, f"'{fragment}': a file reference needs an absolute path (${{file:/run/secrets/name}})"
-            return fragment, f"malformed reference near '{fragment}' (use {REFERENCE_SYNTAX})"
+            return fragment, f"malformed variable reference near '{fragment}' (use {REFERENCE_SYNTAX})"
         reference = _reference(match)
         if reference.from_store and ":-" in f"{reference.target}#{reference.key or ''}":
             return fragment, (
