@@ -540,7 +540,7 @@ def _check_secret_references(problems: list[str], label: str, job: TenantJob, gr
     for field, text in _model_strings(job, ""):
         for reference in parse_references(text):
             if not grants.allows(reference):
-                problems.append(f"{label}: {field}: {grants.refusal(reference, job.tenant)}")
+                problems.append(f"{label}: {field}: {grants.refusal(reference)}")
 
 
 def _model_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:

@@ -826,6 +826,7 @@ class SecretAllowlist(StrictModel):
             aws_sm=tuple(p.format(tenant=tenant) for p in self.aws_sm),
             aws_ssm=tuple(p.format(tenant=tenant) for p in self.aws_ssm),
             setting=setting,
+            tenant=tenant,
         )
 
 

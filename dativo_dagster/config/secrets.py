@@ -200,12 +200,14 @@ class SecretGrants:
         aws_sm: Patterns of Secrets Manager secret ids (names or ARNs, as the reference writes them).
         aws_ssm: Patterns of SSM parameter names (or ARNs).
         setting: Where in runner.yaml these come from, for error messages.
+        tenant: The tenant they belong to, for error messages.
     """
 
     files: tuple[str, ...] = ()
     aws_sm: tuple[str, ...] = ()
     aws_ssm: tuple[str, ...] = ()
     setting: str = "runner.yaml: secrets"
+    tenant: str = ""
 
     def patterns(self, kind: ReferenceKind) -> tuple[str, ...]:
         """The patterns that govern references of ``kind`` (none for environment variables)."""
@@ -229,13 +231,13 @@ class SecretGrants:
             return any(_glob(os.path.normpath(p)).fullmatch(path) for p in self.files)
         return any(_glob(p).fullmatch(reference.target) for p in self.patterns(reference.kind))
 
-    def refusal(self, reference: Reference, tenant: str, *, real_path: str | None = None) -> str:
+    def refusal(self, reference: Reference, *, real_path: str | None = None) -> str:
         """Why ``reference`` is refused and which runner.yaml setting would allow it (one line)."""
         setting = f"{self.setting}.{_GRANT_SETTINGS[reference.kind]}"
         allowed = ", ".join(self.patterns(reference.kind)) or "nothing"
         resolved = f" (it resolves to {real_path})" if real_path and real_path != reference.target else ""
         return (
-            f"{reference.text}{resolved} is not allowed for tenant {tenant}: add a pattern matching it to "
+            f"{reference.text}{resolved} is not allowed for tenant {self.tenant}: add a pattern matching it to "
             f"{setting} (allowed now: {allowed})"
         )
 
@@ -286,9 +288,7 @@ class SecretResolver:
         """The environment references are resolved against."""
         return self._environ if self._environ is not None else os.environ
 
-    def resolve(
-        self, value: Any, *, where: str = "config", grants: SecretGrants | None = None, tenant: str = ""
-    ) -> Any:
+    def resolve(self, value: Any, *, where: str = "config", grants: SecretGrants | None = None) -> Any:
         """Return ``value`` with every reference replaced.
 
         Args:
@@ -296,7 +296,6 @@ class SecretResolver:
             where: File and field path, for error messages.
             grants: The tenant's grants when a tenant wrote ``value``; ``None`` for the platform's own
                 config (recipes, targets, runner.yaml), whose references are not restricted.
-            tenant: The tenant, for error messages.
 
         Raises:
             ConfigError: CFG001 for a missing variable, file, secret or JSON key, or a reference the
@@ -305,26 +304,21 @@ class SecretResolver:
             ExtractError: EXT001 (transient) when AWS throttles or cannot be reached.
         """
         if isinstance(value, str):
-            return self._resolve_text(value, where, grants, tenant)
+            return self._resolve_text(value, where, grants)
         if isinstance(value, Mapping):
-            return {
-                key: self.resolve(item, where=f"{where}.{key}", grants=grants, tenant=tenant)
-                for key, item in value.items()
-            }
+            return {key: self.resolve(item, where=f"{where}.{key}", grants=grants) for key, item in value.items()}
         if isinstance(value, list):
-            return [
-                self.resolve(item, where=f"{where}[{i}]", grants=grants, tenant=tenant) for i, item in enumerate(value)
-            ]
+            return [self.resolve(item, where=f"{where}[{i}]", grants=grants) for i, item in enumerate(value)]
         return value
 
-    def _resolve_text(self, text: str, where: str, grants: SecretGrants | None, tenant: str) -> str:
+    def _resolve_text(self, text: str, where: str, grants: SecretGrants | None) -> str:
         def substitute(match: re.Match[str]) -> str:
             reference = _reference(match)
             if reference.kind == "env":
                 return self._environment(reference, where)
             if grants is not None and not grants.allows(reference):
-                raise ConfigError(f"{where}: {grants.refusal(reference, tenant)}", field=where)
-            return self._stored(reference, where, grants, tenant)
+                raise ConfigError(f"{where}: {grants.refusal(reference)}", field=where)
+            return self._stored(reference, where, grants)
 
         return _REFERENCE.sub(substitute, text)
 
@@ -344,11 +338,11 @@ class SecretResolver:
                 self._values.add(resolved)
         return resolved
 
-    def _stored(self, reference: Reference, where: str, grants: SecretGrants | None, tenant: str) -> str:
+    def _stored(self, reference: Reference, where: str, grants: SecretGrants | None) -> str:
         if reference.kind == "file":
             real = os.path.realpath(reference.target)
             if grants is not None and not grants.allows(reference, real_path=real):
-                raise ConfigError(f"{where}: {grants.refusal(reference, tenant, real_path=real)}", field=where)
+                raise ConfigError(f"{where}: {grants.refusal(reference, real_path=real)}", field=where)
             raw = self._once(("file", real), lambda: _read_secret_file(real, reference, where))
             return self._remember(raw)
         if reference.kind == "aws-sm":

@@ -185,11 +185,8 @@ def _resolve_settings(
     # A partial plan (tests, tools) has no job file: every value counts as the tenant's.
     tenant_keys = set(getattr(tenant_job.source, section)) if tenant_job is not None else set(settings)
     grants = getattr(job, "secrets", None) or SecretGrants()
-    tenant = getattr(job, "tenant", "")
     return {
-        key: resolver.resolve(
-            value, where=f"{where}.{section}.{key}", grants=grants if key in tenant_keys else None, tenant=tenant
-        )
+        key: resolver.resolve(value, where=f"{where}.{section}.{key}", grants=grants if key in tenant_keys else None)
         for key, value in settings.items()
     }
 

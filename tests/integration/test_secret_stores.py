@@ -20,7 +20,7 @@ import pytest
 
 from dativo_dagster.build import build_definitions
 from dativo_dagster.config.loader import load_plan
-from dativo_dagster.config.secrets import SecretGrants, SecretResolver
+from dativo_dagster.config.secrets import SecretResolver
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.sources.registry import build_source
 from tests.integration.sql_harness import write_project
@@ -175,7 +175,7 @@ def test_a_reference_outside_the_allowlist_fails_at_load_and_at_run(
     )
     root = project(tmp_path, schema, {"user": f"${{aws-sm:{secret_id}#user}}"}, {})
     job = load_plan(root, strict=True).jobs[0]
-    revoked = dataclasses.replace(job, secrets=SecretGrants(aws_sm=("acme/elsewhere/*",)))
+    revoked = dataclasses.replace(job, secrets=dataclasses.replace(job.secrets, aws_sm=("acme/elsewhere/*",)))
     aws_calls.clear()
     with pytest.raises(ConfigError, match=r"source.connection.user: \$\{aws-sm:acme/.*/pg#user\} is not allowed"):
         build_source(revoked, SecretResolver())

@@ -93,7 +93,7 @@ def test_well_formed_references_pass() -> None:
 
 
 def grants(**patterns: Any) -> SecretGrants:
-    return SecretGrants(**{k: tuple(v) for k, v in patterns.items()}, setting="runner.yaml: secrets")
+    return SecretGrants(**{k: tuple(v) for k, v in patterns.items()}, setting="runner.yaml: secrets", tenant="acme")
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_a_link_cannot_lead_a_file_reference_out_of_its_allowlist(tmp_path: Path
     assert not allowed.allows(ref, real_path=os.path.realpath(ref.target))  # ... but it leads outside
     resolver = SecretResolver({})
     with pytest.raises(ConfigError) as info:
-        resolver.resolve(ref.text, where="job.yaml: source.credentials.token", grants=allowed, tenant="acme")
+        resolver.resolve(ref.text, where="job.yaml: source.credentials.token", grants=allowed)
     message = str(info.value)
     assert "CFG001" in message and "source.credentials.token" in message
     assert f"resolves to {outside / 'token'}" in message and "runner.yaml: secrets.files" in message
@@ -179,7 +179,7 @@ def test_a_link_inside_the_allowlist_is_followed(tmp_path: Path) -> None:
     os.symlink("..2024_01_01", mount / "..data")
     os.symlink("..data/password", mount / "password")
     value = SecretResolver({}).resolve(
-        f"${{file:{mount}/password}}", grants=grants(files=[f"{tmp_path}/secrets/acme/*"]), tenant="acme"
+        f"${{file:{mount}/password}}", grants=grants(files=[f"{tmp_path}/secrets/acme/*"])
     )
     assert value == "k8s-mounted-password"
 
@@ -190,7 +190,7 @@ def test_fixed_directories_of_a_file_pattern_may_be_links(tmp_path: Path) -> Non
     (real / "token").write_text("token-through-a-platform-link")
     os.symlink(tmp_path / "real", tmp_path / "mounted")
     allowed = grants(files=[f"{tmp_path}/mounted/acme/*"])
-    value = SecretResolver({}).resolve(f"${{file:{tmp_path}/mounted/acme/token}}", grants=allowed, tenant="acme")
+    value = SecretResolver({}).resolve(f"${{file:{tmp_path}/mounted/acme/token}}", grants=allowed)
     assert value == "token-through-a-platform-link"
 
 
@@ -365,8 +365,35 @@ def test_the_allowlist_is_checked_again_at_run_time(tmp_path: Path) -> None:
     with build_source(shop, SecretResolver({})) as source:  # the file's content reached the connection
         assert str(source.connection.base_path) == "tenants/demo/data"  # type: ignore[attr-defined]
     # a plan whose grants no longer allow it (changed runner.yaml, tampered plan) is refused at run time
-    revoked = dataclasses.replace(shop, secrets=SecretGrants(setting="runner.yaml: secrets"))
+    revoked = dataclasses.replace(shop, secrets=dataclasses.replace(shop.secrets, files=()))
     with pytest.raises(ConfigError) as info:
         build_source(revoked, SecretResolver({}))
     assert "tenants/demo/jobs/shop.yaml: source.connection.base_path: ${file:" in str(info.value)
     assert "is not allowed for tenant demo" in str(info.value)
+
+
+def test_definitions_load_with_secret_references_and_no_secret_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from dativo_dagster.build import build_definitions
+
+    def no_aws(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("definitions load created an AWS client")
+
+    monkeypatch.setattr(boto3.session.Session, "client", no_aws)
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    root = copy_demo_project(tmp_path / "p")
+    job_with(root, "token: '${aws-sm:demo/api#token}', key: '${aws-ssm:/demo/key}', pem: '${file:/run/secrets/demo/x}'")
+    runner = root / "runner.yaml"
+    runner.write_text(
+        runner.read_text().replace(
+            "jobs:",
+            "secrets: {files: ['/run/secrets/{tenant}/*'], aws_sm: ['{tenant}/*'], aws_ssm: ['/{tenant}/*']}\njobs:",
+        )
+    )
+    defs = build_definitions(load_plan(root, strict=True))
+    assert defs.assets
