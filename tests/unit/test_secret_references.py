@@ -397,3 +397,29 @@ def test_definitions_load_with_secret_references_and_no_secret_access(
     )
     defs = build_definitions(load_plan(root, strict=True))
     assert defs.assets
+
+
+def test_an_engine_connector_gets_a_file_secret_and_redacts_it_from_its_output(tmp_path: Path) -> None:
+    from tests.integration.engine_harness import singer_project
+
+    secrets = tmp_path / "mounted" / "acme"
+    secrets.mkdir(parents=True)
+    (secrets / "mysql_password").write_text("engine-file-secret-77\n")
+    objects = [{"name": "items", "options": {"stream": "items"}, "primary_key": ["id"]}]
+    root = singer_project(
+        tmp_path / "p",
+        "shop",
+        objects,
+        recipe={"tenant_settings": ["database", "filter_dbs", "password"]},
+        connection={"password": f"${{file:{secrets}/mysql_password}}"},
+    )
+    (broken,) = load_plan(root).broken
+    assert "source.connection.password: ${file:" in broken.problems[0]
+    runner = root / "runner.yaml"
+    runner.write_text(
+        runner.read_text().replace("jobs:", f"secrets: {{files: ['{tmp_path}/mounted/{{tenant}}/*']}}\njobs:")
+    )
+    job = load_plan(root, strict=True).jobs[0]
+    source: Any = build_source(job, SecretResolver({}))
+    assert source.config["password"] == "engine-file-secret-77"  # what the connector's config file will hold
+    assert "engine-file-secret-77" in source.secrets  # what its stderr and errors are scrubbed of
