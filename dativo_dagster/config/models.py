@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dativo_dagster.config.secrets import malformed_reference
+from dativo_dagster.config.secrets import SecretGrants, reference_problem
 
 # Tenant ids, job names and object names become asset-key parts, Iceberg namespaces and table
 # names, run-tag values and file names: keep them to a safe identifier alphabet. A double
@@ -532,7 +532,10 @@ class SourceRef(StrictModel):
             # A key file's path is not a secret (its content is, and is read at run time from
             # inside the tenant's data roots); every other credential value must be a reference.
             if "${" not in text and not key.endswith("_file"):
-                raise ValueError(f"credential '{key}' must be a ${{VAR}} reference, not a literal secret")
+                raise ValueError(
+                    f"credential '{key}' must be a ${{VAR}} reference (or ${{file:/path}}, ${{aws-sm:id}}, "
+                    "${aws-ssm:/name}), not a literal secret"
+                )
         return value
 
 
@@ -781,6 +784,52 @@ class FileSensor(StrictModel):
     )
 
 
+class SecretAllowlist(StrictModel):
+    """The file and AWS secret references a tenant's jobs may use (nothing unless listed).
+
+    Each entry is a pattern matching a whole path, secret id or parameter name: ``*`` matches any
+    run of characters, ``/`` included (as in IAM resource patterns), ``?`` one character, and
+    ``{tenant}`` is replaced by the tenant id, so one runner-level list can give every tenant its
+    own prefix. ``${VAR}`` environment references are not governed by it.
+    """
+
+    files: list[str] = Field(
+        default_factory=list,
+        description="absolute path patterns of secret files (matched after following links), e.g. "
+        "/run/secrets/{tenant}/*",
+    )
+    aws_sm: list[str] = Field(
+        default_factory=list, description="AWS Secrets Manager secret id patterns, e.g. {tenant}/*"
+    )
+    aws_ssm: list[str] = Field(default_factory=list, description="SSM Parameter Store name patterns, e.g. /{tenant}/*")
+
+    @field_validator("files", "aws_sm", "aws_ssm")
+    @classmethod
+    def _patterns(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or any(ord(c) < 32 for c in pattern):
+                raise ValueError("a pattern cannot be empty or hold control characters")
+            try:
+                filled = pattern.format(tenant="t")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"pattern {pattern!r}: only the placeholder {{tenant}} is allowed") from exc
+            if info.field_name == "files" and not filled.startswith("/"):
+                raise ValueError(f"pattern {pattern!r}: a file pattern is an absolute path")
+            if filled.strip("*?/") == "":
+                raise ValueError(f"pattern {pattern!r} would allow every secret; name a prefix")
+        return value
+
+    def grants(self, tenant: str, setting: str) -> SecretGrants:
+        """The patterns of ``tenant`` (``{tenant}`` filled); ``setting`` names this list in runner.yaml."""
+        return SecretGrants(
+            files=tuple(p.format(tenant=tenant) for p in self.files),
+            aws_sm=tuple(p.format(tenant=tenant) for p in self.aws_sm),
+            aws_ssm=tuple(p.format(tenant=tenant) for p in self.aws_ssm),
+            setting=setting,
+            tenant=tenant,
+        )
+
+
 class JobEntry(StrictModel):
     """One tenant job that the runner runs."""
 
@@ -799,6 +848,9 @@ class JobEntry(StrictModel):
     )
     alerts: list[SafeId] | None = Field(
         default=None, description="alert routes of this job (replaces the tenant's and the default routes)"
+    )
+    secrets: SecretAllowlist | None = Field(
+        default=None, description="secret references this job may use (replaces the runner's 'secrets')"
     )
 
     @field_validator("data_roots")
@@ -1005,6 +1057,11 @@ class RunnerConfig(StrictModel):
         description="directories tenants may read local files from; '{tenant}' is replaced by the tenant id; "
         "relative paths are anchored at the project",
     )
+    secrets: SecretAllowlist = Field(
+        default_factory=lambda: SecretAllowlist(),
+        description="secret references every tenant's jobs may use ('{tenant}' is replaced by the tenant id); "
+        "nothing by default",
+    )
     code_locations: CodeLocations = Field(default_factory=CodeLocations)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
     jobs: list[JobEntry] = Field(default_factory=list)
@@ -1039,9 +1096,9 @@ class RunnerConfig(StrictModel):
 def check_references(value: Any) -> None:
     """Raise ValueError if any string in ``value`` holds a malformed ``${...}`` reference."""
     if isinstance(value, str):
-        bad = malformed_reference(value)
-        if bad:
-            raise ValueError(f"malformed variable reference near '{bad}' (use ${{NAME}} or ${{NAME:-default}})")
+        problem = reference_problem(value)
+        if problem:
+            raise ValueError(problem)
     elif isinstance(value, dict):
         for item in value.values():
             check_references(item)
