@@ -161,3 +161,17 @@ def test_latest_completed_cron_tick() -> None:
     assert tick == datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
     paris = dagster_compat.get_latest_completed_cron_tick("0 9 * * *", now, "Europe/Paris")
     assert paris.isoformat() == "2026-11-28T09:00:00+01:00"
+
+
+def test_validate_config_reports_errors_with_messages() -> None:
+    import dagster as dg
+
+    ok = dagster_instance.validate_config({"bucket": dg.StringSource}, {"bucket": {"env": "UNSET_IS_FINE"}})
+    assert ok.success
+    bad = dagster_instance.validate_config({"bucket": dg.StringSource}, {"bucket": 3, "extra": 1})
+    assert not bad.success and all(isinstance(error.message, str) for error in bad.errors or [])
+
+
+def test_instance_config_schema() -> None:
+    schema = set(dagster_instance.dagster_instance_config_schema())
+    assert {"storage", "run_launcher", "run_coordinator", "compute_logs", "concurrency", "run_monitoring"} <= schema
