@@ -1,0 +1,135 @@
+"""``dativo verify`` on the demo tenant: clean after a run, and every kind of damage found and named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table import Table
+
+from dativo_dagster.cli import main
+from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, live_files
+
+CREATED = "2024-01-01T03:00:00+00:00"
+
+
+def _catalog(project: Path) -> SqlCatalog:
+    home = project / ".dativo"
+    return SqlCatalog("dativo", uri=f"sqlite:///{home}/catalog.db", warehouse=f"file://{home}/warehouse")
+
+
+def _table(project: Path, name: str) -> Table:
+    return _catalog(project).load_table(("demo", name))
+
+
+def _local(path: str) -> Path:
+    return Path(path.removeprefix("file://"))
+
+
+def _verify(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = main(["verify", "demo/shop", "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _problems(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every failure of the report (unverified files are listed but are not failures)."""
+    found = [p for table in report["tables"] for p in table["problems"] + table["manifest_problems"]]
+    return [p for p in found if p["status"] != "unverified"]
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_is_clean_after_a_run_and_names_an_altered_file(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "demo/shop"]) == 0
+    code, report = _verify(capsys)
+    assert code == 0 and report["ok"]
+    assert {t["table"] for t in report["tables"]} == {"demo.orders", "demo.customers"}
+    assert all(t["verified"] == t["files"] >= 1 and not t["unverified"] for t in report["tables"])
+
+    orders = _table(project, "orders")
+    (data_file,) = live_files(orders)
+    _flip_byte(_local(data_file.path), 100)  # same size, one byte different
+    code, report = _verify(capsys)
+    assert code == 1 and not report["ok"]
+    (problem,) = _problems(report)
+    assert problem["status"] == "altered" and problem["path"] == data_file.path
+    assert problem["snapshot_id"] == orders.current_snapshot().snapshot_id  # type: ignore[union-attr]
+    assert problem["run_id"] == orders.current_snapshot().summary.additional_properties["dativo.run-id"]  # type: ignore[union-attr]
+
+    # The human report names the file and its snapshot too, and exits the same way.
+    capsys.readouterr()
+    assert main(["verify", "demo/shop", "--object", "orders"]) == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "altered" in text and _local(data_file.path).name[:20] in text
+    assert str(data_file.snapshot_id)[:10] in text
+    assert main(["verify", "demo/shop", "--object", "customers"]) == 0
+
+
+def test_truncated_missing_and_tampered_manifest_are_reported(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "demo/shop"]) == 0
+    (orders_file,) = live_files(_table(project, "orders"))
+    (customers_file,) = live_files(_table(project, "customers"))
+    path = _local(orders_file.path)
+    path.write_bytes(path.read_bytes()[:-10])
+    _local(customers_file.path).unlink()
+    code, report = _verify(capsys)
+    assert code == 1
+    statuses = {p["path"]: p["status"] for p in _problems(report)}
+    assert statuses == {orders_file.path: "truncated", customers_file.path: "missing"}
+
+
+def test_a_tampered_manifest_is_reported(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "demo/shop", "--object", "orders"]) == 0
+    snapshot = _table(project, "orders").current_snapshot()
+    assert snapshot is not None
+    manifest = _local(snapshot.summary.additional_properties[PROP_INTEGRITY])  # type: ignore[union-attr]
+    document = json.loads(manifest.read_text())
+    document["files"][0]["sha256"] = "0" * 64  # hide an edit of the data file
+    manifest.write_text(json.dumps(document, sort_keys=True, separators=(",", ":")))
+    code, report = _verify(capsys, "--object", "orders")
+    assert code == 1
+    (problem,) = _problems(report)
+    assert problem["status"] == "manifest tampered" and problem["snapshot_id"] == snapshot.snapshot_id
+    # The manifest's digests are not trusted, so its file is only unverified, not reported clean.
+    (orders,) = report["tables"]
+    assert orders["unverified"] == 1 and orders["verified"] == 0
+
+
+def test_a_merge_with_position_deletes_and_quarantined_rows_verifies_clean(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "demo/shop", "--object", "customers"]) == 0
+    with (project / "tenants/demo/data/customers.csv").open("a") as handle:
+        # 30 of 500 customers change (sparse: position deletes); one new row is invalid (quarantined,
+        # below the object's 5% threshold).
+        for i in range(1, 31):
+            handle.write(f"{i},new{i}@example.com,Customer {i},DE,{CREATED},2024-04-01T00:00:00+00:00\n")
+        handle.write("501,bad@example.com,Customer 501,FR,not a time,2024-04-01T00:00:00+00:00\n")
+    # 1: committed, with the asset checks warning of the quarantined row and the small volume.
+    assert main(["run", "demo/shop", "--object", "customers"]) == 1
+    code, report = _verify(capsys, "--object", "customers")
+    assert code == 0, report
+    tables = {t["kind"]: t for t in report["tables"]}
+    contents = {f.content for f in live_files(_table(project, "customers"))}
+    assert "position_deletes" in contents
+    assert tables["table"]["verified"] == tables["table"]["files"] == len(live_files(_table(project, "customers")))
+    assert tables["quarantine"]["verified"] == tables["quarantine"]["files"] >= 1
+
+
+def test_unknown_object_is_a_config_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", "demo/shop", "--object", "nope"]) == 2
+    assert "CFG001" in capsys.readouterr().err
+    assert main(["verify", "demo/nope"]) == 2
