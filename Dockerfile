@@ -23,7 +23,7 @@ WORKDIR /opt/dativo
 # Dependencies first, so config-only changes rebuild in seconds.
 COPY pyproject.toml README.md ./
 COPY dativo_dagster ./dativo_dagster
-RUN pip install ".[s3,glue]" \
+RUN pip install . \
     && useradd --create-home --uid 10001 dativo \
     && mkdir -p "$DAGSTER_HOME" /opt/dativo/.dativo \
     && chown -R dativo "$DAGSTER_HOME" /opt/dativo/.dativo
