@@ -12,6 +12,7 @@ from pyiceberg.table import Table
 
 from dativo_dagster.cli import main
 from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, live_files
+from tests.servers import Moto
 
 CREATED = "2024-01-01T03:00:00+00:00"
 
@@ -133,3 +134,43 @@ def test_unknown_object_is_a_config_error(project: Path, capsys: pytest.CaptureF
     assert main(["verify", "demo/shop", "--object", "nope"]) == 2
     assert "CFG001" in capsys.readouterr().err
     assert main(["verify", "demo/nope"]) == 2
+
+
+S3_TARGET = """\
+name: s3_test
+type: iceberg
+catalog_name: dativo
+catalog:
+  type: sql
+  uri: "sqlite:///${DATIVO_HOME:-.dativo}/catalog.db"
+  properties:
+    s3.endpoint: "${AWS_ENDPOINT_URL}"
+    s3.access-key-id: "${AWS_ACCESS_KEY_ID}"
+    s3.secret-access-key: "${AWS_SECRET_ACCESS_KEY}"
+    s3.region: "${AWS_REGION}"
+warehouse: "s3://BUCKET/warehouse"
+"""
+
+
+def test_a_byte_flipped_in_a_data_file_on_s3_is_found(
+    project: Path, s3_bucket: str, aws: Moto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "connectors/targets/s3_test.yaml").write_text(S3_TARGET.replace("BUCKET", s3_bucket))
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("recipe: local", "recipe: s3_test"))
+    assert main(["run", "demo/shop", "--object", "orders"]) == 0
+    code, report = _verify(capsys, "--object", "orders")
+    assert code == 0 and report["tables"][0]["verified"] == 1
+
+    s3 = aws.client("s3")
+    (key,) = [
+        item["Key"] for item in s3.list_objects_v2(Bucket=s3_bucket, Prefix="warehouse/demo/orders/data/")["Contents"]
+    ]
+    data = bytearray(s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=bytes(data))
+    code, report = _verify(capsys, "--object", "orders")
+    assert code == 1
+    (problem,) = _problems(report)
+    assert problem["status"] == "altered" and problem["path"] == f"s3://{s3_bucket}/{key}"
+    assert isinstance(problem["snapshot_id"], int) and problem["run_id"]
