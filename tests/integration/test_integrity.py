@@ -11,7 +11,10 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
 from dativo_dagster.cli import main
-from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, live_files
+from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, live_files, verify_table
+from dativo_dagster.iceberg.writer import IcebergWriter
+from tests.integration.test_writer_guarantees import _compact as compact
+from tests.integration.test_writer_guarantees import make_obj, write
 from tests.servers import Moto
 
 CREATED = "2024-01-01T03:00:00+00:00"
@@ -174,3 +177,40 @@ def test_a_byte_flipped_in_a_data_file_on_s3_is_found(
     (problem,) = _problems(report)
     assert problem["status"] == "altered" and problem["path"] == f"s3://{s3_bucket}/{key}"
     assert isinstance(problem["snapshot_id"], int) and problem["run_id"]
+
+
+def test_a_replayed_commit_records_its_replanned_files_and_drops_the_superseded_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    writer = IcebergWriter(catalog)
+    obj = make_obj(strategy="updated")
+    write(writer, obj, [1, 2, 3])
+    original = IcebergWriter._commit_once
+    manifests: list[str] = []
+
+    def conflict_once(self: IcebergWriter, table: Any, txn: Any, staged: Any) -> Any:
+        if not manifests:
+            compact(catalog)  # another writer commits first: the merge is planned again
+        try:
+            return original(self, table, txn, staged)
+        finally:
+            manifests.append(staged.integrity[PROP_INTEGRITY])
+
+    monkeypatch.setattr(IcebergWriter, "_commit_once", conflict_once)
+    result = write(writer, obj, [2, 4], previous=3, amounts=["20.00", "40.00"])
+    assert result.commit_attempts == 2 and result.rows_replaced == 1
+    superseded, committed = manifests
+    assert not _local(superseded).exists()
+    table = catalog.load_table(("acme", "items"))
+    snapshot = table.current_snapshot()
+    assert snapshot is not None and snapshot.summary.additional_properties[PROP_INTEGRITY] == committed  # type: ignore[union-attr]
+    assert result.integrity_manifest == committed
+    added = {f.path for f in live_files(table) if f.snapshot_id == snapshot.snapshot_id}
+    recorded = {item["path"] for item in json.loads(_local(committed).read_text())["files"]}
+    # The new rows' file and the position-delete file planned on the compacted table.
+    assert recorded == added and len(added) == result.integrity_files == 2
+    verification = verify_table(table)
+    # The compacted file was written by another writer: unverified, which is no failure.
+    assert not verification.failed
+    assert (verification.count("ok"), verification.count("unverified")) == (2, 1)
