@@ -106,8 +106,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = _verify(obj, writer, "table", namespace, name)
         if report is None:
             absent.append(obj.label)
-            continue
-        reports.append(report)
+        else:
+            reports.append(report)
+        # A first run that failed its quarantine threshold committed rejected rows only.
         quarantine = _verify(obj, writer, "quarantine", obj.namespace, obj.quarantine_table)
         if quarantine is not None:
             reports.append(quarantine)
