@@ -536,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dativo_dagster.cli_diagnose import add_diagnose_commands
     from dativo_dagster.cli_replay import add_replay_commands
     from dativo_dagster.cli_resets import add_reset_commands
+    from dativo_dagster.cli_verify import add_verify_command
     from dativo_dagster.cli_workspace import add_workspace_command
 
     add_workspace_command(sub)
@@ -543,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(sub)
     add_diagnose_commands(sub)
     add_replay_commands(sub)
+    add_verify_command(sub)
     return parser
 
 

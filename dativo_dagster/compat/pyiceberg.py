@@ -4,7 +4,6 @@
   (merge-on-read); the subclass reads its producer state (``_transaction``, ``_snapshot_id``,
   ``_added_data_files``, ...), listed in :data:`OVERWRITE_PRODUCER_ATTRIBUTES`.
 * ``ManifestWriterV2`` is subclassed for delete manifests (``content`` and ``_meta``).
-* ``_dataframe_to_data_files`` writes an Arrow table as data files of a table (merge rewrites).
 * ``_to_requested_schema`` gives batches the table's field ids before they are written.
 * ``_read_deletes`` reads the positions of an existing position-delete file.
 * ``ParquetFormatWriter._parquet_writer_kwargs`` takes per-column dictionary encoding.
@@ -22,7 +21,6 @@ from pyiceberg.io.pyarrow import (
     ArrowScan,
     ParquetFormatWriter,
     _ConvertToIcebergWithoutIDs,
-    _dataframe_to_data_files,
     _read_deletes,
     _to_requested_schema,
     pyarrow_to_schema,
@@ -65,7 +63,6 @@ __all__ = [
     "ParquetFormatWriter",
     "SnapshotSummaryCollector",
     "_OverwriteFiles",
-    "_dataframe_to_data_files",
     "_read_deletes",
     "_to_requested_schema",
     "iceberg_type_of",

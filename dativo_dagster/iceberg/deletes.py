@@ -40,6 +40,7 @@ from dativo_dagster.compat.pyiceberg import (
     _OverwriteFiles,
     update_snapshot_summaries,
 )
+from dativo_dagster.iceberg.integrity import FileDigests, hashing_output
 
 FILE_PATH_FIELD_ID = 2147483546
 POS_FIELD_ID = 2147483545
@@ -52,13 +53,16 @@ POSITION_DELETE_SCHEMA = pa.schema(
 )
 
 
-def write_position_delete_file(table: Table, data_file: DataFile, positions: pa.Array) -> DataFile:
+def write_position_delete_file(
+    table: Table, data_file: DataFile, positions: pa.Array, *, digests: FileDigests | None = None
+) -> DataFile:
     """Write the deleted ``positions`` of ``data_file`` and describe the new delete file.
 
     Args:
         table: The table (for its FileIO and location provider).
         data_file: The data file the positions refer to.
         positions: Row positions (0-based, within the data file) that are deleted.
+        digests: Records the new file's SHA-256 and size (computed while writing).
     """
     positions = positions.cast(pa.int64()).sort()
     count = len(positions)
@@ -67,10 +71,10 @@ def write_position_delete_file(table: Table, data_file: DataFile, positions: pa.
         schema=POSITION_DELETE_SCHEMA,
     )
     location = table.location_provider().new_data_location(f"{uuid.uuid4()}-deletes.parquet")
-    output = table.io.new_output(location)
+    output = hashing_output(table.io, location, digests)
     with output.create(overwrite=True) as stream:
         pq.write_table(rows, stream, compression="zstd")
-    size = len(table.io.new_input(location))
+    size = len(output) if digests is not None else len(table.io.new_input(location))
     first, last = positions[0].as_py(), positions[count - 1].as_py()
     path_bytes = to_bytes(StringType(), data_file.file_path)
     return DataFile.from_args(

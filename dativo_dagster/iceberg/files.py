@@ -31,6 +31,7 @@ from dativo_dagster.compat.pyiceberg import (
     set_dictionary_columns,
 )
 from dativo_dagster.iceberg.failures import raise_storage_failure
+from dativo_dagster.iceberg.integrity import FileDigests, hashing_output
 
 log = structlog.get_logger("dativo.iceberg")
 
@@ -92,10 +93,23 @@ _UNDECIDED = object()
 
 
 class RollingParquetWriter:
-    """Writes batches to Parquet data files of the table, one row group per batch."""
+    """Writes batches to Parquet data files of the table, one row group per batch.
 
-    def __init__(self, table: Table, metadata: TableMetadata, schema: pa.Schema, target_rows: int) -> None:
+    With ``digests``, each file's SHA-256 is computed from the bytes as they are written and
+    recorded there when the file is complete (:mod:`~dativo_dagster.iceberg.integrity`).
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        metadata: TableMetadata,
+        schema: pa.Schema,
+        target_rows: int,
+        *,
+        digests: FileDigests | None = None,
+    ) -> None:
         self._table = table
+        self._digests = digests
         self._metadata = metadata
         self._file_schema = self._metadata.schema()
         self._task_schema = pyarrow_to_schema(
@@ -119,7 +133,7 @@ class RollingParquetWriter:
     def _open(self) -> None:
         name = f"00000-{next(self._counter)}-{self._write_uuid}.parquet"
         self._path = self._locations.new_data_location(name)
-        self._output = self._table.io.new_output(self._path)
+        self._output = hashing_output(self._table.io, self._path, self._digests)
         self._current = ParquetFormatWriter(self._output, self._file_schema, self._metadata.properties)
         self._open_paths.append(self._path)
         self._rows = 0
@@ -203,15 +217,29 @@ class RollingParquetWriter:
 
 
 def write_data_files(
-    table: Table, metadata: TableMetadata, schema: pa.Schema, batches: Iterable[pa.RecordBatch], target_rows: int
+    table: Table,
+    metadata: TableMetadata,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    target_rows: int,
+    *,
+    digests: FileDigests | None = None,
 ) -> list[DataFile]:
     """Stream ``batches`` into new data files of ``table`` (schema and field ids from ``metadata``).
+
+    Args:
+        table: The table (its FileIO and location provider).
+        metadata: The metadata whose schema (field ids) and properties the files follow.
+        schema: The Arrow schema of ``batches``.
+        batches: The rows.
+        target_rows: Roll a new file after this many rows.
+        digests: Records the SHA-256 and size of every file written (computed while writing).
 
     Raises:
         StorageError, ConfigError: the warehouse failed (coded; the files written so far are deleted).
     """
     files: list[DataFile] = []
-    writer = RollingParquetWriter(table, metadata, schema, target_rows)
+    writer = RollingParquetWriter(table, metadata, schema, target_rows, digests=digests)
     try:
         for batch in batches:
             for closed in writer.write(batch):
@@ -228,6 +256,15 @@ def write_data_files(
             raise_storage_failure(exc, f"writing data files of {'.'.join(table.name())}")
         raise
     return files
+
+
+def rewrite_rows(
+    table: Table, metadata: TableMetadata, data: pa.Table, *, digests: FileDigests | None = None
+) -> list[DataFile]:
+    """Write the rows of ``data`` (rows of the table, read back for a merge or window rewrite) as new data files."""
+    if not data.num_rows:
+        return []
+    return write_data_files(table, metadata, data.schema, data.to_batches(), data.num_rows, digests=digests)
 
 
 def read_data_files(table: Table, files: list[DataFile]) -> pa.Table:

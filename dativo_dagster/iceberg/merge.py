@@ -23,9 +23,10 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import PrimitiveType
 
-from dativo_dagster.compat.pyiceberg import ArrowScan, _dataframe_to_data_files, _read_deletes
+from dativo_dagster.compat.pyiceberg import ArrowScan, _read_deletes
 from dativo_dagster.iceberg.deletes import write_position_delete_file
-from dativo_dagster.iceberg.files import delete_files
+from dativo_dagster.iceberg.files import delete_files, rewrite_rows
+from dativo_dagster.iceberg.integrity import FileDigests
 
 log = structlog.get_logger("dativo.iceberg")
 
@@ -100,11 +101,14 @@ def dedupe_new_files(
     all_keys: pa.Array,
     key_columns: tuple[str, ...],
     cursor_field: str | None,
+    *,
+    digests: FileDigests | None = None,
 ) -> tuple[list[DataFile], int]:
     """A key read twice in one run (lookback overlap, boundary rows) keeps its latest version.
 
     Latest means highest cursor value; without a cursor column, the last file written wins.
-    Only files holding duplicated keys are rewritten, so the common case costs one ``unique``.
+    Only files holding duplicated keys are rewritten (their digests recorded in ``digests``), so
+    the common case costs one ``unique``.
 
     Returns:
         The run's files after de-duplication and the number of rows dropped.
@@ -128,8 +132,7 @@ def dedupe_new_files(
         dup_rows.append(dups)
         rest = data.filter(pc.invert(is_dup))
         dropped += dups.num_rows
-        if rest.num_rows:
-            keep.extend(_dataframe_to_data_files(metadata, rest, io))
+        keep.extend(rewrite_rows(table, metadata, rest, digests=digests))
         delete_files(table, [data_file.file_path])
     candidates = pa.concat_tables(dup_rows)
     sort_keys = [(cursor_field, "descending")] if cursor_field else []
@@ -141,7 +144,7 @@ def dedupe_new_files(
     first_of_key = pc.equal(positions, pa.array(range(len(key_values)), pa.int32()))
     winners = candidates.filter(first_of_key).drop_columns([ORDER_COLUMN])
     dropped -= winners.num_rows
-    keep.extend(_dataframe_to_data_files(metadata, winners, io))
+    keep.extend(rewrite_rows(table, metadata, winners, digests=digests))
     return keep, dropped
 
 
@@ -210,8 +213,11 @@ def removed_rows(table: Table, plan: MergePlan) -> pa.Table:
     return pa.concat_tables(parts, promote_options="default")
 
 
-def apply_merge(table: Table, metadata: TableMetadata, plan: MergePlan) -> None:
-    """Turn the plan into rewritten files (dense hits) and position-delete files (sparse hits)."""
+def apply_merge(table: Table, metadata: TableMetadata, plan: MergePlan, *, digests: FileDigests | None = None) -> None:
+    """Turn the plan into rewritten files (dense hits) and position-delete files (sparse hits).
+
+    The SHA-256 of every file written is recorded in ``digests``.
+    """
     from pyiceberg.expressions import AlwaysTrue
 
     full_scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
@@ -224,10 +230,9 @@ def apply_merge(table: Table, metadata: TableMetadata, plan: MergePlan) -> None:
             kept = data.filter(keep)
             del data
             plan.replaced_files.append(data_file)
-            if kept.num_rows:
-                plan.replacement_files.extend(_dataframe_to_data_files(metadata, kept, table.io))
+            plan.replacement_files.extend(rewrite_rows(table, metadata, kept, digests=digests))
         else:
-            plan.delete_files.append(write_position_delete_file(table, data_file, touched.positions))
+            plan.delete_files.append(write_position_delete_file(table, data_file, touched.positions, digests=digests))
 
 
 def same_rows(incoming: pa.Table, existing: pa.Table, key_columns: tuple[str, ...]) -> bool:

@@ -42,10 +42,10 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
-from dativo_dagster.compat.pyiceberg import _dataframe_to_data_files
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import StorageError
-from dativo_dagster.iceberg.files import delete_files
+from dativo_dagster.iceberg.files import delete_files, rewrite_rows
+from dativo_dagster.iceberg.integrity import FileDigests
 from dativo_dagster.iceberg.merge import FILTER_PRUNING_MAX_KEYS, MergePlan, TouchedFile, _deleted_positions, key_array
 from dativo_dagster.sources.base import TimeWindow
 from dativo_dagster.sources.cursors import CursorCodec
@@ -184,9 +184,17 @@ def plan_window_replace(
 
 
 def drop_keys(
-    table: Table, metadata: TableMetadata, files: list[DataFile], keys: pa.Array, key_columns: tuple[str, ...]
+    table: Table,
+    metadata: TableMetadata,
+    files: list[DataFile],
+    keys: pa.Array,
+    key_columns: tuple[str, ...],
+    *,
+    digests: FileDigests | None = None,
 ) -> tuple[list[DataFile], int]:
     """The run's (uncommitted) files without the rows of ``keys``; the files rewritten are deleted.
+
+    The SHA-256 of every file written is recorded in ``digests``.
 
     Returns:
         The files to commit and the number of rows dropped.
@@ -203,8 +211,7 @@ def drop_keys(
             continue
         rest = data.filter(pc.invert(hits))
         dropped += count
-        if rest.num_rows:
-            kept.extend(_dataframe_to_data_files(metadata, rest, table.io))
+        kept.extend(rewrite_rows(table, metadata, rest, digests=digests))
         delete_files(table, [data_file.file_path])
     return kept, dropped
 

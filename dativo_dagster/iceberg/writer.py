@@ -55,6 +55,12 @@ from dativo_dagster.iceberg.files import (
     read_data_files,
     write_data_files,
 )
+from dativo_dagster.iceberg.integrity import (
+    PROP_INTEGRITY,
+    FileDigests,
+    delete_manifest,
+    integrity_properties,
+)
 from dativo_dagster.iceberg.merge import (
     UNCHANGED_CHECK_MAX_ROWS,
     MergePlan,
@@ -136,6 +142,10 @@ class WriteResult:
     commit_attempts: int = 0
     quarantine_sample: list[dict[str, Any]] = field(default_factory=list)
     """The first rows this write quarantined (see :func:`~dativo_dagster.quarantine_view.quarantine_records`)."""
+    integrity_manifest: str | None = None
+    """Location of the committed snapshot's integrity manifest (:mod:`~dativo_dagster.iceberg.integrity`)."""
+    integrity_files: int = 0
+    """Files (data and delete) whose SHA-256 the manifest records."""
 
 
 @dataclass
@@ -169,6 +179,12 @@ class _Staged:
     base_cursor: CursorState | None = None
     copied_cursor: CursorState | None = None
     rows_dropped: int = 0  # the run's rows a newer live version of the same key shadowed
+    # SHA-256 of every file this write produced, and the run metadata its integrity manifest records.
+    digests: FileDigests = field(default_factory=FileDigests)
+    run: dict[str, str] = field(default_factory=dict)
+    # The integrity properties of the latest commit attempt (its manifest is deleted if superseded).
+    integrity: dict[str, str] = field(default_factory=dict)
+    integrity_files: int = 0
 
 
 class IcebergWriter:
@@ -313,8 +329,11 @@ class IcebergWriter:
         metadata = txn.table_metadata
         new_files: list[DataFile] = []
         staged: _Staged | None = None
+        digests = FileDigests()
         try:
-            new_files = write_data_files(table, metadata, target_schema, conforming(), self.target_file_rows)
+            new_files = write_data_files(
+                table, metadata, target_schema, conforming(), self.target_file_rows, digests=digests
+            )
             # STATE001 if it moved backwards (the source's codec decides). A partition run leaves the
             # cursor as it is: the commit copies the table's cursor of that moment.
             cursor = new_cursor() if window is None else previous_cursor
@@ -391,14 +410,14 @@ class IcebergWriter:
                 merge_keys.clear()
                 if not keys_unique:
                     new_files, dropped = dedupe_new_files(
-                        table, metadata, new_files, keys, obj.primary_key, obj.cursor_field
+                        table, metadata, new_files, keys, obj.primary_key, obj.cursor_field, digests=digests
                     )
                     stats.written -= dropped
             elif dedupe_refresh and merge_keys:
                 all_keys = pa.chunked_array(merge_keys).combine_chunks()
                 merge_keys.clear()
                 new_files, dropped = dedupe_new_files(
-                    table, metadata, new_files, all_keys, obj.primary_key, obj.cursor_field
+                    table, metadata, new_files, all_keys, obj.primary_key, obj.cursor_field, digests=digests
                 )
                 stats.written -= dropped
             elif (
@@ -433,6 +452,15 @@ class IcebergWriter:
                 base_snapshot_id=base_snapshot_id,
                 window=window,
                 base_cursor=previous_cursor,
+                digests=digests,
+                run={
+                    "run_id": run_id,
+                    "tenant": obj.tenant,
+                    "job": obj.job,
+                    "object": obj.name,
+                    "cursor_before": previous_cursor.to_json() if previous_cursor is not None else "null",
+                    "operation": "partition" if window is not None else mode.value,
+                },
             )
             if window is not None:
                 staged.props[PROP_PARTITION] = window.label
@@ -459,6 +487,7 @@ class IcebergWriter:
             written = [f.file_path for f in new_files]
             if staged is not None:
                 written += [f.file_path for f in staged.files + staged.merge.written_files()]
+                delete_manifest(table, staged.integrity)
             delete_uncommitted(table, list(dict.fromkeys(written)))
             raise
         merge = staged.merge
@@ -483,6 +512,8 @@ class IcebergWriter:
             schema=target_schema,
             commit_attempts=attempts,
             quarantine_sample=sample,
+            integrity_manifest=staged.integrity.get(PROP_INTEGRITY),
+            integrity_files=staged.integrity_files,
         )
 
     # ------------------------------------------------------------------ commit
@@ -539,16 +570,33 @@ class IcebergWriter:
                 key_columns = obj.primary_key if staged.replaced_column is None else (staged.replaced_column,)
                 staged.merge = plan_merge(table, staged.keys, key_columns)
                 staged.merge_planned = True
-            apply_merge(table, txn.table_metadata, staged.merge)
+            apply_merge(table, txn.table_metadata, staged.merge, digests=staged.digests)
         merge = staged.merge
         add = staged.files + merge.replacement_files
         remove = list(merge.replaced_files)
         if staged.mode is WriteMode.OVERWRITE and table.current_snapshot() is not None:
             remove = [task.file for task in table.scan().plan_files()]
+        # The manifest lists exactly what this attempt adds: an earlier attempt's (planned on an
+        # older snapshot) is superseded, and only the committed snapshot ever references one.
+        delete_manifest(table, staged.integrity)
+        staged.integrity = {}
+        added = [*add, *merge.delete_files]
+        run = {
+            **staged.run,
+            "cursor_after": staged.props.get(PROP_CURSOR, "null"),
+            "rows": staged.props.get(PROP_ROWS, "0"),
+            "files": str(len(added)),
+        }
+        try:
+            staged.integrity = integrity_properties(table, added, staged.digests, run)
+        except OSError as exc:
+            raise_storage_failure(exc, f"writing the integrity manifest of {staged.label}")
+        staged.integrity_files = len(added)
+        props = {**staged.props, **staged.integrity}
         try:
             if merge.delete_files:
                 producer = MergeOnReadOverwrite(
-                    operation=Operation.OVERWRITE, transaction=txn, io=table.io, snapshot_properties=staged.props
+                    operation=Operation.OVERWRITE, transaction=txn, io=table.io, snapshot_properties=props
                 )
                 with producer:
                     for data_file in remove:
@@ -558,13 +606,13 @@ class IcebergWriter:
                     for delete_file in merge.delete_files:
                         producer.add_delete_file(delete_file)
             elif remove:
-                with txn.update_snapshot(snapshot_properties=staged.props).overwrite() as overwrite:
+                with txn.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
                     for data_file in remove:
                         overwrite.delete_data_file(data_file)
                     for data_file in add:
                         overwrite.append_data_file(data_file)
             else:
-                with txn.update_snapshot(snapshot_properties=staged.props).fast_append() as append:
+                with txn.update_snapshot(snapshot_properties=props).fast_append() as append:
                     for data_file in add:
                         append.append_data_file(data_file)
             _fault_point("before_commit")
@@ -650,12 +698,14 @@ def _stage_window_replace(table: Table, txn: Transaction, staged: _Staged) -> No
     if not staged.merge_planned:
         plan, shadowed = plan_window_replace(table, obj.cursor_field, staged.window, staged.keys, obj.primary_key)
         if shadowed is not None and len(shadowed):
-            staged.files, dropped = drop_keys(table, txn.table_metadata, staged.files, shadowed, obj.primary_key)
+            staged.files, dropped = drop_keys(
+                table, txn.table_metadata, staged.files, shadowed, obj.primary_key, digests=staged.digests
+            )
             staged.rows_dropped += dropped
             staged.props[PROP_ROWS] = str(int(staged.props[PROP_ROWS]) - dropped)
         staged.merge = plan
         staged.merge_planned = True
-    apply_merge(table, txn.table_metadata, staged.merge)
+    apply_merge(table, txn.table_metadata, staged.merge, digests=staged.digests)
     current = read_table_cursor(table)
     staged.copied_cursor = current.cursor if current is not None else None
     staged.props[PROP_CURSOR] = staged.copied_cursor.to_json() if staged.copied_cursor is not None else "null"

@@ -61,10 +61,6 @@ def test_manifest_writer_v2_meta_and_content() -> None:
     assert {"spec", "schema", "output_file", "snapshot_id", "avro_compression"} <= set(_params(writer.__init__))
 
 
-def test_dataframe_to_data_files() -> None:
-    assert _params(iceberg_compat._dataframe_to_data_files)[:3] == ["table_metadata", "df", "io"]
-
-
 def test_to_requested_schema() -> None:
     params = _params(iceberg_compat._to_requested_schema)
     assert {"requested_schema", "file_schema", "batch", "include_field_ids", "format_model"} <= set(params)
