@@ -20,7 +20,7 @@ from dativo_dagster.compat import pyiceberg as iceberg_compat
 def test_pins_match_the_installed_versions() -> None:
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'"dagster=={version("dagster")}"' in pyproject
-    assert f"pyiceberg[sql-sqlite,sql-postgres]=={version('pyiceberg')}" in pyproject
+    assert f"pyiceberg[sql-sqlite,sql-postgres,glue,adlfs]=={version('pyiceberg')}" in pyproject
 
 
 # ----------------------------------------------------------------------------- pyiceberg
