@@ -90,6 +90,10 @@ def storage_failure(exc: BaseException, what: str) -> DativoError | None:
     azure = _azure_cause(exc)
     if azure is not None:
         return _azure_failure(azure, what)
+    if isinstance(exc, ValueError) and str(exc).startswith(_ADLFS_CONNECT_FAILED):
+        # adlfs could not build its client from the settings (a malformed connection string, an
+        # account name without any way in): nothing a retry changes.
+        return ConfigError(message, hint="check the target recipe's storage.azure settings")
     mapped = _driver_failure(exc, what, message)
     if mapped is not None:
         return mapped
@@ -139,6 +143,8 @@ def _azure_cause(exc: BaseException) -> BaseException | None:
         seen += 1
     return None
 
+
+_ADLFS_CONNECT_FAILED = "unable to connect to account for"
 
 _AZURE_AUTH_CODES = {
     "AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",

@@ -34,8 +34,8 @@ def order_ids(target: CloudTarget, project: Path) -> list[int]:
 def test_killed_around_the_commit_on_object_storage(
     store: str,
     project: Path,
-    dagster_home: Path,
-    request: pytest.FixtureRequest,  # noqa: F811
+    dagster_home: Path,  # noqa: F811 - the fixture imported above
+    request: pytest.FixtureRequest,
 ) -> None:
     target = shipped_recipe_target(store, request, project)
     target.use_in(project / "tenants/demo/jobs/shop.yaml")

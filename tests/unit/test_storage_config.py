@@ -295,5 +295,14 @@ def test_azure_errors_behind_adlfs_are_coded() -> None:
     gone.error_code = "BlobNotFound"  # type: ignore[attr-defined]
     assert isinstance(storage_failure(_wrapped(gone), "x"), StorageStateError)
 
+    # adlfs refusing to build its client from unusable settings.
+    try:
+        try:
+            raise ValueError("Connection string is either blank or malformed.")
+        except ValueError as exc:
+            raise ValueError(f"unable to connect to account for {exc}") from exc
+    except ValueError as unusable:
+        assert isinstance(storage_failure(unusable, "x"), ConfigError)
+
     # An unrelated RuntimeError is still a bug, not a storage failure.
     assert storage_failure(RuntimeError("boom"), "x") is None
