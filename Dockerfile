@@ -5,11 +5,16 @@
 #   docker run -p 4000:4000 -e DATIVO_DAGSTER_PG_URL=... dativo                  # location "dativo"
 #   docker run -p 4000:4000 -e DATIVO_CODE_LOCATION=eu -e DATIVO_DAGSTER_PG_URL=... dativo
 #   docker build --build-arg DATIVO_CODE_LOCATION=dativo_2 -t dativo-2 .
+# The instance file baked into $DAGSTER_HOME is the repository's dagster.yaml unless another file of
+# the build context is named, such as a deployment's (ECS run launcher, S3 compute logs):
+#   docker build --build-arg DAGSTER_INSTANCE_YAML=dagster-ecs.yaml -t dativo .
+# docs/deploy.md is the deployment guide (ECS, Kubernetes, PostgreSQL, compute logs in S3).
 # Run launchers (k8s, ECS) start run workers from the same image with their own command, which
 # replaces CMD below; the worker loads the location its run belongs to.
 FROM python:3.11-slim
 
 ARG DATIVO_CODE_LOCATION=dativo
+ARG DAGSTER_INSTANCE_YAML=dagster.yaml
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,22 +28,25 @@ WORKDIR /opt/dativo
 # Dependencies first, so config-only changes rebuild in seconds.
 COPY pyproject.toml README.md ./
 COPY dativo_dagster ./dativo_dagster
-RUN pip install ".[s3,glue]" \
+RUN pip install . \
     && useradd --create-home --uid 10001 dativo \
     && mkdir -p "$DAGSTER_HOME" /opt/dativo/.dativo \
     && chown -R dativo "$DAGSTER_HOME" /opt/dativo/.dativo
 
-COPY --chown=dativo dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+COPY --chown=dativo ${DAGSTER_INSTANCE_YAML} "$DAGSTER_HOME/dagster.yaml"
 COPY --chown=dativo runner.yaml workspace.yaml dagster.yaml ./
 COPY --chown=dativo connectors ./connectors
 COPY --chown=dativo tenants ./tenants
 
 USER dativo
 EXPOSE 4000
-# Fail the build if the configuration is invalid (no secrets needed at load) or workspace.yaml
-# does not match runner.yaml's code locations. Loading every location's plan fills .dativo/cache,
-# so the code server and every run worker start without parsing or validating YAML.
-RUN dativo validate --offline \
+# Fail the build if the configuration is invalid (no secrets needed at load), if workspace.yaml
+# does not match runner.yaml's code locations, or if the classes a deployment's dagster.yaml names
+# (dagster-aws: ECS run launcher, S3 compute logs; dagster-postgres) are missing. Loading every
+# location's plan fills .dativo/cache, so the code server and every run worker start without
+# parsing or validating YAML.
+RUN python -c "from dagster_aws.ecs import EcsRunLauncher; from dagster_aws.s3.compute_log_manager import S3ComputeLogManager; import dagster_postgres" \
+    && dativo validate --offline \
     && dativo workspace --check \
     && python -c "import dativo_dagster.locations as l; [l.location_plan(n) for n in l.location_names()]"
 

@@ -99,9 +99,11 @@ ENGINE_RUNNER = textwrap.dedent(
 )
 
 
-def run_engine(project: Path, run_id: str) -> tuple[Measured, dict[str, float]]:
+def run_engine(
+    project: Path, run_id: str, extra_env: dict[str, str] | None = None
+) -> tuple[Measured, dict[str, float]]:
     """Run one object of the project's only job through the engine in a fresh interpreter."""
-    env = {**os.environ, "DATIVO_HOME": str(project / ".dativo")}
+    env = {**os.environ, "DATIVO_HOME": str(project / ".dativo"), **(extra_env or {})}
     measured = run_measured([sys.executable, "-c", ENGINE_RUNNER, str(project), run_id], env=env)
     if measured.returncode != 0:
         raise RuntimeError(f"dativo run failed: {measured.stdout[-2000:]} {measured.stderr[-2000:]}")

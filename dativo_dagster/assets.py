@@ -146,6 +146,10 @@ def materialize_result(
     }
     if write.snapshot_id is not None:
         metadata[META_SNAPSHOT_ID] = write.snapshot_id
+    if write.integrity_manifest is not None:
+        # Where the SHA-256 of every file the commit added is recorded (``dativo verify`` checks them).
+        metadata["dativo/integrity_manifest"] = write.integrity_manifest
+        metadata["dativo/integrity_files"] = write.integrity_files
     if window is not None:
         metadata["dativo/partition_window"] = window.label
         metadata["dativo/rows_replaced"] = write.rows_replaced

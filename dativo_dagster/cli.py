@@ -24,7 +24,7 @@ from rich.text import Text
 
 from dativo_dagster.config.loader import ConfigProblems, load_plan
 from dativo_dagster.config.plan import JobPlan, Plan
-from dativo_dagster.config.secrets import SecretResolver, required_references
+from dativo_dagster.config.secrets import SecretResolver, redact_text, required_references
 from dativo_dagster.errors import ConfigError, DativoError
 from dativo_dagster.logs import add_event_listener, configure_logging
 from dativo_dagster.text import printable
@@ -101,7 +101,7 @@ def _find_job(plan: Plan, label: str) -> JobPlan:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Config, referenced environment variables, catalog reachability."""
+    """Config, referenced environment variables, catalog reachability, a writable warehouse."""
     plan = _plan(args)
     objects = sum(len(j.objects) for j in plan.jobs)
     if plan.broken:
@@ -134,6 +134,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.offline:
         return EXIT_OK
     from dativo_dagster.iceberg.catalog import build_catalog, check_catalog
+    from dativo_dagster.iceberg.storage import check_warehouse
 
     resolver = SecretResolver()
     seen: set[str] = set()
@@ -142,8 +143,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         seen.add(job.target.name)
         try:
-            check_catalog(build_catalog(job.target, resolver, plan.project_dir), job.target)
+            catalog = build_catalog(job.target, resolver, plan.project_dir)
+            check_catalog(catalog, job.target)
             say_ok(f"catalog '{job.target.name}' reachable")
+            probed = check_warehouse(catalog, job.target)
+            if probed is None:
+                say_ok(f"warehouse of '{job.target.name}' is named by the REST catalog server (not probed)")
+            else:
+                say_ok(f"warehouse of '{job.target.name}' writable ({redact_text(probed)})")
         except DativoError as exc:
             problems += 1
             say_error(str(exc))
@@ -493,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="show engine log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    validate = sub.add_parser("validate", help="check config, env vars and catalog reachability")
-    validate.add_argument("--offline", action="store_true", help="skip the catalog check")
+    validate = sub.add_parser("validate", help="check config, env vars, catalog reachability and a writable warehouse")
+    validate.add_argument("--offline", action="store_true", help="skip the catalog and warehouse checks")
     validate.add_argument("--connections", action="store_true", help="also connect to every source")
     validate.set_defaults(func=cmd_validate)
 
@@ -537,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dativo_dagster.cli_maintain import add_maintain_command
     from dativo_dagster.cli_replay import add_replay_commands
     from dativo_dagster.cli_resets import add_reset_commands
+    from dativo_dagster.cli_verify import add_verify_command
     from dativo_dagster.cli_workspace import add_workspace_command
 
     add_workspace_command(sub)
@@ -545,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_diagnose_commands(sub)
     add_replay_commands(sub)
     add_maintain_command(sub)
+    add_verify_command(sub)
     return parser
 
 

@@ -396,6 +396,8 @@ def _combined(first: WriteResult, then: WriteResult) -> WriteResult:
         quarantine_sample=(first.quarantine_sample + then.quarantine_sample)[:PREVIEW_ROWS],
         duration_s=first.duration_s + then.duration_s,
         commit_attempts=first.commit_attempts + then.commit_attempts,
+        integrity_manifest=then.integrity_manifest if then.committed else first.integrity_manifest,
+        integrity_files=first.integrity_files + then.integrity_files,
     )
 
 

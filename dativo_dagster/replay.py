@@ -43,7 +43,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression, EqualTo, In, IsNull, NotStartsWith, Or
 from pyiceberg.table import Table
 
@@ -51,7 +50,7 @@ from dativo_dagster.config.models import WriteMode
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import ConfigError, StorageError
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure
-from dativo_dagster.iceberg.quarantine import commit_quarantine
+from dativo_dagster.iceberg.quarantine import commit_quarantine, commit_row_replace
 from dativo_dagster.iceberg.writer import PROP_REPLAY_ID as WRITER_REPLAY_ID
 from dativo_dagster.iceberg.writer import IcebergWriter, ReplayAlreadyCommitted, WriteResult
 from dativo_dagster.raw_pages import read_index, read_page
@@ -254,17 +253,8 @@ def _rewrite_quarantine(
 ) -> None:
     """Replace the quarantine rows matching ``condition`` by ``data`` in one commit; a commit that
     loses a race with another writer raises :class:`CommitConflict` (the caller reads again)."""
-    try:
-        txn = table.transaction()
-        if data is None or data.num_rows == 0:
-            txn.delete(condition, snapshot_properties=props)
-        else:
-            txn.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
-        txn.commit_transaction()
-    except CommitFailedException as exc:
-        raise CommitConflict(str(exc)) from exc
-    except Exception as exc:
-        raise_storage_failure(exc, f"writing {label}")
+    run = {"run_id": f"replay-{props[PROP_REPLAY_ID]}", "object": props.get(PROP_OBJECT, ""), "operation": "replay"}
+    commit_row_replace(table, table.transaction(), data, condition, props, run, label)
 
 
 def _equal(column: str, value: str) -> BooleanExpression:

@@ -83,3 +83,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def unique_name() -> str:
     """A short unique identifier for databases, schemas and tables."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+# Object-store and AWS emulators (moto server, Azurite): fixtures live beside the other servers'.
+from tests.servers import (  # noqa: E402, F401
+    aws,
+    azure_container,
+    azurite_server,
+    moto_server,
+    s3_bucket,
+)

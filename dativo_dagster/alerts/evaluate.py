@@ -44,7 +44,13 @@ from dativo_dagster.alerts.notifications import (
 from dativo_dagster.compat.dagster import last_passed_check_timestamp, read_kv, write_kv
 from dativo_dagster.config.models import AlertsConfig, JobEntry
 from dativo_dagster.config.plan import JobPlan, Plan
-from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, redact_text, secret_parts
+from dativo_dagster.config.secrets import (
+    SecretResolver,
+    is_sensitive_key,
+    redact_text,
+    secret_parts,
+    store_references,
+)
 from dativo_dagster.errors import ConfigError, DativoError, UnexpectedError
 from dativo_dagster.run_coordinator import MULTIPLE
 from dativo_dagster.translator import TAG_JOB, TAG_TENANT, DativoTranslator
@@ -704,6 +710,10 @@ def job_secret_values(job: JobPlan, environ: Mapping[str, str] | None = None) ->
     values: set[str] = set()
     for sensitive, settings in ((True, job.credentials), (False, job.connection)):
         for key, value in settings.items():
+            if store_references(value):
+                # Fetched by the run (and scrubbed there); the sensor does not read tenants' secret
+                # files or stores, which its process may have no access to.
+                continue
             try:
                 resolved = resolver.resolve(value, where=key)
             except ConfigError:

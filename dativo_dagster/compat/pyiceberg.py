@@ -7,7 +7,6 @@
 * ``Transaction._stage`` adds a requirement to a transaction: pyiceberg's snapshot expiry carries
   none, and table maintenance must not remove snapshots from metadata another writer just changed.
 * ``ManifestWriterV2`` is subclassed for delete manifests (``content`` and ``_meta``).
-* ``_dataframe_to_data_files`` writes an Arrow table as data files of a table (merge rewrites).
 * ``_to_requested_schema`` gives batches the table's field ids before they are written.
 * ``_read_deletes`` reads the positions of an existing position-delete file.
 * ``ParquetFormatWriter._parquet_writer_kwargs`` takes per-column dictionary encoding.
@@ -25,7 +24,6 @@ from pyiceberg.io.pyarrow import (
     ArrowScan,
     ParquetFormatWriter,
     _ConvertToIcebergWithoutIDs,
-    _dataframe_to_data_files,
     _read_deletes,
     _to_requested_schema,
     pyarrow_to_schema,
@@ -77,7 +75,6 @@ __all__ = [
     "ParquetFormatWriter",
     "SnapshotSummaryCollector",
     "_OverwriteFiles",
-    "_dataframe_to_data_files",
     "_read_deletes",
     "_to_requested_schema",
     "iceberg_type_of",

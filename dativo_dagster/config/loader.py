@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +32,7 @@ from dativo_dagster.config.parse_cache import MISSING, ParseCache, content_diges
 from dativo_dagster.config.partition_rules import partition_problems
 from dativo_dagster.config.plain_yaml import MAX_FILE_BYTES, YamlRefused, load_plain
 from dativo_dagster.config.plan import BrokenJob, JobPlan, ObjectPlan, Plan
+from dativo_dagster.config.secrets import SecretGrants, parse_references
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.paths import confine, tenant_data_roots
 
@@ -392,6 +393,8 @@ def _load_job(
     except ConfigError as exc:
         problems.append(f"{label}: {exc.message}")
         return None
+    grants = _secret_grants(runner, entry, index)
+    _check_secret_references(problems, label, job, grants)
     connection = {**source.connection_defaults, **job.source.connection}
     settable = source.tenant_settable()
     if settable is not None:
@@ -511,7 +514,49 @@ def _load_job(
         code_location=runner.code_locations.location_of(job.tenant),
         file_sensor=entry.file_sensor,
         watched_objects=watched,
+        secrets=grants,
     )
+
+
+def _secret_grants(runner: RunnerConfig, entry: JobEntry, index: int) -> SecretGrants:
+    """The job entry's own secret allowlist, else the runner's (as data roots are chosen)."""
+    if entry.secrets is not None:
+        return entry.secrets.grants(entry.tenant, f"runner.yaml: jobs[{index}].secrets")
+    return runner.secrets.grants(entry.tenant, "runner.yaml: secrets")
+
+
+def _check_secret_references(problems: list[str], label: str, job: TenantJob, grants: SecretGrants) -> None:
+    """Every file or AWS reference in the tenant's job file must be one its grants allow.
+
+    Recipes, targets and runner.yaml are the platform's and not checked; a job setting that
+    overrides a recipe's value is the tenant's and is. Nothing is read or fetched here.
+    """
+    try:
+        dumped = job.model_dump_json()  # a quick look first: most jobs use no file or AWS reference
+    except ValueError:  # a value JSON cannot hold: look at every field
+        dumped = "${file:"
+    if "${file:" not in dumped and "${aws-" not in dumped:
+        return
+    for field, text in _model_strings(job, ""):
+        for reference in parse_references(text):
+            if not grants.allows(reference):
+                problems.append(f"{label}: {field}: {grants.refusal(reference)}")
+
+
+def _model_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """``(field path, text)`` of every string holding ``${`` in a model, its fields named as in YAML."""
+    if isinstance(value, str):
+        if "${" in value:
+            yield where, value
+    elif isinstance(value, BaseModel):
+        for name, item in value.__dict__.items():  # a pydantic model keeps its field values here
+            yield from _model_strings(item, f"{where}.{name}" if where else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _model_strings(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _model_strings(item, f"{where}[{index}]")
 
 
 def _inside(path: Path, directory: Path) -> bool:

@@ -23,7 +23,17 @@ from pydantic import (
     model_validator,
 )
 
-from dativo_dagster.config.secrets import malformed_reference
+from dativo_dagster.config.secrets import SecretGrants, reference_problem
+from dativo_dagster.config.storage_rules import (
+    connection_string_problem,
+    is_reference,
+    literal_secret_problem,
+    properties_problems,
+    static_warehouse,
+    storage_mismatch,
+    uri_password_problem,
+    warehouse_kind,
+)
 
 # Tenant ids, job names and object names become asset-key parts, Iceberg namespaces and table
 # names, run-tag values and file names: keep them to a safe identifier alphabet. A double
@@ -317,19 +327,172 @@ class SourceRecipe(StrictModel):
         return dict(self.config) if self.engine is not Engine.NATIVE else dict(self.defaults)
 
 
+def _reference_only(value: str) -> str:
+    problem = literal_secret_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _connection_string(value: str) -> str:
+    problem = connection_string_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+SecretReference = Annotated[
+    str,
+    AfterValidator(_reference_only),
+    Field(description="a ${VAR} reference resolved at run time; a literal credential is refused"),
+]
+"""A credential field: only a reference may stand here, never the credential itself."""
+
+
+class S3Storage(StrictModel):
+    """A warehouse on S3 or an S3-compatible store (MinIO, Cloudflare R2, Ceph RGW).
+
+    Written through pyiceberg's PyArrow FileIO (``s3.*`` properties). With no keys set, the AWS
+    default chain supplies credentials: environment, shared config/profile, web identity, ECS task
+    role or EC2 instance role.
+    """
+
+    endpoint: str | None = Field(
+        default=None,
+        description="S3 API URL of an S3-compatible store, e.g. http://minio:9000; "
+        "default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL from the run environment, else AWS",
+    )
+    region: str | None = Field(
+        default=None, description="bucket region; default: AWS_REGION / AWS_DEFAULT_REGION of the run environment"
+    )
+    path_style: bool | None = Field(
+        default=None,
+        description="true: path-style requests (host/bucket/key; MinIO, Ceph: the default whenever an endpoint "
+        "is set); false: virtual-hosted-style (bucket.host/key), for stores that require it",
+    )
+    access_key_id: SecretReference | None = None
+    secret_access_key: SecretReference | None = None
+    session_token: SecretReference | None = None
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> S3Storage:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together (or neither: the default chain)")
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError("session_token needs access_key_id and secret_access_key")
+        return self
+
+
+class AzureStorage(StrictModel):
+    """A warehouse on Azure Blob Storage / ADLS Gen2, written through adlfs (pyiceberg's fsspec FileIO).
+
+    Give either ``connection_string`` alone, or ``account_name`` with ``account_key`` or
+    ``sas_token`` (and ``endpoint`` for an emulator or a sovereign cloud), or ``account_name``
+    alone: adlfs then uses ``DefaultAzureCredential`` (service-principal environment variables,
+    workload identity, managed identity).
+    """
+
+    account_name: str | None = Field(default=None, description="storage account name")
+    endpoint: str | None = Field(
+        default=None,
+        description="blob service URL, e.g. http://127.0.0.1:10000/devstoreaccount1 (Azurite); "
+        "default: https://<account_name>.blob.core.windows.net",
+    )
+    connection_string: Annotated[str, AfterValidator(_connection_string)] | None = Field(
+        default=None, description="a reference (it carries the key); a literal AccountKey/SAS is refused"
+    )
+    account_key: SecretReference | None = None
+    sas_token: SecretReference | None = None
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> AzureStorage:
+        if self.connection_string is not None:
+            others = [
+                name
+                for name in ("account_name", "endpoint", "account_key", "sas_token")
+                if getattr(self, name) is not None
+            ]
+            if others:
+                raise ValueError(f"connection_string carries the account, endpoint and key: drop {', '.join(others)}")
+            return self
+        if self.account_key is not None and self.sas_token is not None:
+            raise ValueError("account_key and sas_token: give one of them")
+        if (self.account_key is not None or self.sas_token is not None or self.endpoint) and not self.account_name:
+            raise ValueError("account_name is needed with account_key, sas_token or endpoint")
+        if (
+            self.endpoint
+            and not is_reference(self.endpoint)
+            and not self.endpoint.startswith("https://")
+            and self.account_key is None
+            and self.sas_token is None
+        ):
+            raise ValueError("an http:// endpoint (an emulator) needs account_key or sas_token")
+        return self
+
+
+class StorageConfig(StrictModel):
+    """Where the warehouse's files live: exactly one of ``s3`` or ``azure`` (omit for a local disk)."""
+
+    s3: S3Storage | None = None
+    azure: AzureStorage | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StorageConfig:
+        if (self.s3 is None) == (self.azure is None):
+            raise ValueError("give exactly one of 's3' or 'azure'")
+        return self
+
+    @property
+    def kind(self) -> Literal["s3", "azure"]:
+        """Which store the block configures."""
+        return "s3" if self.s3 is not None else "azure"
+
+
+class GlueSettings(StrictModel):
+    """AWS Glue Data Catalog settings; credentials come from the AWS default chain."""
+
+    region: str | None = Field(default=None, description="Glue region; default: AWS_REGION of the run environment")
+    endpoint: str | None = Field(
+        default=None,
+        description="Glue API URL (an emulator); default: AWS_ENDPOINT_URL_GLUE / AWS_ENDPOINT_URL, else AWS",
+    )
+    catalog_id: str | None = Field(default=None, description="AWS account id owning the catalog (cross-account)")
+
+
+def _literal_free_properties(value: dict[str, str]) -> dict[str, str]:
+    problems = properties_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def _uri_without_password(value: str | None) -> str | None:
+    problem = uri_password_problem(value) if value else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class CatalogConfig(StrictModel):
     """Iceberg catalog settings (one class for every catalog kind, as dagster-iceberg does)."""
 
     type: Literal["sql", "rest", "glue"] = "sql"
-    uri: str | None = Field(default=None, description="SQLAlchemy URI (sql) or REST endpoint (rest)")
-    properties: dict[str, str] = Field(
-        default_factory=dict, description="extra pyiceberg catalog properties (s3.*, credential, ...)"
+    uri: Annotated[str | None, AfterValidator(_uri_without_password)] = Field(
+        default=None, description="SQLAlchemy URI (sql) or REST endpoint (rest); a password only as ${VAR}"
+    )
+    glue: GlueSettings | None = Field(default=None, description="AWS Glue settings (type glue)")
+    properties: Annotated[dict[str, str], AfterValidator(_literal_free_properties)] = Field(
+        default_factory=dict,
+        description="extra pyiceberg catalog properties (credential, s3.sse-kms-key-id, ...); "
+        "credentials only as ${VAR}",
     )
 
     @model_validator(mode="after")
     def _uri_required(self) -> CatalogConfig:
         if self.type in ("sql", "rest") and not self.uri:
             raise ValueError(f"catalog type '{self.type}' needs 'uri'")
+        if self.glue is not None and self.type != "glue":
+            raise ValueError(f"glue: only for catalog type 'glue' (this catalog is '{self.type}')")
         return self
 
 
@@ -341,9 +504,26 @@ class TargetRecipe(StrictModel):
     description: str | None = None
     catalog_name: SafeId = "dativo"
     catalog: CatalogConfig
-    warehouse: str = Field(description="file path, file:// or s3:// URI; may use ${VAR}")
-    table_properties: dict[str, str] = Field(default_factory=dict)
+    storage: StorageConfig | None = Field(
+        default=None, description="object-store settings of the warehouse (s3 or azure); omit for a local disk"
+    )
+    warehouse: str = Field(description="file path, file://, s3:// or abfs(s):// URI; may use ${VAR}")
+    table_properties: Annotated[dict[str, str], AfterValidator(_literal_free_properties)] = Field(default_factory=dict)
     target_file_rows: int = Field(default=1_000_000, ge=1_000, description="rows per data file (bounds memory)")
+
+    @field_validator("warehouse")
+    @classmethod
+    def _warehouse_fits_storage(cls, value: str, info: ValidationInfo) -> str:
+        known = static_warehouse(value)
+        if known is None:
+            return value  # decided by a reference: checked when the run resolves it
+        catalog = info.data.get("catalog")
+        kind = warehouse_kind(known, catalog_type=catalog.type if catalog is not None else "sql")
+        storage = info.data.get("storage")
+        problem = storage_mismatch(kind, storage.kind if storage is not None else None)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 # --------------------------------------------------------------------------- tenant jobs
@@ -532,7 +712,10 @@ class SourceRef(StrictModel):
             # A key file's path is not a secret (its content is, and is read at run time from
             # inside the tenant's data roots); every other credential value must be a reference.
             if "${" not in text and not key.endswith("_file"):
-                raise ValueError(f"credential '{key}' must be a ${{VAR}} reference, not a literal secret")
+                raise ValueError(
+                    f"credential '{key}' must be a ${{VAR}} reference (or ${{file:/path}}, ${{aws-sm:id}}, "
+                    "${aws-ssm:/name}), not a literal secret"
+                )
         return value
 
 
@@ -781,6 +964,52 @@ class FileSensor(StrictModel):
     )
 
 
+class SecretAllowlist(StrictModel):
+    """The file and AWS secret references a tenant's jobs may use (nothing unless listed).
+
+    Each entry is a pattern matching a whole path, secret id or parameter name: ``*`` matches any
+    run of characters, ``/`` included (as in IAM resource patterns), ``?`` one character, and
+    ``{tenant}`` is replaced by the tenant id, so one runner-level list can give every tenant its
+    own prefix. ``${VAR}`` environment references are not governed by it.
+    """
+
+    files: list[str] = Field(
+        default_factory=list,
+        description="absolute path patterns of secret files (matched after following links), e.g. "
+        "/run/secrets/{tenant}/*",
+    )
+    aws_sm: list[str] = Field(
+        default_factory=list, description="AWS Secrets Manager secret id patterns, e.g. {tenant}/*"
+    )
+    aws_ssm: list[str] = Field(default_factory=list, description="SSM Parameter Store name patterns, e.g. /{tenant}/*")
+
+    @field_validator("files", "aws_sm", "aws_ssm")
+    @classmethod
+    def _patterns(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or any(ord(c) < 32 for c in pattern):
+                raise ValueError("a pattern cannot be empty or hold control characters")
+            try:
+                filled = pattern.format(tenant="t")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"pattern {pattern!r}: only the placeholder {{tenant}} is allowed") from exc
+            if info.field_name == "files" and not filled.startswith("/"):
+                raise ValueError(f"pattern {pattern!r}: a file pattern is an absolute path")
+            if filled.strip("*?/") == "":
+                raise ValueError(f"pattern {pattern!r} would allow every secret; name a prefix")
+        return value
+
+    def grants(self, tenant: str, setting: str) -> SecretGrants:
+        """The patterns of ``tenant`` (``{tenant}`` filled); ``setting`` names this list in runner.yaml."""
+        return SecretGrants(
+            files=tuple(p.format(tenant=tenant) for p in self.files),
+            aws_sm=tuple(p.format(tenant=tenant) for p in self.aws_sm),
+            aws_ssm=tuple(p.format(tenant=tenant) for p in self.aws_ssm),
+            setting=setting,
+            tenant=tenant,
+        )
+
+
 class JobEntry(StrictModel):
     """One tenant job that the runner runs."""
 
@@ -799,6 +1028,9 @@ class JobEntry(StrictModel):
     )
     alerts: list[SafeId] | None = Field(
         default=None, description="alert routes of this job (replaces the tenant's and the default routes)"
+    )
+    secrets: SecretAllowlist | None = Field(
+        default=None, description="secret references this job may use (replaces the runner's 'secrets')"
     )
 
     @field_validator("data_roots")
@@ -1035,6 +1267,11 @@ class RunnerConfig(StrictModel):
         description="directories tenants may read local files from; '{tenant}' is replaced by the tenant id; "
         "relative paths are anchored at the project",
     )
+    secrets: SecretAllowlist = Field(
+        default_factory=lambda: SecretAllowlist(),
+        description="secret references every tenant's jobs may use ('{tenant}' is replaced by the tenant id); "
+        "nothing by default",
+    )
     code_locations: CodeLocations = Field(default_factory=CodeLocations)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
     maintenance: dict[SafeId, TenantMaintenance] = Field(
@@ -1083,9 +1320,9 @@ class RunnerConfig(StrictModel):
 def check_references(value: Any) -> None:
     """Raise ValueError if any string in ``value`` holds a malformed ``${...}`` reference."""
     if isinstance(value, str):
-        bad = malformed_reference(value)
-        if bad:
-            raise ValueError(f"malformed variable reference near '{bad}' (use ${{NAME}} or ${{NAME:-default}})")
+        problem = reference_problem(value)
+        if problem:
+            raise ValueError(problem)
     elif isinstance(value, dict):
         for item in value.values():
             check_references(item)

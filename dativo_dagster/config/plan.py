@@ -20,6 +20,7 @@ from dativo_dagster.config.models import (
     TenantJob,
     WriteMode,
 )
+from dativo_dagster.config.secrets import SecretGrants
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class JobPlan:
     file_sensor: FileSensor = field(default_factory=FileSensor)
     # Objects whose source watches files (a glob, a folder): what a new-file sensor lists.
     watched_objects: tuple[str, ...] = ()
+    # The file and AWS secret references the tenant's own settings may use (its runner.yaml entry).
+    secrets: SecretGrants = field(default_factory=SecretGrants)
 
     @property
     def tenant(self) -> str:

@@ -1,51 +1,172 @@
-"""``${VAR}`` references: found at load time, resolved only at run time, never logged.
+"""Secret references: found at load time, resolved only at run time, never logged.
 
-Config files keep references like ``${PGPASSWORD}`` or ``${DATIVO_HOME:-.dativo}``. Definitions
-load never resolves them (a code location must load with no secrets in its environment); the
-run resolves them through a :class:`SecretResolver`, which remembers every value it handed out
-so the log redactor can scrub them from any text.
+Config values keep references instead of secrets:
+
+- ``${PGPASSWORD}`` / ``${DATIVO_HOME:-.dativo}``: an environment variable (with a default);
+- ``${file:/run/secrets/pg_password}``: the content of a mounted file (Kubernetes or Docker
+  secrets), one trailing newline stripped;
+- ``${aws-sm:secret-id}`` / ``${aws-sm:secret-id#json_key}``: an AWS Secrets Manager secret's
+  SecretString, or one key of a JSON SecretString;
+- ``${aws-ssm:/parameter/name}``: an SSM Parameter Store parameter, decrypted.
+
+Definitions load never resolves them (a code location must load with no secrets and no AWS
+access); it only checks that each reference a tenant wrote is one its runner.yaml entry allows
+(:class:`SecretGrants`). A run resolves them through a :class:`SecretResolver`, which checks the
+grants again (file paths after following links), fetches each secret once per run, and registers
+every value for redaction before anything can log it.
+
+Secret-store references take no ``:-default``: a reference to a file or a stored secret names a
+secret the deployment must provide, and a fallback would turn a missing, misspelt or denied
+secret into a run that quietly uses another value.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import unquote
 
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.errors import AuthError, ConfigError, ExtractError
 
-# ${NAME} or ${NAME:-default}; NAME is a POSIX-ish env var name.
-_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-_MALFORMED = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})")
+ReferenceKind = Literal["env", "file", "aws-sm", "aws-ssm"]
+
+# One alternative per kind. An environment variable is a POSIX-ish name; a file is an absolute
+# path; a Secrets Manager id is a name or ARN (with an optional '#json_key'); an SSM parameter is a
+# name or ARN. Store targets never hold '}' or control characters.
+_REFERENCE = re.compile(
+    r"\$\{(?:"
+    r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?"
+    r"|file:(?P<file>/[^}\x00-\x1f]+)"
+    r"|aws-sm:(?P<sm>[A-Za-z0-9/_+=.@:!-]+)(?:#(?P<key>[^}#\x00-\x1f]+))?"
+    r"|aws-ssm:(?P<ssm>[A-Za-z0-9/_.:-]+)"
+    r")\}"
+)
+_OPENING = re.compile(r"\$\{")
 
 REDACTED = "***"
 
+REFERENCE_SYNTAX = (
+    "${NAME}, ${NAME:-default}, ${file:/absolute/path}, ${aws-sm:secret-id}, ${aws-sm:secret-id#json_key} "
+    "or ${aws-ssm:/parameter/name}"
+)
+"""The accepted reference forms, for error messages."""
+
+MAX_SECRET_FILE_BYTES = 1 << 20
+"""A secret file larger than this is refused (a mounted secret is small; this is not one)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One ``${...}`` reference.
+
+    Attributes:
+        kind: ``env``, ``file``, ``aws-sm`` or ``aws-ssm``.
+        target: The variable name, file path, secret id or parameter name.
+        key: The JSON key of an ``aws-sm`` reference, if any.
+        default: The ``:-default`` of an ``env`` reference, if any.
+    """
+
+    kind: ReferenceKind
+    target: str
+    key: str | None = None
+    default: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The reference as written in a config file."""
+        if self.kind == "env":
+            return f"${{{self.target}}}" if self.default is None else f"${{{self.target}:-{self.default}}}"
+        suffix = f"#{self.key}" if self.key is not None else ""
+        return f"${{{self.kind}:{self.target}{suffix}}}"
+
+    @property
+    def from_store(self) -> bool:
+        """True for a file or AWS reference (checked against the tenant's grants)."""
+        return self.kind != "env"
+
+
+def _reference(match: re.Match[str]) -> Reference:
+    if match.group("name") is not None:
+        return Reference("env", match.group("name"), default=match.group("default"))
+    if match.group("file") is not None:
+        return Reference("file", match.group("file"))
+    if match.group("sm") is not None:
+        return Reference("aws-sm", match.group("sm"), key=match.group("key"))
+    return Reference("aws-ssm", match.group("ssm"))
+
+
+def parse_references(text: str) -> list[Reference]:
+    """Every well-formed reference in ``text``, in order."""
+    return [_reference(match) for match in _REFERENCE.finditer(text)]
+
+
+def iter_references(value: Any, where: str = "") -> Iterator[tuple[str, Reference]]:
+    """``(field path, reference)`` for every reference inside ``value`` (nested dicts/lists)."""
+    if isinstance(value, str):
+        for reference in parse_references(value):
+            yield where, reference
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from iter_references(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from iter_references(item, f"{where}[{index}]")
+
 
 def find_references(value: Any) -> set[str]:
-    """Return the variable names referenced anywhere inside ``value`` (nested dicts/lists)."""
-    names: set[str] = set()
-    for text in _strings(value):
-        names.update(m.group("name") for m in _REFERENCE.finditer(text))
-    return names
+    """Return the environment variable names referenced anywhere inside ``value`` (nested dicts/lists).
+
+    File and AWS references are not variables: see :func:`store_references`.
+    """
+    return {ref.target for _, ref in iter_references(value) if ref.kind == "env"}
 
 
 def required_references(value: Any) -> set[str]:
-    """Names referenced without a ``:-default`` (they must be set at run time)."""
-    names: set[str] = set()
-    for text in _strings(value):
-        names.update(m.group("name") for m in _REFERENCE.finditer(text) if m.group("default") is None)
-    return names
+    """Environment variable names referenced without a ``:-default`` (they must be set at run time)."""
+    return {ref.target for _, ref in iter_references(value) if ref.kind == "env" and ref.default is None}
+
+
+def store_references(value: Any) -> set[Reference]:
+    """The file and AWS references anywhere inside ``value`` (resolved only at run time)."""
+    return {ref for _, ref in iter_references(value) if ref.from_store}
 
 
 def malformed_reference(text: str) -> str | None:
-    """Return the offending fragment if ``text`` has a ``${`` that is not a valid reference."""
-    match = _MALFORMED.search(text)
-    if match is None:
-        return None
-    return text[match.start() : match.start() + 24]
+    """Return the offending fragment if ``text`` has a ``${`` that is not a valid reference.
+
+    A file or AWS reference with a ``:-default`` counts as malformed (see the module docstring).
+    """
+    problem = _malformed(text)
+    return problem[0] if problem else None
+
+
+def reference_problem(text: str) -> str | None:
+    """One line explaining what is wrong with the references in ``text`` (None: nothing)."""
+    problem = _malformed(text)
+    return problem[1] if problem else None
+
+
+def _malformed(text: str) -> tuple[str, str] | None:
+    for opening in _OPENING.finditer(text):
+        fragment = text[opening.start() : opening.start() + 24]
+        match = _REFERENCE.match(text, opening.start())
+        if match is None:
+            if fragment.startswith("${file:") and not fragment.startswith("${file:/"):
+                return fragment, f"'{fragment}': a file reference needs an absolute path (${{file:/run/secrets/name}})"
+            return fragment, f"malformed variable reference near '{fragment}' (use {REFERENCE_SYNTAX})"
+        reference = _reference(match)
+        if reference.from_store and ":-" in f"{reference.target}#{reference.key or ''}":
+            return fragment, (
+                f"'{match.group(0)}': a default (:-) is only for environment variables; a file or AWS secret "
+                "reference must resolve (a fallback would hide a missing, misspelt or denied secret)"
+            )
+    return None
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -59,52 +180,241 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-class SecretResolver:
-    """Resolves ``${VAR}`` references against an environment and remembers the values.
+# --------------------------------------------------------------------------- grants
 
-    Args:
-        environ: Mapping to read from; defaults to ``os.environ`` at call time.
+
+_GRANT_SETTINGS: dict[str, str] = {"file": "files", "aws-sm": "aws_sm", "aws-ssm": "aws_ssm"}
+
+
+@dataclass(frozen=True)
+class SecretGrants:
+    """The secret-store references one tenant job may use (from its runner.yaml entry).
+
+    Patterns match the whole file path, secret id or parameter name; ``*`` matches any run of
+    characters (``/`` included, as in IAM resource patterns) and ``?`` one character. Nothing is
+    allowed unless a pattern matches. File patterns are absolute; a file reference is matched
+    after normalising ``..`` (at load) and after following every link (at run time).
+
+    Attributes:
+        files: Patterns of secret file paths.
+        aws_sm: Patterns of Secrets Manager secret ids (names or ARNs, as the reference writes them).
+        aws_ssm: Patterns of SSM parameter names (or ARNs).
+        setting: Where in runner.yaml these come from, for error messages.
+        tenant: The tenant they belong to, for error messages.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    files: tuple[str, ...] = ()
+    aws_sm: tuple[str, ...] = ()
+    aws_ssm: tuple[str, ...] = ()
+    setting: str = "runner.yaml: secrets"
+    tenant: str = ""
+
+    def patterns(self, kind: ReferenceKind) -> tuple[str, ...]:
+        """The patterns that govern references of ``kind`` (none for environment variables)."""
+        return getattr(self, _GRANT_SETTINGS[kind]) if kind in _GRANT_SETTINGS else ()
+
+    def allows(self, reference: Reference, *, real_path: str | None = None) -> bool:
+        """Whether ``reference`` is allowed; environment variables always are.
+
+        Args:
+            reference: The reference.
+            real_path: For a file reference at run time: the path with every link followed (the
+                patterns' fixed directories are then resolved the same way). Without it, the
+                path is only normalised (``..`` removed), touching no file.
+        """
+        if not reference.from_store:
+            return True
+        if reference.kind == "file":
+            if real_path is not None:
+                return any(_glob(_real_pattern(p)).fullmatch(real_path) for p in self.files)
+            path = os.path.normpath(reference.target)
+            return any(_glob(os.path.normpath(p)).fullmatch(path) for p in self.files)
+        return any(_glob(p).fullmatch(reference.target) for p in self.patterns(reference.kind))
+
+    def refusal(self, reference: Reference, *, real_path: str | None = None) -> str:
+        """Why ``reference`` is refused and which runner.yaml setting would allow it (one line)."""
+        setting = f"{self.setting}.{_GRANT_SETTINGS[reference.kind]}"
+        allowed = ", ".join(self.patterns(reference.kind)) or "nothing"
+        resolved = f" (it resolves to {real_path})" if real_path and real_path != reference.target else ""
+        return (
+            f"{reference.text}{resolved} is not allowed for tenant {self.tenant}: add a pattern matching it to "
+            f"{setting} (allowed now: {allowed})"
+        )
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
+
+
+def _real_pattern(pattern: str) -> str:
+    """``pattern`` with the links of its fixed directories followed (they are the platform's)."""
+    parts = os.path.normpath(pattern).split("/")
+    fixed = next((i for i, part in enumerate(parts) if "*" in part or "?" in part), len(parts))
+    prefix = "/".join(parts[:fixed]) or "/"
+    real = os.path.realpath(prefix)
+    rest = "/".join(parts[fixed:])
+    if not rest:
+        return real
+    return real.rstrip("/") + "/" + rest
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+class SecretResolver:
+    """Resolves references for one run and remembers the values.
+
+    Every secret-store value is fetched at most once per resolver (a run has one), kept only in
+    this object, and registered for redaction before it is returned. AWS clients are created on
+    the first AWS reference, from a session of this resolver's own (the default credential chain
+    and region, ``AWS_ENDPOINT_URL`` honoured), never from module-global state.
+
+    Args:
+        environ: Mapping to read environment variables from; defaults to ``os.environ`` at call time.
+        aws_session: A ``boto3.session.Session`` to create AWS clients from (default: a new one).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, *, aws_session: Any = None) -> None:
         self._environ = environ
         self._lock = threading.Lock()
         self._values: set[str] = set()
+        self._fetched: dict[tuple[str, str], str] = {}
+        self._fetch_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._aws_session = aws_session
+        self._clients: dict[str, Any] = {}
 
     @property
     def environ(self) -> Mapping[str, str]:
         """The environment references are resolved against."""
         return self._environ if self._environ is not None else os.environ
 
-    def resolve(self, value: Any, *, where: str = "config") -> Any:
-        """Return ``value`` with every reference replaced; raises CFG001 naming a missing variable."""
+    def resolve(self, value: Any, *, where: str = "config", grants: SecretGrants | None = None) -> Any:
+        """Return ``value`` with every reference replaced.
+
+        Args:
+            value: A string, or dicts/lists holding strings.
+            where: File and field path, for error messages.
+            grants: The tenant's grants when a tenant wrote ``value``; ``None`` for the platform's own
+                config (recipes, targets, runner.yaml), whose references are not restricted.
+
+        Raises:
+            ConfigError: CFG001 for a missing variable, file, secret or JSON key, or a reference the
+                grants do not allow.
+            AuthError: AUTH001 when AWS refuses the credentials or the access.
+            ExtractError: EXT001 (transient) when AWS throttles or cannot be reached.
+        """
         if isinstance(value, str):
-            return self._resolve_text(value, where)
+            return self._resolve_text(value, where, grants)
         if isinstance(value, Mapping):
-            return {key: self.resolve(item, where=f"{where}.{key}") for key, item in value.items()}
+            return {key: self.resolve(item, where=f"{where}.{key}", grants=grants) for key, item in value.items()}
         if isinstance(value, list):
-            return [self.resolve(item, where=f"{where}[{i}]") for i, item in enumerate(value)]
+            return [self.resolve(item, where=f"{where}[{i}]", grants=grants) for i, item in enumerate(value)]
         return value
 
-    def _resolve_text(self, text: str, where: str) -> str:
+    def _resolve_text(self, text: str, where: str, grants: SecretGrants | None) -> str:
         def substitute(match: re.Match[str]) -> str:
-            name = match.group("name")
-            default = match.group("default")
-            resolved = self.environ.get(name)
-            if resolved is None or (resolved == "" and default is not None):
-                if default is None:
-                    raise ConfigError(
-                        f"{where}: environment variable {name} is not set",
-                        hint=f"export {name}=... in the run environment",
-                        field=where,
-                    )
-                return default
-            if resolved:
-                with self._lock:
-                    self._values.add(resolved)
-            return resolved
+            reference = _reference(match)
+            if reference.kind == "env":
+                return self._environment(reference, where)
+            if grants is not None and not grants.allows(reference):
+                raise ConfigError(f"{where}: {grants.refusal(reference)}", field=where)
+            return self._stored(reference, where, grants)
 
         return _REFERENCE.sub(substitute, text)
+
+    def _environment(self, reference: Reference, where: str) -> str:
+        name, default = reference.target, reference.default
+        resolved = self.environ.get(name)
+        if resolved is None or (resolved == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    f"{where}: environment variable {name} is not set",
+                    hint=f"export {name}=... in the run environment",
+                    field=where,
+                )
+            return default
+        if resolved:
+            with self._lock:
+                self._values.add(resolved)
+        return resolved
+
+    def _stored(self, reference: Reference, where: str, grants: SecretGrants | None) -> str:
+        if reference.kind == "file":
+            real = os.path.realpath(reference.target)
+            if grants is not None and not grants.allows(reference, real_path=real):
+                raise ConfigError(f"{where}: {grants.refusal(reference, real_path=real)}", field=where)
+            raw = self._once(("file", real), lambda: _read_secret_file(real, reference, where))
+            return self._remember(raw)
+        if reference.kind == "aws-sm":
+            raw = self._once(("aws-sm", reference.target), lambda: self._secrets_manager(reference, where))
+            if reference.key is None:
+                return self._remember(raw)
+            return self._remember(_json_key(raw, reference, where))
+        raw = self._once(("aws-ssm", reference.target), lambda: self._parameter(reference, where))
+        return self._remember(raw)
+
+    def _once(self, key: tuple[str, str], fetch: Callable[[], str]) -> str:
+        """The cached value of ``key``, fetched by one thread only (the others wait for it)."""
+        with self._lock:
+            lock = self._fetch_locks.setdefault(key, threading.Lock())
+        with lock:
+            found = self._fetched.get(key)
+            if found is None:
+                found = fetch()
+                # Registered before it is returned: nothing can log it unredacted.
+                register_secrets(_redaction_parts(found))
+                self._fetched[key] = found
+            return found
+
+    def _remember(self, value: str) -> str:
+        register_secrets(_redaction_parts(value))
+        with self._lock:
+            self._values.update(_redaction_parts(value))
+        return value
+
+    def _client(self, service: str, reference: Reference, where: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is not None:
+                return client
+            import boto3
+            from botocore.config import Config
+            from botocore.exceptions import NoRegionError
+
+            if self._aws_session is None:
+                self._aws_session = boto3.session.Session()
+            config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20)
+            try:
+                client = self._aws_session.client(service, config=config)
+            except NoRegionError:
+                raise ConfigError(
+                    f"{where}: {reference.text}: no AWS region is configured",
+                    hint="set AWS_REGION (or AWS_DEFAULT_REGION) in the run environment",
+                    field=where,
+                ) from None
+            self._clients[service] = client
+            return client
+
+    def _secrets_manager(self, reference: Reference, where: str) -> str:
+        client = self._client("secretsmanager", reference, where)
+        try:
+            response = client.get_secret_value(SecretId=reference.target)
+        except Exception as exc:  # mapped to a coded error or re-raised as it is
+            raise _aws_error(exc, reference, where) from None
+        secret = response.get("SecretString")
+        if secret is None:
+            raise ConfigError(
+                f"{where}: {reference.text}: the secret holds binary data, not a SecretString", field=where
+            )
+        return str(secret)
+
+    def _parameter(self, reference: Reference, where: str) -> str:
+        client = self._client("ssm", reference, where)
+        try:
+            response = client.get_parameter(Name=reference.target, WithDecryption=True)
+        except Exception as exc:  # mapped to a coded error or re-raised as it is
+            raise _aws_error(exc, reference, where) from None
+        return str(response["Parameter"]["Value"])
 
     def secret_values(self) -> frozenset[str]:
         """Every non-empty value this resolver produced (used for redaction)."""
@@ -114,6 +424,132 @@ class SecretResolver:
     def redact(self, text: str) -> str:
         """Replace any resolved value found in ``text`` with ``***``."""
         return redact_text(text, self.secret_values())
+
+
+def _read_secret_file(path: str, reference: Reference, where: str) -> str:
+    """The content of a secret file (``path`` has its links followed), one trailing newline stripped."""
+    shown = reference.target if path == reference.target else f"{reference.target} ({path})"
+    try:
+        # O_NOFOLLOW: the path was checked with its links followed; a link put there since is refused.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: secret file {shown} not found", field=where) from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: secret file {shown} cannot be read ({exc.strerror})", field=where) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ConfigError(f"{where}: secret file {shown} is not a regular file", field=where)
+    with os.fdopen(descriptor, "rb") as handle:
+        data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{where}: secret file {shown} is larger than {MAX_SECRET_FILE_BYTES} bytes", field=where)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: secret file {shown} is not UTF-8 text", field=where) from None
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _json_key(secret: str, reference: Reference, where: str) -> str:
+    try:
+        document = json.loads(secret)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{where}: {reference.text}: the secret is not a JSON object, so it has no key '{reference.key}'",
+            field=where,
+        )
+    if reference.key not in document:
+        raise ConfigError(f"{where}: {reference.text}: the secret has no key '{reference.key}'", field=where)
+    value = document[reference.key]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(
+            f"{where}: {reference.text}: key '{reference.key}' holds a {type(value).__name__}, not a string",
+            field=where,
+        )
+    return str(value)
+
+
+def _redaction_parts(value: str) -> list[str]:
+    """What to scrub for one secret: the value, its long lines (a PEM key logged line by line) and,
+    for a JSON document, its string values."""
+    parts = [value, *(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)]
+    if value.lstrip().startswith("{"):
+        try:
+            document = json.loads(value)
+        except ValueError:
+            document = None
+        parts.extend(_strings(document) if isinstance(document, dict) else [])
+    return [part for part in parts if part]
+
+
+_NOT_FOUND = {"ResourceNotFoundException", "ParameterNotFound", "ParameterVersionNotFound"}
+_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "DecryptionFailure",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+}
+_THROTTLED = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "TooManyUpdates",
+    "ThrottledException",
+}
+
+
+def _aws_error(exc: Exception, reference: Reference, where: str) -> Exception:
+    """The coded error for a failed AWS call (the exception itself if it is not AWS's)."""
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+
+    service = "Secrets Manager" if reference.kind == "aws-sm" else "SSM Parameter Store"
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _NOT_FOUND:
+            return ConfigError(f"{where}: {reference.text}: no such secret in {service}", field=where)
+        if code in _DENIED or status in (401, 403):
+            return AuthError(
+                f"{where}: {reference.text}: {service} refused the access ({code})",
+                hint="check the run's AWS credentials and that their policy allows reading this secret",
+                field=where,
+            )
+        if code in _THROTTLED or status == 429 or status >= 500:
+            return ExtractError(f"{where}: {reference.text}: {service} failed ({code or status}); retrying may pass")
+        return ConfigError(f"{where}: {reference.text}: {service} refused the request ({code})", field=where)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return AuthError(
+            f"{where}: {reference.text}: no AWS credentials found",
+            hint="give the run AWS credentials (environment, profile, or an instance/task role)",
+            field=where,
+        )
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return ExtractError(f"{where}: {reference.text}: {service} unreachable ({type(exc).__name__})")
+    if isinstance(exc, ParamValidationError):
+        return ConfigError(f"{where}: {reference.text}: not a valid {service} name", field=where)
+    return exc  # not AWS's to classify: raised as it is
 
 
 # Process-wide set of values to scrub from logs. Only values, never names; populated by

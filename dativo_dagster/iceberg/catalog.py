@@ -1,4 +1,5 @@
-"""Build a pyiceberg catalog from a target recipe (SQL on SQLite/Postgres, REST, Glue)."""
+"""Build a pyiceberg catalog from a target recipe (SQL on SQLite/Postgres, REST, Glue) and its warehouse
+(local disk, S3 and S3-compatible stores, Azure Blob / ADLS Gen2)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pyiceberg.catalog import Catalog, load_catalog
 
 from dativo_dagster.config.models import TargetRecipe
 from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
+from dativo_dagster.config.storage_rules import storage_mismatch, warehouse_kind
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.iceberg.failures import storage_failure
+from dativo_dagster.iceberg.storage import glue_properties, storage_properties
 
 _SQLITE_PREFIX = "sqlite:///"
 
@@ -63,7 +66,15 @@ def resolve_warehouse(warehouse: str, project_dir: Path, what: str = "warehouse"
 
 
 def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_dir: Path) -> dict[str, Any]:
-    """Resolved pyiceberg properties for ``target`` (contains secrets: never log it)."""
+    """Resolved pyiceberg properties for ``target`` (contains secrets: never log it).
+
+    The ``storage`` block wins over the same FileIO keys in ``catalog.properties``.
+
+    Raises:
+        ConfigError: CFG001 naming the field when a reference is unset, the warehouse resolves to
+            nothing, to a scheme dativo does not write through, or to one its storage block does
+            not fit.
+    """
     where = f"connectors/targets/{target.name}.yaml"
     props: dict[str, Any] = {
         "type": target.catalog.type,
@@ -71,8 +82,19 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
     }
     warehouse = resolver.resolve(target.warehouse, where=f"{where}: warehouse")
     if not warehouse:
-        raise ConfigError(f"{where}: warehouse: resolves to an empty string")
-    props["warehouse"] = resolve_warehouse(warehouse, project_dir, what=f"{where}: warehouse")
+        raise ConfigError(f"{where}: warehouse: resolves to an empty string", field=f"{where}: warehouse")
+    try:
+        kind = warehouse_kind(warehouse, catalog_type=target.catalog.type)
+        problem = storage_mismatch(kind, target.storage.kind if target.storage is not None else None)
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"{where}: warehouse: {problem}", field=f"{where}: warehouse")
+    props["warehouse"] = (
+        resolve_warehouse(warehouse, project_dir, what=f"{where}: warehouse") if kind == "local" else warehouse
+    )
+    props.update(storage_properties(target, kind, resolver, where))
+    props.update(glue_properties(target.catalog.glue, resolver, f"{where}: catalog.glue"))
     # Catalog credentials (REST tokens, account keys, a password in the URI) are secrets like a
     # source's: scrubbed from every log line and message from now on.
     register_secrets(

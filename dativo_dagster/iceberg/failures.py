@@ -12,7 +12,9 @@ retried.
 from __future__ import annotations
 
 import errno
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyiceberg import exceptions as iceberg_exceptions
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -81,11 +83,120 @@ def storage_failure(exc: BaseException, what: str) -> DativoError | None:
     if isinstance(exc, _CONFIG_ICEBERG):
         return ConfigError(message)
     if isinstance(exc, OSError):
+        from_store = _arrow_s3_failure(exc, what, message)
+        if from_store is not None:
+            return from_store
         return _os_failure(exc, what, message)
+    azure = _azure_cause(exc)
+    if azure is not None:
+        return _azure_failure(azure, what)
+    if isinstance(exc, ValueError) and str(exc).startswith(_ADLFS_CONNECT_FAILED):
+        # adlfs could not build its client from the settings (a malformed connection string, an
+        # account name without any way in): nothing a retry changes.
+        return ConfigError(message, hint="check the target recipe's storage.azure settings")
     mapped = _driver_failure(exc, what, message)
     if mapped is not None:
         return mapped
     return None
+
+
+# PyArrow's S3 client reports ``... in bucket 'name': AWS Error NO_SUCH_BUCKET during ...``.
+_ARROW_AWS_ERROR = re.compile(r"AWS Error (?P<code>[A-Z_]+)(?: \(HTTP status (?P<status>\d+)\))?")
+_ARROW_BUCKET = re.compile(r"bucket '(?P<bucket>[^']+)'")
+_ARROW_AUTH_CODES = {
+    "ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN",
+    "INVALID_CLIENT_TOKEN_ID", "MISSING_AUTHENTICATION_TOKEN", "UNRECOGNIZED_CLIENT", "INCOMPLETE_SIGNATURE",
+}  # fmt: skip
+
+
+def _arrow_s3_failure(exc: OSError, what: str, message: str) -> DativoError | None:
+    """PyArrow's S3 errors: plain OSErrors whose text carries the AWS error code."""
+    text = str(exc)
+    found = _ARROW_AWS_ERROR.search(text)
+    if found is None:
+        return None
+    code, status = found.group("code"), found.group("status")
+    bucket = _ARROW_BUCKET.search(text)
+    if code == "NO_SUCH_BUCKET":
+        named = f"the bucket '{bucket.group('bucket')}'" if bucket else "the warehouse's bucket"
+        return ConfigError(
+            f"{what}: {named} does not exist",
+            hint="create the bucket, or point the target recipe's warehouse at an existing one",
+        )
+    if code in _ARROW_AUTH_CODES or status in ("401", "403"):
+        return AuthError(
+            message,
+            hint="check the S3 credentials (default chain or the storage.s3 references) and the bucket policy",
+        )
+    # Network errors, throttling, 5xx: errno-less OSErrors, transient like any remote-store failure.
+    return None
+
+
+def _azure_cause(exc: BaseException) -> BaseException | None:
+    """The Azure SDK exception behind ``exc`` (adlfs wraps them in RuntimeError/ValueError)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 6:
+        if type(current).__module__.startswith("azure.core"):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+_ADLFS_CONNECT_FAILED = "unable to connect to account for"
+
+_AZURE_AUTH_CODES = {
+    "AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
+    "AuthorizationPermissionDenied", "InsufficientAccountPermissions", "AccountIsDisabled",
+    "InvalidAuthenticationInfo", "NoAuthenticationInformation",
+}  # fmt: skip
+
+
+def _azure_failure(exc: BaseException, what: str) -> DativoError:
+    """Azure Blob errors (through adlfs) by error code and HTTP status."""
+    from azure.core import exceptions as azure
+
+    message = f"{what} failed: {_message(exc)}"
+    code = str(getattr(exc, "error_code", None) or "")
+    status = getattr(exc, "status_code", None)
+    if code == "ContainerNotFound":
+        container = _azure_container(exc)
+        named = f"the container '{container}'" if container else "the warehouse's container"
+        return ConfigError(
+            f"{what}: {named} does not exist",
+            hint="create the container, or point the target recipe's warehouse at an existing one",
+        )
+    if isinstance(exc, azure.ClientAuthenticationError) or code in _AZURE_AUTH_CODES or status in (401, 403):
+        return AuthError(
+            message, hint="check the Azure credentials (storage.azure references or the managed identity) and role"
+        )
+    if isinstance(exc, (azure.ServiceRequestError, azure.ServiceResponseError)) or (
+        isinstance(status, int) and (status >= 500 or status in (408, 429))
+    ):
+        return StorageError(message)
+    if isinstance(exc, azure.ResourceNotFoundError):
+        return StorageStateError(
+            f"{what}: a file the table references is missing: {_message(exc)}",
+            hint="the warehouse was changed outside Iceberg; restore the file or roll the table back",
+        )
+    return StorageStateError(message)
+
+
+def _azure_container(exc: BaseException) -> str | None:
+    """The container of the request that failed: the first path segment of the blob URL, or
+    the second on an emulator's ``http://host:port/<account>/<container>`` URL."""
+    response: Any = getattr(exc, "response", None)
+    url = getattr(getattr(response, "request", None), "url", None)
+    if not url:
+        return None
+    parts = urlsplit(str(url))
+    segments = [s for s in parts.path.split("/") if s]
+    if not segments:
+        return None
+    on_account_host = ".blob." in parts.netloc or ".dfs." in parts.netloc
+    index = 0 if on_account_host else 1
+    return segments[index] if len(segments) > index else None
 
 
 def _os_failure(exc: OSError, what: str, message: str) -> DativoError:
@@ -135,7 +246,14 @@ def _driver_failure(exc: BaseException, what: str, message: str) -> DativoError 
             "ConnectionClosedError",
         ):
             return StorageError(message)
-        if code in ("NoSuchBucket", "EntityNotFoundException", "InvalidInputException"):
+        if code == "NoSuchBucket":
+            bucket = _bucket_name(exc)
+            named = f"the bucket '{bucket}'" if bucket else "the warehouse's bucket"
+            return ConfigError(
+                f"{what}: {named} does not exist",
+                hint="create the bucket, or point the target recipe's warehouse at an existing one",
+            )
+        if code in ("EntityNotFoundException", "InvalidInputException"):
             return ConfigError(message)
         return StorageStateError(message) if code else None
     if module.startswith(("requests", "urllib3")):
@@ -158,6 +276,14 @@ def _postgres_failure(orig: Any, what: str) -> DativoError | None:
         return StorageError(mapped.message) if mapped.transient else StorageStateError(mapped.message)
     if isinstance(mapped, QualityError):
         return StorageStateError(mapped.message)
+    return None
+
+
+def _bucket_name(exc: BaseException) -> str | None:
+    response: Any = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        name = response.get("Error", {}).get("BucketName")
+        return str(name) if name else None
     return None
 
 

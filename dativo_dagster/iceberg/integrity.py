@@ -422,25 +422,39 @@ class LiveFile:
     snapshot_id: int | None
 
 
-def live_files(table: Table, snapshot: Snapshot | None = None) -> list[LiveFile]:
+def live_files(
+    table: Table, snapshot: Snapshot | None = None, *, cache: dict[str, list[LiveFile]] | None = None
+) -> list[LiveFile]:
     """The data and delete files ``snapshot`` (default: the current one) references.
 
     Each carries the snapshot that added it, as Iceberg's manifests record it.
+
+    Args:
+        table: The table.
+        snapshot: The snapshot (default: the current one).
+        cache: Files by manifest path, shared across calls: snapshots share most manifests.
     """
     snapshot = snapshot if snapshot is not None else table.current_snapshot()
     if snapshot is None:
         return []
     files: dict[str, LiveFile] = {}
     for manifest in snapshot.manifests(table.io):
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            data_file = entry.data_file
-            files[data_file.file_path] = LiveFile(
-                path=data_file.file_path,
-                size=int(data_file.file_size_in_bytes),
-                record_count=int(data_file.record_count),
-                content=_content_name(data_file.content),
-                snapshot_id=entry.snapshot_id,
-            )
+        entries = cache.get(manifest.manifest_path) if cache is not None else None
+        if entries is None:
+            entries = [
+                LiveFile(
+                    path=entry.data_file.file_path,
+                    size=int(entry.data_file.file_size_in_bytes),
+                    record_count=int(entry.data_file.record_count),
+                    content=_content_name(entry.data_file.content),
+                    snapshot_id=entry.snapshot_id,
+                )
+                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+            ]
+            if cache is not None:
+                cache[manifest.manifest_path] = entries
+        for live in entries:
+            files[live.path] = live
     return list(files.values())
 
 
@@ -471,8 +485,9 @@ def carry_forward_before_expiry(table: Table, txn: Transaction, expiring: set[in
     recorded = recorded_digests(table)
     kept = [s for s in table.metadata.snapshots if s.snapshot_id not in expiring]
     referenced: dict[str, LiveFile] = {}
+    cache: dict[str, list[LiveFile]] = {}
     for snapshot in kept:
-        for live in live_files(table, snapshot):
+        for live in live_files(table, snapshot, cache=cache):
             referenced.setdefault(live.path, live)
     label = ".".join(table.name())
     # A problem with a manifest whose files are all gone does not matter once it is expired.

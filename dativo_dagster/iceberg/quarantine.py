@@ -6,18 +6,30 @@ again and rejects the same rows: a plain append would repeat them on every attem
 quarantine commit *replaces* the rows an earlier attempt of the same range left (rows with the
 same ``_dativo_cursor_from``) and, for objects with a primary key, the earlier rejections of the
 same keys (a lookback window re-reading a row that is still bad), in one overwrite.
+
+Quarantine files are written like the object's own (:func:`commit_row_replace`): through the
+hashing writer, with an integrity manifest named by the snapshot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import BooleanExpression, EqualTo, In, Or
-from pyiceberg.table import Table
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Or
+from pyiceberg.expressions.visitors import bind
+from pyiceberg.io.pyarrow import expression_to_pyarrow
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 
+from dativo_dagster.compat.pyiceberg import ArrowScan
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import StorageError
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
+from dativo_dagster.iceberg.files import delete_files, rewrite_rows, write_data_files
+from dativo_dagster.iceberg.integrity import FileDigests, delete_manifest, integrity_properties
 from dativo_dagster.iceberg.schema import apply_schema_changes, plan_schema_changes
 from dativo_dagster.iceberg.tables import Owner, Tables
 from dativo_dagster.state import PROP_OBJECT, PROP_RUN_ID
@@ -62,7 +74,7 @@ def commit_quarantine(
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     table = table.refresh()
-                _replace(table, data, schema, keys, cursor_from, owner, run_id, obj.label, label, replaced)
+                _replace(table, data, schema, keys, cursor_from, run_id, obj, label, replaced)
     except CommitConflict as exc:
         raise StorageError(
             f"writing quarantine rows to {label} conflicted with other writers {COMMIT_ATTEMPTS} times: {exc}"
@@ -76,34 +88,122 @@ def _replace(
     schema: pa.Schema,
     keys: list[str],
     cursor_from: str,
-    owner: Owner,
     run_id: str,
-    object_label: str,
+    obj: ObjectPlan,
     label: str,
     replaced: tuple[str, list[str]] | None,
 ) -> None:
+    existing = set(table.schema().column_names)
+    txn = table.transaction()
+    changes = plan_schema_changes(table.schema().as_arrow(), schema, table=label)
+    if changes:
+        with txn.update_schema() as update:
+            apply_schema_changes(update, changes)
+    condition = _replaced_rows(existing, keys, cursor_from, replaced) if table.current_snapshot() is not None else None
+    run = {
+        "run_id": run_id,
+        "tenant": obj.tenant,
+        "job": obj.job,
+        "object": obj.name,
+        "cursor_before": cursor_from,
+        "operation": "quarantine",
+    }
+    commit_row_replace(
+        table, txn, data, condition, {PROP_RUN_ID: run_id, PROP_OBJECT: obj.label}, run, f"quarantine rows to {label}"
+    )
+
+
+def commit_row_replace(
+    table: Table,
+    txn: Transaction,
+    data: pa.Table | None,
+    condition: BooleanExpression | None,
+    props: Mapping[str, str],
+    run: Mapping[str, str],
+    what: str,
+) -> None:
+    """Commit, in ``txn``, one snapshot that removes the rows matching ``condition`` and adds ``data``.
+
+    Files whose rows all match are dropped; files where some match are rewritten without them.
+    Every file written goes through the hashing writer, and the snapshot names its integrity
+    manifest. If the commit does not happen, the files it wrote are deleted.
+
+    Args:
+        table: The table ``txn`` belongs to.
+        txn: The transaction (it may already hold schema changes; files follow its schema).
+        data: Rows to add (None or empty: none).
+        condition: Rows to remove (None: none).
+        props: Snapshot summary properties.
+        run: Run metadata for the integrity manifest.
+        what: What is being written, for error messages.
+
+    Raises:
+        CommitConflict: another writer committed first (the caller refreshes and tries again).
+        StorageError: the warehouse or catalog failed.
+    """
     from pyiceberg.exceptions import CommitFailedException
 
-    existing = set(table.schema().column_names)
+    metadata = txn.table_metadata
+    digests = FileDigests()
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
+    integrity: dict[str, str] = {}
     try:
-        txn = table.transaction()
-        changes = plan_schema_changes(table.schema().as_arrow(), schema, table=label)
-        if changes:
-            with txn.update_schema() as update:
-                apply_schema_changes(update, changes)
-        props = {PROP_RUN_ID: run_id, PROP_OBJECT: object_label}
-        condition = (
-            _replaced_rows(existing, keys, cursor_from, replaced) if table.current_snapshot() is not None else None
-        )
-        if condition is None:
-            txn.append(data, snapshot_properties=props)
+        if condition is not None and table.current_snapshot() is not None:
+            removed, added = _without_matching_rows(table, metadata, condition, digests)
+        if data is not None and data.num_rows:
+            added += write_data_files(table, metadata, data.schema, data.to_batches(), data.num_rows, digests=digests)
+        if not removed and not added:
+            if metadata.current_schema_id != table.metadata.current_schema_id:
+                txn.commit_transaction()  # schema changes only
+            return
+        run = {**run, "rows": str(data.num_rows if data is not None else 0), "files": str(len(added))}
+        integrity = integrity_properties(table, added, digests, run)
+        snapshot_props = {**props, **integrity}
+        if removed:
+            with txn.update_snapshot(snapshot_properties=snapshot_props).overwrite() as overwrite:
+                for data_file in removed:
+                    overwrite.delete_data_file(data_file)
+                for data_file in added:
+                    overwrite.append_data_file(data_file)
         else:
-            txn.overwrite(data, overwrite_filter=condition, snapshot_properties=props)
+            with txn.update_snapshot(snapshot_properties=snapshot_props).fast_append() as append:
+                for data_file in added:
+                    append.append_data_file(data_file)
         txn.commit_transaction()
-    except CommitFailedException as exc:
-        raise CommitConflict(str(exc)) from exc
-    except Exception as exc:
-        raise_storage_failure(exc, f"writing quarantine rows to {label}")
+    except BaseException as exc:
+        delete_files(table, [f.file_path for f in added])
+        delete_manifest(table, integrity)
+        if isinstance(exc, CommitFailedException):
+            raise CommitConflict(str(exc)) from exc
+        if isinstance(exc, Exception):
+            raise_storage_failure(exc, f"writing {what}")
+        raise
+
+
+def _without_matching_rows(
+    table: Table, metadata: TableMetadata, condition: BooleanExpression, digests: FileDigests
+) -> tuple[list[DataFile], list[DataFile]]:
+    """The live files holding rows that match ``condition``, and the rewrites of their other rows."""
+    schema = table.schema()
+    matches = expression_to_pyarrow(bind(schema, condition, case_sensitive=True))
+    scan = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
+    for task in table.scan(row_filter=condition).plan_files():
+        rows = scan.to_table([task])
+        numbered = rows.append_column(_POSITION, pa.array(range(rows.num_rows), pa.int64()))
+        hit = numbered.filter(matches).column(_POSITION)
+        if not len(hit):
+            continue
+        removed.append(task.file)
+        # Positions, not the negated condition: a null compared with a value matches neither.
+        kept = rows.filter(pc.invert(pc.is_in(numbered.column(_POSITION), value_set=hit.combine_chunks())))
+        added += rewrite_rows(table, metadata, kept, digests=digests)
+    return removed, added
+
+
+_POSITION = "__dativo_position"
 
 
 def _replaced_rows(

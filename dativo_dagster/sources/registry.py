@@ -26,7 +26,13 @@ from pydantic import ValidationError
 
 from dativo_dagster.config.models import is_safe_identifier
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
-from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
+from dativo_dagster.config.secrets import (
+    SecretGrants,
+    SecretResolver,
+    is_sensitive_key,
+    register_secrets,
+    secret_parts,
+)
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.paths import confine, confine_setting_paths
 
@@ -132,11 +138,12 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None, *,
     cls = source_class(job.source.type)
     where = f"{job.job_file.relative_to(job.project_dir)}: source"
     credentials = {
-        key: str(value) for key, value in resolver.resolve(dict(job.credentials), where=f"{where}.credentials").items()
+        key: str(value)
+        for key, value in _resolve_settings(job, resolver, "credentials", dict(job.credentials), where).items()
     }
     # A key file's path is not a secret (its content is, registered by the source that reads it).
     register_secrets(value for key, value in credentials.items() if not key.endswith("_file"))
-    connection = resolver.resolve(dict(job.connection), where=f"{where}.connection")
+    connection = _resolve_settings(job, resolver, "connection", dict(job.connection), where)
     register_secrets(
         part for key, value in connection.items() for part in secret_parts(value, sensitive=is_sensitive_key(key))
     )
@@ -167,6 +174,21 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None, *,
         else:
             _discard_raw_pages(job, resolver)
     return source
+
+
+def _resolve_settings(
+    job: JobPlan, resolver: SecretResolver, section: str, settings: dict[str, Any], where: str
+) -> dict[str, Any]:
+    """Resolve the job's ``credentials`` or ``connection``: the values the tenant's job file set are
+    held to the tenant's secret grants again (links followed now), the recipe's are the platform's."""
+    tenant_job = getattr(job, "job", None)
+    # A partial plan (tests, tools) has no job file: every value counts as the tenant's.
+    tenant_keys = set(getattr(tenant_job.source, section)) if tenant_job is not None else set(settings)
+    grants = getattr(job, "secrets", None) or SecretGrants()
+    return {
+        key: resolver.resolve(value, where=f"{where}.{section}.{key}", grants=grants if key in tenant_keys else None)
+        for key, value in settings.items()
+    }
 
 
 def _discard_raw_pages(job: JobPlan, resolver: SecretResolver) -> None:

@@ -70,6 +70,7 @@ def test_first_run_then_rerun_loads_nothing_new(project: Path, instance: dg.Dags
     assert md["dagster/table_name"] == "dativo.demo.orders"
     assert '"value":3000' in md["dativo/cursor"]
     assert isinstance(md["dativo/snapshot_id"], int)
+    assert md["dativo/integrity_files"] == 1 and "/metadata/dativo-integrity-" in md["dativo/integrity_manifest"]
     assert next(c.name for c in md["dagster/column_schema"].columns) == "order_id"
     assert metadata(first, CUSTOMERS)["dagster/row_count"] == 500
 

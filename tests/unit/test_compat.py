@@ -20,7 +20,7 @@ from dativo_dagster.compat import pyiceberg as iceberg_compat
 def test_pins_match_the_installed_versions() -> None:
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'"dagster=={version("dagster")}"' in pyproject
-    assert f"pyiceberg[sql-sqlite,sql-postgres]=={version('pyiceberg')}" in pyproject
+    assert f"pyiceberg[sql-sqlite,sql-postgres,glue,adlfs]=={version('pyiceberg')}" in pyproject
 
 
 # ----------------------------------------------------------------------------- pyiceberg
@@ -59,10 +59,6 @@ def test_manifest_writer_v2_meta_and_content() -> None:
     assert isinstance(inspect.getattr_static(writer, "_meta"), property)
     assert callable(writer.content)
     assert {"spec", "schema", "output_file", "snapshot_id", "avro_compression"} <= set(_params(writer.__init__))
-
-
-def test_dataframe_to_data_files() -> None:
-    assert _params(iceberg_compat._dataframe_to_data_files)[:3] == ["table_metadata", "df", "io"]
 
 
 def test_to_requested_schema() -> None:
@@ -179,3 +175,17 @@ def test_require_current_snapshot_makes_a_stale_transaction_fail(table) -> None:
     table.append(pa.table({"id": pa.array([3], pa.int64())}))  # another writer moves main
     with pytest.raises(CommitFailedException):
         txn.commit_transaction()
+
+
+def test_validate_config_reports_errors_with_messages() -> None:
+    import dagster as dg
+
+    ok = dagster_instance.validate_config({"bucket": dg.StringSource}, {"bucket": {"env": "UNSET_IS_FINE"}})
+    assert ok.success
+    bad = dagster_instance.validate_config({"bucket": dg.StringSource}, {"bucket": 3, "extra": 1})
+    assert not bad.success and all(isinstance(error.message, str) for error in bad.errors or [])
+
+
+def test_instance_config_schema() -> None:
+    schema = set(dagster_instance.dagster_instance_config_schema())
+    assert {"storage", "run_launcher", "run_coordinator", "compute_logs", "concurrency", "run_monitoring"} <= schema

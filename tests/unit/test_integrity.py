@@ -1,0 +1,166 @@
+"""Integrity digests: hashed while written, recorded in a manifest the snapshot names, carried over expiry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.io.pyarrow import PyArrowFileIO
+from pyiceberg.table import Table
+from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+from dativo_dagster.iceberg.deletes import write_position_delete_file
+from dativo_dagster.iceberg.files import write_data_files
+from dativo_dagster.iceberg.integrity import (
+    PROP_INTEGRITY,
+    PROP_INTEGRITY_SHA256,
+    TABLE_PROP_INTEGRITY_BASE,
+    FileDigests,
+    HashingOutputFile,
+    IntegrityError,
+    carry_forward_before_expiry,
+    integrity_properties,
+    live_file_digests,
+    retained_integrity_paths,
+    verify_table,
+)
+
+SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("name", pa.string())])
+RUN = {"run_id": "r1", "tenant": "t", "job": "j", "object": "o", "cursor_before": "null", "operation": "append"}
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Table:
+    catalog = SqlCatalog("c", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    catalog.create_namespace("n")
+    return catalog.create_table(("n", "t"), schema=SCHEMA)
+
+
+def _rows(start: int, count: int) -> pa.RecordBatch:
+    ids = list(range(start, start + count))
+    return pa.RecordBatch.from_pydict(
+        {"id": pa.array(ids, pa.int64()), "name": [f"row {i}" for i in ids]}, schema=SCHEMA
+    )
+
+
+def _commit(table: Table, start: int, count: int, run: dict[str, str] | None = None) -> int:
+    """Append rows through the hashing writer, with their integrity manifest; the new snapshot id."""
+    digests = FileDigests()
+    files = write_data_files(table, table.metadata, SCHEMA, [_rows(start, count)], 10_000, digests=digests)
+    props = integrity_properties(table, files, digests, run or RUN)
+    txn = table.transaction()
+    with txn.update_snapshot(snapshot_properties=props).fast_append() as append:
+        for data_file in files:
+            append.append_data_file(data_file)
+    snapshot = txn.commit_transaction().current_snapshot()
+    assert snapshot is not None
+    return snapshot.snapshot_id
+
+
+def _read(path: str) -> bytes:
+    return Path(path.removeprefix("file://")).read_bytes()
+
+
+def test_hashing_output_digest_equals_sha256_of_the_bytes_on_storage(tmp_path: Path) -> None:
+    digests = FileDigests()
+    location = f"file://{tmp_path}/out.bin"
+    output = HashingOutputFile(PyArrowFileIO().new_output(location), digests)
+    with output.create(overwrite=True) as stream:
+        for part in (b"PAR1", b"x" * 100_000, memoryview(b"tail")):
+            stream.write(part)
+    recorded = digests.get(location)
+    data = _read(location)
+    assert recorded is not None
+    assert recorded.sha256 == hashlib.sha256(data).hexdigest()
+    assert recorded.size == len(data) == len(output) == 100_008
+
+
+def test_a_failed_write_records_no_digest(tmp_path: Path) -> None:
+    digests = FileDigests()
+    output = HashingOutputFile(PyArrowFileIO().new_output(f"file://{tmp_path}/half.bin"), digests)
+    with pytest.raises(RuntimeError), output.create(overwrite=True) as stream:
+        stream.write(b"half")
+        raise RuntimeError("source died")
+    assert len(digests) == 0
+
+
+def test_data_and_delete_files_are_hashed_while_written(table: Table) -> None:
+    digests = FileDigests()
+    files = write_data_files(table, table.metadata, SCHEMA, [_rows(0, 300), _rows(300, 300)], 250, digests=digests)
+    assert len(files) == 3
+    for data_file in files:
+        recorded = digests.get(data_file.file_path)
+        data = _read(data_file.file_path)
+        assert recorded is not None and recorded.sha256 == hashlib.sha256(data).hexdigest()
+        assert data_file.file_size_in_bytes == recorded.size == len(data)
+    _commit(table, 0, 10)
+    committed = next(iter(table.scan().plan_files())).file  # a delete file refers to a committed file
+    delete_file = write_position_delete_file(table, committed, pa.array([1, 5]), digests=digests)
+    recorded = digests.get(delete_file.file_path)
+    assert recorded is not None
+    assert recorded.sha256 == hashlib.sha256(_read(delete_file.file_path)).hexdigest()
+    assert delete_file.file_size_in_bytes == recorded.size
+
+
+def test_manifest_round_trip_through_the_snapshot(table: Table) -> None:
+    snapshot_id = _commit(table, 0, 100)
+    props = table.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
+    payload = _read(props[PROP_INTEGRITY])
+    assert hashlib.sha256(payload).hexdigest() == props[PROP_INTEGRITY_SHA256]
+    manifest = json.loads(payload)
+    assert manifest["run"] == {**RUN}
+    assert manifest["files"][0]["record_count"] == 100 and manifest["files"][0]["content"] == "data"
+    assert props[PROP_INTEGRITY].startswith(table.metadata.location + "/metadata/dativo-integrity-")
+    (path, recorded), *_ = live_file_digests(table).items()
+    assert recorded.snapshot_id == snapshot_id and recorded.run_id == "r1"
+    assert recorded.sha256 == hashlib.sha256(_read(path)).hexdigest()
+    assert verify_table(table).count("ok") == 1 and not verify_table(table).failed
+
+
+def test_an_added_file_without_digest_is_refused_and_no_manifest_is_written(table: Table) -> None:
+    files = write_data_files(table, table.metadata, SCHEMA, [_rows(0, 10)], 10_000)  # no digests
+    with pytest.raises(IntegrityError, match="no SHA-256 was recorded") as caught:
+        integrity_properties(table, files, FileDigests(), RUN)
+    assert caught.value.code == "STG001" and not caught.value.transient
+    metadata_dir = Path(table.metadata.location.removeprefix("file://")) / "metadata"
+    assert not list(metadata_dir.glob("dativo-integrity-*"))
+
+
+def test_expiry_carries_digests_of_files_still_live_into_a_base_manifest(table: Table) -> None:
+    first = _commit(table, 0, 10, {**RUN, "run_id": "first"})
+    _commit(table, 10, 10, {**RUN, "run_id": "second"})
+    first_manifest = table.snapshot_by_id(first).summary.additional_properties[PROP_INTEGRITY]  # type: ignore[union-attr]
+    assert first_manifest in retained_integrity_paths(table)
+    txn = table.transaction()
+    carry_forward_before_expiry(table, txn, {first})
+    ExpireSnapshots(txn).by_id(first).commit()
+    table = txn.commit_transaction()
+    assert table.snapshot_by_id(first) is None
+    base = table.properties[TABLE_PROP_INTEGRITY_BASE]
+    retained = retained_integrity_paths(table)
+    assert base in retained and first_manifest not in retained
+    # The first run's file is still live: its digest and run survive the expiry of its snapshot.
+    runs = sorted(d.run_id or "" for d in live_file_digests(table).values())
+    assert runs == ["first", "second"]
+    result = verify_table(table)
+    assert result.count("ok") == 2 and not result.failed
+
+
+def test_a_tampered_base_manifest_is_reported(table: Table) -> None:
+    first = _commit(table, 0, 10)
+    _commit(table, 10, 10)
+    txn = table.transaction()
+    carry_forward_before_expiry(table, txn, {first})
+    ExpireSnapshots(txn).by_id(first).commit()
+    table = txn.commit_transaction()
+    base = Path(table.properties[TABLE_PROP_INTEGRITY_BASE].removeprefix("file://"))
+    base.write_text(base.read_text().replace('"size":', '"size": '))
+    result = verify_table(table)
+    assert [p.kind for p in result.manifest_problems] == ["tampered"] and result.failed
+    # Expiring more would launder the tampered base into a new one: refused.
+    with pytest.raises(IntegrityError, match="tampered"):
+        carry_forward_before_expiry(table, table.transaction(), {table.metadata.snapshots[0].snapshot_id})
