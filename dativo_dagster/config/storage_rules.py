@@ -125,6 +125,18 @@ def uri_password_problem(uri: str) -> str | None:
     return None
 
 
+def url_query_secrets(text: str) -> list[str]:
+    """The credential values in a resolved URL's query string (``?password=...``, a SAS ``sig=``)."""
+    if "://" not in text or "?" not in text:
+        return []
+    query = text.split("?", 1)[1].split("#", 1)[0]
+    return [
+        value
+        for name, value in parse_qsl(query, keep_blank_values=True)
+        if value and (name.lower() in _QUERY_SECRETS or is_sensitive_key(name))
+    ]
+
+
 def property_secret_problem(key: str, value: str) -> str | None:
     """Why one catalog/table property may not be written as it is (None when it may)."""
     if "connection-string" in key.lower() or "connection_string" in key.lower():

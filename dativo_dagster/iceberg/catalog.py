@@ -18,6 +18,7 @@ from dativo_dagster.config.storage_rules import (
     connection_string_parts,
     is_credential_property,
     storage_mismatch,
+    url_query_secrets,
     warehouse_kind,
 )
 from dativo_dagster.errors import ConfigError, DativoError, StorageStateError
@@ -125,8 +126,11 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
 
 def _credential_parts(key: str, value: Any) -> list[str]:
     """What of one resolved property is a secret: all of it under a credential name (and each
-    key of a connection string on its own), and the password of any URL."""
+    key of a connection string on its own), and the password of any URL, in its user part or
+    its query string."""
     parts = secret_parts(value, sensitive=is_credential_property(key))
+    if isinstance(value, str):
+        parts.extend(url_query_secrets(value))
     if isinstance(value, str) and is_credential_property(key):
         parts.extend(v for k, v in connection_string_parts(value).items() if k in _CONNECTION_SECRETS and v)
     return parts

@@ -510,3 +510,17 @@ def test_pyarrow_s3_http_statuses_are_transient_only_for_5xx_timeouts_and_thrott
     assert mapped.transient is transient
     if status == "301":
         assert "storage.s3.region" in str(mapped)
+
+
+def test_a_referenced_password_in_a_url_query_is_registered_for_redaction(tmp_path: Path) -> None:
+    target = recipe(
+        tmp_path,
+        "catalog: {type: sql, uri: 'postgresql+psycopg2://iceberg@db:5432/ice?password=${PGPASS}&sslmode=require'}\n"
+        "storage: {azure: {account_name: acct, endpoint: 'https://acct.blob.core.windows.net/?sv=2024&sig=${SIG}'}}\n"
+        "warehouse: abfs://c/w\n",
+    )
+    password, signature = f"pw-{uuid.uuid4().hex}", f"sig-{uuid.uuid4().hex}"
+    props = catalog_properties(target, SecretResolver({"PGPASS": password, "SIG": signature}), tmp_path)
+    assert props["uri"].endswith(f"password={password}&sslmode=require")
+    assert {password, signature} <= registered_secrets()
+    assert "require" not in registered_secrets()
