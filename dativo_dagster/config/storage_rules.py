@@ -36,6 +36,8 @@ SUPPORTED_SCHEMES_TEXT = "a local path, file://, s3://, s3a://, s3n://, abfs:// 
 # under the legacy ``adlfs.`` prefix or any other FileIO's.
 _CREDENTIAL_PROPERTY = re.compile(r"(account[_.-]?key|connection[_.-]?string|kerberos|client[_.-]?secret)", re.I)
 
+_NOT_CREDENTIAL_SUFFIXES = ("-uri", "-url", ".uri", ".url", "endpoint", "expires-at", "-enabled")
+
 # The parts of an Azure connection string that carry a credential.
 _CONNECTION_STRING_SECRETS = ("accountkey", "sharedaccesssignature")
 
@@ -69,6 +71,10 @@ def is_whole_reference(text: str) -> bool:
 def is_credential_property(key: str) -> bool:
     """True for a catalog/FileIO property whose value is a credential (registered for redaction,
     refused as a literal and refused outright in table properties)."""
+    if key.lower().endswith(_NOT_CREDENTIAL_SUFFIXES):
+        # Where a credential is fetched from or when it expires, not the credential itself
+        # (``oauth2-server-uri``, ``gcs.oauth2.token-expires-at``): a URL is checked as a URL.
+        return False
     return is_sensitive_key(key) or bool(_CREDENTIAL_PROPERTY.search(key))
 
 

@@ -331,10 +331,18 @@ CREDENTIAL_PROPERTIES = sorted(
 )
 
 
-def test_the_credential_property_list_covers_pyiceberg() -> None:
+def test_the_credential_property_list_covers_pyiceberg(tmp_path: Path) -> None:
     # A guard on the list itself: it has each kind of store, so a renamed constant shows here.
     for expected in ("s3.secret-access-key", "adls.account-key", "adls.sas-token", "gcs.oauth2.token", "hf.token"):
         assert expected in CREDENTIAL_PROPERTIES
+    # Where a credential comes from is not one.
+    rest = recipe(
+        tmp_path,
+        "catalog: {type: rest, uri: 'https://polaris', properties: {credential: '${C}', "
+        "oauth2-server-uri: 'https://idp/oauth/tokens', gcs.oauth2.token-expires-at: '1700000000000'}}\n"
+        "warehouse: analytics\n",
+    )
+    assert rest.catalog.properties["oauth2-server-uri"] == "https://idp/oauth/tokens"
 
 
 @pytest.mark.parametrize("key", CREDENTIAL_PROPERTIES)
