@@ -25,12 +25,15 @@ from pydantic import (
 
 from dativo_dagster.config.secrets import SecretGrants, reference_problem
 from dativo_dagster.config.storage_rules import (
+    azure_account_mismatch,
+    catalog_mismatch,
     connection_string_problem,
     is_reference,
     literal_secret_problem,
     properties_problems,
     static_warehouse,
     storage_mismatch,
+    table_properties_problems,
     uri_password_problem,
     warehouse_kind,
 )
@@ -341,6 +344,27 @@ def _connection_string(value: str) -> str:
     return value
 
 
+def _literal_free_properties(value: dict[str, str]) -> dict[str, str]:
+    problems = properties_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def _uri_without_password(value: str | None) -> str | None:
+    problem = uri_password_problem(value) if value else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _settable_table_properties(value: dict[str, str]) -> dict[str, str]:
+    problems = table_properties_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
 SecretReference = Annotated[
     str,
     AfterValidator(_reference_only),
@@ -357,7 +381,7 @@ class S3Storage(StrictModel):
     role or EC2 instance role.
     """
 
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, AfterValidator(_uri_without_password)] = Field(
         default=None,
         description="S3 API URL of an S3-compatible store, e.g. http://minio:9000; "
         "default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL from the run environment, else AWS",
@@ -393,7 +417,7 @@ class AzureStorage(StrictModel):
     """
 
     account_name: str | None = Field(default=None, description="storage account name")
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, AfterValidator(_uri_without_password)] = Field(
         default=None,
         description="blob service URL, e.g. http://127.0.0.1:10000/devstoreaccount1 (Azurite); "
         "default: https://<account_name>.blob.core.windows.net",
@@ -452,25 +476,11 @@ class GlueSettings(StrictModel):
     """AWS Glue Data Catalog settings; credentials come from the AWS default chain."""
 
     region: str | None = Field(default=None, description="Glue region; default: AWS_REGION of the run environment")
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, AfterValidator(_uri_without_password)] = Field(
         default=None,
         description="Glue API URL (an emulator); default: AWS_ENDPOINT_URL_GLUE / AWS_ENDPOINT_URL, else AWS",
     )
     catalog_id: str | None = Field(default=None, description="AWS account id owning the catalog (cross-account)")
-
-
-def _literal_free_properties(value: dict[str, str]) -> dict[str, str]:
-    problems = properties_problems(value)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return value
-
-
-def _uri_without_password(value: str | None) -> str | None:
-    problem = uri_password_problem(value) if value else None
-    if problem:
-        raise ValueError(problem)
-    return value
 
 
 class CatalogConfig(StrictModel):
@@ -507,8 +517,14 @@ class TargetRecipe(StrictModel):
     storage: StorageConfig | None = Field(
         default=None, description="object-store settings of the warehouse (s3 or azure); omit for a local disk"
     )
-    warehouse: str = Field(description="file path, file://, s3:// or abfs(s):// URI; may use ${VAR}")
-    table_properties: Annotated[dict[str, str], AfterValidator(_literal_free_properties)] = Field(default_factory=dict)
+    warehouse: Annotated[str, AfterValidator(_uri_without_password)] = Field(
+        description="file path, file://, s3:// or abfs(s):// URI; may use ${VAR}"
+    )
+    table_properties: Annotated[dict[str, str], AfterValidator(_settable_table_properties)] = Field(
+        default_factory=dict,
+        description="properties of the tables this target creates, written as given (no references, no "
+        "credentials: every catalog reader sees them)",
+    )
     target_file_rows: int = Field(default=1_000_000, ge=1_000, description="rows per data file (bounds memory)")
 
     @field_validator("warehouse")
@@ -520,7 +536,11 @@ class TargetRecipe(StrictModel):
         catalog = info.data.get("catalog")
         kind = warehouse_kind(known, catalog_type=catalog.type if catalog is not None else "sql")
         storage = info.data.get("storage")
-        problem = storage_mismatch(kind, storage.kind if storage is not None else None)
+        problem = storage_mismatch(kind, storage.kind if storage is not None else None) or catalog_mismatch(
+            kind, catalog.type if catalog is not None else "sql"
+        )
+        if problem is None and storage is not None and storage.azure is not None:
+            problem = azure_account_mismatch(known, storage.azure.account_name, storage.azure.connection_string)
         if problem:
             raise ValueError(problem)
         return value

@@ -8,11 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.io import ADLS_ACCOUNT_NAME
 
 from dativo_dagster.config.models import TargetRecipe
-from dativo_dagster.config.secrets import SecretResolver, is_sensitive_key, register_secrets, secret_parts
-from dativo_dagster.config.storage_rules import storage_mismatch, warehouse_kind
-from dativo_dagster.errors import ConfigError
+from dativo_dagster.config.secrets import SecretResolver, register_secrets, secret_parts
+from dativo_dagster.config.storage_rules import (
+    azure_account_mismatch,
+    catalog_mismatch,
+    connection_string_parts,
+    is_credential_property,
+    storage_mismatch,
+    url_query_secrets,
+    warehouse_kind,
+)
+from dativo_dagster.errors import ConfigError, DativoError, StorageStateError
 from dativo_dagster.iceberg.failures import storage_failure
 from dativo_dagster.iceberg.storage import glue_properties, storage_properties
 
@@ -86,6 +95,7 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
     try:
         kind = warehouse_kind(warehouse, catalog_type=target.catalog.type)
         problem = storage_mismatch(kind, target.storage.kind if target.storage is not None else None)
+        problem = problem or catalog_mismatch(kind, target.catalog.type)
     except ValueError as exc:
         problem = str(exc)
     if problem:
@@ -100,8 +110,12 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
     register_secrets(
         part
         for key, value in {**props, "uri": resolver.resolve(target.catalog.uri or "", where=where)}.items()
-        for part in secret_parts(value, sensitive=is_sensitive_key(str(key)))
+        for part in _credential_parts(str(key), value)
     )
+    if kind == "azure":
+        mismatch = azure_account_mismatch(warehouse, props.get(ADLS_ACCOUNT_NAME), None)
+        if mismatch:
+            raise ConfigError(f"{where}: warehouse: {mismatch}", field=f"{where}: warehouse")
     if target.catalog.uri:
         uri = resolver.resolve(target.catalog.uri, where=f"{where}: catalog.uri")
         props["uri"] = (
@@ -110,10 +124,50 @@ def catalog_properties(target: TargetRecipe, resolver: SecretResolver, project_d
     return props
 
 
+def _credential_parts(key: str, value: Any) -> list[str]:
+    """What of one resolved property is a secret: all of it under a credential name (and each
+    key of a connection string on its own), and the password of any URL, in its user part or
+    its query string."""
+    parts = secret_parts(value, sensitive=is_credential_property(key))
+    if isinstance(value, str):
+        parts.extend(url_query_secrets(value))
+    if isinstance(value, str) and is_credential_property(key):
+        parts.extend(v for k, v in connection_string_parts(value).items() if k in _CONNECTION_SECRETS and v)
+    return parts
+
+
+_CONNECTION_SECRETS = ("accountkey", "sharedaccesssignature")
+
+
+def _botocore_failure(exc: BaseException, target: TargetRecipe) -> DativoError | None:
+    """What botocore raises while a Glue catalog opens (before any call): the session's settings."""
+    if not type(exc).__module__.startswith("botocore"):
+        return None
+    where = f"connectors/targets/{target.name}.yaml"
+    name = type(exc).__name__
+    if name == "NoRegionError":
+        return ConfigError(
+            f"{where}: catalog.glue.region: no region is set and the run environment has no AWS_REGION",
+            field=f"{where}: catalog.glue.region",
+            hint="set catalog.glue.region in the recipe, or AWS_REGION / AWS_DEFAULT_REGION for the run",
+        )
+    if name in ("ProfileNotFound", "InvalidRegionError", "InvalidEndpointConfigurationError", "ParamValidationError"):
+        return ConfigError(
+            f"{where}: catalog.glue: {name}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
+            field=f"{where}: catalog.glue",
+            hint="check catalog.glue (region, endpoint) and the AWS profile of the run environment",
+        )
+    # Any other botocore error at this point is a client that cannot be built from the settings
+    # and environment as they are: nothing a retry changes.
+    return StorageStateError(f"opening Iceberg catalog '{target.name}' (glue) failed: {name}: {exc}")
+
+
 def build_catalog(target: TargetRecipe, resolver: SecretResolver, project_dir: Path) -> Catalog:
     """Connect to the catalog named by ``target``.
 
     Raises:
+        ConfigError: CFG001 naming the field when the settings cannot open a catalog (a Glue
+            catalog without a region, an unknown profile).
         StorageError: STG001 when the catalog cannot be reached (the message carries no secrets).
     """
     props = catalog_properties(target, resolver, project_dir)
@@ -121,6 +175,7 @@ def build_catalog(target: TargetRecipe, resolver: SecretResolver, project_dir: P
         return load_catalog(target.catalog_name, **props)
     except Exception as exc:
         mapped = storage_failure(exc, f"opening Iceberg catalog '{target.name}' ({target.catalog.type})")
+        mapped = mapped or _botocore_failure(exc, target)
         if mapped is None:
             if isinstance(exc, (ValueError, ImportError)):
                 # pyiceberg's own "unknown catalog type / missing extra / bad property" complaints.

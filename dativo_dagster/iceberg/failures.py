@@ -107,6 +107,12 @@ _ARROW_AUTH_CODES = {
     "ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN",
     "INVALID_CLIENT_TOKEN_ID", "MISSING_AUTHENTICATION_TOKEN", "UNRECOGNIZED_CLIENT", "INCOMPLETE_SIGNATURE",
 }  # fmt: skip
+# The AWS SDK's codes for failures that pass with time: no connection, throttling, a busy or failing
+# service, a timed-out request.
+_ARROW_TRANSIENT_CODES = {
+    "NETWORK_CONNECTION", "SLOW_DOWN", "THROTTLING", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE", "REQUEST_TIMEOUT",
+}  # fmt: skip
+_ARROW_MISSING_CODES = {"NO_SUCH_KEY", "RESOURCE_NOT_FOUND"}
 
 
 def _arrow_s3_failure(exc: OSError, what: str, message: str) -> DativoError | None:
@@ -128,8 +134,27 @@ def _arrow_s3_failure(exc: OSError, what: str, message: str) -> DativoError | No
             message,
             hint="check the S3 credentials (default chain or the storage.s3 references) and the bucket policy",
         )
-    # Network errors, throttling, 5xx: errno-less OSErrors, transient like any remote-store failure.
-    return None
+    if status == "301" or code == "PERMANENT_REDIRECT":
+        # S3 answers 301 when the request went to another region than the bucket's.
+        return ConfigError(
+            f"{message} (the bucket is in another region than the one configured)",
+            hint="set storage.s3.region in the target recipe (or AWS_REGION for the run) to the bucket's region",
+        )
+    if code in _ARROW_TRANSIENT_CODES or (status is not None and _transient_status(int(status))):
+        return StorageError(message)
+    if code in _ARROW_MISSING_CODES or status == "404":
+        return StorageStateError(
+            f"{what}: a file the table references is missing: {_message(exc)}",
+            hint="the warehouse was changed outside Iceberg; restore the file or roll the table back",
+        )
+    # Any other answer (a 4xx such as 400 InvalidArgument, an unknown code): the store refused the
+    # request as it was made, and the same request will be refused again.
+    return StorageStateError(message)
+
+
+def _transient_status(status: int) -> bool:
+    """HTTP statuses worth a retry: server errors, timeouts, throttling (0: no answer at all)."""
+    return status == 0 or status >= 500 or status in (408, 429)
 
 
 def _azure_cause(exc: BaseException) -> BaseException | None:

@@ -32,7 +32,7 @@ from pyiceberg.io import (
 
 from dativo_dagster.config.models import AzureStorage, GlueSettings, S3Storage, TargetRecipe
 from dativo_dagster.config.secrets import SecretResolver, register_secrets
-from dativo_dagster.config.storage_rules import WarehouseKind, bucket_of, connection_string_parts
+from dativo_dagster.config.storage_rules import WarehouseKind, bucket_of, connection_string_parts, url_query_secrets
 from dativo_dagster.errors import ConfigError
 from dativo_dagster.iceberg.failures import storage_failure
 
@@ -77,6 +77,7 @@ def s3_properties(
     endpoint = region = None
     if settings is not None:
         endpoint = field("endpoint", settings.endpoint)
+        secrets.extend(url_query_secrets(endpoint or ""))
         region = field("region", settings.region)
         if settings.path_style is not None:
             props[S3_FORCE_VIRTUAL_ADDRESSING] = "false" if settings.path_style else "true"
@@ -112,6 +113,9 @@ def azure_properties(
     connection_string = field("connection_string", settings.connection_string)
     account = field("account_name", settings.account_name)
     endpoint = field("endpoint", settings.endpoint)
+    # A referenced SAS in the endpoint's query is a credential like the others (the endpoint may
+    # be passed on without its scheme, where no URL rule would find it).
+    secrets.extend(url_query_secrets(endpoint or ""))
     key = field("account_key", settings.account_key)
     sas = field("sas_token", settings.sas_token)
     if endpoint and (key or sas):

@@ -18,6 +18,9 @@ from dativo_dagster.iceberg.writer import IcebergWriter
 
 STORES = ("s3", "azure")
 
+TYPED_S3_KEY_ID = "typed-recipe-key-id"
+"""The access key id the typed S3 recipe passes (moto takes any key): seen in the table's FileIO."""
+
 
 @dataclass(frozen=True)
 class CloudTarget:
@@ -45,10 +48,23 @@ def typed_settings_target(store: str, request: pytest.FixtureRequest, project: P
     catalog = "catalog: {type: sql, uri: 'sqlite:///.dativo/catalog.db'}\n"
     if store == "s3":
         bucket = request.getfixturevalue("s3_bucket")
-        monkeypatch.setenv("DATIVO_TEST_S3_ENDPOINT", request.getfixturevalue("moto_server").endpoint)
+        moto = request.getfixturevalue("moto_server")
+        # The run must reach moto through the recipe alone: the environment the aws fixture set up
+        # (endpoint, region, keys), the shared AWS files and the instance metadata service are all
+        # out of its reach, so a run that ignored the storage block would go to AWS and fail.
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):  # fmt: skip
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(project / "no-aws-credentials"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(project / "no-aws-config"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        monkeypatch.setenv("DATIVO_TEST_S3_ENDPOINT", moto.endpoint)
+        monkeypatch.setenv("DATIVO_TEST_S3_KEY_ID", TYPED_S3_KEY_ID)
+        monkeypatch.setenv("DATIVO_TEST_S3_SECRET", "testing")
         storage = (
-            "storage:\n  s3:\n    endpoint: ${DATIVO_TEST_S3_ENDPOINT}\n    region: us-east-1\n    path_style: true\n"
-            "    access_key_id: ${AWS_ACCESS_KEY_ID}\n    secret_access_key: ${AWS_SECRET_ACCESS_KEY}\n"
+            f"storage:\n  s3:\n    endpoint: ${{DATIVO_TEST_S3_ENDPOINT}}\n    region: {moto.region}\n"
+            "    path_style: true\n"
+            "    access_key_id: ${DATIVO_TEST_S3_KEY_ID}\n    secret_access_key: ${DATIVO_TEST_S3_SECRET}\n"
         )
         warehouse = f"s3://{bucket}/warehouse"
     else:

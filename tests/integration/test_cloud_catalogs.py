@@ -131,3 +131,33 @@ def test_an_unreachable_s3_endpoint_is_stg001(
     assert main(["validate"]) == 2
     err = capsys.readouterr().err
     assert "STG001" in err and "Traceback" not in err
+
+
+def test_an_azure_warehouse_in_another_account_than_the_storage_block_is_cfg001(
+    project: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The emulator's account would take the data files while the table metadata pointed at another
+    # account: refused before anything is written.
+    azurite = request.getfixturevalue("azurite_server")
+    container = request.getfixturevalue("azure_container")
+    monkeypatch.setenv("DATIVO_TEST_AZURE_KEY", azurite.key)
+    monkeypatch.setenv("ICEBERG_WAREHOUSE", f"abfs://{container}@someotheraccount.dfs.core.windows.net/wh")
+    (project / "connectors/targets/az_other.yaml").write_text(
+        "name: az_other\ncatalog: {type: sql, uri: 'sqlite:///.dativo/catalog.db'}\n"
+        f"storage: {{azure: {{account_name: {azurite.account}, endpoint: '{azurite.blob_endpoint}', "
+        "account_key: '${DATIVO_TEST_AZURE_KEY}'}}\nwarehouse: '${ICEBERG_WAREHOUSE}'\n"
+    )
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("recipe: local", "recipe: az_other"))
+
+    assert main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert "CFG001" in err and "connectors/targets/az_other.yaml: warehouse" in err and "someotheraccount" in err
+    assert azurite.key not in err and "Traceback" not in err
+    from azure.storage.blob import BlobServiceClient
+
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
+    assert not list(blobs.list_blobs())

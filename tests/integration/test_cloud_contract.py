@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cloud_targets import STORES, typed_settings_target
+from tests.integration.cloud_targets import STORES, TYPED_S3_KEY_ID, typed_settings_target
 from tests.integration.contract_base import Harness
 from tests.integration.test_connector_contract import CsvHarness, PostgresHarness, assert_contract
 
@@ -41,3 +41,7 @@ def test_connector_contract_on_object_storage(store: str, harness: Harness, requ
     (table,) = [target.writer(harness.root).load_table("acme", "items")]
     assert table is not None and table.metadata_location.startswith(target.warehouse.split("/warehouse")[0])
     assert not (harness.root / ".dativo/warehouse").exists()
+    if store == "s3":
+        # The keys the table's files are written with are the recipe's (moto accepts any key, so
+        # this is where ignoring them would show).
+        assert table.io.properties.get("s3.access-key-id") == TYPED_S3_KEY_ID

@@ -3,14 +3,17 @@ checked, FileIO properties mapped, object-store failures coded."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from pathlib import Path
 
+import pyiceberg.io as pyiceberg_io
 import pytest
 
 from dativo_dagster.config.loader import ConfigProblems, load_target_recipe
-from dativo_dagster.config.secrets import SecretResolver, redact_text
+from dativo_dagster.config.secrets import SecretResolver, redact_text, registered_secrets
 from dativo_dagster.errors import AuthError, ConfigError, StorageError, StorageStateError
-from dativo_dagster.iceberg.catalog import catalog_properties
+from dativo_dagster.iceberg.catalog import build_catalog, catalog_properties
 from dativo_dagster.iceberg.failures import storage_failure
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -306,3 +309,226 @@ def test_azure_errors_behind_adlfs_are_coded() -> None:
 
     # An unrelated RuntimeError is still a bug, not a storage failure.
     assert storage_failure(RuntimeError("boom"), "x") is None
+
+
+# ----------------------------------------------------------------------------- every credential spelling
+
+# The property names pyiceberg's FileIOs and catalogs read a credential from; the legacy ``adlfs.``
+# prefix of the Azure ones; the REST catalog's ``token`` and ``credential``.
+CREDENTIAL_PROPERTIES = sorted(
+    {
+        value
+        for name, value in vars(pyiceberg_io).items()
+        if name.isupper()
+        and isinstance(value, str)
+        and re.search(
+            r"(ACCESS_KEY_ID|SECRET|SESSION_TOKEN|ACCOUNT_KEY|SAS_TOKEN|CONNECTION_STRING|CREDENTIAL"
+            r"|_TOKEN$|KERB_TICKET)",
+            name,
+        )
+    }
+    | {"adlfs.account-key", "adlfs.connection-string", "adlfs.sas-token", "adlfs.client-secret", "token", "credential"}
+)
+
+
+def test_the_credential_property_list_covers_pyiceberg(tmp_path: Path) -> None:
+    # A guard on the list itself: it has each kind of store, so a renamed constant shows here.
+    for expected in ("s3.secret-access-key", "adls.account-key", "adls.sas-token", "gcs.oauth2.token", "hf.token"):
+        assert expected in CREDENTIAL_PROPERTIES
+    # Where a credential comes from is not one.
+    rest = recipe(
+        tmp_path,
+        "catalog: {type: rest, uri: 'https://polaris', properties: {credential: '${C}', "
+        "oauth2-server-uri: 'https://idp/oauth/tokens', gcs.oauth2.token-expires-at: '1700000000000'}}\n"
+        "warehouse: analytics\n",
+    )
+    assert rest.catalog.properties["oauth2-server-uri"] == "https://idp/oauth/tokens"
+
+
+@pytest.mark.parametrize("key", CREDENTIAL_PROPERTIES)
+def test_every_credential_property_is_refused_as_a_literal_and_redacted_as_a_reference(
+    tmp_path: Path, key: str
+) -> None:
+    literal = "Lit3ralCredentialValue0123"
+    for written in (literal, f"AccountName=a;AccountKey={literal};") if "connection" in key else (literal,):
+        problems = refused(tmp_path, SQL.replace("}", f", properties: {{{key}: '{written}'}}}}") + "warehouse: w\n")
+        assert key in problems and "literal" in problems and literal not in problems
+
+    value = f"RefCredential-{uuid.uuid4().hex}"
+    target = recipe(tmp_path, SQL.replace("}", f", properties: {{{key}: '${{CRED}}'}}}}") + "warehouse: w\n")
+    props = catalog_properties(target, SecretResolver({"CRED": value}), tmp_path)
+    assert props[key] == value
+    assert value in registered_secrets() and value not in redact_text(f"failed with {value}")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (
+            "catalog: {type: sql, uri: 'postgresql+psycopg2://iceberg@db:5432/ice?password=hunter2literal'}\n"
+            "warehouse: w\n",
+            "catalog.uri",
+        ),
+        (
+            SQL + "storage: {s3: {endpoint: 'http://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMIK7MDENG@minio:9000'}}\n"
+            "warehouse: s3://b/w\n",
+            "storage.s3.endpoint",
+        ),
+        (
+            SQL
+            + "storage: {azure: {account_name: acct, endpoint: 'https://acct.blob.core.windows.net/?sv=2024&sig=S1G'}}"
+            "\nwarehouse: abfs://c/w\n",
+            "storage.azure.endpoint",
+        ),
+        (
+            "catalog: {type: glue, glue: {endpoint: 'https://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMIK7MDENG@glue'}}\n"
+            "warehouse: s3://b/w\n",
+            "catalog.glue.endpoint",
+        ),
+        (
+            SQL
+            + "storage: {s3: {region: us-east-1}}\nwarehouse: 's3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMIK7MDENG@b/w'\n",
+            "warehouse",
+        ),
+        (
+            SQL + "storage: {s3: {access_key_id: 'AKIAIOSFODNN7EXAMPLE${NOPE:-}', secret_access_key: '${S}'}}\n"
+            "warehouse: s3://b/w\n",
+            "storage.s3.access_key_id",
+        ),
+        (
+            SQL + "storage: {s3: {access_key_id: '${K}', secret_access_key: '${S:-wJalrXUtnFEMIK7MDENG}'}}\n"
+            "warehouse: s3://b/w\n",
+            "storage.s3.secret_access_key",
+        ),
+        (
+            SQL + "storage: {azure: {connection_string: 'AccountName=a;AccountKey=Eby8vdM02x${K:-};'}}\n"
+            "warehouse: abfs://c/w\n",
+            "storage.azure.connection_string",
+        ),
+    ],
+    ids=[
+        "uri-query",
+        "s3-endpoint-userinfo",
+        "azure-endpoint-sas",
+        "glue-endpoint",
+        "warehouse-userinfo",
+        "literal-then-reference",
+        "reference-defaulting-to-literal",
+        "connection-string-part",
+    ],
+)
+def test_a_credential_hidden_in_a_url_or_beside_a_reference_is_refused(tmp_path: Path, text: str, field: str) -> None:
+    problems = refused(tmp_path, text)
+    assert field in problems and "literal" in problems
+    for secret in ("hunter2literal", "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENG", "S1G", "Eby8vdM02x"):
+        assert secret not in problems
+
+
+def test_table_properties_take_no_credential_and_no_reference(tmp_path: Path) -> None:
+    for key, value in (("adls.account-key", AZURITE_KEY), ("adls.account-key", "${AZ_KEY}"), ("custom.token", "${T}")):
+        problems = refused(tmp_path, SQL + f"table_properties: {{{key}: '{value}'}}\nwarehouse: w\n")
+        assert f"'{key}' names a credential" in problems and AZURITE_KEY not in problems
+    problems = refused(tmp_path, SQL + "table_properties: {comment: '${TABLE_COMMENT}'}\nwarehouse: w\n")
+    assert "'comment' holds a reference" in problems
+    plain = recipe(tmp_path, SQL + "table_properties: {write.parquet.compression-codec: zstd}\nwarehouse: w\n")
+    assert plain.table_properties == {"write.parquet.compression-codec": "zstd"}
+
+
+# ----------------------------------------------------------------------------- warehouse against settings
+
+
+def test_an_azure_warehouse_in_another_account_than_the_settings_is_refused(tmp_path: Path) -> None:
+    problems = refused(
+        tmp_path,
+        SQL + "storage: {azure: {account_name: devstoreaccount1}}\n"
+        "warehouse: abfs://c@otheraccount.dfs.core.windows.net/wh\n",
+    )
+    assert "otheraccount" in problems and "storage.azure.account_name" in problems
+    problems = refused(
+        tmp_path,
+        SQL + "storage: {azure: {connection_string: 'AccountName=devstoreaccount1;AccountKey=${K};'}}\n"
+        "warehouse: abfs://c@otheraccount.dfs.core.windows.net/wh\n",
+    )
+    assert "otheraccount" in problems and "connection_string" in problems
+    same = SQL + "storage: {azure: {account_name: acct}}\nwarehouse: abfss://c@acct.dfs.core.windows.net/wh\n"
+    assert recipe(tmp_path, same).storage is not None
+
+    # Decided by references: compared when the run resolves them.
+    late = recipe(
+        tmp_path,
+        SQL + "storage: {azure: {connection_string: '${AZ_CONN}'}}\nwarehouse: '${ICEBERG_WAREHOUSE}'\n",
+        name="late",
+    )
+    environ = {
+        "AZ_CONN": f"AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};",
+        "ICEBERG_WAREHOUSE": "abfs://c@otheraccount.dfs.core.windows.net/wh",
+    }
+    with pytest.raises(ConfigError) as caught:
+        catalog_properties(late, SecretResolver(environ), tmp_path)
+    assert "connectors/targets/late.yaml: warehouse" in str(caught.value) and "otheraccount" in str(caught.value)
+    assert AZURITE_KEY not in str(caught.value)
+
+
+def test_a_glue_catalog_needs_an_object_store_warehouse(tmp_path: Path) -> None:
+    for warehouse in (".dativo/warehouse", "file:///var/lake"):
+        assert "must live on object storage" in refused(tmp_path, f"catalog: {{type: glue}}\nwarehouse: {warehouse}\n")
+    late = recipe(tmp_path, "catalog: {type: glue}\nwarehouse: '${ICEBERG_WAREHOUSE}'\n")
+    with pytest.raises(ConfigError) as caught:
+        catalog_properties(late, SecretResolver({"ICEBERG_WAREHOUSE": "/var/lake"}), tmp_path)
+    assert "object storage" in str(caught.value)
+
+
+def test_a_glue_catalog_without_a_region_is_cfg001_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    target = recipe(tmp_path, "catalog: {type: glue}\nwarehouse: s3://b/w\n")
+    with pytest.raises(ConfigError) as caught:
+        build_catalog(target, SecretResolver(), tmp_path)
+    assert "catalog.glue.region" in str(caught.value) and "connectors/targets/cloud.yaml" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- S3 status codes
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "transient"),
+    [
+        ("301", ConfigError, False),
+        ("400", StorageStateError, False),
+        ("404", StorageStateError, False),
+        ("409", StorageStateError, False),
+        ("408", StorageError, True),
+        ("429", StorageError, True),
+        ("500", StorageError, True),
+        ("503", StorageError, True),
+    ],
+)
+def test_pyarrow_s3_http_statuses_are_transient_only_for_5xx_timeouts_and_throttling(
+    status: str, kind: type, transient: bool
+) -> None:
+    text = (
+        f"When creating key 'w/x' in bucket 'lake': AWS Error UNKNOWN (HTTP status {status}) during PutObject "
+        "operation: No response body."
+    )
+    mapped = storage_failure(OSError(text), "writing data files of acme.orders")
+    assert type(mapped) is kind, mapped
+    assert mapped.transient is transient
+    if status == "301":
+        assert "storage.s3.region" in str(mapped)
+
+
+def test_a_referenced_password_in_a_url_query_is_registered_for_redaction(tmp_path: Path) -> None:
+    target = recipe(
+        tmp_path,
+        "catalog: {type: sql, uri: 'postgresql+psycopg2://iceberg@db:5432/ice?password=${PGPASS}&sslmode=require'}\n"
+        "storage: {azure: {account_name: acct, endpoint: 'https://acct.blob.core.windows.net/?sv=2024&sig=${SIG}'}}\n"
+        "warehouse: abfs://c/w\n",
+    )
+    password, signature = f"pw-{uuid.uuid4().hex}", f"sig-{uuid.uuid4().hex}"
+    props = catalog_properties(target, SecretResolver({"PGPASS": password, "SIG": signature}), tmp_path)
+    assert props["uri"].endswith(f"password={password}&sslmode=require")
+    assert {password, signature} <= registered_secrets()
+    assert "require" not in registered_secrets()
