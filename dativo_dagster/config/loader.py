@@ -405,6 +405,12 @@ def _load_job(
                     f"connector setting (it may set: {', '.join(sorted(settable)) or 'nothing'}; the recipe's "
                     "tenant_settings lists them)"
                 )
+    for setting, held in source.credential_redirects(job.source):
+        problems.append(
+            f"{label}: source.{setting}: recipe '{source.name}' supplies credentials ({held}) and this setting "
+            "decides where they are sent, so a tenant job may not set it (list it in the recipe's "
+            "tenant_settings if tenants may choose it, or give the job its own credentials)"
+        )
     if source.path_settings:
         _check_engine_paths(problems, label, source.path_settings, connection, data_roots, root)
     if source_cls is not None:
