@@ -184,14 +184,33 @@ def test_a_link_inside_the_allowlist_is_followed(tmp_path: Path) -> None:
     assert value == "k8s-mounted-password"
 
 
-def test_fixed_directories_of_a_file_pattern_may_be_links(tmp_path: Path) -> None:
+def test_a_link_in_a_patterns_directories_is_not_followed(tmp_path: Path) -> None:
+    # The pattern's directory is the tenant's own (writable) area: acme plants a link 'secrets'
+    # leading to globex's secrets; the file's real path is globex's, which acme's pattern does not name.
+    (tmp_path / "globex" / "secrets").mkdir(parents=True)
+    (tmp_path / "globex" / "secrets" / "pw").write_text("globex-password\n")
+    (tmp_path / "acme").mkdir()
+    os.symlink(tmp_path / "globex" / "secrets", tmp_path / "acme" / "secrets")
+    acme = grants(files=[f"{tmp_path}/acme/secrets/*"])
+    with pytest.raises(ConfigError) as info:
+        SecretResolver({}).resolve(f"${{file:{tmp_path}/acme/secrets/pw}}", where="job.yaml: x", grants=acme)
+    assert f"resolves to {tmp_path}/globex/secrets/pw" in str(info.value)
+    assert "globex-password" not in str(info.value)
+
+
+def test_a_pattern_names_real_paths(tmp_path: Path) -> None:
+    # A platform link (/var/run -> /run, say) is not followed in the pattern: a pattern and a
+    # reference through the link are refused; both naming the real directory pass.
     real = tmp_path / "real" / "acme"
     real.mkdir(parents=True)
-    (real / "token").write_text("token-through-a-platform-link")
+    (real / "token").write_text("token-in-the-real-directory")
     os.symlink(tmp_path / "real", tmp_path / "mounted")
-    allowed = grants(files=[f"{tmp_path}/mounted/acme/*"])
-    value = SecretResolver({}).resolve(f"${{file:{tmp_path}/mounted/acme/token}}", grants=allowed)
-    assert value == "token-through-a-platform-link"
+    with pytest.raises(ConfigError, match="is not allowed"):
+        SecretResolver({}).resolve(
+            f"${{file:{tmp_path}/mounted/acme/token}}", grants=grants(files=[f"{tmp_path}/mounted/acme/*"])
+        )
+    value = SecretResolver({}).resolve(f"${{file:{real}/token}}", grants=grants(files=[f"{tmp_path}/real/acme/*"]))
+    assert value == "token-in-the-real-directory"
 
 
 # --------------------------------------------------------------------------- file secrets
@@ -292,8 +311,117 @@ def test_no_credentials_is_auth001_and_no_region_is_cfg001(monkeypatch: pytest.M
         SecretResolver({}).resolve("${aws-sm:acme/pg}")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     session = boto3.session.Session(region_name="us-east-1")
-    with pytest.raises(AuthError, match="no AWS credentials found"):
+    with pytest.raises(AuthError, match="no usable AWS credentials"):
         SecretResolver({}, aws_session=session).resolve("${aws-ssm:/acme/user}")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "RequestExpired",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "TooManyRequestsException",
+        "TooManyUpdates",
+    ],
+)
+def test_codes_botocore_counts_as_transient_or_throttling_are_ext001_transient(code: str) -> None:
+    # HTTP 400: only the code says these may pass on a retry.
+    resolver = stubbed_resolver("secretsmanager", "get_secret_value", service_error_code=code, http_status_code=400)
+    with pytest.raises(ExtractError) as info:
+        resolver.resolve("${aws-sm:acme/pg}")
+    assert info.value.transient and code in str(info.value)
+
+
+class RaisingSession:
+    """A boto3 session stand-in whose client's calls raise ``exc`` (or whose ``client()`` does)."""
+
+    def __init__(self, exc: Exception, *, at_client: bool = False) -> None:
+        self.exc = exc
+        self.at_client = at_client
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        exc = self.exc
+        if self.at_client:
+            raise exc
+
+        class Client:
+            def get_secret_value(self, **kwargs: Any) -> Any:
+                raise exc
+
+            def get_parameter(self, **kwargs: Any) -> Any:
+                raise exc
+
+        return Client()
+
+
+def _botocore_error(name: str, **kwargs: Any) -> Exception:
+    import botocore.exceptions
+
+    return getattr(botocore.exceptions, name)(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "transient"),
+    [
+        (
+            lambda: _botocore_error("CredentialRetrievalError", provider="container-role", error_msg="timeout"),
+            AuthError,
+            False,
+        ),
+        (lambda: _botocore_error("TokenRetrievalError", provider="sso", error_msg="expired"), AuthError, False),
+        (lambda: _botocore_error("SSOTokenLoadError", error_msg="no token"), AuthError, False),
+        (lambda: _botocore_error("UnauthorizedSSOTokenError"), AuthError, False),
+        (lambda: _botocore_error("NoCredentialsError"), AuthError, False),
+        (lambda: _botocore_error("EndpointConnectionError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("ConnectTimeoutError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("ReadTimeoutError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("SSLError", endpoint_url="https://x", error="bad record"), ExtractError, True),
+        (lambda: _botocore_error("ConnectionClosedError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("InvalidRegionError", region_name="bad region"), ConfigError, False),
+        (lambda: _botocore_error("UnknownServiceError", service_name="x", known_service_names="y"), ConfigError, False),
+    ],
+)
+@pytest.mark.parametrize("at_client", [False, True])
+def test_botocore_errors_are_coded(exc: Any, expected: type, transient: bool, at_client: bool) -> None:
+    resolver = SecretResolver({}, aws_session=RaisingSession(exc(), at_client=at_client))
+    with pytest.raises(expected) as info:
+        resolver.resolve("${aws-ssm:/acme/user}", where="job.yaml: source.credentials.user")
+    assert type(info.value) is expected and info.value.transient is transient
+    assert "${aws-ssm:/acme/user}" in str(info.value) and "source.credentials.user" in str(info.value)
+
+
+def test_every_botocore_error_is_coded() -> None:
+    import inspect
+
+    import botocore.exceptions
+
+    from dativo_dagster.errors import DativoError
+
+    classes = [
+        cls
+        for cls in vars(botocore.exceptions).values()
+        if inspect.isclass(cls) and issubclass(cls, botocore.exceptions.BotoCoreError)
+    ]
+    assert len(classes) > 50
+    for cls in classes:
+        exc = cls.__new__(cls)  # no message arguments needed: only its class decides
+        with pytest.raises(DativoError):
+            SecretResolver({}, aws_session=RaisingSession(exc)).resolve("${aws-sm:acme/pg}")
+
+
+def test_a_missing_aws_profile_is_cfg001_naming_aws_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    with pytest.raises(ConfigError) as info:
+        SecretResolver({}).resolve("${aws-sm:acme/pg}", where="job.yaml: source.credentials.password")
+    assert "no-such-profile" in str(info.value) and "AWS_PROFILE" in str(info.value)
+    assert "source.credentials.password" in str(info.value)
 
 
 # --------------------------------------------------------------------------- load and run of a tenant job
