@@ -1058,7 +1058,8 @@ class SecretAllowlist(StrictModel):
     Each entry is a pattern matching a whole path, secret id or parameter name: ``*`` matches any
     run of characters, ``/`` included (as in IAM resource patterns), ``?`` one character, and
     ``{tenant}`` is replaced by the tenant id, so one runner-level list can give every tenant its
-    own prefix. ``${VAR}`` environment references are not governed by it.
+    own prefix. ``${VAR}`` environment references are governed only when ``env`` is set (its
+    patterns also take ``{TENANT}``, the tenant id in upper case).
     """
 
     files: list[str] = Field(
@@ -1071,17 +1072,25 @@ class SecretAllowlist(StrictModel):
         default_factory=list, description="AWS Secrets Manager secret id patterns, e.g. {tenant}/*"
     )
     aws_ssm: list[str] = Field(default_factory=list, description="SSM Parameter Store name patterns, e.g. /{tenant}/*")
+    env: list[str] | None = Field(
+        default=None,
+        description="environment variable name patterns a tenant's job may reference as ${VAR} (case-sensitive; "
+        "{tenant} and {TENANT}, the id in upper case), e.g. {TENANT}__*; unset: any variable (recommended for "
+        "multi-tenant deployments: set it)",
+    )
 
-    @field_validator("files", "aws_sm", "aws_ssm")
+    @field_validator("files", "aws_sm", "aws_ssm", "env")
     @classmethod
-    def _patterns(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        for pattern in value:
+    def _patterns(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        env = info.field_name == "env"
+        placeholders = "placeholders {tenant} and {TENANT} are" if env else "placeholder {tenant} is"
+        for pattern in value or ():
             if not pattern.strip() or any(ord(c) < 32 for c in pattern):
                 raise ValueError("a pattern cannot be empty or hold control characters")
             try:
-                filled = pattern.format(tenant="t")
+                filled = pattern.format(tenant="t", **({"TENANT": "T"} if env else {}))
             except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"pattern {pattern!r}: only the placeholder {{tenant}} is allowed") from exc
+                raise ValueError(f"pattern {pattern!r}: only the {placeholders} allowed") from exc
             if info.field_name == "files" and not filled.startswith("/"):
                 raise ValueError(f"pattern {pattern!r}: a file pattern is an absolute path")
             if filled.strip("*?/") == "":
@@ -1094,6 +1103,7 @@ class SecretAllowlist(StrictModel):
             files=tuple(p.format(tenant=tenant) for p in self.files),
             aws_sm=tuple(p.format(tenant=tenant) for p in self.aws_sm),
             aws_ssm=tuple(p.format(tenant=tenant) for p in self.aws_ssm),
+            env=None if self.env is None else tuple(p.format(tenant=tenant, TENANT=tenant.upper()) for p in self.env),
             setting=setting,
             tenant=tenant,
         )

@@ -183,7 +183,7 @@ def _strings(value: Any) -> Iterable[str]:
 # --------------------------------------------------------------------------- grants
 
 
-_GRANT_SETTINGS: dict[str, str] = {"file": "files", "aws-sm": "aws_sm", "aws-ssm": "aws_ssm"}
+_GRANT_SETTINGS: dict[str, str] = {"env": "env", "file": "files", "aws-sm": "aws_sm", "aws-ssm": "aws_ssm"}
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,8 @@ class SecretGrants:
         files: Patterns of secret file paths.
         aws_sm: Patterns of Secrets Manager secret ids (names or ARNs, as the reference writes them).
         aws_ssm: Patterns of SSM parameter names (or ARNs).
+        env: Patterns of the environment variable names the tenant may reference (case-sensitive);
+            ``None`` (the default) leaves ``${VAR}`` references ungoverned.
         setting: Where in runner.yaml these come from, for error messages.
         tenant: The tenant they belong to, for error messages.
     """
@@ -209,15 +211,16 @@ class SecretGrants:
     files: tuple[str, ...] = ()
     aws_sm: tuple[str, ...] = ()
     aws_ssm: tuple[str, ...] = ()
+    env: tuple[str, ...] | None = None
     setting: str = "runner.yaml: secrets"
     tenant: str = ""
 
     def patterns(self, kind: ReferenceKind) -> tuple[str, ...]:
-        """The patterns that govern references of ``kind`` (none for environment variables)."""
-        return getattr(self, _GRANT_SETTINGS[kind]) if kind in _GRANT_SETTINGS else ()
+        """The patterns that govern references of ``kind``."""
+        return getattr(self, _GRANT_SETTINGS[kind]) or ()
 
     def allows(self, reference: Reference, *, real_path: str | None = None) -> bool:
-        """Whether ``reference`` is allowed; environment variables always are.
+        """Whether ``reference`` is allowed; environment variables are unless ``env`` is set.
 
         Args:
             reference: The reference.
@@ -225,8 +228,8 @@ class SecretGrants:
                 matched against the patterns as written (normalised only). Without it, the
                 path is only normalised (``..`` removed), touching no file.
         """
-        if not reference.from_store:
-            return True
+        if reference.kind == "env":
+            return self.env is None or any(_glob(p).fullmatch(reference.target) for p in self.env)
         if reference.kind == "file":
             if real_path is not None:
                 # The pattern as written, links not followed: a link anywhere under a pattern's
@@ -308,10 +311,10 @@ class SecretResolver:
     def _resolve_text(self, text: str, where: str, grants: SecretGrants | None) -> str:
         def substitute(match: re.Match[str]) -> str:
             reference = _reference(match)
-            if reference.kind == "env":
-                return self._environment(reference, where)
             if grants is not None and not grants.allows(reference):
                 raise ConfigError(f"{where}: {grants.refusal(reference)}", field=where)
+            if reference.kind == "env":
+                return self._environment(reference, where)
             return self._stored(reference, where, grants)
 
         return _REFERENCE.sub(substitute, text)
@@ -662,7 +665,7 @@ def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
 
 _SENSITIVE_KEY = re.compile(
     r"(pass(word|wd|phrase)?|pwd|secret|token|api[_.-]?key|apikey|access[_.-]?key|private[_.-]?key|credential"
-    r"|auth|bearer|signature|sas|cookie)",
+    r"|auth|bearer|signature|sas|cookie|account[_.-]?key)",
     re.I,
 )
 
@@ -677,13 +680,28 @@ def is_sensitive_key(key: str) -> bool:
 _URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:(?P<password>[^\s]+)@[^@\s]*$", re.I)
 
 
+# key=value settings inside a string: a URL's query (?sslpassword=...&x=1), a libpq keyword DSN
+# (host=db password=...), an ODBC/ADO or Azure connection string (Password=...;AccountKey=...).
+_KEYWORD_SETTING = re.compile(
+    r"(?:^|[?&;\s])(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(?P<value>'(?:[^'\\]|\\.)*'|[^&;\s]*)"
+)
+
+
 def secret_parts(value: Any, *, sensitive: bool) -> list[str]:
-    """The secret pieces of a resolved config value: all of it under a secret-named key, and the
-    password part of any ``scheme://user:password@host`` URL wherever it appears."""
+    """The secret pieces of a resolved config value: all of it under a secret-named key, the
+    password part of any ``scheme://user:password@host`` URL, and the value of any secret-named
+    ``key=value`` setting inside a string (a URL query, a keyword DSN, a connection string),
+    wherever it appears."""
     parts: list[str] = []
     for text in _strings(value):
         if sensitive:
             parts.append(text)
+        for setting in _KEYWORD_SETTING.finditer(text):
+            if is_sensitive_key(setting.group("key")):
+                found = setting.group("value")
+                if len(found) >= 2 and found[0] == found[-1] == "'":
+                    found = found[1:-1].replace("\\'", "'").replace("\\\\", "\\")
+                parts.extend(p for p in sorted({found, unquote(found)}) if p)
         match = _URL_PASSWORD.match(text.split("?", 1)[0])
         if match:
             password = match.group("password")

@@ -213,6 +213,71 @@ def test_a_pattern_names_real_paths(tmp_path: Path) -> None:
     assert value == "token-in-the-real-directory"
 
 
+def test_environment_variables_are_ungoverned_unless_env_is_set() -> None:
+    (aws_key,) = parse_references("${AWS_SECRET_ACCESS_KEY}")
+    assert grants().allows(aws_key)
+    acme = RunnerConfig.model_validate({"secrets": {"env": ["{TENANT}__*", "{tenant}_shared"]}}).secrets.grants(
+        "acme", "runner.yaml: secrets"
+    )
+    assert acme.env == ("ACME__*", "acme_shared")
+    for text, ok in [
+        ("${ACME__PG_PASSWORD}", True),
+        ("${ACME__PG:-x}", True),
+        ("${acme_shared}", True),
+        ("${AWS_SECRET_ACCESS_KEY}", False),
+        ("${ACME_CORP__PG_PASSWORD}", False),  # tenant acme_corp's: '__' never occurs in a tenant id
+        ("${acme__pg_password}", False),  # case-sensitive
+    ]:
+        (reference,) = parse_references(text)
+        assert acme.allows(reference) is ok, text
+    refused = parse_references("${AWS_SECRET_ACCESS_KEY}")[0]
+    assert "runner.yaml: secrets.env (allowed now: ACME__*, acme_shared)" in acme.refusal(refused)
+
+
+def test_env_patterns_take_tenant_placeholders_only() -> None:
+    with pytest.raises(ValueError, match=r"only the placeholders \{tenant\} and \{TENANT\} are allowed"):
+        RunnerConfig.model_validate({"secrets": {"env": ["{team}_*"]}})
+    with pytest.raises(ValueError, match="would allow every secret"):
+        RunnerConfig.model_validate({"secrets": {"env": ["*"]}})
+
+
+def test_env_allowlist_is_checked_at_load_and_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = copy_demo_project(tmp_path / "p")
+    job = root / "tenants/demo/jobs/shop.yaml"
+    job.write_text(
+        job.read_text().replace("base_path: tenants/demo/data", "base_path: '${OTHER_BASE:-tenants/demo/data}'")
+    )
+    recipe = root / "connectors/sources/csv.yaml"
+    recipe.write_text(
+        recipe.read_text() + "credentials: {token: '${PLATFORM_TOKEN:-}'}\n"
+    )  # the platform's: ungoverned
+    runner = root / "runner.yaml"
+    original = runner.read_text()
+    shop = load_plan(root, strict=True).job("demo/shop")  # no env list: today's behaviour
+    runner.write_text(original.replace("jobs:", "secrets: {env: ['{TENANT}__*']}\njobs:"))
+    (broken,) = load_plan(root).broken
+    assert broken.problems == (
+        "tenants/demo/jobs/shop.yaml: source.connection.base_path: ${OTHER_BASE:-tenants/demo/data} is not allowed "
+        "for tenant demo: add a pattern matching it to runner.yaml: secrets.env (allowed now: DEMO__*)",
+    )
+    # a job entry with its own secret patterns but no env list keeps the runner's env list
+    runner.write_text(runner.read_text().replace("job: shop", "job: shop\n    secrets: {aws_sm: ['demo/*']}"))
+    (broken,) = load_plan(root).broken
+    assert "${OTHER_BASE:-tenants/demo/data} is not allowed" in broken.problems[0]
+    # a plan loaded before the list was set is refused at run time, before the variable is read
+    monkeypatch.setenv("OTHER_BASE", "tenants/demo/data")
+    restricted = dataclasses.replace(shop, secrets=dataclasses.replace(shop.secrets, env=("DEMO__*",)))
+    with pytest.raises(
+        ConfigError, match=r"source.connection.base_path: \$\{OTHER_BASE:-tenants/demo/data\} is not allowed"
+    ):
+        build_source(restricted, SecretResolver({}))
+    job.write_text(job.read_text().replace("OTHER_BASE", "DEMO__BASE"))
+    runner.write_text(original.replace("jobs:", "secrets: {env: ['{TENANT}__*']}\njobs:"))
+    allowed = load_plan(root, strict=True).job("demo/shop")
+    with build_source(allowed, SecretResolver({})) as source:
+        assert str(source.connection.base_path) == "tenants/demo/data"  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- file secrets
 
 
