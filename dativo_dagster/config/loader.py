@@ -7,6 +7,7 @@ The loader collects all problems before raising so an operator fixes them in one
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -405,6 +406,12 @@ def _load_job(
                     f"connector setting (it may set: {', '.join(sorted(settable)) or 'nothing'}; the recipe's "
                     "tenant_settings lists them)"
                 )
+    for setting, held in source.credential_redirects(job.source):
+        problems.append(
+            f"{label}: source.{setting}: recipe '{source.name}' supplies credentials ({held}) and this setting "
+            "decides where they are sent, so a tenant job may not set it (list it in the recipe's "
+            "tenant_settings if tenants may choose it, or give the job its own credentials)"
+        )
     if source.path_settings:
         _check_engine_paths(problems, label, source.path_settings, connection, data_roots, root)
     if source_cls is not None:
@@ -519,14 +526,21 @@ def _load_job(
 
 
 def _secret_grants(runner: RunnerConfig, entry: JobEntry, index: int) -> SecretGrants:
-    """The job entry's own secret allowlist, else the runner's (as data roots are chosen)."""
-    if entry.secrets is not None:
-        return entry.secrets.grants(entry.tenant, f"runner.yaml: jobs[{index}].secrets")
-    return runner.secrets.grants(entry.tenant, "runner.yaml: secrets")
+    """The job entry's own secret allowlist, else the runner's (as data roots are chosen).
+
+    An entry that sets no ``env`` list keeps the runner's: giving a job its own secret patterns
+    must not quietly lift the restriction on environment variables.
+    """
+    inherited = runner.secrets.grants(entry.tenant, "runner.yaml: secrets")
+    if entry.secrets is None:
+        return inherited
+    own = entry.secrets.grants(entry.tenant, f"runner.yaml: jobs[{index}].secrets")
+    return own if entry.secrets.env is not None else dataclasses.replace(own, env=inherited.env)
 
 
 def _check_secret_references(problems: list[str], label: str, job: TenantJob, grants: SecretGrants) -> None:
-    """Every file or AWS reference in the tenant's job file must be one its grants allow.
+    """Every file or AWS reference (and ``${VAR}``, when the grants govern them) in the tenant's job
+    file must be one its grants allow.
 
     Recipes, targets and runner.yaml are the platform's and not checked; a job setting that
     overrides a recipe's value is the tenant's and is. Nothing is read or fetched here.
@@ -535,7 +549,8 @@ def _check_secret_references(problems: list[str], label: str, job: TenantJob, gr
         dumped = job.model_dump_json()  # a quick look first: most jobs use no file or AWS reference
     except ValueError:  # a value JSON cannot hold: look at every field
         dumped = "${file:"
-    if "${file:" not in dumped and "${aws-" not in dumped:
+    governed = ("${",) if grants.env is not None else ("${file:", "${aws-")
+    if not any(marker in dumped for marker in governed):
         return
     for field, text in _model_strings(job, ""):
         for reference in parse_references(text):

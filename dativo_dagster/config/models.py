@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dativo_dagster.config.secrets import SecretGrants, reference_problem
+from dativo_dagster.config.secrets import SecretGrants, is_sensitive_key, reference_problem, secret_parts
 from dativo_dagster.config.storage_rules import (
     azure_account_mismatch,
     catalog_mismatch,
@@ -223,6 +223,52 @@ class MeltanoSettings(StrictModel):
         return value
 
 
+CREDENTIAL_DESTINATION_KEYS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "hosts",
+        "port",
+        "url",
+        "base_url",
+        "uri",
+        "endpoint",
+        "endpoint_url",
+        "dsn",
+        "account",
+        "account_name",
+        "domain",
+        "server",
+        "token_uri",
+        "token_url",
+        "auth_uri",
+        "connection_string",
+        "service",
+        "proxy",
+    }
+)
+"""Settings that decide where a source sends its credentials (see :meth:`SourceRecipe.credential_redirects`)."""
+
+_DESTINATION_SUFFIXES = ("_url", "_uri", "_host", "_hosts", "_endpoint", "_server", "_domain", "_proxy", "_dsn")
+
+
+def is_credential_destination(key: str) -> bool:
+    """True for a setting that decides where credentials are sent (``host``, ``base_url``, ``token_uri``, ...)."""
+    name = str(key).lower()
+    return name in CREDENTIAL_DESTINATION_KEYS or name.endswith(_DESTINATION_SUFFIXES)
+
+
+def _names_destination(key: str, value: Any) -> bool:
+    """``key`` is a destination, or its value (a mapping, a list) holds one at any depth."""
+    if is_credential_destination(key):
+        return True
+    if isinstance(value, dict):
+        return any(_names_destination(str(k), v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(isinstance(item, dict) and _names_destination("", item) for item in value)
+    return False
+
+
 class SourceRecipe(StrictModel):
     """connectors/sources/<name>.yaml: how to reach one kind of source.
 
@@ -257,9 +303,11 @@ class SourceRecipe(StrictModel):
     meltano: MeltanoSettings | None = Field(default=None, description="engine meltano: the project and extractor")
     tenant_settings: list[str] | None = Field(
         default=None,
-        description="engines: the connector settings a tenant job's connection may set (default: the keys of "
-        "config); anything else is CFG001, so a tenant cannot point the connector somewhere the platform did not "
-        "mean it to go",
+        description="the connection settings a tenant job may set (default: engines, the keys of config; native, "
+        "any the source knows); anything else is CFG001, so a tenant cannot point the connector somewhere the "
+        "platform did not mean it to go. While the recipe supplies credentials the job does not replace, a "
+        "setting that decides where they are sent (host, port, url, base_url, token_uri, ...) is tenant-settable "
+        "only when listed here",
     )
     path_settings: list[str] = Field(
         default_factory=list,
@@ -320,9 +368,49 @@ class SourceRecipe(StrictModel):
 
     def tenant_settable(self) -> set[str] | None:
         """The connection keys a tenant job may set on this recipe (None: any its model knows)."""
-        if self.engine is Engine.NATIVE:
-            return None
-        return set(self.tenant_settings) if self.tenant_settings is not None else set(self.config)
+        if self.tenant_settings is not None:
+            return set(self.tenant_settings)
+        return None if self.engine is Engine.NATIVE else set(self.config)
+
+    def held_credentials(self, job_source: SourceRef) -> list[str]:
+        """The credentials this recipe supplies that ``job_source`` does not replace (``section.key``).
+
+        A credential is any ``credentials`` entry, and any connection default holding a secret (a
+        secret-named key, or a URL with a password), whether a literal or a reference.
+        """
+        held = [
+            f"credentials.{key}"
+            for key, value in self.credentials.items()
+            if value and key not in job_source.credentials and not is_credential_destination(key)
+        ]
+        for key, value in self.connection_defaults.items():
+            if key in job_source.connection or is_credential_destination(key):
+                continue
+            if secret_parts(value, sensitive=is_sensitive_key(key)):
+                held.append(f"connection.{key}")
+        return held
+
+    def credential_redirects(self, job_source: SourceRef) -> list[tuple[str, str]]:
+        """The settings of ``job_source`` that would send this recipe's credentials where the tenant chose.
+
+        While the recipe holds credentials the job does not replace (:meth:`held_credentials`), a
+        tenant may not set a key deciding where they go (:func:`is_credential_destination`, at any
+        depth of the value it sets) unless ``tenant_settings`` lists it: a recipe's password, token
+        or key file must never reach a host the tenant picked.
+
+        Returns:
+            ``(section.key, held credential)`` for each such setting; empty when none.
+        """
+        held = self.held_credentials(job_source)
+        if not held:
+            return []
+        allowed = set(self.tenant_settings or ())
+        found: list[tuple[str, str]] = []
+        for section, settings in (("connection", job_source.connection), ("credentials", job_source.credentials)):
+            for key, value in settings.items():
+                if key not in allowed and _names_destination(key, value):
+                    found.append((f"{section}.{key}", held[0]))
+        return found
 
     @property
     def connection_defaults(self) -> dict[str, Any]:
@@ -990,29 +1078,39 @@ class SecretAllowlist(StrictModel):
     Each entry is a pattern matching a whole path, secret id or parameter name: ``*`` matches any
     run of characters, ``/`` included (as in IAM resource patterns), ``?`` one character, and
     ``{tenant}`` is replaced by the tenant id, so one runner-level list can give every tenant its
-    own prefix. ``${VAR}`` environment references are not governed by it.
+    own prefix. ``${VAR}`` environment references are governed only when ``env`` is set (its
+    patterns also take ``{TENANT}``, the tenant id in upper case).
     """
 
     files: list[str] = Field(
         default_factory=list,
-        description="absolute path patterns of secret files (matched after following links), e.g. "
+        description="absolute path patterns of real secret file paths (a file's path, links followed, is matched "
+        "against the pattern as written), e.g. "
         "/run/secrets/{tenant}/*",
     )
     aws_sm: list[str] = Field(
         default_factory=list, description="AWS Secrets Manager secret id patterns, e.g. {tenant}/*"
     )
     aws_ssm: list[str] = Field(default_factory=list, description="SSM Parameter Store name patterns, e.g. /{tenant}/*")
+    env: list[str] | None = Field(
+        default=None,
+        description="environment variable name patterns a tenant's job may reference as ${VAR} (case-sensitive; "
+        "{tenant} and {TENANT}, the id in upper case), e.g. {TENANT}__*; unset: any variable (recommended for "
+        "multi-tenant deployments: set it)",
+    )
 
-    @field_validator("files", "aws_sm", "aws_ssm")
+    @field_validator("files", "aws_sm", "aws_ssm", "env")
     @classmethod
-    def _patterns(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        for pattern in value:
+    def _patterns(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        env = info.field_name == "env"
+        placeholders = "placeholders {tenant} and {TENANT} are" if env else "placeholder {tenant} is"
+        for pattern in value or ():
             if not pattern.strip() or any(ord(c) < 32 for c in pattern):
                 raise ValueError("a pattern cannot be empty or hold control characters")
             try:
-                filled = pattern.format(tenant="t")
+                filled = pattern.format(tenant="t", **({"TENANT": "T"} if env else {}))
             except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"pattern {pattern!r}: only the placeholder {{tenant}} is allowed") from exc
+                raise ValueError(f"pattern {pattern!r}: only the {placeholders} allowed") from exc
             if info.field_name == "files" and not filled.startswith("/"):
                 raise ValueError(f"pattern {pattern!r}: a file pattern is an absolute path")
             if filled.strip("*?/") == "":
@@ -1025,6 +1123,7 @@ class SecretAllowlist(StrictModel):
             files=tuple(p.format(tenant=tenant) for p in self.files),
             aws_sm=tuple(p.format(tenant=tenant) for p in self.aws_sm),
             aws_ssm=tuple(p.format(tenant=tenant) for p in self.aws_ssm),
+            env=None if self.env is None else tuple(p.format(tenant=tenant, TENANT=tenant.upper()) for p in self.env),
             setting=setting,
             tenant=tenant,
         )

@@ -183,7 +183,7 @@ def _strings(value: Any) -> Iterable[str]:
 # --------------------------------------------------------------------------- grants
 
 
-_GRANT_SETTINGS: dict[str, str] = {"file": "files", "aws-sm": "aws_sm", "aws-ssm": "aws_ssm"}
+_GRANT_SETTINGS: dict[str, str] = {"env": "env", "file": "files", "aws-sm": "aws_sm", "aws-ssm": "aws_ssm"}
 
 
 @dataclass(frozen=True)
@@ -192,13 +192,18 @@ class SecretGrants:
 
     Patterns match the whole file path, secret id or parameter name; ``*`` matches any run of
     characters (``/`` included, as in IAM resource patterns) and ``?`` one character. Nothing is
-    allowed unless a pattern matches. File patterns are absolute; a file reference is matched
-    after normalising ``..`` (at load) and after following every link (at run time).
+    allowed unless a pattern matches. File patterns are absolute and name real paths: a file
+    reference is matched after normalising ``..`` (at load) and, at run time, with every link
+    followed, against the pattern as written (its own links are never followed, so a pattern for a
+    linked directory such as ``/var/run`` must name the directory it leads to, ``/run``). Links that
+    stay inside an allowed directory, as Kubernetes' ``..data`` links do, still match.
 
     Attributes:
         files: Patterns of secret file paths.
         aws_sm: Patterns of Secrets Manager secret ids (names or ARNs, as the reference writes them).
         aws_ssm: Patterns of SSM parameter names (or ARNs).
+        env: Patterns of the environment variable names the tenant may reference (case-sensitive);
+            ``None`` (the default) leaves ``${VAR}`` references ungoverned.
         setting: Where in runner.yaml these come from, for error messages.
         tenant: The tenant they belong to, for error messages.
     """
@@ -206,27 +211,30 @@ class SecretGrants:
     files: tuple[str, ...] = ()
     aws_sm: tuple[str, ...] = ()
     aws_ssm: tuple[str, ...] = ()
+    env: tuple[str, ...] | None = None
     setting: str = "runner.yaml: secrets"
     tenant: str = ""
 
     def patterns(self, kind: ReferenceKind) -> tuple[str, ...]:
-        """The patterns that govern references of ``kind`` (none for environment variables)."""
-        return getattr(self, _GRANT_SETTINGS[kind]) if kind in _GRANT_SETTINGS else ()
+        """The patterns that govern references of ``kind``."""
+        return getattr(self, _GRANT_SETTINGS[kind]) or ()
 
     def allows(self, reference: Reference, *, real_path: str | None = None) -> bool:
-        """Whether ``reference`` is allowed; environment variables always are.
+        """Whether ``reference`` is allowed; environment variables are unless ``env`` is set.
 
         Args:
             reference: The reference.
-            real_path: For a file reference at run time: the path with every link followed (the
-                patterns' fixed directories are then resolved the same way). Without it, the
+            real_path: For a file reference at run time: the path with every link followed,
+                matched against the patterns as written (normalised only). Without it, the
                 path is only normalised (``..`` removed), touching no file.
         """
-        if not reference.from_store:
-            return True
+        if reference.kind == "env":
+            return self.env is None or any(_glob(p).fullmatch(reference.target) for p in self.env)
         if reference.kind == "file":
             if real_path is not None:
-                return any(_glob(_real_pattern(p)).fullmatch(real_path) for p in self.files)
+                # The pattern as written, links not followed: a link anywhere under a pattern's
+                # directories (one a tenant can write to, say) must not lead to another's files.
+                return any(_glob(os.path.normpath(p)).fullmatch(real_path) for p in self.files)
             path = os.path.normpath(reference.target)
             return any(_glob(os.path.normpath(p)).fullmatch(path) for p in self.files)
         return any(_glob(p).fullmatch(reference.target) for p in self.patterns(reference.kind))
@@ -246,26 +254,15 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
 
 
-def _real_pattern(pattern: str) -> str:
-    """``pattern`` with the links of its fixed directories followed (they are the platform's)."""
-    parts = os.path.normpath(pattern).split("/")
-    fixed = next((i for i, part in enumerate(parts) if "*" in part or "?" in part), len(parts))
-    prefix = "/".join(parts[:fixed]) or "/"
-    real = os.path.realpath(prefix)
-    rest = "/".join(parts[fixed:])
-    if not rest:
-        return real
-    return real.rstrip("/") + "/" + rest
-
-
 # --------------------------------------------------------------------------- resolution
 
 
 class SecretResolver:
     """Resolves references for one run and remembers the values.
 
-    Every secret-store value is fetched at most once per resolver (a run has one), kept only in
-    this object, and registered for redaction before it is returned. AWS clients are created on
+    Every secret-store value is fetched at most once per resolver (a run has one), cached only in
+    this object, and registered for redaction before it is returned (the process's redaction list
+    keeps it, so a log line written after the run is still scrubbed). AWS clients are created on
     the first AWS reference, from a session of this resolver's own (the default credential chain
     and region, ``AWS_ENDPOINT_URL`` honoured), never from module-global state.
 
@@ -314,10 +311,10 @@ class SecretResolver:
     def _resolve_text(self, text: str, where: str, grants: SecretGrants | None) -> str:
         def substitute(match: re.Match[str]) -> str:
             reference = _reference(match)
-            if reference.kind == "env":
-                return self._environment(reference, where)
             if grants is not None and not grants.allows(reference):
                 raise ConfigError(f"{where}: {grants.refusal(reference)}", field=where)
+            if reference.kind == "env":
+                return self._environment(reference, where)
             return self._stored(reference, where, grants)
 
         return _REFERENCE.sub(substitute, text)
@@ -379,19 +376,15 @@ class SecretResolver:
                 return client
             import boto3
             from botocore.config import Config
-            from botocore.exceptions import NoRegionError
 
-            if self._aws_session is None:
-                self._aws_session = boto3.session.Session()
             config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20)
             try:
+                # The session reads AWS_PROFILE and the config files: a missing profile fails here.
+                if self._aws_session is None:
+                    self._aws_session = boto3.session.Session()
                 client = self._aws_session.client(service, config=config)
-            except NoRegionError:
-                raise ConfigError(
-                    f"{where}: {reference.text}: no AWS region is configured",
-                    hint="set AWS_REGION (or AWS_DEFAULT_REGION) in the run environment",
-                    field=where,
-                ) from None
+            except Exception as exc:  # mapped to a coded error or re-raised as it is
+                raise _aws_error(exc, reference, where) from None
             self._clients[service] = client
             return client
 
@@ -400,7 +393,7 @@ class SecretResolver:
         try:
             response = client.get_secret_value(SecretId=reference.target)
         except Exception as exc:  # mapped to a coded error or re-raised as it is
-            raise _aws_error(exc, reference, where) from None
+            raise _aws_error(exc, reference, where, _operation_model(client, "GetSecretValue")) from None
         secret = response.get("SecretString")
         if secret is None:
             raise ConfigError(
@@ -413,7 +406,7 @@ class SecretResolver:
         try:
             response = client.get_parameter(Name=reference.target, WithDecryption=True)
         except Exception as exc:  # mapped to a coded error or re-raised as it is
-            raise _aws_error(exc, reference, where) from None
+            raise _aws_error(exc, reference, where, _operation_model(client, "GetParameter")) from None
         return str(response["Parameter"]["Value"])
 
     def secret_values(self) -> frozenset[str]:
@@ -424,6 +417,19 @@ class SecretResolver:
     def redact(self, text: str) -> str:
         """Replace any resolved value found in ``text`` with ``***``."""
         return redact_text(text, self.secret_values())
+
+
+def _operation_model(client: Any, name: str) -> Any:
+    """The client's model of operation ``name`` (its modeled retryable errors), or None."""
+    from botocore.model import OperationNotFoundError
+
+    service_model = getattr(getattr(client, "meta", None), "service_model", None)
+    if service_model is None:  # a stand-in client (tests): the error codes still classify
+        return None
+    try:
+        return service_model.operation_model(name)
+    except OperationNotFoundError:
+        return None
 
 
 def _read_secret_file(path: str, reference: Reference, where: str) -> str:
@@ -501,27 +507,83 @@ _DENIED = {
     "KMSAccessDeniedException",
     "KMSDisabledException",
 }
-_THROTTLED = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
+# Beside botocore's own transient and throttling codes (asked of its standard retry checkers):
+# codes that mean "try again", from services that do not use botocore's spellings.
+_TRANSIENT_CODES = {
     "TooManyUpdates",
-    "ThrottledException",
+    "RequestExpired",
+    "InternalServiceError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
 }
 
+# BotoCoreError subclasses by what they mean for a run, by name (some exist only in newer
+# botocore). Every other BotoCoreError is a client-side configuration problem: CFG001.
+_TRANSIENT_BOTOCORE = (
+    "ConnectionError",  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, SSLError, ...
+    "HTTPClientError",
+    "ResponseStreamingError",
+    "IncompleteReadError",
+    "ChecksumError",
+    "FlexibleChecksumError",
+    "MetadataRetrievalError",
+    "CapacityNotAvailableError",
+)
+_CREDENTIALS_BOTOCORE = (
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "TokenRetrievalError",
+    "SSOError",
+    "SSOTokenLoadError",
+    "UnauthorizedSSOTokenError",
+    "NoAuthTokenError",
+    "RefreshWithMFAUnsupportedError",
+    "LoginError",
+)
 
-def _aws_error(exc: Exception, reference: Reference, where: str) -> Exception:
-    """The coded error for a failed AWS call (the exception itself if it is not AWS's)."""
-    from botocore.exceptions import (
-        ClientError,
-        HTTPClientError,
-        NoCredentialsError,
-        ParamValidationError,
-        PartialCredentialsError,
+
+def _botocore_classes(names: Iterable[str]) -> tuple[type[Exception], ...]:
+    import botocore.exceptions
+
+    found = (getattr(botocore.exceptions, name, None) for name in names)
+    return tuple(cls for cls in found if isinstance(cls, type))
+
+
+def _botocore_transient(exc: Exception, operation_model: Any = None) -> bool:
+    """Whether botocore's standard retry mode counts ``exc`` as transient or throttling (public checkers)."""
+    from botocore.retries.standard import (
+        ModeledRetryableChecker,
+        RetryContext,
+        ThrottledRetryableChecker,
+        TransientRetryableChecker,
     )
+
+    context = RetryContext(
+        attempt_number=1,
+        operation_model=operation_model,
+        parsed_response=getattr(exc, "response", None),
+        caught_exception=exc,
+    )
+    checkers = (TransientRetryableChecker(), ThrottledRetryableChecker(), ModeledRetryableChecker())
+    return any(checker.is_retryable(context) for checker in checkers)
+
+
+def _aws_error(exc: Exception, reference: Reference, where: str, operation_model: Any = None) -> Exception:
+    """The coded error for a failed AWS call or client setup (the exception itself if it is not AWS's).
+
+    Every botocore error is mapped: transient (throttling, timeouts, 5xx, network) is EXT001
+    transient; credentials missing or refused is AUTH001; anything else (no such secret, bad
+    profile, region or endpoint settings, an invalid name) is CFG001.
+    """
     from botocore.exceptions import (
-        ConnectionError as BotoConnectionError,
+        BotoCoreError,
+        ClientError,
+        NoRegionError,
+        ParamValidationError,
+        ProfileNotFound,
     )
 
     service = "Secrets Manager" if reference.kind == "aws-sm" else "SSM Parameter Store"
@@ -530,26 +592,45 @@ def _aws_error(exc: Exception, reference: Reference, where: str) -> Exception:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code in _NOT_FOUND:
             return ConfigError(f"{where}: {reference.text}: no such secret in {service}", field=where)
+        if code in _TRANSIENT_CODES or status == 429 or status >= 500 or _botocore_transient(exc, operation_model):
+            return ExtractError(f"{where}: {reference.text}: {service} failed ({code or status}); retrying may pass")
         if code in _DENIED or status in (401, 403):
             return AuthError(
                 f"{where}: {reference.text}: {service} refused the access ({code})",
                 hint="check the run's AWS credentials and that their policy allows reading this secret",
                 field=where,
             )
-        if code in _THROTTLED or status == 429 or status >= 500:
-            return ExtractError(f"{where}: {reference.text}: {service} failed ({code or status}); retrying may pass")
         return ConfigError(f"{where}: {reference.text}: {service} refused the request ({code})", field=where)
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+    if not isinstance(exc, BotoCoreError):
+        return exc  # not AWS's to classify: raised as it is
+    kind = type(exc).__name__
+    if isinstance(exc, _botocore_classes(_TRANSIENT_BOTOCORE)):
+        return ExtractError(f"{where}: {reference.text}: {service} unreachable ({kind}: {exc}); retrying may pass")
+    if isinstance(exc, _botocore_classes(_CREDENTIALS_BOTOCORE)):
         return AuthError(
-            f"{where}: {reference.text}: no AWS credentials found",
-            hint="give the run AWS credentials (environment, profile, or an instance/task role)",
+            f"{where}: {reference.text}: no usable AWS credentials ({kind}: {exc})",
+            hint="give the run AWS credentials (environment, profile, SSO login, or an instance/task role)",
             field=where,
         )
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        return ExtractError(f"{where}: {reference.text}: {service} unreachable ({type(exc).__name__})")
+    if isinstance(exc, ProfileNotFound):
+        return ConfigError(
+            f"{where}: {reference.text}: {exc}",
+            hint="set AWS_PROFILE to a profile of the run's AWS config file, or unset it",
+            field=where,
+        )
+    if isinstance(exc, NoRegionError):
+        return ConfigError(
+            f"{where}: {reference.text}: no AWS region is configured",
+            hint="set AWS_REGION (or AWS_DEFAULT_REGION) in the run environment",
+            field=where,
+        )
     if isinstance(exc, ParamValidationError):
         return ConfigError(f"{where}: {reference.text}: not a valid {service} name", field=where)
-    return exc  # not AWS's to classify: raised as it is
+    return ConfigError(
+        f"{where}: {reference.text}: the AWS client cannot be used ({kind}: {exc})",
+        hint="check the run's AWS settings (AWS_PROFILE, AWS_CONFIG_FILE, AWS_ENDPOINT_URL, region)",
+        field=where,
+    )
 
 
 # Process-wide set of values to scrub from logs. Only values, never names; populated by
@@ -584,7 +665,7 @@ def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
 
 _SENSITIVE_KEY = re.compile(
     r"(pass(word|wd|phrase)?|pwd|secret|token|api[_.-]?key|apikey|access[_.-]?key|private[_.-]?key|credential"
-    r"|auth|bearer|signature|sas|cookie)",
+    r"|auth|bearer|signature|sas|cookie|account[_.-]?key)",
     re.I,
 )
 
@@ -599,13 +680,28 @@ def is_sensitive_key(key: str) -> bool:
 _URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:(?P<password>[^\s]+)@[^@\s]*$", re.I)
 
 
+# key=value settings inside a string: a URL's query (?sslpassword=...&x=1), a libpq keyword DSN
+# (host=db password=...), an ODBC/ADO or Azure connection string (Password=...;AccountKey=...).
+_KEYWORD_SETTING = re.compile(
+    r"(?:^|[?&;\s])(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(?P<value>'(?:[^'\\]|\\.)*'|[^&;\s]*)"
+)
+
+
 def secret_parts(value: Any, *, sensitive: bool) -> list[str]:
-    """The secret pieces of a resolved config value: all of it under a secret-named key, and the
-    password part of any ``scheme://user:password@host`` URL wherever it appears."""
+    """The secret pieces of a resolved config value: all of it under a secret-named key, the
+    password part of any ``scheme://user:password@host`` URL, and the value of any secret-named
+    ``key=value`` setting inside a string (a URL query, a keyword DSN, a connection string),
+    wherever it appears."""
     parts: list[str] = []
     for text in _strings(value):
         if sensitive:
             parts.append(text)
+        for setting in _KEYWORD_SETTING.finditer(text):
+            if is_sensitive_key(setting.group("key")):
+                found = setting.group("value")
+                if len(found) >= 2 and found[0] == found[-1] == "'":
+                    found = found[1:-1].replace("\\'", "'").replace("\\\\", "\\")
+                parts.extend(p for p in sorted({found, unquote(found)}) if p)
         match = _URL_PASSWORD.match(text.split("?", 1)[0])
         if match:
             password = match.group("password")

@@ -137,6 +137,18 @@ def build_source(job: JobPlan, resolver: SecretResolver, runtime: Any = None, *,
     """
     cls = source_class(job.source.type)
     where = f"{job.job_file.relative_to(job.project_dir)}: source"
+    tenant_job = getattr(job, "job", None)
+    redirects = job.source.credential_redirects(tenant_job.source) if tenant_job is not None else []
+    if redirects:
+        # Load refuses these; checked again because the recipe's credentials are resolved next
+        # with the platform's (unrestricted) grants.
+        setting, held = redirects[0]
+        raise ConfigError(
+            f"{where}.{setting}: recipe '{job.source.name}' supplies credentials ({held}) and "
+            "this setting decides where they are sent; a tenant job may not set it",
+            hint="list it in the recipe's tenant_settings, or give the job its own credentials",
+            field=f"source.{setting}",
+        )
     credentials = {
         key: str(value)
         for key, value in _resolve_settings(job, resolver, "credentials", dict(job.credentials), where).items()

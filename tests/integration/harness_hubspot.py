@@ -48,9 +48,10 @@ class HubSpotHarness(Harness):
         (self.root / "connectors/schemas/hubspot").mkdir(parents=True)
         shutil.copy(CONTRACT_FILE, self.root / "connectors/schemas/hubspot/contacts.v1.yaml")
         self.write_project(
-            "name: hubspot\ntype: hubspot\ncredentials: {access_token: '${HUBSPOT_TOKEN}'}\n",
+            "name: hubspot\ntype: hubspot\n",
             "tenant: acme\nname: contract\nsource:\n  recipe: hubspot\n"
             f"  connection: {{base_url: '{self.server.url}'}}\n"
+            "  credentials: {access_token: '${HUBSPOT_TOKEN}'}\n"
             "target: {recipe: local}\nobjects:\n  - name: contacts\n"
             "    contract: {name: hubspot/contacts, version: 1}\n"
             "    incremental: {strategy: updated, cursor_field: lastmodifieddate}\n",

@@ -184,14 +184,98 @@ def test_a_link_inside_the_allowlist_is_followed(tmp_path: Path) -> None:
     assert value == "k8s-mounted-password"
 
 
-def test_fixed_directories_of_a_file_pattern_may_be_links(tmp_path: Path) -> None:
+def test_a_link_in_a_patterns_directories_is_not_followed(tmp_path: Path) -> None:
+    # The pattern's directory is the tenant's own (writable) area: acme plants a link 'secrets'
+    # leading to globex's secrets; the file's real path is globex's, which acme's pattern does not name.
+    (tmp_path / "globex" / "secrets").mkdir(parents=True)
+    (tmp_path / "globex" / "secrets" / "pw").write_text("globex-password\n")
+    (tmp_path / "acme").mkdir()
+    os.symlink(tmp_path / "globex" / "secrets", tmp_path / "acme" / "secrets")
+    acme = grants(files=[f"{tmp_path}/acme/secrets/*"])
+    with pytest.raises(ConfigError) as info:
+        SecretResolver({}).resolve(f"${{file:{tmp_path}/acme/secrets/pw}}", where="job.yaml: x", grants=acme)
+    assert f"resolves to {tmp_path}/globex/secrets/pw" in str(info.value)
+    assert "globex-password" not in str(info.value)
+
+
+def test_a_pattern_names_real_paths(tmp_path: Path) -> None:
+    # A platform link (/var/run -> /run, say) is not followed in the pattern: a pattern and a
+    # reference through the link are refused; both naming the real directory pass.
     real = tmp_path / "real" / "acme"
     real.mkdir(parents=True)
-    (real / "token").write_text("token-through-a-platform-link")
+    (real / "token").write_text("token-in-the-real-directory")
     os.symlink(tmp_path / "real", tmp_path / "mounted")
-    allowed = grants(files=[f"{tmp_path}/mounted/acme/*"])
-    value = SecretResolver({}).resolve(f"${{file:{tmp_path}/mounted/acme/token}}", grants=allowed)
-    assert value == "token-through-a-platform-link"
+    with pytest.raises(ConfigError, match="is not allowed"):
+        SecretResolver({}).resolve(
+            f"${{file:{tmp_path}/mounted/acme/token}}", grants=grants(files=[f"{tmp_path}/mounted/acme/*"])
+        )
+    value = SecretResolver({}).resolve(f"${{file:{real}/token}}", grants=grants(files=[f"{tmp_path}/real/acme/*"]))
+    assert value == "token-in-the-real-directory"
+
+
+def test_environment_variables_are_ungoverned_unless_env_is_set() -> None:
+    (aws_key,) = parse_references("${AWS_SECRET_ACCESS_KEY}")
+    assert grants().allows(aws_key)
+    acme = RunnerConfig.model_validate({"secrets": {"env": ["{TENANT}__*", "{tenant}_shared"]}}).secrets.grants(
+        "acme", "runner.yaml: secrets"
+    )
+    assert acme.env == ("ACME__*", "acme_shared")
+    for text, ok in [
+        ("${ACME__PG_PASSWORD}", True),
+        ("${ACME__PG:-x}", True),
+        ("${acme_shared}", True),
+        ("${AWS_SECRET_ACCESS_KEY}", False),
+        ("${ACME_CORP__PG_PASSWORD}", False),  # tenant acme_corp's: '__' never occurs in a tenant id
+        ("${acme__pg_password}", False),  # case-sensitive
+    ]:
+        (reference,) = parse_references(text)
+        assert acme.allows(reference) is ok, text
+    refused = parse_references("${AWS_SECRET_ACCESS_KEY}")[0]
+    assert "runner.yaml: secrets.env (allowed now: ACME__*, acme_shared)" in acme.refusal(refused)
+
+
+def test_env_patterns_take_tenant_placeholders_only() -> None:
+    with pytest.raises(ValueError, match=r"only the placeholders \{tenant\} and \{TENANT\} are allowed"):
+        RunnerConfig.model_validate({"secrets": {"env": ["{team}_*"]}})
+    with pytest.raises(ValueError, match="would allow every secret"):
+        RunnerConfig.model_validate({"secrets": {"env": ["*"]}})
+
+
+def test_env_allowlist_is_checked_at_load_and_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = copy_demo_project(tmp_path / "p")
+    job = root / "tenants/demo/jobs/shop.yaml"
+    job.write_text(
+        job.read_text().replace("base_path: tenants/demo/data", "base_path: '${OTHER_BASE:-tenants/demo/data}'")
+    )
+    recipe = root / "connectors/sources/csv.yaml"
+    recipe.write_text(
+        recipe.read_text() + "credentials: {token: '${PLATFORM_TOKEN:-}'}\n"
+    )  # the platform's: ungoverned
+    runner = root / "runner.yaml"
+    original = runner.read_text()
+    shop = load_plan(root, strict=True).job("demo/shop")  # no env list: today's behaviour
+    runner.write_text(original.replace("jobs:", "secrets: {env: ['{TENANT}__*']}\njobs:"))
+    (broken,) = load_plan(root).broken
+    assert broken.problems == (
+        "tenants/demo/jobs/shop.yaml: source.connection.base_path: ${OTHER_BASE:-tenants/demo/data} is not allowed "
+        "for tenant demo: add a pattern matching it to runner.yaml: secrets.env (allowed now: DEMO__*)",
+    )
+    # a job entry with its own secret patterns but no env list keeps the runner's env list
+    runner.write_text(runner.read_text().replace("job: shop", "job: shop\n    secrets: {aws_sm: ['demo/*']}"))
+    (broken,) = load_plan(root).broken
+    assert "${OTHER_BASE:-tenants/demo/data} is not allowed" in broken.problems[0]
+    # a plan loaded before the list was set is refused at run time, before the variable is read
+    monkeypatch.setenv("OTHER_BASE", "tenants/demo/data")
+    restricted = dataclasses.replace(shop, secrets=dataclasses.replace(shop.secrets, env=("DEMO__*",)))
+    with pytest.raises(
+        ConfigError, match=r"source.connection.base_path: \$\{OTHER_BASE:-tenants/demo/data\} is not allowed"
+    ):
+        build_source(restricted, SecretResolver({}))
+    job.write_text(job.read_text().replace("OTHER_BASE", "DEMO__BASE"))
+    runner.write_text(original.replace("jobs:", "secrets: {env: ['{TENANT}__*']}\njobs:"))
+    allowed = load_plan(root, strict=True).job("demo/shop")
+    with build_source(allowed, SecretResolver({})) as source:
+        assert str(source.connection.base_path) == "tenants/demo/data"  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- file secrets
@@ -292,8 +376,117 @@ def test_no_credentials_is_auth001_and_no_region_is_cfg001(monkeypatch: pytest.M
         SecretResolver({}).resolve("${aws-sm:acme/pg}")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     session = boto3.session.Session(region_name="us-east-1")
-    with pytest.raises(AuthError, match="no AWS credentials found"):
+    with pytest.raises(AuthError, match="no usable AWS credentials"):
         SecretResolver({}, aws_session=session).resolve("${aws-ssm:/acme/user}")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "RequestExpired",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "TooManyRequestsException",
+        "TooManyUpdates",
+    ],
+)
+def test_codes_botocore_counts_as_transient_or_throttling_are_ext001_transient(code: str) -> None:
+    # HTTP 400: only the code says these may pass on a retry.
+    resolver = stubbed_resolver("secretsmanager", "get_secret_value", service_error_code=code, http_status_code=400)
+    with pytest.raises(ExtractError) as info:
+        resolver.resolve("${aws-sm:acme/pg}")
+    assert info.value.transient and code in str(info.value)
+
+
+class RaisingSession:
+    """A boto3 session stand-in whose client's calls raise ``exc`` (or whose ``client()`` does)."""
+
+    def __init__(self, exc: Exception, *, at_client: bool = False) -> None:
+        self.exc = exc
+        self.at_client = at_client
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        exc = self.exc
+        if self.at_client:
+            raise exc
+
+        class Client:
+            def get_secret_value(self, **kwargs: Any) -> Any:
+                raise exc
+
+            def get_parameter(self, **kwargs: Any) -> Any:
+                raise exc
+
+        return Client()
+
+
+def _botocore_error(name: str, **kwargs: Any) -> Exception:
+    import botocore.exceptions
+
+    return getattr(botocore.exceptions, name)(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "transient"),
+    [
+        (
+            lambda: _botocore_error("CredentialRetrievalError", provider="container-role", error_msg="timeout"),
+            AuthError,
+            False,
+        ),
+        (lambda: _botocore_error("TokenRetrievalError", provider="sso", error_msg="expired"), AuthError, False),
+        (lambda: _botocore_error("SSOTokenLoadError", error_msg="no token"), AuthError, False),
+        (lambda: _botocore_error("UnauthorizedSSOTokenError"), AuthError, False),
+        (lambda: _botocore_error("NoCredentialsError"), AuthError, False),
+        (lambda: _botocore_error("EndpointConnectionError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("ConnectTimeoutError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("ReadTimeoutError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("SSLError", endpoint_url="https://x", error="bad record"), ExtractError, True),
+        (lambda: _botocore_error("ConnectionClosedError", endpoint_url="https://x"), ExtractError, True),
+        (lambda: _botocore_error("InvalidRegionError", region_name="bad region"), ConfigError, False),
+        (lambda: _botocore_error("UnknownServiceError", service_name="x", known_service_names="y"), ConfigError, False),
+    ],
+)
+@pytest.mark.parametrize("at_client", [False, True])
+def test_botocore_errors_are_coded(exc: Any, expected: type, transient: bool, at_client: bool) -> None:
+    resolver = SecretResolver({}, aws_session=RaisingSession(exc(), at_client=at_client))
+    with pytest.raises(expected) as info:
+        resolver.resolve("${aws-ssm:/acme/user}", where="job.yaml: source.credentials.user")
+    assert type(info.value) is expected and info.value.transient is transient
+    assert "${aws-ssm:/acme/user}" in str(info.value) and "source.credentials.user" in str(info.value)
+
+
+def test_every_botocore_error_is_coded() -> None:
+    import inspect
+
+    import botocore.exceptions
+
+    from dativo_dagster.errors import DativoError
+
+    classes = [
+        cls
+        for cls in vars(botocore.exceptions).values()
+        if inspect.isclass(cls) and issubclass(cls, botocore.exceptions.BotoCoreError)
+    ]
+    assert len(classes) > 50
+    for cls in classes:
+        exc = cls.__new__(cls)  # no message arguments needed: only its class decides
+        with pytest.raises(DativoError):
+            SecretResolver({}, aws_session=RaisingSession(exc)).resolve("${aws-sm:acme/pg}")
+
+
+def test_a_missing_aws_profile_is_cfg001_naming_aws_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    with pytest.raises(ConfigError) as info:
+        SecretResolver({}).resolve("${aws-sm:acme/pg}", where="job.yaml: source.credentials.password")
+    assert "no-such-profile" in str(info.value) and "AWS_PROFILE" in str(info.value)
+    assert "source.credentials.password" in str(info.value)
 
 
 # --------------------------------------------------------------------------- load and run of a tenant job

@@ -76,6 +76,23 @@ def test_a_password_inside_a_url_is_a_secret() -> None:
     assert set(parts) == {"p%40ss-word-9", "p@ss-word-9"}
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("postgresql://user@db:5432/x?sslmode=require&password=qu3ry-pw%21&x=1", "qu3ry-pw!"),
+        ("mysql://db/x?sslpassword=ssl-pw-value", "ssl-pw-value"),
+        ("host=db port=5432 password='sp ace\\'pw' dbname=x", "sp ace'pw"),
+        ("Server=db;Database=x;User Id=u;Password=ado-pw-value;", "ado-pw-value"),
+        ("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=azure-key-value==;", "azure-key-value=="),
+    ],
+)
+def test_a_secret_setting_inside_a_string_is_a_secret(text: str, secret: str) -> None:
+    from dativo_dagster.config.secrets import secret_parts
+
+    assert secret in secret_parts(text, sensitive=False)
+    assert not any(part in ("require", "db", "x", "5432") for part in secret_parts(text, sensitive=False))
+
+
 def test_build_source_registers_token_and_api_key_values(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     from dativo_dagster.config import secrets
     from dativo_dagster.sources.base import ConnectionConfig, Source
