@@ -64,6 +64,11 @@ def _message(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400]
 
 
+def failure_text(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, with known secrets redacted (for logs)."""
+    return _message(exc)
+
+
 def storage_failure(exc: BaseException, what: str) -> DativoError | None:
     """The coded error for a storage/catalog exception, or None when it is not a known one.
 

@@ -38,6 +38,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Snapshot
 
 from dativo_dagster.errors import StorageStateError
+from dativo_dagster.iceberg.failures import failure_text
 from dativo_dagster.state import PROP_RUN_ID
 
 log = structlog.get_logger("dativo.iceberg")
@@ -283,7 +284,12 @@ def integrity_properties(
 
 
 def delete_manifest(table: Table, props: Mapping[str, str]) -> None:
-    """Delete the manifest named in ``props`` of a commit that did not happen (an orphan otherwise)."""
+    """Delete the manifest named in ``props`` of a commit that did not happen.
+
+    Cleanup runs while another error is on its way out: a manifest that cannot be deleted, for
+    whatever reason the FileIO gives, is logged and left as an unreferenced orphan, never raised
+    in place of that error.
+    """
     location = props.get(PROP_INTEGRITY)
     if not location:
         return
@@ -291,8 +297,8 @@ def delete_manifest(table: Table, props: Mapping[str, str]) -> None:
         table.io.delete(location)
     except FileNotFoundError:
         return
-    except OSError as exc:
-        log.warning("orphan_file_left", path=location.rsplit("/", 1)[-1], reason=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        log.warning("orphan_file_left", path=location.rsplit("/", 1)[-1], reason=failure_text(exc))
 
 
 # --------------------------------------------------------------------------- reading manifests

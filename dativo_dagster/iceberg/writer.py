@@ -602,7 +602,9 @@ class IcebergWriter:
         }
         try:
             staged.integrity = integrity_properties(table, added, staged.digests, run)
-        except OSError as exc:
+        except Exception as exc:
+            # Any FileIO's failure (an Azure SDK error through adlfs is no OSError); coded errors
+            # (IntegrityError) pass unchanged.
             raise_storage_failure(exc, f"writing the integrity manifest of {staged.label}")
         staged.integrity_files = len(added)
         props = {**staged.props, **staged.integrity}

@@ -1,4 +1,5 @@
-"""A commit whose outcome the catalog leaves unknown never deletes files its snapshot may reference.
+"""A commit whose outcome the catalog leaves unknown never deletes files its snapshot may reference;
+a failure of the FileIO around a commit is always a coded error.
 
 The catalog is made to fail after it committed (a REST gateway timeout once the commit is in:
 ``CommitStateUnknownException``; a connection reset on the way back), or instead of committing, or
@@ -15,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ServiceRequestError
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitStateUnknownException
+from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from dativo_dagster.errors import StorageError
+from dativo_dagster.iceberg import integrity
 from dativo_dagster.iceberg.commits import CommitOutcomeUnknown
 from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, verify_table
 from dativo_dagster.iceberg.tables import read_table_cursor
@@ -164,3 +168,42 @@ def test_an_interruption_during_the_catalog_call_keeps_the_files(catalog: SqlCat
     table = catalog.load_table(("acme", "items"))
     assert not verify_table(table).failed
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [1, 2, 3, 4, 5]
+
+
+# ----------------------------------------------------------------------------- failures of the FileIO
+
+
+def azure_outage(*_: Any, **__: Any) -> Any:
+    raise ServiceRequestError("Connection reset while uploading")
+
+
+def test_a_manifest_write_failure_from_the_azure_sdk_is_coded_and_cleaned_up(
+    catalog: SqlCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = IcebergWriter(catalog)
+    obj = make_obj(strategy="updated")
+    write(writer, obj, [1, 2, 3])
+    before = files_on_disk(tmp_path, "items")
+    monkeypatch.setattr(integrity, "_write_json", azure_outage)
+    with pytest.raises(StorageError, match=r"integrity manifest of acme\.items.*ServiceRequestError") as raised:
+        write(writer, obj, [4], previous=3, run_id="r2")
+    assert raised.value.transient
+    assert files_on_disk(tmp_path, "items") == before
+
+
+@pytest.mark.parametrize("which", sorted(TABLES))
+def test_a_cleanup_failure_never_replaces_the_original_error(
+    catalog: SqlCatalog, tmp_path: Path, which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = IcebergWriter(catalog)
+    obj = make_obj(strategy="updated", max_rejected_rate=1.0)
+    write(writer, obj, [1, 2, 3], amounts=["1.00", "bad", "3.00"])
+    before = files_on_disk(tmp_path, TABLES[which])
+    monkeypatch.setattr(PyArrowFileIO, "delete", azure_outage)
+    with (
+        failing_commits(TABLES[which], lands=False, failure=gateway_timeout),
+        pytest.raises(StorageError, match="CommitStateUnknownException"),
+    ):
+        write(writer, obj, [4, 5], previous=3, amounts=["4.00", "bad"], run_id="r2")
+    # The files could not be deleted: unreferenced orphans, which maintenance removes.
+    assert files_on_disk(tmp_path, TABLES[which]) > before
