@@ -137,6 +137,22 @@ def _arrow_s3_failure(exc: OSError, what: str, message: str) -> DativoError | No
     return None
 
 
+def is_missing_file(exc: BaseException) -> bool:
+    """True if ``exc`` says that the file read does not exist (and nothing worse).
+
+    Decide with :func:`storage_failure` first: a missing bucket or container, rejected credentials
+    or an outage have their own codes, even where the FileIO reports them as a missing file.
+    """
+    if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and exc.errno == errno.ENOENT):
+        return True
+    azure = _azure_cause(exc)
+    return (
+        azure is not None
+        and type(azure).__name__ == "ResourceNotFoundError"
+        and str(getattr(azure, "error_code", None) or "") != "ContainerNotFound"
+    )
+
+
 def _azure_cause(exc: BaseException) -> BaseException | None:
     """The Azure SDK exception behind ``exc`` (adlfs wraps them in RuntimeError/ValueError)."""
     seen = 0
