@@ -134,10 +134,14 @@ class _HashingStream:
         self.closed = False
 
     def write(self, b: Any) -> int:
-        self._hash.update(b)
-        self._size += memoryview(b).nbytes
+        """Write ``b``; returns the number of bytes written (as ``io.RawIOBase.write`` does)."""
+        view = memoryview(b).cast("B")
         written = self._inner.write(b)
-        return self._size if written is None else written
+        count = view.nbytes if written is None else written
+        # Only what reached the stream is part of the file.
+        self._hash.update(view[:count])
+        self._size += count
+        return count
 
     def tell(self) -> int:
         return self._size

@@ -266,7 +266,7 @@ def test_a_replay_whose_commits_landed_before_the_catalog_failed_is_complete(
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.exceptions import CommitStateUnknownException
 
-    from dativo_dagster.iceberg.integrity import verify_table
+    from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, verify_table
 
     ingest(shop, "run-1")
     fix_contract(shop)
@@ -292,3 +292,13 @@ def test_a_replay_whose_commits_landed_before_the_catalog_failed_is_complete(
     for name in ("orders", "orders__quarantine"):
         table = writer.load_table("demo", name)
         assert table is not None and not verify_table(table).failed, name
+    # The replay's quarantine manifests record the run as the writer's do.
+    quarantine = writer.load_table("demo", "orders__quarantine")
+    assert quarantine is not None
+    runs = [
+        json.loads(Path(props[PROP_INTEGRITY].removeprefix("file://")).read_text())["run"]
+        for props in (s.summary.additional_properties for s in quarantine.snapshots() if s.summary is not None)
+        if "dativo.replay-phase" in props
+    ]
+    assert [run["operation"] for run in runs] == ["replay prepared", "replay finished"]
+    assert all((run["tenant"], run["job"], run["object"]) == ("demo", "shop", "orders") for run in runs)

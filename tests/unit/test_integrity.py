@@ -22,6 +22,7 @@ from dativo_dagster.iceberg.integrity import (
     PROP_INTEGRITY,
     PROP_INTEGRITY_SHA256,
     TABLE_PROP_INTEGRITY_BASE,
+    TABLE_PROP_INTEGRITY_BASE_SHA256,
     TABLE_PROP_INTEGRITY_SINCE,
     FileDigests,
     HashingOutputFile,
@@ -284,3 +285,24 @@ def test_verify_statuses_and_cli_failures_agree() -> None:
     from dativo_dagster.cli_verify import FAILURES
 
     assert FAILURES == FAILED_STATUSES
+
+
+def test_the_hashing_stream_returns_the_bytes_each_write_wrote(tmp_path: Path) -> None:
+    output = HashingOutputFile(PyArrowFileIO().new_output(f"file://{tmp_path}/out.bin"), FileDigests())
+    with output.create(overwrite=True) as stream:
+        assert stream.write(b"PAR1") == 4
+        assert stream.write(memoryview(b"x" * 10)) == 10  # not the running total
+        assert stream.tell() == 14
+
+
+def test_a_base_manifest_without_its_recorded_sha256_is_tampered(table: Table) -> None:
+    first = _commit(table, 0, 10)
+    _commit(table, 10, 10)
+    txn = table.transaction()
+    carry_forward_before_expiry(table, txn, {first})
+    ExpireSnapshots(txn).by_id(first).commit()
+    table = txn.commit_transaction()
+    with table.transaction() as edit:
+        edit.remove_properties(TABLE_PROP_INTEGRITY_BASE_SHA256)
+    result = verify_table(table.refresh())
+    assert [p.kind for p in result.manifest_problems] == ["tampered"] and result.failed
