@@ -4,12 +4,14 @@
 quarantine table, every data and delete file of the current snapshot against the digest its
 commit recorded (:mod:`~dativo_dagster.iceberg.integrity`), and each integrity manifest against
 the SHA-256 its snapshot recorded. A file is reported *missing*, *truncated* (another size),
-*altered* (same size, another SHA-256) or *unverified* (no digest recorded: committed before
-digests were recorded, or by another engine; counted, not a failure), with the snapshot that
-added it and the run that wrote it.
+*altered* (same size, another SHA-256), *digest_lost* (committed after the table began recording
+digests, but the snapshot that added it was expired by a tool that did not carry its digest
+forward) or *unverified* (no digest recorded: committed before digests were recorded, or by
+another engine; counted, not a failure), with the snapshot that added it and the run that wrote it.
 
 Exit codes: 0 every file matches, 1 a file or manifest does not, 2 the command could not run
-(CFG001 unknown job or object, STG001 storage unreachable).
+(CFG001 unknown job or object, or a missing bucket or container; AUTH001 rejected credentials;
+STG001 storage unreachable).
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from typing import Any
 
 from dativo_dagster.config.plan import ObjectPlan
 
-FAILURES = ("missing", "truncated", "altered")
-"""File statuses that make ``dativo verify`` exit 1."""
+FAILURES = ("missing", "truncated", "altered", "digest_lost")
+"""File statuses that make ``dativo verify`` exit 1 (:data:`~dativo_dagster.iceberg.integrity.FAILED_STATUSES`)."""
+
+DIGEST_LOST_HINT = (
+    "their snapshots were expired without carrying their SHA-256 forward: expire snapshots through "
+    "`dativo maintain`, not another engine's expiry; check these files against a copy you trust"
+)
 
 
 def _short(path: str) -> str:
@@ -137,6 +144,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             manifests = len(report["manifest_problems"])
             bad = ", ".join(x for x in (bad, f"{manifests} manifest(s) not trustworthy" if manifests else "") if x)
             say_error(f"{summary}: {bad}")
+        if report["digest_lost"]:
+            say_warning(f"{report['table']}: {report['digest_lost']} file(s) lost their digest: {DIGEST_LOST_HINT}")
         if report["unverified"]:
             say_warning(
                 f"{report['table']}: {report['unverified']} file(s) unverified (no SHA-256 recorded: committed "
@@ -165,9 +174,11 @@ def add_verify_command(sub: Any) -> None:
         description="Every file a run commits has its SHA-256 recorded in an integrity manifest named by the "
         "snapshot (dativo.integrity). verify re-reads the live data and delete files of each object's table and "
         "quarantine table and reports any file missing, truncated (another size) or altered (another SHA-256), "
-        "with the snapshot that added it and its run, and any manifest whose own SHA-256 does not match. Files "
-        "with no recorded digest (older commits, other engines) are counted as unverified. Exit codes: 0 every "
-        "file matches, 1 a mismatch, 2 the job or object is unknown or storage failed.",
+        "with the snapshot that added it and its run, and any manifest whose own SHA-256 does not match. A file "
+        "committed after digests were recorded whose digest was lost (its snapshot expired by another tool) is "
+        "reported digest_lost, a failure. Files with no recorded digest (older commits, other engines) are counted "
+        "as unverified. Exit codes: 0 every file matches, 1 a mismatch, 2 the job or object is unknown or storage "
+        "failed.",
     )
     verify.add_argument("job", help="TENANT/JOB as listed in runner.yaml")
     verify.add_argument("--object", action="append", help="only this object (repeatable)")

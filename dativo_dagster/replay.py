@@ -249,11 +249,23 @@ def _pending(rows: pa.Table) -> pa.Array:
 
 
 def _rewrite_quarantine(
-    table: Table, label: str, condition: BooleanExpression, data: pa.Table | None, props: dict[str, str]
+    obj: ObjectPlan,
+    table: Table,
+    label: str,
+    condition: BooleanExpression,
+    data: pa.Table | None,
+    props: dict[str, str],
 ) -> None:
     """Replace the quarantine rows matching ``condition`` by ``data`` in one commit; a commit that
     loses a race with another writer raises :class:`CommitConflict` (the caller reads again)."""
-    run = {"run_id": f"replay-{props[PROP_REPLAY_ID]}", "object": props.get(PROP_OBJECT, ""), "operation": "replay"}
+    # The integrity manifest records the run as the writer's do (tenant, job, object's name).
+    run = {
+        "run_id": f"replay-{props[PROP_REPLAY_ID]}",
+        "tenant": obj.tenant,
+        "job": obj.job,
+        "object": obj.name,
+        "operation": f"replay {props.get(PROP_REPLAY_PHASE, '')}".strip(),
+    }
     commit_row_replace(table, table.transaction(), data, condition, props, run, label)
 
 
@@ -372,6 +384,7 @@ def _replay_quarantine_once(
         pa.array(reasons, prepared.schema.field(REASON_COLUMN).type),
     )
     _rewrite_quarantine(
+        obj,
         quarantine,
         label,
         _not_pending(),
@@ -482,6 +495,7 @@ def _finish(
             pa.array([""] * back.num_rows, pa.string()),
         )
     _rewrite_quarantine(
+        obj,
         quarantine,
         label,
         _equal(CURSOR_FROM_COLUMN, mark),

@@ -64,6 +64,11 @@ def _message(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400]
 
 
+def failure_text(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, with known secrets redacted (for logs)."""
+    return _message(exc)
+
+
 def storage_failure(exc: BaseException, what: str) -> DativoError | None:
     """The coded error for a storage/catalog exception, or None when it is not a known one.
 
@@ -155,6 +160,22 @@ def _arrow_s3_failure(exc: OSError, what: str, message: str) -> DativoError | No
 def _transient_status(status: int) -> bool:
     """HTTP statuses worth a retry: server errors, timeouts, throttling (0: no answer at all)."""
     return status == 0 or status >= 500 or status in (408, 429)
+
+
+def is_missing_file(exc: BaseException) -> bool:
+    """True if ``exc`` says that the file read does not exist (and nothing worse).
+
+    Decide with :func:`storage_failure` first: a missing bucket or container, rejected credentials
+    or an outage have their own codes, even where the FileIO reports them as a missing file.
+    """
+    if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and exc.errno == errno.ENOENT):
+        return True
+    azure = _azure_cause(exc)
+    return (
+        azure is not None
+        and type(azure).__name__ == "ResourceNotFoundError"
+        and str(getattr(azure, "error_code", None) or "") != "ContainerNotFound"
+    )
 
 
 def _azure_cause(exc: BaseException) -> BaseException | None:

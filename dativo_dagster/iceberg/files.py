@@ -30,7 +30,7 @@ from dativo_dagster.compat.pyiceberg import (
     pyarrow_to_schema,
     set_dictionary_columns,
 )
-from dativo_dagster.iceberg.failures import raise_storage_failure
+from dativo_dagster.iceberg.failures import failure_text, raise_storage_failure
 from dativo_dagster.iceberg.integrity import FileDigests, hashing_output
 
 log = structlog.get_logger("dativo.iceberg")
@@ -279,12 +279,14 @@ def read_data_files(table: Table, files: list[DataFile]) -> pa.Table:
 def delete_files(table: Table, paths: Iterable[str]) -> None:
     """Delete uncommitted files; one that cannot be deleted is logged and left as an orphan.
 
-    An orphan is never visible (no snapshot references it); table maintenance removes it.
+    An orphan is never visible (no snapshot references it); table maintenance removes it. Cleanup
+    runs while another error is on its way out, so no failure of the FileIO (an OSError, an Azure
+    SDK error through adlfs, ...) is raised in its place.
     """
     for path in paths:
         try:
             table.io.delete(path)
         except FileNotFoundError:
             continue
-        except OSError as exc:
-            log.warning("orphan_file_left", path=path.rsplit("/", 1)[-1], reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            log.warning("orphan_file_left", path=path.rsplit("/", 1)[-1], reason=failure_text(exc))

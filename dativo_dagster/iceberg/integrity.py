@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import structlog
 from pyiceberg.io import FileIO, InputFile, OutputFile, OutputStream
@@ -37,7 +38,8 @@ from pyiceberg.manifest import DataFile, DataFileContent
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Snapshot
 
-from dativo_dagster.errors import StorageStateError
+from dativo_dagster.errors import ConfigError, StorageStateError
+from dativo_dagster.iceberg.failures import failure_text, is_missing_file, storage_failure
 from dativo_dagster.state import PROP_RUN_ID
 
 log = structlog.get_logger("dativo.iceberg")
@@ -53,6 +55,10 @@ TABLE_PROP_INTEGRITY_BASE = "dativo.integrity-base"
 
 TABLE_PROP_INTEGRITY_BASE_SHA256 = "dativo.integrity-base-sha256"
 """Table property: the hex SHA-256 of the consolidated manifest's bytes."""
+
+TABLE_PROP_INTEGRITY_SINCE = "dativo.integrity-since-sequence"
+"""Table property: every file dativo commits with this sequence number or a later one has its
+SHA-256 recorded (set when dativo creates the table, or first writes one it did not create)."""
 
 MANIFEST_FORMAT = "dativo-integrity/1"
 """``format`` field of every integrity manifest (a reader refuses any other)."""
@@ -128,10 +134,14 @@ class _HashingStream:
         self.closed = False
 
     def write(self, b: Any) -> int:
-        self._hash.update(b)
-        self._size += memoryview(b).nbytes
+        """Write ``b``; returns the number of bytes written (as ``io.RawIOBase.write`` does)."""
+        view = memoryview(b).cast("B")
         written = self._inner.write(b)
-        return self._size if written is None else written
+        count = view.nbytes if written is None else written
+        # Only what reached the stream is part of the file.
+        self._hash.update(view[:count])
+        self._size += count
+        return count
 
     def tell(self) -> int:
         return self._size
@@ -283,7 +293,12 @@ def integrity_properties(
 
 
 def delete_manifest(table: Table, props: Mapping[str, str]) -> None:
-    """Delete the manifest named in ``props`` of a commit that did not happen (an orphan otherwise)."""
+    """Delete the manifest named in ``props`` of a commit that did not happen.
+
+    Cleanup runs while another error is on its way out: a manifest that cannot be deleted, for
+    whatever reason the FileIO gives, is logged and left as an unreferenced orphan, never raised
+    in place of that error.
+    """
     location = props.get(PROP_INTEGRITY)
     if not location:
         return
@@ -291,8 +306,8 @@ def delete_manifest(table: Table, props: Mapping[str, str]) -> None:
         table.io.delete(location)
     except FileNotFoundError:
         return
-    except OSError as exc:
-        log.warning("orphan_file_left", path=location.rsplit("/", 1)[-1], reason=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        log.warning("orphan_file_left", path=location.rsplit("/", 1)[-1], reason=failure_text(exc))
 
 
 # --------------------------------------------------------------------------- reading manifests
@@ -326,19 +341,36 @@ def _summary(snapshot: Snapshot) -> dict[str, str]:
     return dict(snapshot.summary.additional_properties) if snapshot.summary is not None else {}
 
 
+def _raise_unless_missing(exc: Exception, location: str) -> None:
+    """Return if reading ``location`` failed because the file does not exist; raise otherwise.
+
+    The storage mapping decides first: a missing bucket or container (CFG001), rejected
+    credentials (AUTH001) or an outage (STG001, transient) stop the verification with their code
+    instead of being counted as one missing file each.
+    """
+    mapped = storage_failure(exc, f"reading {location}")
+    if mapped is not None and isinstance(mapped, StorageStateError) and is_missing_file(exc):
+        return
+    if mapped is None:
+        raise exc  # not a known storage failure: a bug, with its traceback
+    raise mapped from None
+
+
 def _read_manifest(io: FileIO, location: str, expected_sha256: str | None) -> dict[str, Any]:
-    """The manifest's document; raises ``_ManifestUnusable`` naming what is wrong with it."""
+    """The manifest's document; raises ``_ManifestUnusable`` naming what is wrong with it.
+
+    ``expected_sha256`` None: the manifest has no recorded SHA-256, so it cannot be trusted.
+    """
     try:
         with io.new_input(location).open(seekable=False) as stream:
             payload = stream.read()
-    except FileNotFoundError as exc:
+    except Exception as exc:
+        _raise_unless_missing(exc, location)
         raise _ManifestUnusable("missing", "not found") from exc
-    except OSError as exc:
-        if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
-            raise _ManifestUnusable("missing", "not found") from exc
-        raise
     actual = hashlib.sha256(payload).hexdigest()
-    if expected_sha256 is not None and actual != expected_sha256:
+    if not expected_sha256:
+        raise _ManifestUnusable("tampered", "no SHA-256 of the manifest is recorded")
+    if actual != expected_sha256:
         raise _ManifestUnusable("tampered", f"SHA-256 {actual[:12]}… differs from the recorded {expected_sha256[:12]}…")
     try:
         document = json.loads(payload)
@@ -370,10 +402,15 @@ def _entries(document: Mapping[str, Any], snapshot_id: int | None, run_id: str |
 
 @dataclass
 class RecordedDigests:
-    """Every digest the table's retained manifests record, and the manifests that failed to load."""
+    """Every digest the table's retained manifests record, and the manifests that failed to load.
+
+    ``unrecorded`` holds the live files the base manifest lists as never recorded (added by
+    another engine, or before digests were recorded) when their snapshots were expired.
+    """
 
     by_path: dict[str, RecordedDigest] = field(default_factory=dict)
     problems: list[ManifestProblem] = field(default_factory=list)
+    unrecorded: set[str] = field(default_factory=set)
 
 
 def recorded_digests(table: Table, snapshot_ids: Iterable[int] | None = None) -> RecordedDigests:
@@ -390,6 +427,7 @@ def recorded_digests(table: Table, snapshot_ids: Iterable[int] | None = None) ->
             document = _read_manifest(io, base, table.properties.get(TABLE_PROP_INTEGRITY_BASE_SHA256))
             for recorded in _entries(document, None, None):
                 found.by_path[recorded.path] = recorded
+            found.unrecorded = {str(item["path"]) for item in document.get("unrecorded", [])}
         except _ManifestUnusable as exc:
             found.problems.append(ManifestProblem(base, exc.kind, None, exc.detail))
     wanted = None if snapshot_ids is None else set(snapshot_ids)
@@ -420,6 +458,8 @@ class LiveFile:
     record_count: int
     content: str
     snapshot_id: int | None
+    sequence_number: int | None = None
+    """The sequence number of the commit that added the file."""
 
 
 def live_files(
@@ -448,6 +488,9 @@ def live_files(
                     record_count=int(entry.data_file.record_count),
                     content=_content_name(entry.data_file.content),
                     snapshot_id=entry.snapshot_id,
+                    sequence_number=(
+                        entry.file_sequence_number if entry.file_sequence_number is not None else entry.sequence_number
+                    ),
                 )
                 for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
             ]
@@ -499,10 +542,17 @@ def carry_forward_before_expiry(table: Table, txn: Transaction, expiring: set[in
                 hint=f"run `dativo verify` on the job of {label}",
             )
     files = []
+    unrecorded = []
+    # Snapshots that recorded no manifest (another engine's, or older than digests): their files
+    # were never recorded, which the base keeps saying once the snapshots are gone. A file whose
+    # snapshot is already gone without its digest carried forward is not listed: it stays lost.
+    without_manifest = {s.snapshot_id for s in table.metadata.snapshots if not _summary(s).get(PROP_INTEGRITY)}
     for path in sorted(referenced):
         digest = recorded.by_path.get(path)
         if digest is None:
-            continue  # never recorded (an older commit, another engine): stays unverified
+            if path in recorded.unrecorded or referenced[path].snapshot_id in without_manifest:
+                unrecorded.append({"path": path, "snapshot_id": referenced[path].snapshot_id})
+            continue
         files.append(
             {
                 "path": path,
@@ -514,7 +564,7 @@ def carry_forward_before_expiry(table: Table, txn: Transaction, expiring: set[in
                 "run_id": digest.run_id,
             }
         )
-    document = {"format": MANIFEST_FORMAT, "table": label, "base": True, "files": files}
+    document = {"format": MANIFEST_FORMAT, "table": label, "base": True, "files": files, "unrecorded": unrecorded}
     location = _new_manifest_location(table)
     sha256 = _write_json(table.io, location, document)
     txn.set_properties({TABLE_PROP_INTEGRITY_BASE: location, TABLE_PROP_INTEGRITY_BASE_SHA256: sha256})
@@ -532,7 +582,15 @@ def retained_integrity_paths(table: Table) -> set[str]:
 # --------------------------------------------------------------------------- verify
 
 
-ProblemKind = Literal["missing", "truncated", "altered", "unverified"]
+FileStatus = Literal["ok", "missing", "truncated", "altered", "digest_lost", "unverified"]
+"""``digest_lost``: the file was committed after the table began recording digests, but no
+digest of it survives (the snapshot that added it was expired by a tool that did not carry its
+digest forward)."""
+
+ProblemKind = Literal["missing", "truncated", "altered", "digest_lost", "unverified"]
+
+FAILED_STATUSES: tuple[str, ...] = ("missing", "truncated", "altered", "digest_lost")
+"""File statuses that make a verification fail."""
 
 
 @dataclass(frozen=True)
@@ -543,7 +601,7 @@ class FileCheck:
     content: str
     snapshot_id: int | None
     run_id: str | None
-    status: Literal["ok", "missing", "truncated", "altered", "unverified"]
+    status: FileStatus
     detail: str = ""
 
 
@@ -563,14 +621,17 @@ class TableVerification:
 
     @property
     def failed(self) -> bool:
-        """True if any file is missing, truncated or altered, or a manifest cannot be trusted."""
-        return bool(self.manifest_problems) or any(
-            check.status in ("missing", "truncated", "altered") for check in self.files
-        )
+        """True if any file is missing, truncated, altered or lost its digest, or a manifest cannot be trusted."""
+        return bool(self.manifest_problems) or any(check.status in FAILED_STATUSES for check in self.files)
 
 
 def _hash_file(io: FileIO, path: str) -> tuple[str, int] | None:
-    """SHA-256 and size of the file (streamed in chunks), or None if it does not exist."""
+    """SHA-256 and size of the file (streamed in chunks), or None if it does not exist.
+
+    Raises:
+        DativoError: reading failed for another reason (a missing bucket or container, rejected
+            credentials, an outage): the coded error of :func:`~dativo_dagster.iceberg.failures.storage_failure`.
+    """
     digest = hashlib.sha256()
     size = 0
     try:
@@ -578,30 +639,90 @@ def _hash_file(io: FileIO, path: str) -> tuple[str, int] | None:
             while chunk := stream.read(READ_CHUNK_BYTES):
                 digest.update(chunk)
                 size += len(chunk)
-    except FileNotFoundError:
+    except Exception as exc:
+        _raise_unless_missing(exc, path)
         return None
-    except OSError as exc:
-        text = str(exc).lower()
-        if "not found" in text or "no such file" in text or "does not exist" in text:
-            return None
-        raise
     return digest.hexdigest(), size
+
+
+def recording_since(table: Table) -> int | None:
+    """The sequence number from which every file dativo commits to the table has a recorded digest.
+
+    :data:`TABLE_PROP_INTEGRITY_SINCE`, or else the oldest retained snapshot that names a manifest;
+    None when the table records no digests, or is a format-version 1 table (no sequence numbers).
+    """
+    if table.metadata.format_version < 2:
+        return None
+    recorded = table.properties.get(TABLE_PROP_INTEGRITY_SINCE)
+    if recorded is not None and recorded.strip().isdigit():
+        return int(recorded)
+    numbers = [s.sequence_number for s in table.metadata.snapshots if _summary(s).get(PROP_INTEGRITY)]
+    known = [n for n in numbers if n is not None]
+    return min(known) if known else None
+
+
+def _check_bucket_roots(table: Table, missing: Sequence[str]) -> None:
+    """Raise CFG001 if the bucket or container of files reported missing does not exist.
+
+    Object stores answer a read in a deleted bucket or container like a read of a deleted file:
+    one probe per bucket tells the two apart.
+    """
+    roots = sorted({f"{parts.scheme}://{parts.netloc}" for parts in map(urlsplit, missing) if parts.netloc})
+    for root in roots:
+        try:
+            exists = table.io.new_input(root).exists()
+        except Exception as exc:
+            mapped = storage_failure(exc, f"checking {root}")
+            if mapped is None:
+                raise
+            raise mapped from None
+        if not exists:
+            label = ".".join(table.name())
+            raise ConfigError(
+                f"verifying {label}: the bucket or container of {root} does not exist (its live files cannot be read)",
+                hint="check the target's warehouse and storage settings; restore the bucket or container",
+            )
 
 
 def verify_table(table: Table, *, threads: int = VERIFY_THREADS) -> TableVerification:
     """Re-read every live file of the table's current snapshot and compare it with its recorded digest.
 
     A file is *missing* (cannot be read), *truncated* (its size differs from the manifest's or
-    from Iceberg's ``file_size_in_bytes``), *altered* (same size, another SHA-256) or
-    *unverified* (no digest recorded: committed before integrity was recorded, or by another
-    engine; its size is still checked).
+    from Iceberg's ``file_size_in_bytes``), *altered* (same size, another SHA-256),
+    *digest_lost* (committed after the table began recording digests, but no digest of it
+    survives: its snapshot was expired without carrying it forward; its size is still checked)
+    or *unverified* (no digest recorded: committed before integrity was recorded, or by another
+    engine; its size is still checked). Every status but ``ok`` and ``unverified`` is a failure.
+
+    Raises:
+        DativoError: a read failed for another reason than a missing file (CFG001 a missing bucket
+            or container, AUTH001, STG001).
     """
     snapshot = table.current_snapshot()
     result = TableVerification(table=".".join(table.name()), snapshot_id=snapshot.snapshot_id if snapshot else None)
     live = live_files(table)
     recorded = recorded_digests(table, {f.snapshot_id for f in live if f.snapshot_id is not None})
     result.manifest_problems = recorded.problems
-    run_ids = {s.snapshot_id: _summary(s).get(PROP_RUN_ID) for s in table.metadata.snapshots}
+    summaries = {s.snapshot_id: _summary(s) for s in table.metadata.snapshots}
+    run_ids = {snapshot_id: summary.get(PROP_RUN_ID) for snapshot_id, summary in summaries.items()}
+    untrusted = {problem.snapshot_id for problem in recorded.problems}
+    since = recording_since(table)
+
+    def lost_digest(live_file: LiveFile) -> str | None:
+        """Why ``live_file`` should have a digest, or None if it never had one."""
+        if live_file.path in recorded.unrecorded:
+            return None
+        summary = summaries.get(live_file.snapshot_id) if live_file.snapshot_id is not None else None
+        if summary is not None:
+            if summary.get(PROP_INTEGRITY) and live_file.snapshot_id not in untrusted:
+                return "the integrity manifest of the snapshot that added it does not list it"
+            return None  # another engine's snapshot, or one older than digests: never recorded
+        if since is not None and live_file.sequence_number is not None and live_file.sequence_number >= since:
+            return (
+                "committed after digests were recorded on this table, but the snapshot that added it was "
+                "expired without carrying its SHA-256 forward (expire snapshots through `dativo maintain`)"
+            )
+        return None
 
     def check(live_file: LiveFile) -> tuple[FileCheck, int]:
         digest = recorded.by_path.get(live_file.path)
@@ -610,7 +731,7 @@ def verify_table(table: Table, *, threads: int = VERIFY_THREADS) -> TableVerific
         if snapshot_id is None and digest is not None:
             snapshot_id = digest.snapshot_id
 
-        def outcome(status: Any, detail: str = "") -> FileCheck:
+        def outcome(status: FileStatus, detail: str = "") -> FileCheck:
             return FileCheck(live_file.path, live_file.content, snapshot_id, run_id, status, detail)
 
         hashed = _hash_file(table.io, live_file.path)
@@ -621,6 +742,9 @@ def verify_table(table: Table, *, threads: int = VERIFY_THREADS) -> TableVerific
         if size != expected or size != live_file.size:
             return outcome("truncated", f"{size} bytes, {expected} recorded"), size
         if digest is None:
+            lost = lost_digest(live_file)
+            if lost is not None:
+                return outcome("digest_lost", lost), size
             return outcome("unverified", "no SHA-256 recorded"), size
         if sha256 != digest.sha256:
             return outcome("altered", f"SHA-256 {sha256[:12]}… differs from the recorded {digest.sha256[:12]}…"), size
@@ -630,18 +754,24 @@ def verify_table(table: Table, *, threads: int = VERIFY_THREADS) -> TableVerific
         for file_check, size in pool.map(check, sorted(live, key=lambda f: f.path)):
             result.files.append(file_check)
             result.bytes_read += size
+    missing = [check.path for check in result.files if check.status == "missing"]
+    if missing:
+        _check_bucket_roots(table, missing)
     return result
 
 
 __all__ = [
+    "FAILED_STATUSES",
     "MANIFEST_FORMAT",
     "PROP_INTEGRITY",
     "PROP_INTEGRITY_SHA256",
     "TABLE_PROP_INTEGRITY_BASE",
     "TABLE_PROP_INTEGRITY_BASE_SHA256",
+    "TABLE_PROP_INTEGRITY_SINCE",
     "FileCheck",
     "FileDigest",
     "FileDigests",
+    "FileStatus",
     "HashingOutputFile",
     "IntegrityError",
     "LiveFile",
@@ -656,6 +786,7 @@ __all__ = [
     "live_file_digests",
     "live_files",
     "recorded_digests",
+    "recording_since",
     "retained_integrity_paths",
     "verify_table",
 ]

@@ -27,9 +27,10 @@ from pyiceberg.table.metadata import TableMetadata
 from dativo_dagster.compat.pyiceberg import ArrowScan
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import StorageError
+from dativo_dagster.iceberg.commits import CommitAttempt
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
 from dativo_dagster.iceberg.files import delete_files, rewrite_rows, write_data_files
-from dativo_dagster.iceberg.integrity import FileDigests, delete_manifest, integrity_properties
+from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, FileDigests, delete_manifest, integrity_properties
 from dativo_dagster.iceberg.schema import apply_schema_changes, plan_schema_changes
 from dativo_dagster.iceberg.tables import Owner, Tables
 from dativo_dagster.state import PROP_OBJECT, PROP_RUN_ID
@@ -126,7 +127,10 @@ def commit_row_replace(
 
     Files whose rows all match are dropped; files where some match are rewritten without them.
     Every file written goes through the hashing writer, and the snapshot names its integrity
-    manifest. If the commit does not happen, the files it wrote are deleted.
+    manifest. If the commit definitely did not happen, the files it wrote are deleted; if the
+    catalog failed in a way that leaves the outcome unknown, the table is reloaded to settle it
+    (:class:`~dativo_dagster.iceberg.commits.CommitAttempt`): a commit that landed is a success,
+    and files are never deleted while it may have.
 
     Args:
         table: The table ``txn`` belongs to.
@@ -139,7 +143,8 @@ def commit_row_replace(
 
     Raises:
         CommitConflict: another writer committed first (the caller refreshes and tries again).
-        StorageError: the warehouse or catalog failed.
+        StorageError: the warehouse or catalog failed (CommitOutcomeUnknown: the commit may have
+            landed; its files were kept).
     """
     from pyiceberg.exceptions import CommitFailedException
 
@@ -148,6 +153,7 @@ def commit_row_replace(
     removed: list[DataFile] = []
     added: list[DataFile] = []
     integrity: dict[str, str] = {}
+    attempt: CommitAttempt | None = None
     try:
         if condition is not None and table.current_snapshot() is not None:
             removed, added = _without_matching_rows(table, metadata, condition, digests)
@@ -170,13 +176,16 @@ def commit_row_replace(
             with txn.update_snapshot(snapshot_properties=snapshot_props).fast_append() as append:
                 for data_file in added:
                     append.append_data_file(data_file)
-        txn.commit_transaction()
+        attempt = CommitAttempt(table, integrity[PROP_INTEGRITY], f"writing {what}")
+        attempt.commit(txn)
     except BaseException as exc:
+        if attempt is not None and attempt.may_have_landed:
+            raise  # the snapshot may reference the files: they stay (orphans at worst)
         delete_files(table, [f.file_path for f in added])
         delete_manifest(table, integrity)
         if isinstance(exc, CommitFailedException):
             raise CommitConflict(str(exc)) from exc
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not isinstance(exc, CommitConflict):
             raise_storage_failure(exc, f"writing {what}")
         raise
 

@@ -20,6 +20,7 @@ from pyiceberg.table import Table
 
 from dativo_dagster.errors import ConfigError, StateError
 from dativo_dagster.iceberg.failures import raise_storage_failure
+from dativo_dagster.iceberg.integrity import TABLE_PROP_INTEGRITY_SINCE
 from dativo_dagster.state import (
     PROP_CURSOR,
     PROP_OBJECT,
@@ -96,7 +97,13 @@ class Tables:
         if table is None:
             with self._create_lock:
                 self._ensure_namespace(namespace, owner)
-                properties = {**self.table_properties, **MANAGED_PROPERTIES, OWNER_PROPERTY: owner.label}
+                properties = {
+                    **self.table_properties,
+                    **MANAGED_PROPERTIES,
+                    OWNER_PROPERTY: owner.label,
+                    # Every file dativo commits to it has its SHA-256 recorded, from the first.
+                    TABLE_PROP_INTEGRITY_SINCE: "0",
+                }
                 try:
                     table = self.catalog.create_table_if_not_exists(
                         (namespace, name), schema=schema, properties=properties
@@ -111,6 +118,10 @@ class Tables:
         """Record the owner and dativo's commit settings on a table that lacks them (one commit)."""
         wanted = {**MANAGED_PROPERTIES, OWNER_PROPERTY: owner.label}
         missing = {key: value for key, value in wanted.items() if table.properties.get(key) != value}
+        if TABLE_PROP_INTEGRITY_SINCE not in table.properties:
+            # A table from before digests were recorded (or created elsewhere): the files dativo
+            # commits from now on have one, so verify can tell a lost digest from a file that never had one.
+            missing[TABLE_PROP_INTEGRITY_SINCE] = str(table.metadata.next_sequence_number())
         if not missing:
             return table
         try:

@@ -40,6 +40,7 @@ from pyiceberg.table.snapshots import Operation
 from dativo_dagster.config.models import WriteMode
 from dativo_dagster.config.plan import ObjectPlan
 from dativo_dagster.errors import QualityError, StorageError
+from dativo_dagster.iceberg.commits import CommitAttempt
 from dativo_dagster.iceberg.deletes import MergeOnReadOverwrite
 from dativo_dagster.iceberg.failures import (
     COMMIT_ATTEMPTS,
@@ -185,6 +186,13 @@ class _Staged:
     # The integrity properties of the latest commit attempt (its manifest is deleted if superseded).
     integrity: dict[str, str] = field(default_factory=dict)
     integrity_files: int = 0
+    # The latest attempt's catalog call: while it may have landed, its files must not be deleted.
+    attempt: CommitAttempt | None = None
+
+    @property
+    def may_have_landed(self) -> bool:
+        """True if the latest commit attempt may be in the table (its files are then kept)."""
+        return self.attempt is not None and self.attempt.may_have_landed
 
 
 class IcebergWriter:
@@ -484,6 +492,11 @@ class IcebergWriter:
                     return nothing_committed()
             snapshot_id, attempts = self._commit(table, txn, staged)
         except BaseException:
+            if staged is not None and staged.may_have_landed:
+                # The catalog may hold the snapshot that references these files: deleting them
+                # would break the table. Unreferenced, they are orphans that maintenance removes.
+                log.warning("commit_files_kept", table=label, reason="the commit's outcome is unknown")
+                raise
             written = [f.file_path for f in new_files]
             if staged is not None:
                 written += [f.file_path for f in staged.files + staged.merge.written_files()]
@@ -589,10 +602,13 @@ class IcebergWriter:
         }
         try:
             staged.integrity = integrity_properties(table, added, staged.digests, run)
-        except OSError as exc:
+        except Exception as exc:
+            # Any FileIO's failure (an Azure SDK error through adlfs is no OSError); coded errors
+            # (IntegrityError) pass unchanged.
             raise_storage_failure(exc, f"writing the integrity manifest of {staged.label}")
         staged.integrity_files = len(added)
         props = {**staged.props, **staged.integrity}
+        staged.attempt = CommitAttempt(table, staged.integrity[PROP_INTEGRITY], f"commit to {staged.label}")
         try:
             if merge.delete_files:
                 producer = MergeOnReadOverwrite(
@@ -616,14 +632,14 @@ class IcebergWriter:
                     for data_file in add:
                         append.append_data_file(data_file)
             _fault_point("before_commit")
-            committed = txn.commit_transaction()
-            _fault_point("after_commit")
         except CommitFailedException as exc:
             raise CommitConflict(str(exc)) from exc
         except Exception as exc:
             raise_storage_failure(exc, f"commit to {staged.label}")
-        snapshot = committed.current_snapshot()
-        return snapshot.snapshot_id if snapshot else None
+        # From here on a failure may come after the catalog committed (CommitAttempt settles it).
+        snapshot_id = staged.attempt.commit(txn)
+        _fault_point("after_commit")
+        return snapshot_id
 
 
 PROP_REPLAY_ID = "dativo.replay-id"

@@ -214,3 +214,35 @@ def test_a_replayed_commit_records_its_replanned_files_and_drops_the_superseded_
     # The compacted file was written by another writer: unverified, which is no failure.
     assert not verification.failed
     assert (verification.count("ok"), verification.count("unverified")) == (2, 1)
+
+
+def test_a_missing_data_bucket_is_a_config_error_not_missing_files(s3_bucket: str, aws: Moto) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog as Catalog
+
+    from dativo_dagster.errors import ConfigError
+    from tests.unit.test_integrity import SCHEMA, _commit
+
+    data_bucket = aws.new_bucket()
+    env = aws.environ()
+    catalog = Catalog(
+        "s3",
+        uri="sqlite:///:memory:",
+        warehouse=f"s3://{s3_bucket}/wh",
+        **{
+            "s3.endpoint": env["AWS_ENDPOINT_URL"],
+            "s3.access-key-id": env["AWS_ACCESS_KEY_ID"],
+            "s3.secret-access-key": env["AWS_SECRET_ACCESS_KEY"],
+            "s3.region": env["AWS_REGION"],
+        },
+    )
+    catalog.create_namespace("n")
+    # Data files in a bucket of their own: the table's metadata stays readable when it goes.
+    table = catalog.create_table(("n", "t"), schema=SCHEMA, properties={"write.data.path": f"s3://{data_bucket}/d"})
+    _commit(table, 0, 10)
+    assert verify_table(table).count("ok") == 1
+    s3 = aws.client("s3")
+    for item in s3.list_objects_v2(Bucket=data_bucket).get("Contents", []):
+        s3.delete_object(Bucket=data_bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=data_bucket)
+    with pytest.raises(ConfigError, match=data_bucket):
+        verify_table(table)

@@ -258,3 +258,47 @@ def test_rejections_of_a_run_that_committed_nothing_are_left_to_the_next_run(
     ingest(shop, "run-2")
     ids = order_ids(shop)
     assert ids == EXPECTED_AFTER_REPLAY and len(ids) == len(set(ids))  # every row once
+
+
+def test_a_replay_whose_commits_landed_before_the_catalog_failed_is_complete(
+    shop: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.exceptions import CommitStateUnknownException
+
+    from dativo_dagster.iceberg.integrity import PROP_INTEGRITY, verify_table
+
+    ingest(shop, "run-1")
+    fix_contract(shop)
+    original = SqlCatalog.commit_table
+    failed: list[str] = []
+
+    def lands_then_times_out(self: SqlCatalog, table: object, requirements: object, updates: object) -> object:
+        original(self, table, requirements, updates)  # type: ignore[arg-type]
+        failed.append(table.name()[-1])  # type: ignore[attr-defined]
+        raise CommitStateUnknownException("504 Gateway Timeout after the catalog committed")
+
+    # Every commit of the replay (prepare, commit, finish) lands, then the catalog answers with an error.
+    monkeypatch.setattr(SqlCatalog, "commit_table", lands_then_times_out)
+    capsys.readouterr()
+    assert main(["replay", "demo/shop", "--object", "orders", "--json"]) == 0
+    monkeypatch.setattr(SqlCatalog, "commit_table", original)
+    assert failed == ["orders__quarantine", "orders", "orders__quarantine"]
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["rows_committed"] == len(MISSING_CURRENCY)
+    assert order_ids(shop) == EXPECTED_AFTER_REPLAY
+    assert set(quarantined(shop)) == {"7", "14"}
+    writer, _ = writer_for(shop)
+    for name in ("orders", "orders__quarantine"):
+        table = writer.load_table("demo", name)
+        assert table is not None and not verify_table(table).failed, name
+    # The replay's quarantine manifests record the run as the writer's do.
+    quarantine = writer.load_table("demo", "orders__quarantine")
+    assert quarantine is not None
+    runs = [
+        json.loads(Path(props[PROP_INTEGRITY].removeprefix("file://")).read_text())["run"]
+        for props in (s.summary.additional_properties for s in quarantine.snapshots() if s.summary is not None)
+        if "dativo.replay-phase" in props
+    ]
+    assert [run["operation"] for run in runs] == ["replay prepared", "replay finished"]
+    assert all((run["tenant"], run["job"], run["object"]) == ("demo", "shop", "orders") for run in runs)
