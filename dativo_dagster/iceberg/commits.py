@@ -15,7 +15,9 @@ dativo commit that adds files goes through :class:`CommitAttempt`:
   - found: the commit landed; it is a success (its snapshot holds the run's cursor, so the run
     is committed exactly once);
   - not found: it did not land; the caller may delete the files, and the error is the coded one
-    of the original failure (STG001, transient);
+    of the original failure (STG001, transient) — unless the catalog itself said the outcome is
+    unknown (``CommitStateUnknownException``): it may still apply the commit later, so the files
+    are kept and the error is :class:`CommitOutcomeUnknown`;
   - the table cannot be reloaded: nobody can tell; STG001 (transient), and the files stay where
     they are (unreferenced orphans at worst, which table maintenance removes).
 
@@ -26,7 +28,7 @@ outcome unknown too: it propagates unchanged and the files are kept.
 from __future__ import annotations
 
 import structlog
-from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, ValidationException
 from pyiceberg.table import Table, Transaction
 
 from dativo_dagster.errors import StorageError
@@ -110,6 +112,15 @@ class CommitAttempt:
                     failure=type(failure).__name__,
                 )
                 return snapshot.snapshot_id
+        if isinstance(failure, CommitStateUnknownException):
+            # A REST catalog said it cannot tell: it may still apply the commit after this reload,
+            # so its files stay (orphans at worst, removed by table maintenance).
+            log.warning("commit_not_found_yet", table=label, failure=type(failure).__name__)
+            raise CommitOutcomeUnknown(
+                f"{self.what}: the catalog could not tell whether the commit landed "
+                f"({type(failure).__name__}) and {label} does not show it yet; its files were kept",
+                hint="the retry reads the table's cursor: a commit that lands later is not loaded twice",
+            ) from None
         self.may_have_landed = False
         log.info("commit_did_not_land", table=label, failure=type(failure).__name__)
         mapped = storage_failure(failure, self.what)
