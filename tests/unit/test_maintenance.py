@@ -242,3 +242,18 @@ def test_table_properties_moving_files_out_of_the_table_location_are_refused(tmp
     # object-store layout stays under the table's data directory: allowed
     allowed = recipe(tmp_path, SQL + "table_properties: {write.object-storage.enabled: 'true'}\nwarehouse: w\n")
     assert allowed.table_properties == {"write.object-storage.enabled": "true"}
+
+
+def test_fsspec_modification_times_are_read_in_each_implementation_s_spelling() -> None:
+    import datetime as dt
+
+    from dativo_dagster.iceberg.maintenance import fsspec_modified
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert fsspec_modified({"last_modified": when}) == when.timestamp()  # adlfs
+    assert fsspec_modified({"LastModified": when.replace(tzinfo=None)}) == when.timestamp()  # s3fs, naive UTC
+    assert fsspec_modified({"mtime": 12.5}) == 12.5  # local
+    assert fsspec_modified({"updated": "2026-01-02T03:04:05Z"}) == when.timestamp()  # gcsfs
+    assert fsspec_modified({"size": 3}) is None and fsspec_modified({"mtime": "not a time"}) is None
+    # a file whose age is unknown is never an orphan
+    assert select_orphans([ListedFile("a", 1, None)], set(), older_than_s=10**12) == []
