@@ -26,6 +26,7 @@ from dativo_dagster.iceberg.maintenance import (
     CompactionResult,
     ExpiryResult,
     OrphanResult,
+    UnreadableDeletes,
     check_orphan_age,
     check_retain_days,
     compact_table,
@@ -193,7 +194,12 @@ def _maintain_table(
     table: Any, target_rows: int, settings: UpkeepSettings, report: TableUpkeep, now: dt.datetime | None
 ) -> None:
     if Action.COMPACT in settings.actions:
-        report.compaction = compact_table(table, target_rows=target_rows, dry_run=settings.dry_run)
+        try:
+            report.compaction = compact_table(table, target_rows=target_rows, dry_run=settings.dry_run)
+        except UnreadableDeletes as exc:
+            # Expiry and orphan removal do not read rows: they still run; the table is reported failed.
+            report.error = str(exc)
+            log.warning("maintenance_failed", table=report.table, error=report.error)
         table = table.refresh()
     if Action.EXPIRE in settings.actions:
         report.expiry = expire_snapshots(table, retain_days=settings.retain_days, now=now, dry_run=settings.dry_run)

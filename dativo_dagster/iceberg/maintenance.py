@@ -39,7 +39,7 @@ from pyiceberg.table.snapshots import Operation
 
 from dativo_dagster.compat.fsspec import fsspec_path
 from dativo_dagster.compat.pyiceberg import ArrowScan, require_current_snapshot
-from dativo_dagster.errors import ConfigError, StorageError
+from dativo_dagster.errors import ConfigError, ErrorClass, StorageError
 from dativo_dagster.iceberg.deletes import MergeOnReadOverwrite, referenced_data_file
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
 from dativo_dagster.iceberg.files import delete_files, write_data_files
@@ -81,6 +81,13 @@ MIN_ORPHAN_AGE_HOURS = 1.0
 COMPACT = "compact"
 
 
+MAX_RETAIN_DAYS = 3650.0
+"""The longest retention (as runner.yaml's ``maintenance.<tenant>.retain_days``)."""
+
+MAX_ORPHAN_AGE_HOURS = 87600.0
+"""The longest orphan safety window (ten years, as runner.yaml's ``orphan_age_hours``)."""
+
+
 def check_orphan_age(hours: float, where: str = "--orphan-age-hours") -> float:
     """``hours`` if it is a safe orphan window; CFG001 naming ``where`` otherwise."""
     if not hours >= MIN_ORPHAN_AGE_HOURS:
@@ -89,14 +96,38 @@ def check_orphan_age(hours: float, where: str = "--orphan-age-hours") -> float:
             "writing has files no snapshot references yet, and removing them would lose its rows",
             hint=f"use at least {MIN_ORPHAN_AGE_HOURS:g} (default {DEFAULT_ORPHAN_AGE_HOURS:g})",
         )
+    if not hours <= MAX_ORPHAN_AGE_HOURS:
+        raise ConfigError(f"{where}: must be at most {MAX_ORPHAN_AGE_HOURS:g} hours (got {hours:g})")
     return hours
 
 
 def check_retain_days(days: float, where: str = "--retain-days") -> float:
     """``days`` if it is a valid retention; CFG001 naming ``where`` otherwise."""
-    if not days >= 0:
-        raise ConfigError(f"{where}: must be 0 or more days (got {days:g})")
+    if not 0 <= days <= MAX_RETAIN_DAYS:
+        raise ConfigError(f"{where}: must be between 0 and {MAX_RETAIN_DAYS:g} days (got {days:g})")
     return days
+
+
+class UnreadableDeletes(StorageError):
+    """STG001: the table holds delete files pyiceberg cannot apply (equality deletes another engine
+    wrote), so its rows cannot be read for compaction; the table is left as it is. Retrying
+    does not help."""
+
+    error_class = ErrorClass.PERMANENT
+
+
+def _scan_tasks(table: Table) -> list[FileScanTask]:
+    """The table's live data files with their delete files, or :class:`UnreadableDeletes`."""
+    try:
+        return list(table.scan().plan_files())
+    except (ValueError, NotImplementedError) as exc:
+        if "equality delete" not in str(exc).lower():
+            raise
+        raise UnreadableDeletes(
+            f"{'.'.join(table.name())} has equality delete files (written by another engine), which dativo cannot "
+            "apply: compaction was skipped for it",
+            hint="compact the table with the engine that wrote the equality deletes (e.g. Spark rewrite_data_files)",
+        ) from None
 
 
 # --------------------------------------------------------------------------- compaction planning
@@ -328,7 +359,7 @@ def _live_facts(table: Table) -> tuple[list[FileFacts], dict[str, FileScanTask]]
     tasks = {}
     metadata = table.metadata
     default_spec = metadata.default_spec_id
-    for task in table.scan().plan_files():
+    for task in _scan_tasks(table):
         data_file = task.file
         if len(data_file.partition) or data_file.spec_id != default_spec:
             continue  # dativo's tables are unpartitioned; files of another layout are left as they are
@@ -347,9 +378,7 @@ def _live_facts(table: Table) -> tuple[list[FileFacts], dict[str, FileScanTask]]
 def _still_live(table: Table, plan: _Compaction) -> bool:
     """Every file the plan rewrites is still live with the same delete files (then the written
     files are still exactly its rows)."""
-    live = {
-        task.file.file_path: frozenset(d.file_path for d in task.delete_files) for task in table.scan().plan_files()
-    }
+    live = {task.file.file_path: frozenset(d.file_path for d in task.delete_files) for task in _scan_tasks(table)}
     return all(live.get(f.path) == f.delete_paths for group in plan.groups for f in group)
 
 
@@ -810,6 +839,8 @@ def remove_orphans(
 __all__ = [
     "DEFAULT_ORPHAN_AGE_HOURS",
     "DEFAULT_RETAIN_DAYS",
+    "MAX_ORPHAN_AGE_HOURS",
+    "MAX_RETAIN_DAYS",
     "MIN_ORPHAN_AGE_HOURS",
     "MIN_SNAPSHOTS_KEPT",
     "SMALL_FILE_FRACTION",
@@ -819,6 +850,7 @@ __all__ = [
     "ListedFile",
     "OrphanResult",
     "SnapshotFacts",
+    "UnreadableDeletes",
     "check_orphan_age",
     "check_retain_days",
     "compact_table",

@@ -15,7 +15,7 @@ from tests.integration.test_exactly_once import append_orders
 
 MAINTENANCE = """
 maintenance:
-  demo: {schedule: "0 3 * * 0", retain_days: 0, orphan_age_hours: 1}
+  demo: {schedule: "0 3 * * 0", retain_days: 0, orphan_age_hours: 24}
 """
 
 
@@ -78,6 +78,10 @@ def test_maintain_command_and_schedule_keep_rows_and_cursors(project: Path, caps
 def test_maintain_refuses_unsafe_windows_and_foreign_tables(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["maintain", "demo/shop", "--orphan-age-hours", "0.25"]) == EXIT_FAILED
     assert "CFG001" in capsys.readouterr().err
+    for retain in ("inf", "1e308"):
+        assert main(["maintain", "demo/shop", "--retain-days", retain]) == EXIT_FAILED
+        err = capsys.readouterr().err
+        assert "CFG001" in err and "--retain-days" in err and "bug" not in err
     assert main(["maintain", "demo/nope"]) == EXIT_FAILED
 
     home = project / ".dativo"

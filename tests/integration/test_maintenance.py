@@ -367,3 +367,30 @@ def test_orphan_removal_on_object_storage_removes_an_old_orphan_and_keeps_live_f
     assert not table.io.new_input(orphan).exists()
     assert catalog.load_table("t.a").scan().to_arrow().num_rows == 3
     assert not verify_table(catalog.load_table("t.a")).failed
+
+
+def test_a_table_with_equality_deletes_is_reported_and_its_other_upkeep_runs(
+    writer: IcebergWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyiceberg cannot apply equality deletes (another engine's): compaction of such a table is a
+    coded failure naming it, not a bug, and expiry still runs."""
+    from pyiceberg.table import DataScan
+
+    from dativo_dagster.iceberg.maintenance import UnreadableDeletes
+    from dativo_dagster.maintain import Action, TableUpkeep, UpkeepSettings, _maintain_table
+
+    merged(writer, runs=1)
+
+    def equality_deletes(self: DataScan) -> None:
+        raise ValueError(
+            "PyIceberg does not yet support equality deletes: https://github.com/apache/iceberg/issues/6568"
+        )
+
+    monkeypatch.setattr(DataScan, "plan_files", equality_deletes)
+    with pytest.raises(UnreadableDeletes, match=r"STG001: t\.items has equality delete files"):
+        compact_table(table_of(writer), target_rows=4_000)
+    report = TableUpkeep(object_label="items", table="t.items")
+    settings = UpkeepSettings(actions=(Action.COMPACT, Action.EXPIRE), retain_days=0)
+    _maintain_table(table_of(writer), 4_000, settings, report, LATER)
+    assert report.error is not None and "compaction was skipped" in report.error
+    assert report.expiry is not None and report.compaction is None

@@ -124,6 +124,13 @@ def test_safety_margins_are_enforced_with_cfg001() -> None:
         check_orphan_age(0.5)
     with pytest.raises(ConfigError, match="CFG001"):
         check_retain_days(-1)
+    for days in (float("inf"), float("nan"), 3651, 1e300):
+        with pytest.raises(ConfigError, match=r"CFG001.*between 0 and 3650"):
+            check_retain_days(days)
+    for hours in (float("inf"), 87601):
+        with pytest.raises(ConfigError, match=r"CFG001.*at most 87600"):
+            check_orphan_age(hours)
+    assert check_retain_days(3650) == 3650 and check_orphan_age(87600) == 87600
 
 
 def test_tenant_maintenance_settings_are_validated() -> None:
@@ -132,6 +139,8 @@ def test_tenant_maintenance_settings_are_validated() -> None:
     for bad in (
         {"schedule": "every sunday"},
         {"schedule": "0 3 * * 0", "orphan_age_hours": 0.5},
+        {"schedule": "0 3 * * 0", "orphan_age_hours": 12},  # scheduled: at least a day
+        {"schedule": "0 3 * * 0", "retain_days": float("inf")},
         {"schedule": "0 3 * * 0", "timezone": "Mars/Olympus"},
         {"schedule": "0 3 * * 0", "extra": 1},
     ):
