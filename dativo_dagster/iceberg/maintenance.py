@@ -11,8 +11,11 @@ it back without changing a row or the cursor:
   it, and ``dativo.maintenance=compact`` says what it is.
 * **expire**: snapshots older than the retention are removed from the metadata, except the current
   one, the chain from it back to the snapshot holding the incremental cursor (the cursor reader
-  walks that chain), the newest partition-run snapshot, branch and tag heads and the newest few.
-* **orphans**: files under the table's data and metadata directories that no retained snapshot or
+  walks that chain), the chains to the newest load and the newest reset (freshness and a reset's
+  re-execution walk to them), the newest partition-run snapshot, branch and tag heads and the newest
+  few. The replays whose snapshots leave the lineage are recorded in a table property in the same
+  commit, so a repeated replay is still found committed.
+* **orphans**: files under the table's own location (never a shared data path) that no retained snapshot or
   metadata file references, and that are older than a safety window (a load still writing has
   not referenced its files yet), are deleted.
 
