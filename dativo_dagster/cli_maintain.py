@@ -63,9 +63,9 @@ def add_maintain_command(sub: Any) -> None:
         description="Each action is one Iceberg commit, safe beside a running load, and leaves the cursor where it "
         "was. compact: rewrite small data files and data files with position deletes into target-sized files; "
         f"expire: remove snapshots older than --retain-days (default {DEFAULT_RETAIN_DAYS:g}), keeping the current "
-        "one, the chain back to the cursor's snapshot, the newest partition run, branch and tag heads and the newest "
-        "five; orphans: delete unreferenced files older than --orphan-age-hours "
-        f"(default {DEFAULT_ORPHAN_AGE_HOURS:g}, at least {MIN_ORPHAN_AGE_HOURS:g}). "
+        "one, the chains back to the cursor's snapshot, the newest load and the newest reset, the newest partition "
+        "run, branch and tag heads and the newest five; orphans: delete unreferenced files older than "
+        f"--orphan-age-hours (default {DEFAULT_ORPHAN_AGE_HOURS:g}, at least {MIN_ORPHAN_AGE_HOURS:g}). "
         "Exit 0: all tables maintained; 1: some failed; 2: failure.",
     )
     maintain.add_argument("job", help="TENANT/JOB as listed in runner.yaml")

@@ -19,13 +19,14 @@ from typing import Any
 import structlog
 
 from dativo_dagster.config.plan import JobPlan, ObjectPlan
-from dativo_dagster.errors import ConfigError, DativoError
+from dativo_dagster.errors import ConfigError, DativoError, unexpected
 from dativo_dagster.iceberg.maintenance import (
     DEFAULT_ORPHAN_AGE_HOURS,
     DEFAULT_RETAIN_DAYS,
     CompactionResult,
     ExpiryResult,
     OrphanResult,
+    UnreadableDeletes,
     check_orphan_age,
     check_retain_days,
     compact_table,
@@ -110,7 +111,14 @@ class TableUpkeep:
                 f"{e.snapshots_before} -> {e.snapshots_after}"
             )
         o = self.orphans
-        if o is not None:
+        if o is not None and o.skipped:
+            out.append(f"{self.table}: orphans: {o.skipped}")
+        elif o is not None:
+            if o.unknown_age:
+                out.append(
+                    f"{self.table}: orphans: {o.unknown_age} unreferenced file(s) kept because the storage gave no "
+                    "modification time"
+                )
             out.append(
                 f"{self.table}: orphans: {would}remove {o.orphans_removed} file(s), {o.bytes_removed:,} bytes "
                 f"({o.files_listed} listed, {o.young_unreferenced} unreferenced but inside the safety window)"
@@ -172,6 +180,12 @@ def maintain_job(
         except DativoError as exc:
             report.error = str(exc)
             log.warning("maintenance_failed", table=label, error=report.error)
+        except Exception as exc:
+            # Not a coded failure (a bug, an engine's table dativo cannot read): reported as BUG
+            # with its traceback, and the remaining tables still get their upkeep.
+            error = unexpected(exc)
+            report.error = str(error)
+            log.error("maintenance_failed", table=label, error=report.error, traceback=error.context["traceback"])
         reports.append(report)
     return reports
 
@@ -180,7 +194,12 @@ def _maintain_table(
     table: Any, target_rows: int, settings: UpkeepSettings, report: TableUpkeep, now: dt.datetime | None
 ) -> None:
     if Action.COMPACT in settings.actions:
-        report.compaction = compact_table(table, target_rows=target_rows, dry_run=settings.dry_run)
+        try:
+            report.compaction = compact_table(table, target_rows=target_rows, dry_run=settings.dry_run)
+        except UnreadableDeletes as exc:
+            # Expiry and orphan removal do not read rows: they still run; the table is reported failed.
+            report.error = str(exc)
+            log.warning("maintenance_failed", table=report.table, error=report.error)
         table = table.refresh()
     if Action.EXPIRE in settings.actions:
         report.expiry = expire_snapshots(table, retain_days=settings.retain_days, now=now, dry_run=settings.dry_run)
@@ -203,3 +222,11 @@ def _row_count(table: Any) -> int | None:
         return int(props.get("total-records", "0")) - int(props.get("total-position-deletes", "0"))
     except ValueError:
         return None
+
+
+def job_failure(job: JobPlan, exc: Exception) -> TableUpkeep:
+    """The report of a job whose upkeep could not start (its catalog, a secret of its target): a
+    coded error as it is, anything else as BUG."""
+    error = exc if isinstance(exc, DativoError) else unexpected(exc)
+    log.error("maintenance_failed", job=job.label, error=str(error))
+    return TableUpkeep(object_label=job.label, table=f"{job.label} (every table)", error=str(error))

@@ -12,6 +12,7 @@ import dagster as dg
 
 from dativo_dagster.config.models import TenantMaintenance
 from dativo_dagster.config.plan import JobPlan
+from dativo_dagster.errors import DativoError, unexpected
 from dativo_dagster.resources import DativoResource
 from dativo_dagster.translator import TAG_TENANT
 
@@ -23,7 +24,7 @@ def maintenance_job_name(tenant: str) -> str:
 
 def build_maintenance_job(tenant: str, jobs: Sequence[JobPlan], settings: TenantMaintenance) -> dg.JobDefinition:
     """The job maintaining every table of ``jobs`` (all of one tenant) with ``settings``."""
-    from dativo_dagster.maintain import UpkeepSettings, maintain_job
+    from dativo_dagster.maintain import UpkeepSettings, job_failure, maintain_job
 
     labels = [job.label for job in jobs]
     name = maintenance_job_name(tenant)
@@ -38,7 +39,14 @@ def build_maintenance_job(tenant: str, jobs: Sequence[JobPlan], settings: Tenant
         records = []
         failed = []
         for job in jobs:
-            reports = maintain_job(job, dativo.writer_for(job.target), upkeep)
+            try:
+                reports = maintain_job(job, dativo.writer_for(job.target), upkeep)
+            except Exception as exc:
+                # One job's unreachable catalog or missing secret must not skip the tenant's other
+                # jobs: it is reported as a failure of that job and the op fails after all ran.
+                reports = [job_failure(job, exc)]
+                if not isinstance(exc, DativoError):
+                    context.log.error(str(unexpected(exc).context["traceback"]))
             for report in reports:
                 records.append(report.to_json())
                 if report.error:

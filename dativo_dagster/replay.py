@@ -54,7 +54,7 @@ from dativo_dagster.iceberg.quarantine import commit_quarantine, commit_row_repl
 from dativo_dagster.iceberg.writer import PROP_REPLAY_ID as WRITER_REPLAY_ID
 from dativo_dagster.iceberg.writer import IcebergWriter, ReplayAlreadyCommitted, WriteResult
 from dativo_dagster.raw_pages import read_index, read_page
-from dativo_dagster.state import PROP_OBJECT, PROP_RUN_ID
+from dativo_dagster.state import PROP_OBJECT, PROP_RUN_ID, expired_replays
 from dativo_dagster.types import CURSOR_FROM_COLUMN, REASON_COLUMN, RUN_ID_COLUMN, ContractEnforcer
 
 log = structlog.get_logger("dativo.replay")
@@ -145,7 +145,8 @@ def committed_run_ids(table: Table | None) -> set[str]:
 
 
 def replay_snapshot(table: Table | None, replay_id: str) -> int | None:
-    """The snapshot in the table's lineage that committed replay ``replay_id``, or None."""
+    """The snapshot that committed replay ``replay_id`` (in the table's lineage, or recorded by
+    snapshot expiry when it removed it), or None."""
     snapshot = table.current_snapshot() if table is not None else None
     while snapshot is not None:
         props = snapshot.summary.additional_properties if snapshot.summary else {}
@@ -153,7 +154,8 @@ def replay_snapshot(table: Table | None, replay_id: str) -> int | None:
             return snapshot.snapshot_id
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None and table is not None else None
-    return None
+    # Snapshot expiry records the replays whose snapshots it removed.
+    return expired_replays(table.metadata.properties).get(replay_id) if table is not None else None
 
 
 @contextmanager

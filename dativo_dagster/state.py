@@ -45,6 +45,34 @@ PROP_RESET_ROOT_RUN = "dativo.reset-root-run"
 """The first run of the chain (Dagster's root run id) that recorded a reset from run config: its
 re-executions and run retries find it and do not reset again."""
 
+TABLE_PROP_EXPIRED_REPLAYS = "dativo.expired-replays"
+"""Table property: the replays (``dativo.replay-id``) whose snapshots snapshot expiry removed from the
+lineage, as a JSON object of replay id to the snapshot that committed it. Set in the commit that
+removes them, so "was this replay committed?" stays answerable after expiry (a repeated replay
+must not load its rows twice). It grows by one entry per replay, each a deliberate operator act."""
+
+
+def expired_replays(properties: Mapping[str, str]) -> dict[str, int]:
+    """The replays recorded in a table's :data:`TABLE_PROP_EXPIRED_REPLAYS` (empty when unset).
+
+    Raises:
+        StateError: STATE001 when the property is not a JSON object of replay ids to snapshot ids.
+    """
+    text = properties.get(TABLE_PROP_EXPIRED_REPLAYS)
+    if text is None:
+        return {}
+    try:
+        found = json.loads(text)
+        if not isinstance(found, dict):
+            raise ValueError("not an object")
+        return {str(key): int(value) for key, value in found.items()}
+    except (ValueError, TypeError) as exc:
+        raise StateError(
+            f"table property {TABLE_PROP_EXPIRED_REPLAYS} is not a JSON object of replay ids to snapshot ids: {exc}",
+            hint="restore it from the previous metadata file; it guards against committing a replay twice",
+        ) from None
+
+
 # Dagster materialization metadata keys.
 META_CURSOR = "dativo/cursor"
 META_SNAPSHOT_ID = "dativo/snapshot_id"

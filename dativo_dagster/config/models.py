@@ -1350,7 +1350,12 @@ class TenantMaintenance(StrictModel):
     enabled: bool = True
     retain_days: float = Field(default=7, ge=0, le=3650, description="keep snapshots younger than this")
     orphan_age_hours: float = Field(
-        default=72, ge=1, le=87600, description="delete unreferenced files only when older than this (at least 1)"
+        default=72,
+        ge=24,
+        le=87600,
+        description="delete unreferenced files only when older than this (at least 24: a scheduled run starts "
+        "unattended beside any load, and a load's staged files are unreferenced until it commits; no run "
+        "timeout bounds how long a load takes)",
     )
 
     @field_validator("schedule")

@@ -161,6 +161,18 @@ def properties_problems(properties: Mapping[str, str]) -> list[str]:
     ]
 
 
+LOCATION_TABLE_PROPERTIES = frozenset(
+    {
+        "write.data.path",
+        "write.metadata.path",
+        "write.object-storage.path",
+        "write.folder-storage.path",
+        "write.location-provider.impl",
+    }
+)
+"""Table properties that move a table's files out of its own location (``table.location()``)."""
+
+
 def table_properties_problems(properties: Mapping[str, str]) -> list[str]:
     """One line per table property that may not be set.
 
@@ -171,7 +183,13 @@ def table_properties_problems(properties: Mapping[str, str]) -> list[str]:
     """
     problems: list[str] = []
     for key, value in properties.items():
-        if is_credential_property(str(key)):
+        if str(key).lower() in LOCATION_TABLE_PROPERTIES:
+            problems.append(
+                f"'{key}' moves the table's files out of its own location: tables sharing a path cannot tell "
+                "their files apart, so orphan removal and ownership checks would touch another table's data; "
+                "choose the location with the target's warehouse and namespace instead"
+            )
+        elif is_credential_property(str(key)):
             problems.append(
                 f"'{key}' names a credential: table properties are stored in the table's metadata, readable "
                 "by every catalog reader; give FileIO credentials in the storage block or catalog.properties"

@@ -11,8 +11,11 @@ it back without changing a row or the cursor:
   it, and ``dativo.maintenance=compact`` says what it is.
 * **expire**: snapshots older than the retention are removed from the metadata, except the current
   one, the chain from it back to the snapshot holding the incremental cursor (the cursor reader
-  walks that chain), the newest partition-run snapshot, branch and tag heads and the newest few.
-* **orphans**: files under the table's data and metadata directories that no retained snapshot or
+  walks that chain), the chains to the newest load and the newest reset (freshness and a reset's
+  re-execution walk to them), the newest partition-run snapshot, branch and tag heads and the newest
+  few. The replays whose snapshots leave the lineage are recorded in a table property in the same
+  commit, so a repeated replay is still found committed.
+* **orphans**: files under the table's own location (never a shared data path) that no retained snapshot or
   metadata file references, and that are older than a safety window (a load still writing has
   not referenced its files yet), are deleted.
 
@@ -25,7 +28,8 @@ again. Files a failed compaction wrote are deleted. The pure planners (:func:`pl
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +40,9 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation
 
+from dativo_dagster.compat.fsspec import fsspec_path
 from dativo_dagster.compat.pyiceberg import ArrowScan, require_current_snapshot
-from dativo_dagster.errors import ConfigError, StorageError
+from dativo_dagster.errors import ConfigError, ErrorClass, StorageError
 from dativo_dagster.iceberg.deletes import MergeOnReadOverwrite, referenced_data_file
 from dativo_dagster.iceberg.failures import COMMIT_ATTEMPTS, CommitConflict, raise_storage_failure, replaying_conflicts
 from dativo_dagster.iceberg.files import delete_files, write_data_files
@@ -48,7 +53,16 @@ from dativo_dagster.iceberg.integrity import (
     integrity_properties,
     retained_integrity_paths,
 )
-from dativo_dagster.state import PROP_CURSOR, PROP_MAINTENANCE, PROP_PARTITION, PROP_RUN_ID
+from dativo_dagster.iceberg.writer import PROP_REPLAY_ID
+from dativo_dagster.state import (
+    PROP_CURSOR,
+    PROP_MAINTENANCE,
+    PROP_PARTITION,
+    PROP_RESET_KIND,
+    PROP_RUN_ID,
+    TABLE_PROP_EXPIRED_REPLAYS,
+    expired_replays,
+)
 
 log = structlog.get_logger("dativo.iceberg")
 
@@ -70,6 +84,13 @@ MIN_ORPHAN_AGE_HOURS = 1.0
 COMPACT = "compact"
 
 
+MAX_RETAIN_DAYS = 3650.0
+"""The longest retention (as runner.yaml's ``maintenance.<tenant>.retain_days``)."""
+
+MAX_ORPHAN_AGE_HOURS = 87600.0
+"""The longest orphan safety window (ten years, as runner.yaml's ``orphan_age_hours``)."""
+
+
 def check_orphan_age(hours: float, where: str = "--orphan-age-hours") -> float:
     """``hours`` if it is a safe orphan window; CFG001 naming ``where`` otherwise."""
     if not hours >= MIN_ORPHAN_AGE_HOURS:
@@ -78,14 +99,38 @@ def check_orphan_age(hours: float, where: str = "--orphan-age-hours") -> float:
             "writing has files no snapshot references yet, and removing them would lose its rows",
             hint=f"use at least {MIN_ORPHAN_AGE_HOURS:g} (default {DEFAULT_ORPHAN_AGE_HOURS:g})",
         )
+    if not hours <= MAX_ORPHAN_AGE_HOURS:
+        raise ConfigError(f"{where}: must be at most {MAX_ORPHAN_AGE_HOURS:g} hours (got {hours:g})")
     return hours
 
 
 def check_retain_days(days: float, where: str = "--retain-days") -> float:
     """``days`` if it is a valid retention; CFG001 naming ``where`` otherwise."""
-    if not days >= 0:
-        raise ConfigError(f"{where}: must be 0 or more days (got {days:g})")
+    if not 0 <= days <= MAX_RETAIN_DAYS:
+        raise ConfigError(f"{where}: must be between 0 and {MAX_RETAIN_DAYS:g} days (got {days:g})")
     return days
+
+
+class UnreadableDeletes(StorageError):
+    """STG001: the table holds delete files pyiceberg cannot apply (equality deletes another engine
+    wrote), so its rows cannot be read for compaction; the table is left as it is. Retrying
+    does not help."""
+
+    error_class = ErrorClass.PERMANENT
+
+
+def _scan_tasks(table: Table) -> list[FileScanTask]:
+    """The table's live data files with their delete files, or :class:`UnreadableDeletes`."""
+    try:
+        return list(table.scan().plan_files())
+    except (ValueError, NotImplementedError) as exc:
+        if "equality delete" not in str(exc).lower():
+            raise
+        raise UnreadableDeletes(
+            f"{'.'.join(table.name())} has equality delete files (written by another engine), which dativo cannot "
+            "apply: compaction was skipped for it",
+            hint="compact the table with the engine that wrote the equality deletes (e.g. Spark rewrite_data_files)",
+        ) from None
 
 
 # --------------------------------------------------------------------------- compaction planning
@@ -170,7 +215,9 @@ def protected_snapshots(
     """Snapshots expiry never removes, whatever their age.
 
     The current snapshot; the chain from it back to (and including) the newest snapshot with the
-    incremental cursor, which the cursor reader walks; the newest partition-run snapshot (the
+    incremental cursor, which the cursor reader walks; the chains back to the newest load that is
+    not a reset (freshness) and to the newest reset (a reset's re-execution finds it and does not
+    reset again); the newest partition-run snapshot (the
     cursor when only partition runs are left); branch and tag heads; the newest ``min_keep`` of the
     current lineage.
     """
@@ -185,6 +232,15 @@ def protected_snapshots(
     cursor_at = next((index for index, s in enumerate(lineage) if s.incremental_run), None)
     if cursor_at is not None:
         keep.update(s.snapshot_id for s in lineage[: cursor_at + 1])
+    # The freshness check's last load and a reset's re-execution check walk to the newest load
+    # that was not a reset and to the newest reset: their chains stay walkable too.
+    for wanted in (
+        lambda s: PROP_RUN_ID in s.props and PROP_RESET_KIND not in s.props,
+        lambda s: PROP_RESET_KIND in s.props,
+    ):
+        found_at = next((index for index, s in enumerate(lineage) if wanted(s)), None)
+        if found_at is not None:
+            keep.update(s.snapshot_id for s in lineage[: found_at + 1])
     newest_partition = next((index for index, s in enumerate(lineage) if s.partition_run), None)
     if newest_partition is not None:
         if cursor_at is None and lineage[newest_partition].props.get(PROP_CURSOR, "null") != "null":
@@ -271,6 +327,10 @@ class OrphanResult:
     bytes_removed: int = 0
     young_unreferenced: int = 0
     """Unreferenced files left because they are inside the safety window."""
+    unknown_age: int = 0
+    """Unreferenced files left because the file system gave no modification time."""
+    skipped: str | None = None
+    """Why nothing was listed or deleted (the table's files may share a path with other tables)."""
     dry_run: bool = False
 
 
@@ -302,7 +362,7 @@ def _live_facts(table: Table) -> tuple[list[FileFacts], dict[str, FileScanTask]]
     tasks = {}
     metadata = table.metadata
     default_spec = metadata.default_spec_id
-    for task in table.scan().plan_files():
+    for task in _scan_tasks(table):
         data_file = task.file
         if len(data_file.partition) or data_file.spec_id != default_spec:
             continue  # dativo's tables are unpartitioned; files of another layout are left as they are
@@ -321,24 +381,48 @@ def _live_facts(table: Table) -> tuple[list[FileFacts], dict[str, FileScanTask]]
 def _still_live(table: Table, plan: _Compaction) -> bool:
     """Every file the plan rewrites is still live with the same delete files (then the written
     files are still exactly its rows)."""
-    live = {
-        task.file.file_path: frozenset(d.file_path for d in task.delete_files) for task in table.scan().plan_files()
-    }
+    live = {task.file.file_path: frozenset(d.file_path for d in task.delete_files) for task in _scan_tasks(table)}
     return all(live.get(f.path) == f.delete_paths for group in plan.groups for f in group)
 
 
-def _group_batches(table: Table, tasks: list[FileScanTask]) -> Iterator[pa.RecordBatch]:
-    """The live rows of ``tasks`` (their deletes applied), one file at a time."""
+def _table_arrow_schema(table: Table) -> pa.Schema:
+    """The Arrow schema of the table's current schema, as the table's readers see it."""
+    return table.schema().as_arrow()
+
+
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with exactly the columns and types of ``schema``.
+
+    Files written under an earlier schema lack the columns added since (they read as nulls) and
+    may carry narrower or differently encoded types (``string`` against ``large_string``, ``int``
+    against a widened ``long``); one writer takes batches of one schema only.
+    """
+    columns = []
+    for target in schema:
+        index = batch.schema.get_field_index(target.name)
+        if index < 0:
+            columns.append(pa.nulls(batch.num_rows, target.type))
+            continue
+        column = batch.column(index)
+        columns.append(column if column.type == target.type else column.cast(target.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _group_batches(table: Table, tasks: list[FileScanTask], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The live rows of ``tasks`` (their deletes applied), one file at a time, each batch in the
+    table's current schema whatever schema its file was written under."""
     from pyiceberg.expressions import AlwaysTrue
 
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
     for task in tasks:
-        yield from scan.to_record_batches([task])
+        for batch in scan.to_record_batches([task]):
+            yield conform_batch(batch, schema)
 
 
 def _write_groups(table: Table, plan: _Compaction, target_rows: int, digests: FileDigests) -> None:
+    schema = _table_arrow_schema(table)
     for group in plan.groups:
-        batches = _group_batches(table, [plan.tasks[f.path] for f in group])
+        batches = _group_batches(table, [plan.tasks[f.path] for f in group], schema)
         first = next(batches, None)
         if first is None:
             continue  # every row of the group was deleted: the files go, nothing replaces them
@@ -347,9 +431,7 @@ def _write_groups(table: Table, plan: _Compaction, target_rows: int, digests: Fi
             yield head
             yield from rest
 
-        plan.written.extend(
-            write_data_files(table, table.metadata, first.schema, stream(), target_rows, digests=digests)
-        )
+        plan.written.extend(write_data_files(table, table.metadata, schema, stream(), target_rows, digests=digests))
 
 
 def _commit_compaction(table: Table, plan: _Compaction, digests: FileDigests, label: str) -> int | None:
@@ -498,6 +580,22 @@ def _snapshot_facts(table: Table) -> list[SnapshotFacts]:
     ]
 
 
+def replays_leaving_lineage(table: Table, expiring: set[int]) -> dict[str, int]:
+    """Replays (replay id to snapshot id) committed in the current lineage that the lineage will no
+    longer reach once ``expiring`` is removed: the walk stops at the first removed snapshot."""
+    found: dict[str, int] = {}
+    reachable = True
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        reachable = reachable and snapshot.snapshot_id not in expiring
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if not reachable and PROP_REPLAY_ID in props and PROP_RUN_ID not in props:
+            found.setdefault(props[PROP_REPLAY_ID], snapshot.snapshot_id)
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    return found
+
+
 def expire_snapshots(
     table: Table,
     *,
@@ -538,6 +636,10 @@ def expire_snapshots(
                     txn = table.transaction()
                     require_current_snapshot(txn, current_id)
                     carry_forward_before_expiry(table, txn, set(expiring))
+                    replays = replays_leaving_lineage(table, set(expiring))
+                    if replays:
+                        recorded = {**expired_replays(table.metadata.properties), **replays}
+                        txn.set_properties({TABLE_PROP_EXPIRED_REPLAYS: json.dumps(recorded, sort_keys=True)})
                     ExpireSnapshots(txn).by_ids(expiring).commit()
                     txn.commit_transaction()
                 except CommitFailedException as exc:
@@ -558,27 +660,46 @@ def expire_snapshots(
 # --------------------------------------------------------------------------- orphans
 
 
-def _filesystem(table: Table) -> tuple[Any, Any]:
-    """A pyarrow file system for the table's storage (the table's own FileIO and credentials) and
-    a function turning an Iceberg location into that file system's path."""
-    import pyarrow.fs as pafs
+@dataclass(frozen=True)
+class _Storage:
+    """How orphan removal sees the table's storage: its paths, listings and deletes, all named
+    the way the file system names them."""
+
+    path: Callable[[str], str]
+    """An Iceberg location (or a path) as the file system names it."""
+    list: Callable[[str], list[ListedFile]]
+    """Every file under a directory (recursively; nothing when it does not exist)."""
+    delete: Callable[[str], None]
+
+
+def _storage(table: Table) -> _Storage:
+    """The table's storage through its own FileIO (the same credentials its reads and writes use)."""
     from pyiceberg.io.pyarrow import PyArrowFileIO
 
     io = table.io
-    location = table.location()
-    scheme, netloc, _ = PyArrowFileIO.parse_location(location)
+    scheme, netloc, _ = PyArrowFileIO.parse_location(table.location())
     if isinstance(io, PyArrowFileIO):
         filesystem = io.fs_by_scheme(scheme, netloc)
-    else:  # FsspecFileIO: the same fsspec file system its reads and writes use
-        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(io.get_fs(scheme)))  # type: ignore[attr-defined]
+        return _Storage(
+            path=lambda location: PyArrowFileIO.parse_location(location)[2],
+            list=lambda base: _list_pyarrow(filesystem, base),
+            delete=filesystem.delete_file,
+        )
+    fs = io.get_fs(scheme)  # type: ignore[attr-defined]  # FsspecFileIO
+    return _Storage(
+        path=lambda location: fsspec_path(fs, location),
+        list=lambda base: _list_fsspec(fs, base),
+        delete=fs.rm_file,
+    )
 
-    def fs_path(path: str) -> str:
-        return PyArrowFileIO.parse_location(path)[2]
 
-    return filesystem, fs_path
+def _within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or under it (both as the file system names them)."""
+    path = path.rstrip("/")
+    return path == root or path.startswith(root + "/")
 
 
-def _list_files(filesystem: Any, base: str) -> list[ListedFile]:
+def _list_pyarrow(filesystem: Any, base: str) -> list[ListedFile]:
     import pyarrow.fs as pafs
 
     found = []
@@ -588,6 +709,41 @@ def _list_files(filesystem: Any, base: str) -> list[ListedFile]:
         modified = info.mtime.timestamp() if info.mtime is not None else None
         found.append(ListedFile(path=info.path, size=info.size or 0, modified_s=modified))
     return found
+
+
+def _list_fsspec(fs: Any, base: str) -> list[ListedFile]:
+    try:
+        entries = fs.find(base, detail=True)
+    except FileNotFoundError:
+        return []
+    return [
+        ListedFile(path=name, size=int(info.get("size") or 0), modified_s=fsspec_modified(info))
+        for name, info in entries.items()
+        if info.get("type", "file") == "file"
+    ]
+
+
+def fsspec_modified(info: Mapping[str, Any]) -> float | None:
+    """A file's modification time (epoch seconds) from an fsspec listing entry, or None.
+
+    Each implementation names it its own way: adlfs ``last_modified``, s3fs ``LastModified``,
+    the local file system ``mtime``; a datetime, epoch seconds or an ISO-8601 text.
+    """
+    for key in ("last_modified", "LastModified", "mtime", "modified", "updated"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, dt.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).timestamp()
+    return None
 
 
 def referenced_locations(table: Table) -> set[str]:
@@ -632,27 +788,47 @@ def remove_orphans(
     cutoff = (now or dt.datetime.now(dt.timezone.utc)).timestamp() - older_than_hours * 3600
     result = OrphanResult(dry_run=dry_run)
     try:
-        filesystem, fs_path = _filesystem(table)
-        properties = table.metadata.properties
+        storage = _storage(table)
         location = table.location().rstrip("/")
+        root = storage.path(location).rstrip("/")
+        properties = table.metadata.properties
+        outside = sorted(
+            f"{key}={value}"
+            for key in ("write.data.path", "write.metadata.path", "write.object-storage.path")
+            if (value := properties.get(key)) is not None and not _within(storage.path(value), root)
+        )
+        if outside:
+            # Files there may belong to other tables sharing the path: what this table does not
+            # reference is not necessarily an orphan. Nothing is listed or deleted.
+            result.skipped = (
+                f"orphan removal skipped: {', '.join(outside)} is outside the table's location "
+                f"{table.location()}, where files of other tables may live"
+            )
+            log.warning("orphan_removal_skipped", table=label, reason=result.skipped)
+            return result
         bases = {
-            fs_path(properties.get("write.data.path", f"{location}/data").rstrip("/")),
-            fs_path(properties.get("write.metadata.path", f"{location}/metadata").rstrip("/")),
+            storage.path(properties.get("write.data.path", f"{location}/data")).rstrip("/"),
+            storage.path(properties.get("write.metadata.path", f"{location}/metadata")).rstrip("/"),
         }
-        listed = [f for base in sorted(bases) for f in _list_files(filesystem, base)]
+        # Only ever under the table's own location, whatever else the listing returned.
+        listed = [f for base in sorted(bases) for f in storage.list(base) if _within(f.path, root)]
         # References are read after listing: a file committed meanwhile is referenced by then.
         table = table.refresh()
-        referenced = {fs_path(path) for path in referenced_locations(table)}
-        orphans = select_orphans(listed, referenced, cutoff)
+        referenced = {storage.path(path) for path in referenced_locations(table)}
+        unreferenced = [f for f in listed if f.path not in referenced]
+        orphans = select_orphans(unreferenced, referenced, cutoff)
         result.files_listed = len(listed)
-        result.young_unreferenced = sum(1 for f in listed if f.path not in referenced) - len(orphans)
+        result.unknown_age = sum(1 for f in unreferenced if f.modified_s is None)
+        result.young_unreferenced = len(unreferenced) - len(orphans) - result.unknown_age
         result.orphans_removed = len(orphans)
         result.bytes_removed = sum(f.size for f in orphans)
+        if result.unknown_age:
+            log.warning("orphan_age_unknown", table=label, files=result.unknown_age)
         if dry_run:
             return result
         for orphan in orphans:
             try:
-                filesystem.delete_file(orphan.path)
+                storage.delete(orphan.path)
             except FileNotFoundError:
                 continue
         if orphans:
@@ -666,6 +842,8 @@ def remove_orphans(
 __all__ = [
     "DEFAULT_ORPHAN_AGE_HOURS",
     "DEFAULT_RETAIN_DAYS",
+    "MAX_ORPHAN_AGE_HOURS",
+    "MAX_RETAIN_DAYS",
     "MIN_ORPHAN_AGE_HOURS",
     "MIN_SNAPSHOTS_KEPT",
     "SMALL_FILE_FRACTION",
@@ -675,6 +853,7 @@ __all__ = [
     "ListedFile",
     "OrphanResult",
     "SnapshotFacts",
+    "UnreadableDeletes",
     "check_orphan_age",
     "check_retain_days",
     "compact_table",

@@ -94,6 +94,7 @@ from dativo_dagster.state import (
     PROP_RUN_ID,
     PROP_STRATEGY,
     CursorState,
+    expired_replays,
 )
 from dativo_dagster.types import ContractEnforcer, EnforcedBatch
 
@@ -551,7 +552,7 @@ class IcebergWriter:
         """A fresh transaction on the refreshed table that reproduces the staged schema and merge."""
         log.info("commit_conflict_replayed", table=staged.label)
         replay_id = staged.props.get(PROP_REPLAY_ID)
-        if replay_id is not None and snapshot_with(table, PROP_REPLAY_ID, replay_id) is not None:
+        if replay_id is not None and replay_commit(table, replay_id) is not None:
             # The conflicting writer was another process finishing this very replay: committing
             # again would load its rows twice. (The staged files are removed as for any failure.)
             raise ReplayAlreadyCommitted(replay_id)
@@ -664,6 +665,15 @@ def snapshot_with(table: Table, prop: str, value: str) -> int | None:
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
     return None
+
+
+def replay_commit(table: Table, replay_id: str) -> int | None:
+    """The snapshot that committed replay ``replay_id``: in the table's lineage, or recorded by
+    snapshot expiry when it removed that snapshot (:data:`TABLE_PROP_EXPIRED_REPLAYS`); or None."""
+    found = snapshot_with(table, PROP_REPLAY_ID, replay_id)
+    if found is not None:
+        return found
+    return expired_replays(table.metadata.properties).get(replay_id)
 
 
 def _check_start(

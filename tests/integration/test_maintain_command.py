@@ -15,7 +15,7 @@ from tests.integration.test_exactly_once import append_orders
 
 MAINTENANCE = """
 maintenance:
-  demo: {schedule: "0 3 * * 0", retain_days: 0, orphan_age_hours: 1}
+  demo: {schedule: "0 3 * * 0", retain_days: 0, orphan_age_hours: 24}
 """
 
 
@@ -78,6 +78,10 @@ def test_maintain_command_and_schedule_keep_rows_and_cursors(project: Path, caps
 def test_maintain_refuses_unsafe_windows_and_foreign_tables(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["maintain", "demo/shop", "--orphan-age-hours", "0.25"]) == EXIT_FAILED
     assert "CFG001" in capsys.readouterr().err
+    for retain in ("inf", "1e308"):
+        assert main(["maintain", "demo/shop", "--retain-days", retain]) == EXIT_FAILED
+        err = capsys.readouterr().err
+        assert "CFG001" in err and "--retain-days" in err and "bug" not in err
     assert main(["maintain", "demo/nope"]) == EXIT_FAILED
 
     home = project / ".dativo"
@@ -91,3 +95,34 @@ def test_maintain_refuses_unsafe_windows_and_foreign_tables(project: Path, capsy
     assert main(["maintain", "demo/shop", "--object", "customers", "--retain-days", "0"]) == EXIT_FAILED
     assert "owned by other/job/customers" in capsys.readouterr().err
     assert len(demo_table(project, "customers").snapshots()) == 1  # untouched
+
+
+def test_maintain_compacts_a_table_whose_contract_gained_a_column(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files loaded under contract v1 and v2 (a column added) compact together and verify clean."""
+    assert main(["run", "demo/shop", "--object", "orders"]) == EXIT_OK
+    schemas = project / "connectors/schemas/shop"
+    v1 = (schemas / "orders.v1.yaml").read_text()
+    (schemas / "orders.v2.yaml").write_text(
+        v1.replace("version: 1", "version: 2") + "  - {name: channel, type: string}\n"
+    )
+    job = project / "tenants/demo/jobs/shop.yaml"
+    job.write_text(job.read_text().replace("{name: shop/orders, version: 1}", "{name: shop/orders, version: 2}"))
+    data = project / "tenants/demo/data/orders.csv"
+    lines = data.read_text().splitlines()
+    lines = [lines[0] + ",channel"] + [line + "," for line in lines[1:]]
+    lines.append("3001,1,paid,1.00,EUR,2025-02-01T00:00:00Z,web")
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["run", "demo/shop", "--object", "orders"]) == EXIT_OK
+    assert len(list(demo_table(project, "orders").scan().plan_files())) == 2
+    capsys.readouterr()
+
+    assert main(["maintain", "demo/shop", "--object", "orders", "--only", "compact"]) == EXIT_OK
+
+    orders = demo_table(project, "orders")
+    assert len(list(orders.scan().plan_files())) == 1
+    rows = orders.scan().to_arrow()
+    assert rows.num_rows == 3_001
+    assert rows.filter(pa.compute.equal(rows["channel"], "web")).num_rows == 1
+    assert main(["verify", "demo/shop"]) == EXIT_OK

@@ -189,3 +189,21 @@ def test_validate_config_reports_errors_with_messages() -> None:
 def test_instance_config_schema() -> None:
     schema = set(dagster_instance.dagster_instance_config_schema())
     assert {"storage", "run_launcher", "run_coordinator", "compute_logs", "concurrency", "run_monitoring"} <= schema
+
+
+# ----------------------------------------------------------------------------- fsspec
+
+
+def test_fsspec_strip_protocol_names_paths_as_listings_do() -> None:
+    from adlfs import AzureBlobFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+
+    from dativo_dagster.compat.fsspec import fsspec_path
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'"fsspec=={version("fsspec")}"' in pyproject and f'"adlfs=={version("adlfs")}"' in pyproject
+    # orphan removal compares the listing's names with the table's referenced locations
+    assert fsspec_path(AzureBlobFileSystem, "abfss://c@acct.dfs.core.windows.net/wh/t/a.parquet") == "c/wh/t/a.parquet"
+    assert fsspec_path(AzureBlobFileSystem, "abfs://c/wh/t/a.parquet") == "c/wh/t/a.parquet"
+    assert fsspec_path(AzureBlobFileSystem, "c/wh/t") == "c/wh/t"
+    assert fsspec_path(LocalFileSystem, "file:///srv/wh/t") == "/srv/wh/t"

@@ -124,6 +124,13 @@ def test_safety_margins_are_enforced_with_cfg001() -> None:
         check_orphan_age(0.5)
     with pytest.raises(ConfigError, match="CFG001"):
         check_retain_days(-1)
+    for days in (float("inf"), float("nan"), 3651, 1e300):
+        with pytest.raises(ConfigError, match=r"CFG001.*between 0 and 3650"):
+            check_retain_days(days)
+    for hours in (float("inf"), 87601):
+        with pytest.raises(ConfigError, match=r"CFG001.*at most 87600"):
+            check_orphan_age(hours)
+    assert check_retain_days(3650) == 3650 and check_orphan_age(87600) == 87600
 
 
 def test_tenant_maintenance_settings_are_validated() -> None:
@@ -132,6 +139,8 @@ def test_tenant_maintenance_settings_are_validated() -> None:
     for bad in (
         {"schedule": "every sunday"},
         {"schedule": "0 3 * * 0", "orphan_age_hours": 0.5},
+        {"schedule": "0 3 * * 0", "orphan_age_hours": 12},  # scheduled: at least a day
+        {"schedule": "0 3 * * 0", "retain_days": float("inf")},
         {"schedule": "0 3 * * 0", "timezone": "Mars/Olympus"},
         {"schedule": "0 3 * * 0", "extra": 1},
     ):
@@ -167,3 +176,93 @@ def test_definitions_hold_the_upkeep_job_and_schedule_without_secrets(project: P
     assert schedule.cron_schedule == "0 3 * * 0" and schedule.execution_timezone == "Europe/Paris"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "demo__maintain"
+
+
+class _FailingFirstWriter:
+    """A writer whose first table load fails with an uncoded exception; the others have no table."""
+
+    target_file_rows = 1_000
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+
+    def load_table(self, namespace: str, name: str) -> None:
+        self.loaded.append(f"{namespace}.{name}")
+        if len(self.loaded) == 1:
+            raise RuntimeError("an engine's table dativo cannot read")
+        return None
+
+
+def test_a_table_failing_with_an_uncoded_exception_does_not_stop_the_others(project: Path) -> None:
+    from dativo_dagster.config.loader import load_plan
+    from dativo_dagster.maintain import UpkeepSettings, job_tables, maintain_job
+
+    job = load_plan(project, strict=True).jobs[0]
+    writer = _FailingFirstWriter()
+
+    reports = maintain_job(job, writer, UpkeepSettings())
+
+    assert writer.loaded == [f"{ns}.{name}" for _, ns, name in job_tables(job)]  # every table was tried
+    assert reports[0].error is not None and reports[0].error.startswith("BUG: unexpected RuntimeError")
+    assert all(r.error is None for r in reports[1:]) and len(reports) == len(job.objects)
+
+
+def test_the_upkeep_op_runs_every_job_before_failing(project: Path) -> None:
+    import dataclasses
+
+    import dagster as dg
+
+    from dativo_dagster.config.loader import load_plan
+    from dativo_dagster.config.models import TenantMaintenance
+    from dativo_dagster.errors import AuthError
+    from dativo_dagster.maintenance_jobs import build_maintenance_job
+
+    job = load_plan(project, strict=True).jobs[0]
+    second = dataclasses.replace(job, job=job.job.model_copy(update={"name": "second"}))
+    writers: list[_FailingFirstWriter] = []
+
+    class Resource:
+        def writer_for(self, target: object) -> _FailingFirstWriter:
+            if not writers:
+                writers.append(_FailingFirstWriter())
+                raise AuthError("the catalog refused the target's credentials")
+            writers.append(_FailingFirstWriter())
+            return writers[-1]
+
+    upkeep = build_maintenance_job(job.tenant, [job, second], TenantMaintenance(schedule="0 3 * * 0"))
+    op = upkeep.graph.node_defs[0]
+    with pytest.raises(dg.Failure) as failure:
+        op(dg.build_op_context(resources={"dativo": Resource()}))
+    assert len(writers) == 2 and writers[1].loaded  # the second job's tables were maintained
+    assert "AUTH001" in str(failure.value.description) and "BUG: unexpected RuntimeError" in str(
+        failure.value.description
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["write.data.path", "write.metadata.path", "write.object-storage.path", "write.location-provider.impl"],
+)
+def test_table_properties_moving_files_out_of_the_table_location_are_refused(tmp_path: Path, key: str) -> None:
+    from tests.unit.test_storage_config import SQL, recipe, refused
+
+    problems = refused(tmp_path, SQL + f"table_properties: {{{key}: 's3://shared/data'}}\nwarehouse: w\n")
+    assert f"'{key}' moves the table's files out of its own location" in problems
+    # object-store layout stays under the table's data directory: allowed
+    allowed = recipe(tmp_path, SQL + "table_properties: {write.object-storage.enabled: 'true'}\nwarehouse: w\n")
+    assert allowed.table_properties == {"write.object-storage.enabled": "true"}
+
+
+def test_fsspec_modification_times_are_read_in_each_implementation_s_spelling() -> None:
+    import datetime as dt
+
+    from dativo_dagster.iceberg.maintenance import fsspec_modified
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert fsspec_modified({"last_modified": when}) == when.timestamp()  # adlfs
+    assert fsspec_modified({"LastModified": when.replace(tzinfo=None)}) == when.timestamp()  # s3fs, naive UTC
+    assert fsspec_modified({"mtime": 12.5}) == 12.5  # local
+    assert fsspec_modified({"updated": "2026-01-02T03:04:05Z"}) == when.timestamp()  # gcsfs
+    assert fsspec_modified({"size": 3}) is None and fsspec_modified({"mtime": "not a time"}) is None
+    # a file whose age is unknown is never an orphan
+    assert select_orphans([ListedFile("a", 1, None)], set(), older_than_s=10**12) == []
