@@ -56,6 +56,25 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, name:
     _unavailable(f"{name} did not start on 127.0.0.1:{port}: {tail.strip() or 'no output'}")
 
 
+@contextlib.contextmanager
+def _serving(command: list[str], port: int, workdir: Path, name: str) -> Iterator[None]:
+    """Run ``command`` (a server listening on ``port``) until the block ends; its output goes to
+    ``workdir``, which is removed afterwards."""
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, process, log, name)
+        yield
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Moto:
     """A moto server speaking S3, Glue, Secrets Manager and SSM."""
@@ -103,23 +122,10 @@ def moto_server() -> Iterator[Moto]:
         import moto.server  # noqa: F401
     except ImportError:
         _unavailable("moto[server] is not installed (pip install -e '.[dev]')")
-    log = Path(tempfile.mkdtemp(prefix="moto-")) / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_for_port(MOTO_PORT, process, log, "moto server")
+    workdir = Path(tempfile.mkdtemp(prefix="moto-"))
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(MOTO_PORT)]
+    with _serving(command, MOTO_PORT, workdir, "moto server"):
         yield Moto(endpoint)
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(log.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -174,33 +180,13 @@ def azurite_server() -> Iterator[Azurite]:
     if not binary.exists():
         _unavailable("Azurite is not installed: run `npm install` in the repository (package.json pins it)")
     workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
-    log = workdir / "azurite.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(AZURITE_PORT),
-                "--location",
-                str(workdir / "data"),
-                "--skipApiVersionCheck",
-                "--loose",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_for_port(AZURITE_PORT, process, log, "Azurite")
+    command = [
+        str(binary),
+        *("--blobHost", "127.0.0.1", "--blobPort", str(AZURITE_PORT), "--location", str(workdir / "data")),
+        *("--skipApiVersionCheck", "--loose"),
+    ]
+    with _serving(command, AZURITE_PORT, workdir, "Azurite"):
         yield Azurite(endpoint)
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
